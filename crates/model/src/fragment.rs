@@ -1,0 +1,188 @@
+//! Validation and splitting of an export request into per-trace fragments.
+//!
+//! A fragment is one encoded `ResourceSpans` whose spans all belong to one trace. It is what
+//! the WAL persists and what the head stores, so a trace lookup concatenates fragments and a
+//! replay never decodes a span. Resource and scope are encoded once per request and copied
+//! into each trace's fragment as bytes.
+
+use bytes::Bytes;
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+
+use crate::ids::{SpanId, TraceId};
+use crate::otlp::{ExportTraceServiceRequest, Span};
+
+/// The spans of one trace from one resource, encoded as an OTLP `ResourceSpans`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fragment {
+    pub trace_id: TraceId,
+    pub spans: u32,
+    pub bytes: Bytes,
+}
+
+/// What a request holds once bad spans are taken out.
+#[derive(Debug, Default)]
+pub struct Split {
+    pub fragments: Vec<Fragment>,
+    pub accepted_spans: usize,
+    pub rejected_spans: usize,
+    /// A summary of why spans were rejected; empty when none were.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Rejections {
+    trace_id: usize,
+    span_id: usize,
+    parent_id: usize,
+}
+
+impl Rejections {
+    fn check(&mut self, span: &Span) -> Option<TraceId> {
+        let Some(trace_id) = TraceId::from_slice(&span.trace_id) else {
+            self.trace_id += 1;
+            return None;
+        };
+        if SpanId::from_slice(&span.span_id).is_none() {
+            self.span_id += 1;
+            return None;
+        }
+        if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+            self.parent_id += 1;
+            return None;
+        }
+        Some(trace_id)
+    }
+
+    fn total(&self) -> usize {
+        self.trace_id + self.span_id + self.parent_id
+    }
+
+    fn message(&self) -> String {
+        let mut parts = Vec::new();
+        if self.trace_id > 0 {
+            parts.push(format!("{} with an invalid trace ID (must be 16 bytes, not all zero)", self.trace_id));
+        }
+        if self.span_id > 0 {
+            parts.push(format!("{} with an invalid span ID (must be 8 bytes, not all zero)", self.span_id));
+        }
+        if self.parent_id > 0 {
+            parts.push(format!("{} with an invalid parent span ID (must be empty or 8 bytes)", self.parent_id));
+        }
+        if parts.is_empty() { String::new() } else { format!("{} spans rejected: {}", self.total(), parts.join(", ")) }
+    }
+}
+
+fn field_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_field(buf: &mut Vec<u8>, tag: u32, body: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(body.len() as u64, buf);
+    buf.extend_from_slice(body);
+}
+
+/// Validates every span and groups the good ones by trace. Never fails: bad spans are
+/// counted and described, good ones kept.
+pub fn split_request(req: &ExportTraceServiceRequest) -> Split {
+    let mut rejections = Rejections::default();
+    let mut out = Split::default();
+    for rs in &req.resource_spans {
+        let resource = rs.resource.as_ref().map(|r| r.encode_to_vec());
+        let scopes: Vec<Option<Vec<u8>>> =
+            rs.scope_spans.iter().map(|ss| ss.scope.as_ref().map(|s| s.encode_to_vec())).collect();
+        // Per trace, the spans in request order with the index of their scope.
+        let mut traces: Vec<(TraceId, Vec<(usize, &Span)>)> = Vec::new();
+        let mut index = std::collections::HashMap::<TraceId, usize>::new();
+        for (si, ss) in rs.scope_spans.iter().enumerate() {
+            for span in &ss.spans {
+                let Some(trace_id) = rejections.check(span) else { continue };
+                let slot = *index.entry(trace_id).or_insert_with(|| {
+                    traces.push((trace_id, Vec::new()));
+                    traces.len() - 1
+                });
+                traces[slot].1.push((si, span));
+                out.accepted_spans += 1;
+            }
+        }
+        for (trace_id, spans) in traces {
+            let mut buf = Vec::new();
+            if let Some(r) = &resource {
+                put_field(&mut buf, 1, r);
+            }
+            let mut i = 0;
+            while i < spans.len() {
+                let si = spans[i].0;
+                let run = spans[i..].iter().take_while(|(s, _)| *s == si).count();
+                let ss = &rs.scope_spans[si];
+                let mut len = scopes[si].as_ref().map_or(0, |s| field_len(1, s.len()));
+                len += spans[i..i + run].iter().map(|(_, s)| field_len(2, s.encoded_len())).sum::<usize>();
+                if !ss.schema_url.is_empty() {
+                    len += field_len(3, ss.schema_url.len());
+                }
+                encode_key(2, WireType::LengthDelimited, &mut buf);
+                encode_varint(len as u64, &mut buf);
+                if let Some(s) = &scopes[si] {
+                    put_field(&mut buf, 1, s);
+                }
+                for (_, span) in &spans[i..i + run] {
+                    encode_key(2, WireType::LengthDelimited, &mut buf);
+                    encode_varint(span.encoded_len() as u64, &mut buf);
+                    span.encode_raw(&mut buf);
+                }
+                if !ss.schema_url.is_empty() {
+                    put_field(&mut buf, 3, ss.schema_url.as_bytes());
+                }
+                i += run;
+            }
+            if !rs.schema_url.is_empty() {
+                put_field(&mut buf, 3, rs.schema_url.as_bytes());
+            }
+            out.fragments.push(Fragment { trace_id, spans: spans.len() as u32, bytes: Bytes::from(buf) });
+        }
+    }
+    out.rejected_spans = rejections.total();
+    out.message = rejections.message();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::*;
+
+    fn span(trace: u8, id: u8) -> Span {
+        Span { trace_id: vec![trace; 16], span_id: vec![id; 8], name: format!("s{id}"), ..Default::default() }
+    }
+
+    #[test]
+    fn splits_by_trace_and_rejects_bad_ids() {
+        let mut bad_parent = span(1, 9);
+        bad_parent.parent_span_id = vec![1; 3];
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![], dropped_attributes_count: 1 }),
+                scope_spans: vec![
+                    ScopeSpans { scope: Some(InstrumentationScope { name: "a".into(), ..Default::default() }), spans: vec![span(1, 1), span(2, 2), span(0, 3)], schema_url: "u".into() },
+                    ScopeSpans { scope: None, spans: vec![span(1, 4), span(1, 0), bad_parent, Span { trace_id: vec![1; 15], ..span(1, 5) }], schema_url: String::new() },
+                ],
+                schema_url: "rs".into(),
+            }],
+        };
+        let split = split_request(&req);
+        assert_eq!(split.accepted_spans, 3);
+        assert_eq!(split.rejected_spans, 4);
+        assert!(split.message.starts_with("4 spans rejected: 2 with an invalid trace ID"), "{}", split.message);
+        assert_eq!(split.fragments.len(), 2);
+        let f = ResourceSpans::decode(split.fragments[0].bytes.clone()).unwrap();
+        assert_eq!(split.fragments[0].trace_id, TraceId([1; 16]));
+        assert_eq!(f.schema_url, "rs");
+        assert_eq!(f.resource.unwrap().dropped_attributes_count, 1);
+        assert_eq!(f.scope_spans.len(), 2);
+        assert_eq!(f.scope_spans[0].spans, vec![span(1, 1)]);
+        assert_eq!(f.scope_spans[0].schema_url, "u");
+        assert_eq!(f.scope_spans[1].scope, None);
+        assert_eq!(f.scope_spans[1].spans, vec![span(1, 4)]);
+    }
+}
