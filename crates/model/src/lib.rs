@@ -7,7 +7,7 @@ pub mod json;
 pub mod otlp;
 pub mod trace;
 
-pub use fragment::{Fragment, Split, split_request};
+pub use fragment::{Fragment, Split, decode_record, encode_record, split_request};
 pub use ids::{SpanId, TraceId};
 
 /// Everything that can go wrong turning bytes into spans.
