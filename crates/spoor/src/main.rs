@@ -1,1 +1,103 @@
-fn main(){}
+//! `spoor`: the tracing backend in one binary.
+
+mod loadgen;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use spoor_server::Config;
+
+#[derive(Parser)]
+#[command(name = "spoor", version, about = "A distributed-tracing backend: OTLP in, Tempo API out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: OTLP receivers, WAL, live traces and the Tempo-compatible query API.
+    Serve(ServeArgs),
+    /// Send realistic multi-service traces to an OTLP endpoint and report throughput and latency.
+    Loadgen(loadgen::Args),
+    /// Print the effective configuration (defaults, file, environment and flags merged).
+    Config(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// YAML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the WAL lives [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long)]
+    otlp_grpc_listen: Option<String>,
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long)]
+    otlp_http_listen: Option<String>,
+    /// Query API listen address [default: 127.0.0.1:3200].
+    #[arg(long)]
+    http_listen: Option<String>,
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut overrides = Vec::new();
+        if let Some(d) = &self.data_dir {
+            overrides.push(("storage.data_dir", d.display().to_string()));
+        }
+        for (key, v) in [
+            ("server.otlp_grpc_listen", &self.otlp_grpc_listen),
+            ("server.otlp_http_listen", &self.otlp_http_listen),
+            ("server.http_listen", &self.http_listen),
+        ] {
+            if let Some(v) = v {
+                overrides.push((key, v.clone()));
+            }
+        }
+        Ok(Config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let config = args.load()?;
+                spoor_server::serve(config, shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Config(args) => {
+                print!("{}", args.load()?.to_yaml());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spoor: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,150 @@
+//! A small OTLP trace exporter (gRPC or HTTP/protobuf) used by `spoor loadgen` and the tests.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use spoor_model::otlp::{ExportTraceServiceResponse, RetryInfo, RpcStatus};
+
+use crate::error::Error;
+use crate::receive::GRPC_EXPORT_PATH;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+/// What the server said about one export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// OK / 200. `rejected` spans were refused individually (partial success).
+    Accepted { rejected: i64, message: String },
+    /// The request was refused as a whole. `code` is the gRPC code or the HTTP status.
+    Refused { code: i32, message: String, retry_after_secs: Option<u64> },
+}
+
+#[derive(Clone)]
+pub struct OtlpClient {
+    transport: Transport,
+    url: String,
+    tenant: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl OtlpClient {
+    /// `endpoint` is `http://host:port`; the path is added per transport.
+    pub fn new(transport: Transport, endpoint: &str, tenant: Option<String>) -> OtlpClient {
+        let mut builder = Client::builder(TokioExecutor::new());
+        if transport == Transport::Grpc {
+            builder.http2_only(true);
+        }
+        let path = match transport {
+            Transport::Grpc => GRPC_EXPORT_PATH,
+            Transport::Http => "/v1/traces",
+        };
+        OtlpClient {
+            transport,
+            url: format!("{}{path}", endpoint.trim_end_matches('/')),
+            tenant,
+            client: builder.build_http(),
+        }
+    }
+
+    /// Sends one encoded `ExportTraceServiceRequest`.
+    pub async fn export(&self, request: Bytes) -> Result<Outcome, Error> {
+        let t = |e: &dyn std::fmt::Display| Error::Transport(format!("{}: {e}", self.url));
+        let mut req = hyper::Request::post(&self.url);
+        if let Some(tenant) = &self.tenant {
+            req = req.header("x-scope-orgid", tenant);
+        }
+        let body = match self.transport {
+            Transport::Grpc => {
+                req = req.header("content-type", "application/grpc").header("te", "trailers");
+                let mut framed = Vec::with_capacity(request.len() + 5);
+                framed.push(0);
+                framed.extend_from_slice(&(request.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&request);
+                Bytes::from(framed)
+            }
+            Transport::Http => {
+                req = req.header("content-type", "application/x-protobuf");
+                request
+            }
+        };
+        let resp = self.client.request(req.body(Full::new(body)).map_err(|e| t(&e))?).await.map_err(|e| t(&e))?;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.map_err(|e| t(&e))?;
+        let trailers = collected.trailers().cloned();
+        let bytes = collected.to_bytes();
+        match self.transport {
+            Transport::Http => {
+                let retry_after_secs =
+                    parts.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                if parts.status.is_success() {
+                    accepted(&bytes)
+                } else {
+                    let message = RpcStatus::decode(&bytes[..])
+                        .map(|s| s.message)
+                        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+                    Ok(Outcome::Refused { code: parts.status.as_u16() as i32, message, retry_after_secs })
+                }
+            }
+            Transport::Grpc => {
+                // Trailers-only responses carry the status in the headers.
+                let meta = trailers.unwrap_or_default();
+                let get = |name: &str| meta.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok());
+                let code: i32 = get("grpc-status")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| Error::Transport(format!("{}: response without grpc-status (HTTP {})", self.url, parts.status)))?;
+                if code == 0 {
+                    if bytes.len() < 5 {
+                        return Err(Error::Transport(format!("{}: OK without a response message", self.url)));
+                    }
+                    return accepted(&bytes[5..]);
+                }
+                let retry_after_secs = get("grpc-status-details-bin").and_then(decode_retry_info);
+                let message = get("grpc-message").map(percent_decode).unwrap_or_default();
+                Ok(Outcome::Refused { code, message, retry_after_secs })
+            }
+        }
+    }
+}
+
+fn accepted(bytes: &[u8]) -> Result<Outcome, Error> {
+    let resp = ExportTraceServiceResponse::decode(bytes)
+        .map_err(|e| Error::Transport(format!("undecodable ExportTraceServiceResponse: {e}")))?;
+    let p = resp.partial_success.unwrap_or_default();
+    Ok(Outcome::Accepted { rejected: p.rejected_spans, message: p.error_message })
+}
+
+fn decode_retry_info(b64: &str) -> Option<u64> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64.trim_end_matches('='))
+        .ok()?;
+    let status = RpcStatus::decode(&raw[..]).ok()?;
+    status.details.iter().find(|d| d.type_url.ends_with("google.rpc.RetryInfo")).and_then(|d| {
+        RetryInfo::decode(&d.value[..]).ok()?.retry_delay.map(|d| d.seconds.max(0) as u64)
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,237 @@
+//! Configuration: embedded defaults, then a YAML file, then `SPOOR__SECTION__KEY` environment
+//! variables, then command-line flags. Every key is documented in docs/configuration.md.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub wal: WalConfig,
+    pub ingest: IngestConfig,
+    pub limits: LimitsConfig,
+    pub tenancy: TenancyConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Tempo-compatible query API, `/metrics`, `/ready`.
+    pub http_listen: String,
+    pub otlp_grpc_listen: String,
+    pub otlp_http_listen: String,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_listen: "127.0.0.1:3200".into(),
+            otlp_grpc_listen: "127.0.0.1:4317".into(),
+            otlp_http_listen: "127.0.0.1:4318".into(),
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("./data") }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Fsync,
+    Os,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// `fsync`: acknowledge after fdatasync. `os`: after write(2) only (survives a crash of
+    /// Spoor, not of the machine).
+    pub durability: Durability,
+    pub segment_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig { durability: Durability::Fsync, segment_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest accepted request, measured after decompression (HTTP body, gRPC message).
+    pub max_request_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_request_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Per tenant.
+    pub max_live_traces: usize,
+    pub max_bytes_per_trace: usize,
+    /// Per tenant: encoded bytes of all its live traces.
+    pub max_bytes_per_tenant: usize,
+    /// Retry hint sent with 429/503 refusals.
+    pub retry_after_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_live_traces: 1_000_000,
+            max_bytes_per_trace: 5 << 20,
+            max_bytes_per_tenant: 512 << 20,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// When on, `X-Scope-OrgID` is required on every ingest and query request.
+    pub multitenancy_enabled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Builds the configuration from its layers. `overrides` are `section.key = value` pairs
+    /// from command-line flags; `env` is the process environment (passed in for tests).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut value = serde_json::to_value(Config::default()).expect("defaults serialize");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+            // Deserializing straight into Config gives errors with line numbers and key names.
+            serde_saphyr::from_str::<Config>(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let file_value: Value = serde_saphyr::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            merge(&mut value, file_value);
+        }
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix("SPOOR__") else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set(&mut value, &path, &raw).map_err(|e| ConfigError(format!("environment variable {key}: {e}")))?;
+        }
+        for (key, raw) in overrides {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set(&mut value, &path, raw).map_err(|e| ConfigError(format!("flag for {key}: {e}")))?;
+        }
+        serde_json::from_value(value).map_err(|e| ConfigError(format!("invalid configuration: {e}")))
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_default()
+    }
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Sets a leaf, reading `raw` as the type the default has there, so `data_dir=123` stays a
+/// string and `max_live_traces=abc` is an error that names the key.
+fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
+    let mut cur = root;
+    for (i, seg) in path.iter().enumerate() {
+        let obj = cur.as_object_mut().ok_or_else(|| format!("{} is not a section", path[..i].join(".")))?;
+        cur = obj.get_mut(seg).ok_or_else(|| format!("unknown configuration key {}", path[..=i].join(".")))?;
+    }
+    let key = path.join(".");
+    *cur = match cur {
+        Value::String(_) => Value::String(raw.to_owned()),
+        Value::Bool(_) => Value::Bool(raw.parse().map_err(|_| format!("{key} must be true or false, got {raw:?}"))?),
+        Value::Number(_) => {
+            Value::Number(raw.parse::<u64>().map_err(|_| format!("{key} must be a non-negative integer, got {raw:?}"))?.into())
+        }
+        Value::Object(_) => return Err(format!("{key} is a section, not a key")),
+        _ => Value::String(raw.to_owned()),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "server:\n  http_listen: 127.0.0.1:9999\nlimits:\n  max_live_traces: 7\n").unwrap();
+        let env = vec![
+            ("SPOOR__LIMITS__MAX_LIVE_TRACES".to_string(), "8".to_string()),
+            ("SPOOR__STORAGE__DATA_DIR".to_string(), "123".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&file), env, &[("server.otlp_http_listen", "127.0.0.1:1".into())]).unwrap();
+        assert_eq!(c.server.http_listen, "127.0.0.1:9999");
+        assert_eq!(c.limits.max_live_traces, 8);
+        assert_eq!(c.storage.data_dir, PathBuf::from("123"));
+        assert_eq!(c.server.otlp_http_listen, "127.0.0.1:1");
+        assert_eq!(c.server.otlp_grpc_listen, "127.0.0.1:4317");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "server:\n  http_listen: x\n  bogus: 1\n").unwrap();
+        let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
+        assert!(err.contains("bogus"), "{err}");
+        let err = Config::load(None, vec![("SPOOR__LIMITS__NOPE".into(), "1".into())], &[]).unwrap_err().0;
+        assert!(err.contains("unknown configuration key limits.nope"), "{err}");
+        let err = Config::load(None, vec![("SPOOR__LIMITS__MAX_LIVE_TRACES".into(), "x".into())], &[]).unwrap_err().0;
+        assert!(err.contains("limits.max_live_traces must be"), "{err}");
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/example.yaml");
+        let c = Config::load(Some(std::path::Path::new(path)), vec![], &[]).unwrap();
+        assert_eq!(c.wal.durability, Durability::Fsync);
+    }
+}

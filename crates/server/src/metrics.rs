@@ -1,0 +1,116 @@
+//! Spoor's own metrics, rendered in the Prometheus text format on `/metrics`.
+//!
+//! Counters are keyed by (name, labels) in one mutex-guarded map: a handful of increments per
+//! request, not per span, so contention is negligible and there is no dependency to carry.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, Labels), f64>>,
+    gauges: Mutex<BTreeMap<(&'static str, Labels), f64>>,
+}
+
+const HELP: &[(&str, &str, &str)] = &[
+    ("spoor_requests_total", "counter", "Export requests received, by transport and outcome code."),
+    ("spoor_spans_received_total", "counter", "Spans decoded from export requests, by tenant."),
+    ("spoor_spans_accepted_total", "counter", "Spans acknowledged after the WAL made them durable, by tenant."),
+    ("spoor_spans_refused_total", "counter", "Spans refused, by tenant and reason; every refusal is reported to the client."),
+    ("spoor_wal_records_total", "counter", "Records appended to the WAL."),
+    ("spoor_wal_bytes_total", "counter", "Bytes appended to the WAL, framing included."),
+    ("spoor_wal_fsyncs_total", "counter", "fdatasync calls; each covers every record queued meanwhile (group commit)."),
+    ("spoor_wal_write_errors_total", "counter", "Failed WAL writes or syncs; the affected requests were not acknowledged."),
+    ("spoor_wal_segments_created_total", "counter", "WAL segment files created since start."),
+    ("spoor_wal_fsync_duration_seconds", "histogram", "Latency of WAL fdatasync calls."),
+    ("spoor_wal_replay_seconds", "gauge", "Time the last start-up WAL replay took."),
+    ("spoor_wal_replay_records", "gauge", "Records applied by the last start-up replay."),
+    ("spoor_wal_corrupt_records_total", "counter", "Corrupt WAL records skipped during replay."),
+    ("spoor_wal_truncated_bytes_total", "counter", "Bytes of torn WAL tails truncated during replay."),
+    ("spoor_live_traces", "gauge", "Live traces held in memory, by tenant."),
+    ("spoor_live_bytes", "gauge", "Encoded bytes of live traces, by tenant."),
+    ("spoor_live_spans", "gauge", "Spans held in live traces, by tenant."),
+    ("spoor_ready", "gauge", "1 when the server is ready to ingest and query."),
+];
+
+impl Metrics {
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)], by: f64) {
+        let key = (name, labels.iter().map(|(k, v)| (*k, v.to_string())).collect());
+        *self.counters.lock().unwrap().entry(key).or_default() += by;
+    }
+
+    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        let key = (name, labels.iter().map(|(k, v)| (*k, v.to_string())).collect());
+        self.gauges.lock().unwrap().insert(key, value);
+    }
+
+    /// Renders everything, plus the WAL's own counters and the head's gauges.
+    pub fn render(&self, wal: Option<&spoor_wal::Stats>, head: &spoor_store::Head) -> String {
+        for (tenant, s) in head.stats() {
+            self.set("spoor_live_traces", &[("tenant", &tenant)], s.traces as f64);
+            self.set("spoor_live_bytes", &[("tenant", &tenant)], s.bytes as f64);
+            self.set("spoor_live_spans", &[("tenant", &tenant)], s.spans as f64);
+        }
+        let mut samples: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let fmt_labels = |labels: &Labels| {
+            if labels.is_empty() {
+                String::new()
+            } else {
+                let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                format!("{{{}}}", inner.join(","))
+            }
+        };
+        for map in [&self.counters, &self.gauges] {
+            for ((name, labels), v) in map.lock().unwrap().iter() {
+                samples.entry(name).or_default().push(format!("{name}{} {v}", fmt_labels(labels)));
+            }
+        }
+        if let Some(w) = wal {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            for (name, v) in [
+                ("spoor_wal_records_total", load(&w.records)),
+                ("spoor_wal_bytes_total", load(&w.bytes)),
+                ("spoor_wal_fsyncs_total", load(&w.syncs)),
+                ("spoor_wal_write_errors_total", load(&w.write_errors)),
+                ("spoor_wal_segments_created_total", load(&w.segments)),
+            ] {
+                samples.entry(name).or_default().push(format!("{name} {v}"));
+            }
+            let name = "spoor_wal_fsync_duration_seconds";
+            let lines = samples.entry(name).or_default();
+            let mut cumulative = 0;
+            for (i, bound) in spoor_wal::FSYNC_BUCKETS.iter().enumerate() {
+                cumulative += load(&w.fsync_buckets[i]);
+                lines.push(format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}"));
+            }
+            cumulative += load(&w.fsync_buckets[spoor_wal::FSYNC_BUCKETS.len()]);
+            lines.push(format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}"));
+            lines.push(format!("{name}_sum {}", load(&w.fsync_nanos_sum) as f64 / 1e9));
+            lines.push(format!("{name}_count {cumulative}"));
+        }
+        let mut out = String::new();
+        for (name, kind, help) in HELP {
+            if let Some(lines) = samples.remove(name) {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for l in lines {
+                    let _ = writeln!(out, "{l}");
+                }
+            }
+        }
+        for (name, lines) in samples {
+            let _ = writeln!(out, "# TYPE {name} untyped");
+            for l in lines {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,216 @@
+//! The data path, on one screen:
+//!
+//! ```text
+//! receiver ─► decompress ─► decode ─► validate + split by trace ─► admit (limits)
+//!          ─► WAL (group-committed fsync) ─► acknowledge ─► head (live traces)
+//! ```
+//!
+//! Everything after the WAL is rebuilt from it on start ([`Pipeline::replay`]), so the reply a
+//! client gets is a promise the WAL keeps.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use spoor_model::{decode_record, encode_record, split_request};
+use spoor_store::{Head, Limits};
+use spoor_wal::{Wal, WriterThread};
+
+use crate::body::{self, Compression, Format};
+use crate::config::{Config, Durability};
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const STOPPING: u8 = 2;
+
+pub struct Pipeline {
+    pub config: Config,
+    pub head: Head,
+    pub metrics: Metrics,
+    wal: RwLock<Option<Wal>>,
+    wal_thread: Mutex<Option<WriterThread>>,
+    state: AtomicU8,
+}
+
+/// One export request as a receiver hands it over.
+pub struct Export {
+    pub tenant: String,
+    pub transport: &'static str,
+    pub body: Vec<u8>,
+    pub compression: Compression,
+    pub format: Format,
+}
+
+impl Pipeline {
+    pub fn new(config: Config) -> Pipeline {
+        let l = &config.limits;
+        let head = Head::new(Limits {
+            max_live_traces: l.max_live_traces,
+            max_bytes_per_trace: l.max_bytes_per_trace,
+            max_bytes_per_tenant: l.max_bytes_per_tenant,
+        });
+        Pipeline {
+            config,
+            head,
+            metrics: Metrics::default(),
+            wal: RwLock::new(None),
+            wal_thread: Mutex::new(None),
+            state: AtomicU8::new(STARTING),
+        }
+    }
+
+    fn wal_config(&self) -> spoor_wal::Config {
+        spoor_wal::Config {
+            dir: self.config.storage.data_dir.join("wal"),
+            segment_bytes: self.config.wal.segment_bytes,
+            durability: match self.config.wal.durability {
+                Durability::Fsync => spoor_wal::Durability::Fsync,
+                Durability::Os => spoor_wal::Durability::Os,
+            },
+        }
+    }
+
+    /// Rebuilds the head from the WAL, opens it for appending, and turns ready.
+    pub fn replay(&self) -> Result<(), spoor_wal::Error> {
+        let start = Instant::now();
+        let cfg = self.wal_config();
+        let mut unreadable = 0u64;
+        let stats = spoor_wal::replay(&cfg.dir, |payload| match decode_record(payload) {
+            Some((tenant, fragments)) => self.head.insert(&tenant, &fragments),
+            None => unreadable += 1,
+        })?;
+        let secs = start.elapsed().as_secs_f64();
+        self.metrics.set("spoor_wal_replay_seconds", &[], secs);
+        self.metrics.set("spoor_wal_replay_records", &[], stats.records as f64);
+        self.metrics.inc("spoor_wal_corrupt_records_total", &[], (stats.corrupt_records + unreadable) as f64);
+        self.metrics.inc("spoor_wal_truncated_bytes_total", &[], stats.truncated_bytes as f64);
+        tracing::info!(
+            records = stats.records, segments = stats.segments, corrupt = stats.corrupt_records + unreadable,
+            truncated_bytes = stats.truncated_bytes, seconds = secs, "WAL replayed"
+        );
+        let (wal, thread) = Wal::open(cfg)?;
+        *self.wal.write().unwrap() = Some(wal);
+        *self.wal_thread.lock().unwrap() = Some(thread);
+        self.state.store(READY, Ordering::SeqCst);
+        self.metrics.set("spoor_ready", &[], 1.0);
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == READY
+    }
+
+    pub fn not_ready_reason(&self) -> &'static str {
+        match self.state.load(Ordering::SeqCst) {
+            STARTING => "replaying the WAL",
+            STOPPING => "shutting down",
+            _ => "ready",
+        }
+    }
+
+    fn unavailable(&self, message: String) -> Error {
+        Error::Unavailable { message, retry_after_secs: 1 }
+    }
+
+    /// The ingest path. Returns the OTLP response to send, or the error that refuses it.
+    pub async fn ingest(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        let transport = export.transport;
+        let result = self.ingest_inner(export).await;
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.metrics.inc("spoor_requests_total", &[("transport", transport), ("code", code)], 1.0);
+        result
+    }
+
+    async fn ingest_inner(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        if !self.is_ready() {
+            return Err(self.unavailable(format!("not ready: {}; retry shortly", self.not_ready_reason())));
+        }
+        let Some(wal) = self.wal.read().unwrap().clone() else {
+            return Err(self.unavailable("shutting down".into()));
+        };
+        let this = self.clone();
+        let Export { tenant, body, compression, format, .. } = export;
+        // CPU work (inflate, decode, re-encode per trace) runs off the async threads.
+        let (tenant, split_rejected, message, admitted, record) = tokio::task::spawn_blocking(move || {
+            let raw = body::decompress(body, compression, this.config.ingest.max_request_bytes)?;
+            let req = body::decode(&raw, format)?;
+            drop(raw);
+            let split = split_request(&req);
+            drop(req);
+            let m = &this.metrics;
+            let t = tenant.as_str();
+            m.inc("spoor_spans_received_total", &[("tenant", t)], (split.accepted_spans + split.rejected_spans) as f64);
+            if split.rejected_spans > 0 {
+                m.inc("spoor_spans_refused_total", &[("tenant", t), ("reason", "invalid")], split.rejected_spans as f64);
+            }
+            let admitted = this.head.admit(&tenant, split.fragments).map_err(|refusal| {
+                m.inc("spoor_spans_refused_total", &[("tenant", t), ("reason", refusal.reason())], split.accepted_spans as f64);
+                Error::Limited {
+                    message: format!("{}: tenant {tenant} is over its live-trace limits; retry later", refusal.reason()),
+                    retry_after_secs: this.config.limits.retry_after_secs,
+                }
+            })?;
+            if admitted.too_large_spans > 0 {
+                m.inc("spoor_spans_refused_total", &[("tenant", t), ("reason", "trace_too_large")], admitted.too_large_spans as f64);
+            }
+            let record = if admitted.fragments.is_empty() { Vec::new() } else { encode_record(&tenant, &admitted.fragments) };
+            Ok::<_, Error>((tenant, split.rejected_spans, split.message, admitted, record))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
+
+        let accepted: usize = admitted.fragments.iter().map(|f| f.spans as usize).sum();
+        if !record.is_empty() {
+            if let Err(e) = wal.append(record).await {
+                tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
+                self.metrics.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "wal_error")], accepted as f64);
+                return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")));
+            }
+            self.head.insert(&tenant, &admitted.fragments);
+            self.metrics.inc("spoor_spans_accepted_total", &[("tenant", &tenant)], accepted as f64);
+        }
+
+        let mut messages = Vec::new();
+        if !message.is_empty() {
+            messages.push(message);
+        }
+        if admitted.too_large_spans > 0 {
+            messages.push(format!(
+                "{} spans rejected: {} traces would exceed max_bytes_per_trace ({} bytes)",
+                admitted.too_large_spans, admitted.too_large_traces, self.config.limits.max_bytes_per_trace
+            ));
+        }
+        let rejected = split_rejected + admitted.too_large_spans;
+        let mut error_message = messages.join("; ");
+        error_message.truncate(1024);
+        Ok(ExportTraceServiceResponse {
+            partial_success: (rejected > 0 || !error_message.is_empty())
+                .then(|| ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message }),
+        })
+    }
+
+    pub fn wal_stats(&self) -> Option<Arc<spoor_wal::Stats>> {
+        self.wal.read().unwrap().as_ref().map(|w| w.stats().clone())
+    }
+
+    /// Stops ingest and waits until every appended record is synced.
+    pub fn close(&self) {
+        self.state.store(STOPPING, Ordering::SeqCst);
+        self.metrics.set("spoor_ready", &[], 0.0);
+        self.wal.write().unwrap().take();
+        if let Some(thread) = self.wal_thread.lock().unwrap().take() {
+            thread.join();
+        }
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.state.store(STOPPING, Ordering::SeqCst);
+        self.metrics.set("spoor_ready", &[], 0.0);
+    }
+}
