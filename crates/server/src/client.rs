@@ -8,6 +8,7 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use spoor_model::otlp::{ExportTraceServiceResponse, RetryInfo, RpcStatus};
 
+pub use crate::body::Compression;
 use crate::error::Error;
 use crate::receive::GRPC_EXPORT_PATH;
 
@@ -55,6 +56,13 @@ impl OtlpClient {
 
     /// Sends one encoded `ExportTraceServiceRequest`.
     pub async fn export(&self, request: Bytes) -> Result<Outcome, Error> {
+        self.export_with(request, Compression::None).await
+    }
+
+    /// Sends one encoded `ExportTraceServiceRequest`, compressed as asked (gRPC: the message
+    /// with `grpc-encoding`; HTTP: the body with `Content-Encoding`).
+    pub async fn export_with(&self, request: Bytes, compression: Compression) -> Result<Outcome, Error> {
+        let (request, encoding) = compress(request, compression)?;
         let t = |e: &dyn std::fmt::Display| Error::Transport(format!("{}: {e}", self.url));
         let mut req = hyper::Request::post(&self.url);
         if let Some(tenant) = &self.tenant {
@@ -63,14 +71,20 @@ impl OtlpClient {
         let body = match self.transport {
             Transport::Grpc => {
                 req = req.header("content-type", "application/grpc").header("te", "trailers");
+                if let Some(enc) = encoding {
+                    req = req.header("grpc-encoding", enc);
+                }
                 let mut framed = Vec::with_capacity(request.len() + 5);
-                framed.push(0);
+                framed.push(encoding.is_some() as u8);
                 framed.extend_from_slice(&(request.len() as u32).to_be_bytes());
                 framed.extend_from_slice(&request);
                 Bytes::from(framed)
             }
             Transport::Http => {
                 req = req.header("content-type", "application/x-protobuf");
+                if let Some(enc) = encoding {
+                    req = req.header("content-encoding", enc);
+                }
                 request
             }
         };
@@ -111,6 +125,25 @@ impl OtlpClient {
             }
         }
     }
+}
+
+fn compress(request: Bytes, compression: Compression) -> Result<(Bytes, Option<&'static str>), Error> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| Error::Internal(format!("compression failed: {e}"));
+    Ok(match compression {
+        Compression::None => (request, None),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&request).map_err(fail)?;
+            (Bytes::from(enc.finish().map_err(fail)?), Some("gzip"))
+        }
+        Compression::Zstd => (Bytes::from(zstd::encode_all(&request[..], 1).map_err(fail)?), Some("zstd")),
+        Compression::Deflate => {
+            let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&request).map_err(fail)?;
+            (Bytes::from(enc.finish().map_err(fail)?), Some("deflate"))
+        }
+    })
 }
 
 fn accepted(bytes: &[u8]) -> Result<Outcome, Error> {

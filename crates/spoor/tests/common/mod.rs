@@ -1,0 +1,188 @@
+//! Test harness: runs the real `spoor` binary on free loopback ports and talks to it over
+//! HTTP and gRPC, as users do.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub grpc: String,
+    pub http: String,
+    pub api: String,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `spoor serve` on `data_dir` with extra `SPOOR__…` variables, and waits until ready.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
+            api: format!("127.0.0.1:{}", free_port()),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        s.spawn();
+        s.wait_ready();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_spoor"))
+            .args(["serve", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--otlp-grpc-listen", &self.grpc, "--otlp-http-listen", &self.http, "--http-listen", &self.api])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn spoor");
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("http://{}/ready", self.api);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("spoor exited early with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = blocking_get(&url)
+                && r.0 == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("spoor not ready in time:\n{}", self.log());
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        Some(c.wait().unwrap().code().unwrap_or(-1))
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn otlp_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request.
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(body.into())).unwrap()).await.expect("request");
+    let (parts, body) = resp.into_parts();
+    Response { status: parts.status.as_u16(), headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+}
+
+/// A plain HTTP/1.0 GET over std's TcpStream, so it works inside and outside a runtime.
+fn blocking_get(url: &str) -> Result<(u16, String), ()> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or(())?;
+    let (host, path) = rest.split_once('/').ok_or(())?;
+    let mut stream = std::net::TcpStream::connect(host).map_err(|_| ())?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|_| ())?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|_| ())?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).map_err(|_| ())?;
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or(())?;
+    Ok((status, out))
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// The JSON body of a one-span-per-id export for trace `trace_hex`.
+pub fn json_spans(trace_hex: &str, span_hexes: &[&str]) -> String {
+    let spans: Vec<String> = span_hexes
+        .iter()
+        .map(|s| format!(r#"{{"traceId":"{trace_hex}","spanId":"{s}","name":"op-{s}","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000001000000000"}}"#))
+        .collect();
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+}
+
+/// Span IDs (lowercase hex) of a trace fetched as v2 JSON; IDs there are base64.
+pub fn span_ids(v2: &serde_json::Value) -> Vec<String> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for rs in v2["trace"]["resourceSpans"].as_array().into_iter().flatten() {
+        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+            for s in ss["spans"].as_array().into_iter().flatten() {
+                let raw = base64::engine::general_purpose::STANDARD.decode(s["spanId"].as_str().unwrap()).unwrap();
+                out.push(spoor_model::ids::hex(&raw));
+            }
+        }
+    }
+    out
+}
