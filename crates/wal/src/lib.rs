@@ -214,6 +214,10 @@ impl Writer {
                 let _ = seg.file.set_len(seg.len);
                 let _ = seg.file.sync_all();
                 let path = seg.path.clone();
+                if seg.len == 0 {
+                    // Nothing in it: don't leave an empty file per failed attempt while the disk is full.
+                    let _ = fs::remove_file(&path);
+                }
                 self.file = None;
                 Err(Error::Io { path, source: e })
             }

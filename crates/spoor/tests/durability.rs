@@ -1,0 +1,232 @@
+//! The durability contract through the real binary: what was acknowledged survives `kill -9`,
+//! torn and corrupted WAL files, a full disk, and graceful shutdown.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use prost::Message;
+use spoor_model::otlp::TraceByIdResponse;
+
+fn loadgen(s: &Server, transport: &str, record: &Path, seed: u64, rate: u64) -> Child {
+    let endpoint = format!("http://{}", if transport == "grpc" { &s.grpc } else { &s.http });
+    Command::new(env!("CARGO_BIN_EXE_spoor"))
+        .args(["loadgen", "--endpoint", &endpoint, "--transport", transport, "--connections", "4", "--duration", "60"])
+        .args(["--rate", &rate.to_string(), "--seed", &seed.to_string(), "--traces-per-request", "5", "--record"])
+        .arg(record)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Acknowledged spans by trace, from a loadgen record file (a torn last line is ignored).
+fn acked(record: &Path) -> HashMap<String, HashSet<String>> {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for line in text.lines() {
+        if let Some((t, s)) = line.split_once(' ')
+            && t.len() == 32
+            && s.len() == 16
+        {
+            out.entry(t.into()).or_default().insert(s.into());
+        }
+    }
+    out
+}
+
+/// Fetches a trace (v2, protobuf) and returns its span IDs, duplicates kept.
+async fn fetch_span_ids(s: &Server, trace: &str) -> Vec<String> {
+    let r = request("GET", &s.api_url(&format!("/api/v2/traces/{trace}")), &[("accept", "application/protobuf")], "").await;
+    if r.status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(r.status, 200);
+    let t = TraceByIdResponse::decode(r.body).unwrap().trace.unwrap_or_default();
+    t.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| spoor_model::ids::hex(&s.span_id))
+        .collect()
+}
+
+async fn assert_all_present_once(s: &Server, acked: &HashMap<String, HashSet<String>>) {
+    for (trace, spans) in acked {
+        let got = fetch_span_ids(s, trace).await;
+        let unique: HashSet<String> = got.iter().cloned().collect();
+        assert_eq!(unique.len(), got.len(), "trace {trace} returned a span twice");
+        let missing: Vec<_> = spans.difference(&unique).collect();
+        assert!(missing.is_empty(), "trace {trace}: acknowledged spans lost: {missing:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_ingest_loses_no_acknowledged_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("d"), &[]);
+    let record = dir.path().join("acked.txt");
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    for round in 0..10u64 {
+        let transport = if round % 2 == 0 { "grpc" } else { "http" };
+        let mut lg = loadgen(&s, transport, &record, round + 1, 0);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(Duration::from_millis(300 + rng % 1200)).await;
+        s.kill9();
+        // Let the load generator record the last replies it got, then stop it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lg.kill().unwrap();
+        lg.wait().unwrap();
+        s.spawn();
+        s.wait_ready();
+        let acked = acked(&record);
+        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
+        assert_all_present_once(&s, &acked).await;
+    }
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(m.contains("spoor_wal_corrupt_records_total 0"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_syncs_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("d"), &[]);
+    let record = dir.path().join("acked.txt");
+    let mut lg = loadgen(&s, "grpc", &record, 99, 20_000);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.terminate(), Some(0), "{}", s.log());
+    lg.kill().unwrap();
+    lg.wait().unwrap();
+    assert!(s.log().contains("WAL synced"));
+    s.spawn();
+    s.wait_ready();
+    assert_all_present_once(&s, &acked(&record)).await;
+}
+
+/// Sends `n` one-trace requests; returns their trace IDs.
+async fn send_traces(s: &Server, first: u32, n: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in first..first + n {
+        let t = format!("{:032x}", 0xabc0000 + i);
+        let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], json_spans(&t, &["0000000000000001"])).await;
+        assert_eq!(r.status, 200);
+        out.push(t);
+    }
+    out
+}
+
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    segs.into_iter().find(|p| std::fs::metadata(p).unwrap().len() > 0).expect("a non-empty segment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_tail_and_flipped_bit_in_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut s = Server::start(&data, &[]);
+    let traces = send_traces(&s, 0, 20).await;
+    assert_eq!(s.terminate(), Some(0));
+    let seg = only_segment(&data);
+    let full = std::fs::read(&seg).unwrap();
+
+    // Torn tail: cut the last record short. Everything before it comes back.
+    std::fs::write(&seg, &full[..full.len() - 7]).unwrap();
+    s.spawn();
+    s.wait_ready();
+    for (i, t) in traces.iter().enumerate() {
+        let n = fetch_span_ids(&s, t).await.len();
+        assert_eq!(n, usize::from(i < 19), "trace {i}");
+    }
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(m.contains("spoor_wal_truncated_bytes_total"), "{m}");
+    assert!(!m.contains("spoor_wal_truncated_bytes_total 0\n"), "{m}");
+    assert_eq!(s.terminate(), Some(0));
+
+    // A flipped bit in the middle: that record alone is skipped and counted.
+    let mut flipped = full.clone();
+    flipped[full.len() / 2] ^= 0x10;
+    std::fs::write(&seg, &flipped).unwrap();
+    s.spawn();
+    s.wait_ready();
+    let mut present = 0;
+    for t in &traces {
+        present += fetch_span_ids(&s, t).await.len();
+    }
+    assert_eq!(present, 19);
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(m.contains("spoor_wal_corrupt_records_total 1\n"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_refuses_then_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED disk_full_refuses_then_recovers_by_itself: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&data);
+    let mut s = Server::start(&data, &[]);
+    // Leave little room, then send 20 KB requests until the WAL cannot take one.
+    let filler = data.join("filler");
+    std::fs::write(&filler, vec![1u8; 3 << 20]).unwrap();
+    let url = s.otlp_url("/v1/traces");
+    let big_attr = "x".repeat(20_000);
+    let body = |i: u32| {
+        format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"{:032x}","spanId":"0000000000000001","name":"{big_attr}"}}]}}]}}]}}"#,
+            0xf00000 + i
+        )
+    };
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let r = request("POST", &url, &[("content-type", "application/json")], body(i)).await;
+        match r.status {
+            200 => acked.push(i),
+            503 => {
+                assert!(r.headers.contains_key("retry-after"));
+                assert!(r.json()["message"].as_str().unwrap().contains("cannot make spans durable"), "{}", r.text());
+                refused = Some(i);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    let refused = refused.expect("the disk never filled");
+    // Still refusing while full; then space returns and ingest resumes on its own.
+    assert_eq!(request("POST", &url, &[("content-type", "application/json")], body(refused)).await.status, 503);
+    std::fs::remove_file(&filler).unwrap();
+    let r = request("POST", &url, &[("content-type", "application/json")], body(refused)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    acked.push(refused);
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(!m.contains("spoor_wal_write_errors_total 0\n"), "{m}");
+    // And after a crash, everything acknowledged is there.
+    s.restart();
+    for i in acked {
+        assert_eq!(fetch_span_ids(&s, &format!("{:032x}", 0xf00000 + i)).await.len(), 1, "request {i}");
+    }
+    s.kill9();
+}
