@@ -5,6 +5,7 @@ pub mod fragment;
 pub mod ids;
 pub mod json;
 pub mod otlp;
+pub mod synth;
 pub mod trace;
 
 pub use fragment::{Fragment, Split, decode_record, encode_record, split_request};
