@@ -42,6 +42,8 @@ impl OtlpClient {
         if transport == Transport::Grpc {
             builder.http2_only(true);
         }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         let path = match transport {
             Transport::Grpc => GRPC_EXPORT_PATH,
             Transport::Http => "/v1/traces",
@@ -50,7 +52,7 @@ impl OtlpClient {
             transport,
             url: format!("{}{path}", endpoint.trim_end_matches('/')),
             tenant,
-            client: builder.build_http(),
+            client: builder.build(connector),
         }
     }
 

@@ -16,6 +16,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+
 pub use config::Config;
 pub use error::Error;
 use pipeline::Pipeline;
@@ -50,6 +52,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     ] {
         let mut rx = stop_rx.clone();
         servers.spawn(async move {
+            // Small request/response exchanges: without TCP_NODELAY, Nagle plus delayed ACKs
+            // add ~40 ms to a fraction of replies.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|stop| *stop).await;

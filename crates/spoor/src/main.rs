@@ -2,6 +2,11 @@
 
 mod loadgen;
 
+// Ingest allocates and frees many small strings per span across threads; glibc's malloc spent
+// about half the server's CPU on that under load, mimalloc a small fraction (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
