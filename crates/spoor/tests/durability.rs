@@ -230,3 +230,51 @@ async fn disk_full_refuses_then_recovers_by_itself() {
     }
     s.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_replaying_and_ingest_asks_to_retry() {
+    use spoor_model::synth::{Rng, build_request};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // A WAL of ~200 MB, written through the WAL crate as the server would write it.
+    let (wal, thread) = spoor_wal::Wal::open(spoor_wal::Config {
+        dir: data.join("wal"),
+        segment_bytes: 64 << 20,
+        durability: spoor_wal::Durability::Os,
+    })
+    .unwrap();
+    let mut rng = Rng::new(5);
+    let (req, _) = build_request(&mut rng, 50, 1_700_000_000_000_000_000);
+    let split = spoor_model::split_request(&req);
+    let record = spoor_model::encode_record("single-tenant", &split.fragments);
+    for _ in 0..(200 << 20) / record.len() {
+        wal.append(record.clone()).await.unwrap();
+    }
+    drop(wal);
+    tokio::task::spawn_blocking(move || thread.join()).await.unwrap();
+
+    let mut s = Server::unstarted(&data);
+    s.spawn();
+    // Listeners open before replay; catch the server while it replays.
+    let (ready, ingest) = {
+        let ready = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                if let Ok(r) = try_request("GET", &s.api_url("/ready")).await {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("query API did not come up");
+        let ingest = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], json_spans(&"1".repeat(32), &["0000000000000001"])).await;
+        (ready, ingest)
+    };
+    assert_eq!(ready.status, 503, "replay finished before the first probe: {}", ready.text());
+    assert!(ready.text().contains("replaying the WAL"), "{}", ready.text());
+    assert_eq!(ingest.status, 503, "{}", ingest.text());
+    assert!(ingest.headers.contains_key("retry-after"));
+    s.wait_ready();
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(m.contains("spoor_wal_replay_seconds"), "{m}");
+}

@@ -42,6 +42,19 @@ impl Server {
         s
     }
 
+    /// A server description with fresh ports and no process yet.
+    pub fn unstarted(data_dir: &Path) -> Server {
+        Server {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
+            api: format!("127.0.0.1:{}", free_port()),
+            env: Vec::new(),
+            log: data_dir.with_extension("log"),
+        }
+    }
+
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_spoor"))
@@ -129,14 +142,24 @@ impl Response {
 
 /// One HTTP/1.1 request.
 pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+    send(method, url, headers, body.into()).await.expect("request")
+}
+
+/// A request without headers or body that may fail to connect.
+pub async fn try_request(method: &str, url: &str) -> Result<Response, String> {
+    send(method, url, &[], Bytes::new()).await
+}
+
+async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Response, String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client.request(req.body(Full::new(body.into())).unwrap()).await.expect("request");
+    let resp = client.request(req.body(Full::new(body)).unwrap()).await.map_err(|e| e.to_string())?;
     let (parts, body) = resp.into_parts();
-    Response { status: parts.status.as_u16(), headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
 }
 
 /// A plain HTTP/1.0 GET over std's TcpStream, so it works inside and outside a runtime.
