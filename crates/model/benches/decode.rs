@@ -2,6 +2,10 @@
 //! WAL record encoding, and trace assembly for a lookup.
 //! Run: `cargo bench -p spoor-model --bench decode`.
 
+// The allocator the server runs with: decode cost is mostly allocation.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use spoor_model::otlp::ExportTraceServiceRequest;
