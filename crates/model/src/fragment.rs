@@ -164,8 +164,16 @@ mod tests {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource { attributes: vec![], dropped_attributes_count: 1 }),
                 scope_spans: vec![
-                    ScopeSpans { scope: Some(InstrumentationScope { name: "a".into(), ..Default::default() }), spans: vec![span(1, 1), span(2, 2), span(0, 3)], schema_url: "u".into() },
-                    ScopeSpans { scope: None, spans: vec![span(1, 4), span(1, 0), bad_parent, Span { trace_id: vec![1; 15], ..span(1, 5) }], schema_url: String::new() },
+                    ScopeSpans {
+                        scope: Some(InstrumentationScope { name: "a".into(), ..Default::default() }),
+                        spans: vec![span(1, 1), span(2, 2), span(0, 3)],
+                        schema_url: "u".into(),
+                    },
+                    ScopeSpans {
+                        scope: None,
+                        spans: vec![span(1, 4), span(1, 0), bad_parent, Span { trace_id: vec![1; 15], ..span(1, 5) }],
+                        schema_url: String::new(),
+                    },
                 ],
                 schema_url: "rs".into(),
             }],

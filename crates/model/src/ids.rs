@@ -85,7 +85,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Decodes an even-length hex string (either case). `None` names no position; callers add it.
 pub fn unhex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(format!("hex ID has an odd number of characters ({})", text.len()));
     }
     let bytes = text.as_bytes();

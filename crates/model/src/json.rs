@@ -29,7 +29,10 @@ type Obj = Map<String, Value>;
 
 impl Decoder {
     fn err(&self, message: impl Into<String>) -> Error {
-        Error::Json { path: if self.path.is_empty() { "$".into() } else { self.path.concat() }, message: message.into() }
+        Error::Json {
+            path: if self.path.is_empty() { "$".into() } else { self.path.concat() },
+            message: message.into(),
+        }
     }
 
     fn object<'a>(&self, v: &'a Value, what: &str) -> Result<&'a Obj, Error> {
@@ -88,11 +91,11 @@ impl Decoder {
     }
 
     fn u64(&mut self, obj: &Obj, camel: &str, snake: &str) -> Result<u64, Error> {
-        Ok(self.scalar(obj, camel, snake, |d, v| parse_int::<u64>(d, v))?.unwrap_or(0))
+        Ok(self.scalar(obj, camel, snake, parse_int::<u64>)?.unwrap_or(0))
     }
 
     fn u32(&mut self, obj: &Obj, camel: &str, snake: &str) -> Result<u32, Error> {
-        Ok(self.scalar(obj, camel, snake, |d, v| parse_int::<u32>(d, v))?.unwrap_or(0))
+        Ok(self.scalar(obj, camel, snake, parse_int::<u32>)?.unwrap_or(0))
     }
 
     fn id(&mut self, obj: &Obj, camel: &str, snake: &str) -> Result<Vec<u8>, Error> {
@@ -222,7 +225,9 @@ impl Decoder {
         let o = self.object(v, "AnyValue")?;
         let value = if let Some(s) = Self::field(o, "stringValue", "string_value") {
             Some(V::StringValue(
-                s.as_str().ok_or_else(|| self.err(format!("stringValue must be a string, found {}", kind_of(s))))?.into(),
+                s.as_str()
+                    .ok_or_else(|| self.err(format!("stringValue must be a string, found {}", kind_of(s))))?
+                    .into(),
             ))
         } else if let Some(b) = Self::field(o, "boolValue", "bool_value") {
             Some(V::BoolValue(
@@ -375,7 +380,9 @@ pub fn any_value_json(v: &AnyValue) -> Value {
         Some(V::BoolValue(b)) => json!({ "boolValue": b }),
         Some(V::IntValue(i)) => json!({ "intValue": i.to_string() }),
         Some(V::DoubleValue(f)) => json!({ "doubleValue": double_json(*f) }),
-        Some(V::ArrayValue(a)) => json!({ "arrayValue": Out::new().list("values", a.values.iter().map(any_value_json).collect()).done() }),
+        Some(V::ArrayValue(a)) => {
+            json!({ "arrayValue": Out::new().list("values", a.values.iter().map(any_value_json).collect()).done() })
+        }
         Some(V::KvlistValue(k)) => json!({ "kvlistValue": Out::new().list("values", attrs(&k.values)).done() }),
         Some(V::BytesValue(b)) => json!({ "bytesValue": B64.encode(b) }),
     }
@@ -393,7 +400,10 @@ fn double_json(f: f64) -> Value {
 
 fn resource_spans_json(rs: &ResourceSpans, ids: IdStyle) -> Value {
     let resource = rs.resource.as_ref().map(|r| {
-        Out::new().list("attributes", attrs(&r.attributes)).u32("droppedAttributesCount", r.dropped_attributes_count).done()
+        Out::new()
+            .list("attributes", attrs(&r.attributes))
+            .u32("droppedAttributesCount", r.dropped_attributes_count)
+            .done()
     });
     let scopes = rs
         .scope_spans
@@ -426,9 +436,10 @@ fn enum_name(names: &[&str], v: i32) -> Option<Value> {
 }
 
 fn span_json(s: &Span, ids: IdStyle) -> Value {
-    let status = s.status.as_ref().map(|st| {
-        Out::new().str("message", &st.message).opt("code", enum_name(&STATUS_CODE_NAMES, st.code)).done()
-    });
+    let status = s
+        .status
+        .as_ref()
+        .map(|st| Out::new().str("message", &st.message).opt("code", enum_name(&STATUS_CODE_NAMES, st.code)).done());
     Out::new()
         .id("traceId", &s.trace_id, ids)
         .id("spanId", &s.span_id, ids)
@@ -528,9 +539,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_path() {
-        let err = decode_export_request(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"W47/95gDgQPSabYzgT/GDA=="}]}]}]}"#)
-            .unwrap_err()
-            .to_string();
+        let err = decode_export_request(
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"W47/95gDgQPSabYzgT/GDA=="}]}]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("resourceSpans[0].scopeSpans[0].spans[0].traceId"), "{err}");
         let err = decode_export_request(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"NOPE"}]}]}]}"#)
             .unwrap_err()

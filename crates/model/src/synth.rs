@@ -11,7 +11,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -19,10 +19,10 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// Log-normal with the given median and shape.
     pub fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
@@ -31,9 +31,12 @@ impl Rng {
         median * (sigma * z).exp()
     }
     pub fn nonzero(&mut self) -> u64 {
-        self.next().max(1)
+        self.next_u64().max(1)
     }
 }
+
+/// (trace ID, span ID) of a generated span.
+pub type SpanRef = ([u8; 16], [u8; 8]);
 
 const SERVICES: &[(&str, &str)] = &[
     ("portal", "frontend"),
@@ -46,8 +49,16 @@ const SERVICES: &[(&str, &str)] = &[
     ("labs", "learning"),
 ];
 const OPERATIONS: &[&str] = &[
-    "GET /api/catalog", "POST /api/login", "SELECT entities", "render page", "build pipeline",
-    "deploy-to-production", "sync application", "POST /messages", "start lab", "checkout repo",
+    "GET /api/catalog",
+    "POST /api/login",
+    "SELECT entities",
+    "render page",
+    "build pipeline",
+    "deploy-to-production",
+    "sync application",
+    "POST /messages",
+    "start lab",
+    "checkout repo",
 ];
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
@@ -59,13 +70,13 @@ fn s(v: &str) -> any_value::Value {
 }
 
 /// One request's worth of traces; returns the request and (trace, span) IDs in it.
-pub fn build_request(rng: &mut Rng, traces: usize, now_ns: u64) -> (ExportTraceServiceRequest, Vec<([u8; 16], [u8; 8])>) {
+pub fn build_request(rng: &mut Rng, traces: usize, now_ns: u64) -> (ExportTraceServiceRequest, Vec<SpanRef>) {
     let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); SERVICES.len()];
     let mut ids = Vec::new();
     for _ in 0..traces {
         let mut trace_id = [0u8; 16];
         trace_id[..8].copy_from_slice(&rng.nonzero().to_le_bytes());
-        trace_id[8..].copy_from_slice(&rng.next().to_le_bytes());
+        trace_id[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
         let n = 10 + rng.below(21) as usize;
         let first_service = rng.below(SERVICES.len() as u64) as usize;
         let service_count = 3 + rng.below(4) as usize;
@@ -111,7 +122,10 @@ pub fn build_request(rng: &mut Rng, traces: usize, now_ns: u64) -> (ExportTraceS
                 vec![Event {
                     time_unix_nano: end,
                     name: "exception".into(),
-                    attributes: vec![kv("exception.type", s("TimeoutError")), kv("exception.message", s("upstream timed out"))],
+                    attributes: vec![
+                        kv("exception.type", s("TimeoutError")),
+                        kv("exception.message", s("upstream timed out")),
+                    ],
                     dropped_attributes_count: 0,
                 }]
             } else {
@@ -149,7 +163,11 @@ pub fn build_request(rng: &mut Rng, traces: usize, now_ns: u64) -> (ExportTraceS
                 dropped_attributes_count: 0,
             }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "spoor.loadgen".into(), version: "1.0.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "spoor.loadgen".into(),
+                    version: "1.0.0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],
@@ -158,4 +176,3 @@ pub fn build_request(rng: &mut Rng, traces: usize, now_ns: u64) -> (ExportTraceS
         .collect();
     (ExportTraceServiceRequest { resource_spans }, ids)
 }
-

@@ -30,14 +30,22 @@ pub fn assemble<'a>(fragments: impl IntoIterator<Item = &'a [u8]>) -> Result<Ass
         let rs = ResourceSpans::decode(bytes)?;
         let rkey = (rs.resource.as_ref().map(|r| r.encode_to_vec()).unwrap_or_default(), rs.schema_url.clone());
         let ri = *resources.entry(rkey).or_insert_with(|| {
-            out.push(ResourceSpans { resource: rs.resource.clone(), scope_spans: Vec::new(), schema_url: rs.schema_url.clone() });
+            out.push(ResourceSpans {
+                resource: rs.resource.clone(),
+                scope_spans: Vec::new(),
+                schema_url: rs.schema_url.clone(),
+            });
             out.len() - 1
         });
         for ss in rs.scope_spans {
             let skey = (ri, ss.scope.as_ref().map(|s| s.encode_to_vec()).unwrap_or_default(), ss.schema_url.clone());
             let target = &mut out[ri].scope_spans;
             let si = *scopes.entry(skey).or_insert_with(|| {
-                target.push(ScopeSpans { scope: ss.scope.clone(), spans: Vec::new(), schema_url: ss.schema_url.clone() });
+                target.push(ScopeSpans {
+                    scope: ss.scope.clone(),
+                    spans: Vec::new(),
+                    schema_url: ss.schema_url.clone(),
+                });
                 target.len() - 1
             });
             for span in ss.spans {
@@ -62,7 +70,10 @@ mod tests {
         let span = |id: u8| Span { trace_id: vec![7; 16], span_id: vec![id; 8], ..Default::default() };
         let req = |ids: &[u8]| ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(Resource { attributes: vec![KeyValue { key: "k".into(), value: None }], dropped_attributes_count: 0 }),
+                resource: Some(Resource {
+                    attributes: vec![KeyValue { key: "k".into(), value: None }],
+                    dropped_attributes_count: 0,
+                }),
                 scope_spans: vec![ScopeSpans { spans: ids.iter().map(|&i| span(i)).collect(), ..Default::default() }],
                 schema_url: String::new(),
             }],

@@ -112,9 +112,9 @@ impl OtlpClient {
                 // Trailers-only responses carry the status in the headers.
                 let meta = trailers.unwrap_or_default();
                 let get = |name: &str| meta.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok());
-                let code: i32 = get("grpc-status")
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| Error::Transport(format!("{}: response without grpc-status (HTTP {})", self.url, parts.status)))?;
+                let code: i32 = get("grpc-status").and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    Error::Transport(format!("{}: response without grpc-status (HTTP {})", self.url, parts.status))
+                })?;
                 if code == 0 {
                     if bytes.len() < 5 {
                         return Err(Error::Transport(format!("{}: OK without a response message", self.url)));
@@ -157,13 +157,13 @@ fn accepted(bytes: &[u8]) -> Result<Outcome, Error> {
 
 fn decode_retry_info(b64: &str) -> Option<u64> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(b64.trim_end_matches('='))
-        .ok()?;
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64.trim_end_matches('=')).ok()?;
     let status = RpcStatus::decode(&raw[..]).ok()?;
-    status.details.iter().find(|d| d.type_url.ends_with("google.rpc.RetryInfo")).and_then(|d| {
-        RetryInfo::decode(&d.value[..]).ok()?.retry_delay.map(|d| d.seconds.max(0) as u64)
-    })
+    status
+        .details
+        .iter()
+        .find(|d| d.type_url.ends_with("google.rpc.RetryInfo"))
+        .and_then(|d| RetryInfo::decode(&d.value[..]).ok()?.retry_delay.map(|d| d.seconds.max(0) as u64))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -171,12 +171,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

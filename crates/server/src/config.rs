@@ -133,10 +133,9 @@ impl Config {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
             // Deserializing straight into Config gives errors with line numbers and key names.
-            serde_saphyr::from_str::<Config>(&text)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            let file_value: Value = serde_saphyr::from_str(&text)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            serde_saphyr::from_str::<Config>(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let file_value: Value =
+                serde_saphyr::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
             merge(&mut value, file_value);
         }
         for (key, raw) in env {
@@ -184,9 +183,9 @@ fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
     *cur = match cur {
         Value::String(_) => Value::String(raw.to_owned()),
         Value::Bool(_) => Value::Bool(raw.parse().map_err(|_| format!("{key} must be true or false, got {raw:?}"))?),
-        Value::Number(_) => {
-            Value::Number(raw.parse::<u64>().map_err(|_| format!("{key} must be a non-negative integer, got {raw:?}"))?.into())
-        }
+        Value::Number(_) => Value::Number(
+            raw.parse::<u64>().map_err(|_| format!("{key} must be a non-negative integer, got {raw:?}"))?.into(),
+        ),
         Value::Object(_) => return Err(format!("{key} is a section, not a key")),
         _ => Value::String(raw.to_owned()),
     };

@@ -88,8 +88,12 @@ impl Pipeline {
         self.metrics.inc("spoor_wal_corrupt_records_total", &[], (stats.corrupt_records + unreadable) as f64);
         self.metrics.inc("spoor_wal_truncated_bytes_total", &[], stats.truncated_bytes as f64);
         tracing::info!(
-            records = stats.records, segments = stats.segments, corrupt = stats.corrupt_records + unreadable,
-            truncated_bytes = stats.truncated_bytes, seconds = secs, "WAL replayed"
+            records = stats.records,
+            segments = stats.segments,
+            corrupt = stats.corrupt_records + unreadable,
+            truncated_bytes = stats.truncated_bytes,
+            seconds = secs,
+            "WAL replayed"
         );
         let (wal, thread) = Wal::open(cfg)?;
         *self.wal.write().unwrap() = Some(wal);
@@ -147,19 +151,35 @@ impl Pipeline {
             let t = tenant.as_str();
             m.inc("spoor_spans_received_total", &[("tenant", t)], (split.accepted_spans + split.rejected_spans) as f64);
             if split.rejected_spans > 0 {
-                m.inc("spoor_spans_refused_total", &[("tenant", t), ("reason", "invalid")], split.rejected_spans as f64);
+                m.inc(
+                    "spoor_spans_refused_total",
+                    &[("tenant", t), ("reason", "invalid")],
+                    split.rejected_spans as f64,
+                );
             }
             let admitted = this.head.admit(&tenant, split.fragments).map_err(|refusal| {
-                m.inc("spoor_spans_refused_total", &[("tenant", t), ("reason", refusal.reason())], split.accepted_spans as f64);
+                m.inc(
+                    "spoor_spans_refused_total",
+                    &[("tenant", t), ("reason", refusal.reason())],
+                    split.accepted_spans as f64,
+                );
                 Error::Limited {
-                    message: format!("{}: tenant {tenant} is over its live-trace limits; retry later", refusal.reason()),
+                    message: format!(
+                        "{}: tenant {tenant} is over its live-trace limits; retry later",
+                        refusal.reason()
+                    ),
                     retry_after_secs: this.config.limits.retry_after_secs,
                 }
             })?;
             if admitted.too_large_spans > 0 {
-                m.inc("spoor_spans_refused_total", &[("tenant", t), ("reason", "trace_too_large")], admitted.too_large_spans as f64);
+                m.inc(
+                    "spoor_spans_refused_total",
+                    &[("tenant", t), ("reason", "trace_too_large")],
+                    admitted.too_large_spans as f64,
+                );
             }
-            let record = if admitted.fragments.is_empty() { Vec::new() } else { encode_record(&tenant, &admitted.fragments) };
+            let record =
+                if admitted.fragments.is_empty() { Vec::new() } else { encode_record(&tenant, &admitted.fragments) };
             Ok::<_, Error>((tenant, split.rejected_spans, split.message, admitted, record))
         })
         .await
@@ -169,7 +189,11 @@ impl Pipeline {
         if !record.is_empty() {
             if let Err(e) = wal.append(record).await {
                 tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
-                self.metrics.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "wal_error")], accepted as f64);
+                self.metrics.inc(
+                    "spoor_spans_refused_total",
+                    &[("tenant", &tenant), ("reason", "wal_error")],
+                    accepted as f64,
+                );
                 return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")));
             }
             self.head.insert(&tenant, &admitted.fragments);
@@ -191,7 +215,7 @@ impl Pipeline {
         error_message.truncate(1024);
         Ok(ExportTraceServiceResponse {
             partial_success: (rejected > 0 || !error_message.is_empty())
-                .then(|| ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message }),
+                .then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message }),
         })
     }
 

@@ -90,8 +90,7 @@ fn lookup(
         return Err(Error::BadRequest(format!("http parameter start must be before end: {start} >= {end}")));
     }
     // Live traces are always searched: a time range only narrows which blocks are read.
-    let fragments: Vec<bytes::Bytes> =
-        tenants.iter().filter_map(|t| p.head.get(t, &id)).flatten().collect();
+    let fragments: Vec<bytes::Bytes> = tenants.iter().filter_map(|t| p.head.get(t, &id)).flatten().collect();
     if fragments.is_empty() {
         return Err(Error::NotFound);
     }

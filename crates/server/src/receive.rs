@@ -54,7 +54,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -85,10 +85,12 @@ async fn http_export(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
         Err(e) => {
             let body = match format {
                 Format::Protobuf => rpc_status(&e).encode_to_vec(),
-                Format::Json => {
-                    serde_json::to_vec(&spoor_model::json::rpc_status_json(e.grpc_code(), &e.to_string(), e.retry_after_secs()))
-                        .unwrap_or_default()
-                }
+                Format::Json => serde_json::to_vec(&spoor_model::json::rpc_status_json(
+                    e.grpc_code(),
+                    &e.to_string(),
+                    e.retry_after_secs(),
+                ))
+                .unwrap_or_default(),
             };
             http_reply(e.http_status(), format, body, e.retry_after_secs())
         }

@@ -53,9 +53,9 @@ pub fn for_read(headers: &HeaderMap, multitenancy: bool) -> Result<Vec<String>, 
 }
 
 fn header(headers: &HeaderMap) -> Result<String, Error> {
-    let value = headers
-        .get(HEADER)
-        .ok_or_else(|| Error::Unauthenticated("no org id: multi-tenancy is enabled and the X-Scope-OrgID header is missing".into()))?;
+    let value = headers.get(HEADER).ok_or_else(|| {
+        Error::Unauthenticated("no org id: multi-tenancy is enabled and the X-Scope-OrgID header is missing".into())
+    })?;
     value
         .to_str()
         .map(|s| s.trim().to_owned())

@@ -65,9 +65,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         other => anyhow::bail!("--transport must be grpc or http, not {other:?}"),
     };
     let record = match &args.record {
-        Some(path) => Some(Arc::new(std::sync::Mutex::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(path)?,
-        ))),
+        Some(path) => {
+            Some(Arc::new(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)))
+        }
         None => None,
     };
     let totals = Arc::new(Totals::default());
@@ -84,7 +84,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             let mut sent_here = 0u64;
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+                let now_ns =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
                 let (req, ids) = build_request(&mut rng, args.traces_per_request, now_ns);
                 let body = Bytes::from(req.encode_to_vec());
                 let n = ids.len() as u64;
@@ -111,7 +112,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     }
                     Ok(Outcome::Refused { retry_after_secs, .. }) => {
                         totals.refused.fetch_add(n, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100).max(Duration::from_secs(retry_after_secs.unwrap_or(0)).min(Duration::from_secs(1)))).await;
+                        tokio::time::sleep(
+                            Duration::from_millis(100)
+                                .max(Duration::from_secs(retry_after_secs.unwrap_or(0)).min(Duration::from_secs(1))),
+                        )
+                        .await;
                     }
                     Err(_) => {
                         totals.errors.fetch_add(n, Ordering::Relaxed);
@@ -133,7 +138,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0.0) * 1e3;
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+            * 1e3
+    };
     let accepted = totals.accepted.load(Ordering::Relaxed);
     let summary = serde_json::json!({
         "seconds": elapsed,
@@ -149,8 +160,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "{:.1}s: {} spans accepted ({:.0}/s), {} refused, {} failed; {} requests, latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
-            elapsed, accepted, accepted as f64 / elapsed, summary["spans_refused"], summary["spans_failed"],
-            latencies.len(), pct(0.5), pct(0.9), pct(0.99), pct(1.0)
+            elapsed,
+            accepted,
+            accepted as f64 / elapsed,
+            summary["spans_refused"],
+            summary["spans_failed"],
+            latencies.len(),
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0)
         );
     }
     Ok(())

@@ -41,7 +41,8 @@ fn acked(record: &Path) -> HashMap<String, HashSet<String>> {
 
 /// Fetches a trace (v2, protobuf) and returns its span IDs, duplicates kept.
 async fn fetch_span_ids(s: &Server, trace: &str) -> Vec<String> {
-    let r = request("GET", &s.api_url(&format!("/api/v2/traces/{trace}")), &[("accept", "application/protobuf")], "").await;
+    let r =
+        request("GET", &s.api_url(&format!("/api/v2/traces/{trace}")), &[("accept", "application/protobuf")], "").await;
     if r.status == 404 {
         return Vec::new();
     }
@@ -114,7 +115,13 @@ async fn send_traces(s: &Server, first: u32, n: u32) -> Vec<String> {
     let mut out = Vec::new();
     for i in first..first + n {
         let t = format!("{:032x}", 0xabc0000 + i);
-        let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], json_spans(&t, &["0000000000000001"])).await;
+        let r = request(
+            "POST",
+            &s.otlp_url("/v1/traces"),
+            &[("content-type", "application/json")],
+            json_spans(&t, &["0000000000000001"]),
+        )
+        .await;
         assert_eq!(r.status, 200);
         out.push(t);
     }
@@ -267,7 +274,13 @@ async fn not_ready_while_replaying_and_ingest_asks_to_retry() {
         })
         .await
         .expect("query API did not come up");
-        let ingest = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], json_spans(&"1".repeat(32), &["0000000000000001"])).await;
+        let ingest = request(
+            "POST",
+            &s.otlp_url("/v1/traces"),
+            &[("content-type", "application/json")],
+            json_spans(&"1".repeat(32), &["0000000000000001"]),
+        )
+        .await;
         (ready, ingest)
     };
     assert_eq!(ready.status, 503, "replay finished before the first probe: {}", ready.text());

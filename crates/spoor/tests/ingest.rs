@@ -133,14 +133,20 @@ async fn partial_success_keeps_the_good_spans() {
     spans.push(span(vec![7; 16], vec![0; 8])); // all-zero span ID
     spans.push(span(vec![7; 15], vec![9; 8])); // 15-byte trace ID
     let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
     };
     for transport in [Transport::Http, Transport::Grpc] {
         let endpoint = format!("http://{}", if transport == Transport::Http { &s.http } else { &s.grpc });
         let out = OtlpClient::new(transport, &endpoint, None).export(Bytes::from(req.encode_to_vec())).await.unwrap();
         let Outcome::Accepted { rejected, message } = out else { panic!("{out:?}") };
         assert_eq!(rejected, 3);
-        assert!(message.contains("2 with an invalid trace ID") && message.contains("1 with an invalid span ID"), "{message}");
+        assert!(
+            message.contains("2 with an invalid trace ID") && message.contains("1 with an invalid span ID"),
+            "{message}"
+        );
     }
     // Sent twice (once per transport): each good span still appears once.
     let v2 = request("GET", &s.api_url(&format!("/api/v2/traces/{}", "07".repeat(16))), &[], "").await.json();
@@ -180,7 +186,12 @@ async fn bad_input_gets_the_documented_code_and_the_server_stays_up() {
     let good = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
-                spans: vec![Span { trace_id: vec![1; 16], span_id: vec![1; 8], name: "a".repeat(100), ..Default::default() }],
+                spans: vec![Span {
+                    trace_id: vec![1; 16],
+                    span_id: vec![1; 8],
+                    name: "a".repeat(100),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()
@@ -283,7 +294,10 @@ async fn tenants_are_isolated() {
     let path = format!("/api/v2/traces/{TRACE}");
     assert_eq!(request("GET", &s.api_url(&path), &[], "").await.status, 401);
     assert_eq!(request("GET", &s.api_url(&path), &[("x-scope-orgid", "team-b")], "").await.status, 404);
-    assert_eq!(request("GET", &s.api_url(&format!("/api/traces/{TRACE}")), &[("x-scope-orgid", "team-b")], "").await.status, 404);
+    assert_eq!(
+        request("GET", &s.api_url(&format!("/api/traces/{TRACE}")), &[("x-scope-orgid", "team-b")], "").await.status,
+        404
+    );
     assert_eq!(request("GET", &s.api_url(&path), &[("x-scope-orgid", "team-a")], "").await.status, 200);
     assert_eq!(request("GET", &s.api_url(&path), &[("x-scope-orgid", "team-b|team-a")], "").await.status, 200);
     // gRPC carries the tenant as metadata.
@@ -323,7 +337,10 @@ async fn live_trace_limits_refuse_explicitly() {
     let grpc = OtlpClient::new(Transport::Grpc, &format!("http://{}", s.grpc), None);
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans: vec![Span { trace_id: vec![3; 16], span_id: vec![1; 8], ..Default::default() }], ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span { trace_id: vec![3; 16], span_id: vec![1; 8], ..Default::default() }],
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     };

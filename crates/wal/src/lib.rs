@@ -165,10 +165,9 @@ impl Writer {
             for a in batch.drain(..) {
                 let _ = a.done.send(match &result {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(Error::Io {
-                        path: self.config.dir.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    }),
+                    Err(e) => {
+                        Err(Error::Io { path: self.config.dir.clone(), source: std::io::Error::other(e.to_string()) })
+                    }
                 });
             }
         }
