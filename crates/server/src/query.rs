@@ -105,15 +105,7 @@ async fn trace_v1(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let t = match lookup(&p, &headers, &id, &params) {
-        Ok(t) => t,
-        Err(e) => return text_error(e),
-    };
-    if wants_protobuf(&headers) {
-        ([(header::CONTENT_TYPE, "application/protobuf")], t.trace.encode_to_vec()).into_response()
-    } else {
-        axum::Json(json!({ "batches": trace_to_json(&t.trace, IdStyle::Base64) })).into_response()
-    }
+    trace_by_id(&p, &headers, &id, &params, 1)
 }
 
 async fn trace_v2(
@@ -122,23 +114,31 @@ async fn trace_v2(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let t = match lookup(&p, &headers, &id, &params) {
+    trace_by_id(&p, &headers, &id, &params, 2)
+}
+
+/// v1 answers a `Trace` (JSON: `batches`); v2 a `TraceByIDResponse` (JSON: `trace.resourceSpans`).
+fn trace_by_id(p: &Pipeline, headers: &HeaderMap, id: &str, params: &HashMap<String, String>, version: u8) -> Response {
+    let t = match lookup(p, headers, id, params) {
         Ok(t) => t,
         Err(e) => return text_error(e),
     };
-    if wants_protobuf(&headers) {
-        let resp = TraceByIdResponse {
-            trace: Some(t.trace),
-            metrics: Some(TraceByIdMetrics { inspected_bytes: t.inspected_bytes }),
-            status: 0,
-            message: String::new(),
-        };
-        ([(header::CONTENT_TYPE, "application/protobuf")], resp.encode_to_vec()).into_response()
-    } else {
-        axum::Json(json!({
+    match (version, wants_protobuf(headers)) {
+        (1, true) => ([(header::CONTENT_TYPE, "application/protobuf")], t.trace.encode_to_vec()).into_response(),
+        (1, false) => axum::Json(json!({ "batches": trace_to_json(&t.trace, IdStyle::Base64) })).into_response(),
+        (_, true) => {
+            let resp = TraceByIdResponse {
+                trace: Some(t.trace),
+                metrics: Some(TraceByIdMetrics { inspected_bytes: t.inspected_bytes }),
+                status: 0,
+                message: String::new(),
+            };
+            ([(header::CONTENT_TYPE, "application/protobuf")], resp.encode_to_vec()).into_response()
+        }
+        (_, false) => axum::Json(json!({
             "trace": { "resourceSpans": trace_to_json(&t.trace, IdStyle::Base64) },
             "metrics": { "inspectedBytes": t.inspected_bytes.to_string() },
         }))
-        .into_response()
+        .into_response(),
     }
 }
