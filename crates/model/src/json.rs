@@ -553,3 +553,95 @@ mod tests {
         assert!(decode_export_request(b"{").is_err());
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = AnyValue> {
+        use any_value::Value as V;
+        let leaf = prop_oneof![
+            ".{0,8}".prop_map(V::StringValue),
+            any::<bool>().prop_map(V::BoolValue),
+            any::<i64>().prop_map(V::IntValue),
+            any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()).prop_map(V::DoubleValue),
+            proptest::collection::vec(any::<u8>(), 0..6).prop_map(V::BytesValue),
+        ];
+        let leaf = leaf.prop_map(|v| AnyValue { value: Some(v) });
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3)
+                    .prop_map(|values| AnyValue { value: Some(V::ArrayValue(ArrayValue { values })) }),
+                proptest::collection::vec(("[a-z.]{1,6}", inner), 0..3).prop_map(|kvs| AnyValue {
+                    value: Some(V::KvlistValue(KeyValueList {
+                        values: kvs.into_iter().map(|(key, v)| KeyValue { key, value: Some(v) }).collect(),
+                    })),
+                }),
+            ]
+        })
+    }
+
+    fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+        proptest::collection::vec(("[a-z.]{1,8}", any_value()), 0..4)
+            .prop_map(|kvs| kvs.into_iter().map(|(key, v)| KeyValue { key, value: Some(v) }).collect())
+    }
+
+    fn span() -> impl Strategy<Value = Span> {
+        (
+            (any::<[u8; 16]>(), any::<[u8; 8]>(), proptest::option::of(any::<[u8; 8]>()), ".{0,10}", 0..6i32),
+            (any::<u64>(), any::<u64>(), any::<u32>(), attributes()),
+            proptest::option::of((0..3i32, ".{0,6}")),
+            proptest::collection::vec((any::<u64>(), ".{0,5}", attributes()), 0..2),
+            proptest::collection::vec((any::<[u8; 16]>(), any::<[u8; 8]>(), attributes(), any::<u32>()), 0..2),
+        )
+            .prop_map(|((t, s, p, name, kind), (start, end, flags, attributes), status, events, links)| Span {
+                trace_id: t.to_vec(),
+                span_id: s.to_vec(),
+                parent_span_id: p.map(|p| p.to_vec()).unwrap_or_default(),
+                name,
+                kind,
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                flags,
+                attributes,
+                status: status.map(|(code, message)| Status { code, message }),
+                events: events
+                    .into_iter()
+                    .map(|(time_unix_nano, name, attributes)| Event { time_unix_nano, name, attributes, dropped_attributes_count: 0 })
+                    .collect(),
+                links: links
+                    .into_iter()
+                    .map(|(t, s, attributes, flags)| Link {
+                        trace_id: t.to_vec(),
+                        span_id: s.to_vec(),
+                        attributes,
+                        flags,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        /// What we emit as OTLP/JSON (hex IDs) reads back to the same spans.
+        #[test]
+        fn otlp_json_round_trip(spans in proptest::collection::vec(span(), 1..4), res in attributes(), scope in ".{0,6}") {
+            let data = TracesData { resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: res, dropped_attributes_count: 0 }),
+                scope_spans: vec![ScopeSpans { scope: Some(InstrumentationScope { name: scope, ..Default::default() }), spans, schema_url: String::new() }],
+                schema_url: String::new(),
+            }]};
+            let text = serde_json::to_vec(&json!({ "resourceSpans": trace_to_json(&data, IdStyle::Hex) })).unwrap();
+            let back = decode_export_request(&text).unwrap();
+            prop_assert_eq!(back.resource_spans, data.resource_spans);
+        }
+
+        /// Arbitrary bytes never panic the JSON reader.
+        #[test]
+        fn arbitrary_json_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_export_request(&bytes);
+        }
+    }
+}
