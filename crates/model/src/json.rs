@@ -608,7 +608,12 @@ mod round_trip {
                 status: status.map(|(code, message)| Status { code, message }),
                 events: events
                     .into_iter()
-                    .map(|(time_unix_nano, name, attributes)| Event { time_unix_nano, name, attributes, dropped_attributes_count: 0 })
+                    .map(|(time_unix_nano, name, attributes)| Event {
+                        time_unix_nano,
+                        name,
+                        attributes,
+                        dropped_attributes_count: 0,
+                    })
                     .collect(),
                 links: links
                     .into_iter()

@@ -147,12 +147,30 @@ impl Config {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set(&mut value, &path, raw).map_err(|e| ConfigError(format!("flag for {key}: {e}")))?;
         }
-        serde_json::from_value(value).map_err(|e| ConfigError(format!("invalid configuration: {e}")))
+        serde_json::from_value(value.clone()).map_err(|e| match bad_key(&value) {
+            Some(key) => ConfigError(format!("invalid configuration: {key}: {e}")),
+            None => ConfigError(format!("invalid configuration: {e}")),
+        })
     }
 
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).unwrap_or_default()
     }
+}
+
+/// serde_json's errors carry no path: find the first `section.key` whose value alone fails.
+fn bad_key(value: &Value) -> Option<String> {
+    let defaults = serde_json::to_value(Config::default()).ok()?;
+    for (section, keys) in value.as_object()? {
+        for (key, v) in keys.as_object()? {
+            let mut probe = defaults.clone();
+            *probe.get_mut(section)?.get_mut(key)? = v.clone();
+            if serde_json::from_value::<Config>(probe).is_err() {
+                return Some(format!("{section}.{key}"));
+            }
+        }
+    }
+    None
 }
 
 fn merge(base: &mut Value, over: Value) {

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use spoor_model::{decode_record, encode_record, split_request};
+use spoor_store::head::Admitted;
 use spoor_store::{Head, Limits};
 use spoor_wal::{Wal, WriterThread};
 
@@ -33,6 +34,38 @@ pub struct Pipeline {
     wal: RwLock<Option<Wal>>,
     wal_thread: Mutex<Option<WriterThread>>,
     state: AtomicU8,
+}
+
+/// A request ready for the WAL.
+struct Prepared {
+    tenant: String,
+    invalid_spans: usize,
+    invalid_message: String,
+    admitted: Admitted,
+}
+
+impl Prepared {
+    /// The OTLP reply: partial success names every span refused individually, and why.
+    fn response(&self, max_bytes_per_trace: usize) -> ExportTraceServiceResponse {
+        let mut messages = Vec::new();
+        if !self.invalid_message.is_empty() {
+            messages.push(self.invalid_message.clone());
+        }
+        let a = &self.admitted;
+        if a.too_large_spans > 0 {
+            messages.push(format!(
+                "{} spans rejected: {} traces would exceed max_bytes_per_trace ({max_bytes_per_trace} bytes)",
+                a.too_large_spans, a.too_large_traces
+            ));
+        }
+        let rejected = self.invalid_spans + a.too_large_spans;
+        let mut error_message = messages.join("; ");
+        error_message.truncate(error_message.floor_char_boundary(1024));
+        ExportTraceServiceResponse {
+            partial_success: (rejected > 0 || !error_message.is_empty())
+                .then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message }),
+        }
+    }
 }
 
 /// One export request as a receiver hands it over.
@@ -138,85 +171,58 @@ impl Pipeline {
         let Some(wal) = self.wal.read().unwrap().clone() else {
             return Err(self.unavailable("shutting down".into()));
         };
-        let this = self.clone();
-        let Export { tenant, body, compression, format, .. } = export;
         // CPU work (inflate, decode, re-encode per trace) runs off the async threads.
-        let (tenant, split_rejected, message, admitted, record) = tokio::task::spawn_blocking(move || {
-            let raw = body::decompress(body, compression, this.config.ingest.max_request_bytes)?;
-            let req = body::decode(&raw, format)?;
-            drop(raw);
-            let split = split_request(&req);
-            drop(req);
-            let m = &this.metrics;
-            let t = tenant.as_str();
-            m.inc("spoor_spans_received_total", &[("tenant", t)], (split.accepted_spans + split.rejected_spans) as f64);
-            if split.rejected_spans > 0 {
-                m.inc(
-                    "spoor_spans_refused_total",
-                    &[("tenant", t), ("reason", "invalid")],
-                    split.rejected_spans as f64,
-                );
-            }
-            let admitted = this.head.admit(&tenant, split.fragments).map_err(|refusal| {
-                m.inc(
-                    "spoor_spans_refused_total",
-                    &[("tenant", t), ("reason", refusal.reason())],
-                    split.accepted_spans as f64,
-                );
-                Error::Limited {
-                    message: format!(
-                        "{}: tenant {tenant} is over its live-trace limits; retry later",
-                        refusal.reason()
-                    ),
-                    retry_after_secs: this.config.limits.retry_after_secs,
-                }
-            })?;
-            if admitted.too_large_spans > 0 {
-                m.inc(
-                    "spoor_spans_refused_total",
-                    &[("tenant", t), ("reason", "trace_too_large")],
-                    admitted.too_large_spans as f64,
-                );
-            }
-            let record =
-                if admitted.fragments.is_empty() { Vec::new() } else { encode_record(&tenant, &admitted.fragments) };
-            Ok::<_, Error>((tenant, split.rejected_spans, split.message, admitted, record))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
-
-        let accepted: usize = admitted.fragments.iter().map(|f| f.spans as usize).sum();
-        if !record.is_empty() {
+        let this = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || this.prepare(export))
+            .await
+            .map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
+        let tenant = &prepared.tenant;
+        let accepted: usize = prepared.admitted.fragments.iter().map(|f| f.spans as usize).sum();
+        if accepted > 0 {
+            let record = encode_record(tenant, &prepared.admitted.fragments);
             if let Err(e) = wal.append(record).await {
                 tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
-                self.metrics.inc(
-                    "spoor_spans_refused_total",
-                    &[("tenant", &tenant), ("reason", "wal_error")],
-                    accepted as f64,
-                );
+                let labels = [("tenant", tenant.as_str()), ("reason", "wal_error")];
+                self.metrics.inc("spoor_spans_refused_total", &labels, accepted as f64);
                 return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")));
             }
-            self.head.insert(&tenant, &admitted.fragments);
-            self.metrics.inc("spoor_spans_accepted_total", &[("tenant", &tenant)], accepted as f64);
+            self.head.insert(tenant, &prepared.admitted.fragments);
+            self.metrics.inc("spoor_spans_accepted_total", &[("tenant", tenant)], accepted as f64);
         }
+        Ok(prepared.response(self.config.limits.max_bytes_per_trace))
+    }
 
-        let mut messages = Vec::new();
-        if !message.is_empty() {
-            messages.push(message);
+    /// Decode, validate, split by trace and admit: everything before the WAL.
+    fn prepare(&self, export: Export) -> Result<Prepared, Error> {
+        let Export { tenant, body, compression, format, .. } = export;
+        let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
+        let req = body::decode(&raw, format)?;
+        drop(raw);
+        let split = split_request(&req);
+        drop(req);
+        let m = &self.metrics;
+        let refused = |reason: &'static str, spans: usize| {
+            m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", reason)], spans as f64);
+        };
+        m.inc(
+            "spoor_spans_received_total",
+            &[("tenant", &tenant)],
+            (split.accepted_spans + split.rejected_spans) as f64,
+        );
+        if split.rejected_spans > 0 {
+            refused("invalid", split.rejected_spans);
         }
+        let admitted = self.head.admit(&tenant, split.fragments).map_err(|refusal| {
+            refused(refusal.reason(), split.accepted_spans);
+            Error::Limited {
+                message: format!("{}: tenant {tenant} is over its live-trace limits; retry later", refusal.reason()),
+                retry_after_secs: self.config.limits.retry_after_secs,
+            }
+        })?;
         if admitted.too_large_spans > 0 {
-            messages.push(format!(
-                "{} spans rejected: {} traces would exceed max_bytes_per_trace ({} bytes)",
-                admitted.too_large_spans, admitted.too_large_traces, self.config.limits.max_bytes_per_trace
-            ));
+            refused("trace_too_large", admitted.too_large_spans);
         }
-        let rejected = split_rejected + admitted.too_large_spans;
-        let mut error_message = messages.join("; ");
-        error_message.truncate(1024);
-        Ok(ExportTraceServiceResponse {
-            partial_success: (rejected > 0 || !error_message.is_empty())
-                .then_some(ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message }),
-        })
+        Ok(Prepared { tenant, invalid_spans: split.rejected_spans, invalid_message: split.message, admitted })
     }
 
     pub fn wal_stats(&self) -> Option<Arc<spoor_wal::Stats>> {
@@ -225,14 +231,14 @@ impl Pipeline {
 
     /// Stops ingest and waits until every appended record is synced.
     pub fn close(&self) {
-        self.state.store(STOPPING, Ordering::SeqCst);
-        self.metrics.set("spoor_ready", &[], 0.0);
+        self.begin_shutdown();
         self.wal.write().unwrap().take();
         if let Some(thread) = self.wal_thread.lock().unwrap().take() {
             thread.join();
         }
     }
 
+    /// Refuses new ingest (503) and turns `/ready` off; in-flight requests carry on.
     pub fn begin_shutdown(&self) {
         self.state.store(STOPPING, Ordering::SeqCst);
         self.metrics.set("spoor_ready", &[], 0.0);
