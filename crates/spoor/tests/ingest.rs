@@ -9,6 +9,16 @@ use prost::Message;
 use spoor_model::otlp::*;
 use spoor_server::client::{Compression, OtlpClient, Outcome, Transport};
 
+/// One resource, one scope, these spans.
+fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
 const TRACE: &str = "5b8efff798038103d269b633813fc60c";
 
 fn json_req(body: impl Into<Bytes>) -> (Vec<(&'static str, &'static str)>, Bytes) {
@@ -107,15 +117,7 @@ async fn compression_content_types_and_methods() {
     // gRPC with compressed messages, over the real h2c transport.
     for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
         let client = OtlpClient::new(Transport::Grpc, &format!("http://{}", s.grpc), None);
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![Span { trace_id: vec![9; 16], span_id: vec![c as u8 + 1; 8], ..Default::default() }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let req = request_of(vec![Span { trace_id: vec![9; 16], span_id: vec![c as u8 + 1; 8], ..Default::default() }]);
         let out = client.export_with(Bytes::from(req.encode_to_vec()), c).await.unwrap();
         assert_eq!(out, Outcome::Accepted { rejected: 0, message: String::new() }, "{c:?}");
     }
@@ -132,12 +134,7 @@ async fn partial_success_keeps_the_good_spans() {
     spans.push(span(vec![0; 16], vec![8; 8])); // all-zero trace ID
     spans.push(span(vec![7; 16], vec![0; 8])); // all-zero span ID
     spans.push(span(vec![7; 15], vec![9; 8])); // 15-byte trace ID
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    };
+    let req = request_of(spans);
     for transport in [Transport::Http, Transport::Grpc] {
         let endpoint = format!("http://{}", if transport == Transport::Http { &s.http } else { &s.grpc });
         let out = OtlpClient::new(transport, &endpoint, None).export(Bytes::from(req.encode_to_vec())).await.unwrap();
@@ -183,20 +180,12 @@ async fn bad_input_gets_the_documented_code_and_the_server_stays_up() {
         let r = request("POST", &url, &[json], junk).await;
         assert_eq!(r.status, 400, "random JSON body {i}");
     }
-    let good = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![1; 8],
-                    name: "a".repeat(100),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let good = request_of(vec![Span {
+        trace_id: vec![1; 16],
+        span_id: vec![1; 8],
+        name: "a".repeat(100),
+        ..Default::default()
+    }])
     .encode_to_vec();
     let r = request("POST", &url, &[proto], good[..good.len() - 10].to_vec()).await;
     assert_eq!(r.status, 400);
@@ -217,20 +206,12 @@ async fn bad_input_gets_the_documented_code_and_the_server_stays_up() {
     for _ in 0..200 {
         v = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![v] })) };
     }
-    let deep = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![1; 8],
-                    attributes: vec![KeyValue { key: "deep".into(), value: Some(v) }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let deep = request_of(vec![Span {
+        trace_id: vec![1; 16],
+        span_id: vec![1; 8],
+        attributes: vec![KeyValue { key: "deep".into(), value: Some(v) }],
+        ..Default::default()
+    }]);
     let r = request("POST", &url, &[proto], deep.encode_to_vec()).await;
     assert_eq!(r.status, 400, "{}", r.text());
     let deep_json = format!("{}{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
@@ -335,15 +316,7 @@ async fn live_trace_limits_refuse_explicitly() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["partialSuccess"]["rejectedSpans"], "20");
     let grpc = OtlpClient::new(Transport::Grpc, &format!("http://{}", s.grpc), None);
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span { trace_id: vec![3; 16], span_id: vec![1; 8], ..Default::default() }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = request_of(vec![Span { trace_id: vec![3; 16], span_id: vec![1; 8], ..Default::default() }]);
     let out = grpc.export(Bytes::from(req.encode_to_vec())).await.unwrap();
     assert!(matches!(out, Outcome::Refused { code: 8, retry_after_secs: Some(5), .. }), "{out:?}");
     let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();

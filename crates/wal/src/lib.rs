@@ -384,13 +384,19 @@ mod tests {
         assert_eq!(stats.truncated_bytes, 0);
     }
 
-    #[test]
-    fn torn_tail_is_truncated_at_every_offset() {
+    /// A segment of five 40-byte records: (its dir, the records, its path, its bytes).
+    fn five_records() -> (tempfile::TempDir, Vec<Vec<u8>>, PathBuf, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40]).collect();
         write_records(dir.path(), &records, 1 << 20);
         let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
         let full = fs::read(&path).unwrap();
+        (dir, records, path, full)
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_at_every_offset() {
+        let (dir, records, path, full) = five_records();
         let rec = HEADER + 40;
         for cut in 0..full.len() {
             fs::write(&path, &full[..cut]).unwrap();
@@ -404,11 +410,7 @@ mod tests {
 
     #[test]
     fn flipped_bit_skips_only_that_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let records: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40]).collect();
-        write_records(dir.path(), &records, 1 << 20);
-        let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
-        let full = fs::read(&path).unwrap();
+        let (dir, records, path, full) = five_records();
         let rec = HEADER + 40;
         // Every bit of record 2, header included.
         for bit in (2 * rec * 8)..(3 * rec * 8) {
