@@ -94,6 +94,8 @@ pub struct LimitsConfig {
     pub max_bytes_per_trace: usize,
     /// Per tenant: encoded bytes of all its live traces.
     pub max_bytes_per_tenant: usize,
+    /// All tenants together; over it: 503 / UNAVAILABLE (server-wide overload).
+    pub max_live_bytes: usize,
     /// Retry hint sent with 429/503 refusals.
     pub retry_after_secs: u64,
 }
@@ -104,6 +106,7 @@ impl Default for LimitsConfig {
             max_live_traces: 1_000_000,
             max_bytes_per_trace: 5 << 20,
             max_bytes_per_tenant: 512 << 20,
+            max_live_bytes: 512 << 20,
             retry_after_secs: 5,
         }
     }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use spoor_model::{decode_record, encode_record, split_request};
 use spoor_store::head::Admitted;
-use spoor_store::{Head, Limits};
+use spoor_store::{Head, Limits, Refusal};
 use spoor_wal::{Wal, WriterThread};
 
 use crate::body::{self, Compression, Format};
@@ -84,6 +84,7 @@ impl Pipeline {
             max_live_traces: l.max_live_traces,
             max_bytes_per_trace: l.max_bytes_per_trace,
             max_bytes_per_tenant: l.max_bytes_per_tenant,
+            max_bytes_total: l.max_live_bytes,
         });
         Pipeline {
             config,
@@ -214,9 +215,22 @@ impl Pipeline {
         }
         let admitted = self.head.admit(&tenant, split.fragments).map_err(|refusal| {
             refused(refusal.reason(), split.accepted_spans);
-            Error::Limited {
-                message: format!("{}: tenant {tenant} is over its live-trace limits; retry later", refusal.reason()),
-                retry_after_secs: self.config.limits.retry_after_secs,
+            let retry_after_secs = self.config.limits.retry_after_secs;
+            match refusal {
+                Refusal::TotalBytesExceeded => Error::Unavailable {
+                    message: format!(
+                        "{}: the server's live traces are at limits.max_live_bytes; retry later",
+                        refusal.reason()
+                    ),
+                    retry_after_secs,
+                },
+                _ => Error::Limited {
+                    message: format!(
+                        "{}: tenant {tenant} is over its live-trace limits; retry later",
+                        refusal.reason()
+                    ),
+                    retry_after_secs,
+                },
             }
         })?;
         if admitted.too_large_spans > 0 {

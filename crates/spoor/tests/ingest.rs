@@ -337,3 +337,35 @@ async fn identity_endpoints() {
     assert!(m.text().contains("# TYPE spoor_wal_fsync_duration_seconds histogram"));
     assert!(m.text().contains("spoor_ready 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_memory_is_bounded_across_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("d"),
+        &[("SPOOR__TENANCY__MULTITENANCY_ENABLED", "true"), ("SPOOR__LIMITS__MAX_LIVE_BYTES", "3000")],
+    );
+    let url = s.otlp_url("/v1/traces");
+    let json = ("content-type", "application/json");
+    let mut last = 0;
+    // Many tenants, each well within its own share, fill the server's bound together.
+    for (i, tenant) in (0..40).map(|i| (i, format!("t{i}"))) {
+        let r = request(
+            "POST",
+            &url,
+            &[json, ("x-scope-orgid", &tenant)],
+            json_spans(&format!("{:032x}", i + 1), &["0000000000000001"]),
+        )
+        .await;
+        last = r.status;
+        if r.status == 503 {
+            assert_eq!(r.headers["retry-after"], "5");
+            assert!(r.json()["message"].as_str().unwrap().contains("live_bytes_exceeded"), "{}", r.text());
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(last, 503, "the bound was never reached");
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(m.contains("reason=\"live_bytes_exceeded\"} 1"), "{m}");
+}

@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_live_traces: usize,
     pub max_bytes_per_trace: usize,
     pub max_bytes_per_tenant: usize,
+    /// All tenants together: bounds the head's memory whatever the number of tenants.
+    pub max_bytes_total: usize,
 }
 
 /// Why a whole request is refused.
@@ -26,6 +28,8 @@ pub struct Limits {
 pub enum Refusal {
     LiveTracesExceeded,
     TenantBytesExceeded,
+    /// The head as a whole is full: a server-wide overload, not one tenant's fault.
+    TotalBytesExceeded,
 }
 
 impl Refusal {
@@ -33,6 +37,7 @@ impl Refusal {
         match self {
             Refusal::LiveTracesExceeded => "live_traces_exceeded",
             Refusal::TenantBytesExceeded => "tenant_bytes_exceeded",
+            Refusal::TotalBytesExceeded => "live_bytes_exceeded",
         }
     }
 }
@@ -76,11 +81,12 @@ pub struct TenantStats {
 pub struct Head {
     limits: Limits,
     tenants: RwLock<HashMap<String, Arc<TenantHead>>>,
+    total_bytes: AtomicUsize,
 }
 
 impl Head {
     pub fn new(limits: Limits) -> Head {
-        Head { limits, tenants: RwLock::new(HashMap::new()) }
+        Head { limits, tenants: RwLock::new(HashMap::new()), total_bytes: AtomicUsize::new(0) }
     }
 
     fn tenant(&self, tenant: &str) -> Arc<TenantHead> {
@@ -95,6 +101,9 @@ impl Head {
     pub fn admit(&self, tenant: &str, fragments: Vec<Fragment>) -> Result<Admitted, Refusal> {
         let t = self.tenant(tenant);
         let incoming: usize = fragments.iter().map(|f| f.bytes.len()).sum();
+        if self.total_bytes.load(Ordering::Relaxed) + incoming > self.limits.max_bytes_total {
+            return Err(Refusal::TotalBytesExceeded);
+        }
         if t.bytes.load(Ordering::Relaxed) + incoming > self.limits.max_bytes_per_tenant {
             return Err(Refusal::TenantBytesExceeded);
         }
@@ -136,6 +145,7 @@ impl Head {
             lt.fragments.push(f.bytes.clone());
             lt.bytes += f.bytes.len();
             t.bytes.fetch_add(f.bytes.len(), Ordering::Relaxed);
+            self.total_bytes.fetch_add(f.bytes.len(), Ordering::Relaxed);
             t.spans.fetch_add(f.spans as u64, Ordering::Relaxed);
         }
     }
@@ -178,7 +188,12 @@ mod tests {
     }
 
     fn head(traces: usize, per_trace: usize, per_tenant: usize) -> Head {
-        Head::new(Limits { max_live_traces: traces, max_bytes_per_trace: per_trace, max_bytes_per_tenant: per_tenant })
+        Head::new(Limits {
+            max_live_traces: traces,
+            max_bytes_per_trace: per_trace,
+            max_bytes_per_tenant: per_tenant,
+            max_bytes_total: 2 * per_tenant,
+        })
     }
 
     #[test]
@@ -206,5 +221,16 @@ mod tests {
         // Another tenant is unaffected.
         assert!(h.admit("u", vec![frag(3, 10)]).is_ok());
         assert_eq!(h.stats()[0].1, TenantStats { traces: 2, bytes: 20, spans: 4 });
+    }
+
+    #[test]
+    fn total_bytes_bound_all_tenants() {
+        let h = head(100, 1000, 100); // 200 bytes in all
+        for (tenant, trace) in [("a", 1), ("b", 2)] {
+            let a = h.admit(tenant, vec![frag(trace, 90)]).unwrap();
+            h.insert(tenant, &a.fragments);
+        }
+        assert_eq!(h.admit("c", vec![frag(3, 30)]).unwrap_err(), Refusal::TotalBytesExceeded);
+        assert!(h.admit("c", vec![frag(3, 20)]).is_ok());
     }
 }
