@@ -105,8 +105,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_live_traces: 1_000_000,
             max_bytes_per_trace: 5 << 20,
-            max_bytes_per_tenant: 512 << 20,
-            max_live_bytes: 512 << 20,
+            max_bytes_per_tenant: 400 << 20,
+            max_live_bytes: 400 << 20,
             retry_after_secs: 5,
         }
     }
