@@ -5,6 +5,9 @@ CLIENT -> INTERNAL) that exercises every attribute type the SDK supports, events
 trace state and all three status codes. An InMemorySpanExporter records exactly what the SDK
 produced; the trace is then read back through all four query variants (v1/v2 x JSON/protobuf),
 normalised into one plain Python structure and compared field by field with the recording.
+
+Every test runs in each storage mode (see conftest.py): read from the live head, or, after
+`POST /flush`, from blocks on local disk and in S3.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from conftest import Spoor, http_get
+from conftest import SINGLE_TENANT, Spoor, http_get
 
 EXPORTERS = ["grpc", "http"]
 VARIANTS = ["v1-json", "v1-protobuf", "v2-json", "v2-protobuf"]
@@ -215,6 +218,12 @@ def produced(request, spoor: Spoor) -> Produced:
     assert r.status == 200, f"trace {trace_id} not queryable right after force_flush: {r.status} {r.body[:200]!r}"
 
     provider.shutdown()
+
+    # In the block modes everything below reads the trace back from blocks.
+    spoor.flush_to_blocks()
+    if spoor.storage != "live":
+        tenants = {b.tenant for b in spoor.blocks()}
+        assert tenants == {SINGLE_TENANT}, f"without multi-tenancy blocks belong to {SINGLE_TENANT!r}: {tenants}"
     return Produced(kind, trace_id, spans)
 
 

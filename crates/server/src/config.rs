@@ -1,10 +1,12 @@
 //! Configuration: embedded defaults, then a YAML file, then `SPOOR__SECTION__KEY` environment
 //! variables, then command-line flags. Every key is documented in docs/configuration.md.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -12,6 +14,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub wal: WalConfig,
+    pub blocks: BlocksConfig,
+    pub compaction: CompactionConfig,
+    pub retention: RetentionConfig,
     pub ingest: IngestConfig,
     pub limits: LimitsConfig,
     pub tenancy: TenancyConfig,
@@ -42,12 +47,116 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    /// The WAL and temporary files; local blocks too unless `local.path` says otherwise.
     pub data_dir: PathBuf,
+    pub backend: BackendKind,
+    /// Key prefix inside the bucket (or directory) under which tenants' blocks live.
+    pub prefix: String,
+    pub local: LocalConfig,
+    pub s3: S3Config,
+    pub gcs: GcsConfig,
+    pub azure: AzureConfig,
+    pub request_timeout_secs: u64,
+    pub max_retries: usize,
+    /// How often the blocklist is re-read from the backend (blocks written by other processes).
+    pub blocklist_poll_secs: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: PathBuf::from("./data") }
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            backend: BackendKind::Local,
+            prefix: String::new(),
+            local: LocalConfig::default(),
+            s3: S3Config::default(),
+            gcs: GcsConfig::default(),
+            azure: AzureConfig::default(),
+            request_timeout_secs: 30,
+            max_retries: 10,
+            blocklist_poll_secs: 15,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn local_path(&self) -> PathBuf {
+        if self.local.path.as_os_str().is_empty() { self.data_dir.join("blocks") } else { self.local.path.clone() }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Where local blocks live; empty: `<data_dir>/blocks`.
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlocksConfig {
+    /// A tenant's live traces become a block once they take this many (encoded) bytes...
+    pub max_block_bytes: usize,
+    /// ...or once the oldest of them arrived this long ago.
+    pub max_block_age_secs: u64,
+    /// Spans per Parquet row group; 0: the block format's default.
+    pub row_group_spans: usize,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        BlocksConfig { max_block_bytes: 100 << 20, max_block_age_secs: 60, row_group_spans: 0 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// Run compaction, retention and cleanup in this process. Exactly one process per backend
+    /// should.
+    pub enabled: bool,
+    pub interval_secs: u64,
+    /// Only blocks whose first span starts in the same window are merged.
+    pub window_secs: u64,
+    pub max_input_blocks: usize,
+    /// Upper bound on a compacted block's spans; blocks over half of it are not compacted again.
+    pub max_block_spans: u64,
+    /// Files of a block that never got its meta are deleted after this long.
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: true,
+            interval_secs: 30,
+            window_secs: 3600,
+            max_input_blocks: 8,
+            max_block_spans: 20_000_000,
+            orphan_grace_secs: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Blocks whose newest span is older than this are deleted.
+    pub max_age_hours: u64,
+    /// Per-tenant overrides of `max_age_hours`.
+    pub tenants: BTreeMap<String, u64>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_age_hours: 7 * 24, tenants: BTreeMap::new() }
+    }
+}
+
+impl RetentionConfig {
+    pub fn max_age(&self, tenant: &str) -> std::time::Duration {
+        let hours = self.tenants.get(tenant).copied().unwrap_or(self.max_age_hours);
+        std::time::Duration::from_secs(hours * 3600)
     }
 }
 
@@ -76,13 +185,15 @@ impl Default for WalConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
+    /// false: a query-only process (no OTLP receivers, no WAL) serving the backend's blocks.
+    pub enabled: bool,
     /// Largest accepted request, measured after decompression (HTTP body, gRPC message).
     pub max_request_bytes: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_request_bytes: 64 << 20 }
+        IngestConfig { enabled: true, max_request_bytes: 64 << 20 }
     }
 }
 

@@ -42,6 +42,20 @@ const HELP: &[(&str, &str, &str)] = &[
     ("spoor_live_traces", "gauge", "Live traces held in memory, by tenant."),
     ("spoor_live_bytes", "gauge", "Encoded bytes of live traces, by tenant."),
     ("spoor_live_spans", "gauge", "Spans held in live traces, by tenant."),
+    ("spoor_flushing_bytes", "gauge", "Encoded bytes of live traces cut into blocks not yet durable, by tenant."),
+    ("spoor_flushes_total", "counter", "Blocks flushed from live traces, by tenant and outcome."),
+    ("spoor_flush_seconds_total", "counter", "Time spent writing and uploading flushed blocks."),
+    ("spoor_flushed_spans_total", "counter", "Spans written into blocks by flushes, by tenant."),
+    ("spoor_wal_segments_released_total", "counter", "WAL segments deleted because their spans are in durable blocks."),
+    ("spoor_blocks", "gauge", "Visible blocks in the backend, by tenant."),
+    ("spoor_block_bytes", "gauge", "Bytes of visible blocks (data and filter), by tenant."),
+    ("spoor_block_spans", "gauge", "Spans in visible blocks, by tenant."),
+    ("spoor_blocklist_polls_total", "counter", "Blocklist reads from the backend, by outcome."),
+    ("spoor_compactions_total", "counter", "Compactions, by tenant and outcome."),
+    ("spoor_compacted_input_blocks_total", "counter", "Blocks merged away by compaction, by tenant."),
+    ("spoor_compaction_duplicate_spans_total", "counter", "Duplicate spans dropped by compaction, by tenant."),
+    ("spoor_blocks_deleted_total", "counter", "Blocks deleted, by tenant and reason (compacted, retention, cleanup)."),
+    ("spoor_retention_deleted_bytes_total", "counter", "Bytes of blocks deleted by retention, by tenant."),
     ("spoor_ready", "gauge", "1 when the server is ready to ingest and query."),
 ];
 
@@ -57,11 +71,28 @@ impl Metrics {
     }
 
     /// Renders everything, plus the WAL's own counters and the head's gauges.
-    pub fn render(&self, wal: Option<&spoor_wal::Stats>, head: &spoor_store::Head) -> String {
+    pub fn render(
+        &self,
+        wal: Option<&spoor_wal::Stats>,
+        head: &spoor_store::Head,
+        blocks: &spoor_store::Blocks,
+    ) -> String {
         for (tenant, s) in head.stats() {
             self.set("spoor_live_traces", &[("tenant", &tenant)], s.traces as f64);
             self.set("spoor_live_bytes", &[("tenant", &tenant)], s.bytes as f64);
             self.set("spoor_live_spans", &[("tenant", &tenant)], s.spans as f64);
+            self.set("spoor_flushing_bytes", &[("tenant", &tenant)], s.flushing_bytes as f64);
+        }
+        // Tenants whose last block went away must read 0, not their last value.
+        for ((name, _), v) in self.gauges.lock().unwrap().iter_mut() {
+            if name.starts_with("spoor_block") {
+                *v = 0.0;
+            }
+        }
+        for (tenant, s) in blocks.stats() {
+            self.set("spoor_blocks", &[("tenant", &tenant)], s.blocks as f64);
+            self.set("spoor_block_bytes", &[("tenant", &tenant)], s.bytes as f64);
+            self.set("spoor_block_spans", &[("tenant", &tenant)], s.spans as f64);
         }
         let mut samples: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let fmt_labels = |labels: &Labels| {

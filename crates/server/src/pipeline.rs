@@ -3,19 +3,20 @@
 //! ```text
 //! receiver ─► decompress ─► decode ─► validate + split by trace ─► admit (limits)
 //!          ─► WAL (group-committed fsync) ─► acknowledge ─► head (live traces)
+//!          ─► cut by size/age ─► block (Parquet) in the backend ─► WAL segments released
 //! ```
 //!
 //! Everything after the WAL is rebuilt from it on start ([`Pipeline::replay`]), so the reply a
-//! client gets is a promise the WAL keeps.
+//! client gets is a promise the WAL keeps until the block holding it is durable.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use spoor_model::{decode_record, encode_record, split_request};
 use spoor_store::head::Admitted;
-use spoor_store::{Head, Limits, Refusal};
+use spoor_store::{Blocks, Frozen, Head, Limits, Refusal};
 use spoor_wal::{Wal, WriterThread};
 
 use crate::body::{self, Compression, Format};
@@ -30,7 +31,12 @@ const STOPPING: u8 = 2;
 pub struct Pipeline {
     pub config: Config,
     pub head: Head,
+    pub blocks: Blocks,
     pub metrics: Metrics,
+    /// One flush at a time: flushes are CPU-bound and ordered per tenant.
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Cut traces whose block failed to upload; retried, and readable meanwhile.
+    unflushed: Mutex<Vec<Arc<Frozen>>>,
     wal: RwLock<Option<Wal>>,
     wal_thread: Mutex<Option<WriterThread>>,
     state: AtomicU8,
@@ -77,8 +83,40 @@ pub struct Export {
     pub format: Format,
 }
 
+/// The configured backend's blocks; `tmp` holds blocks being written or compacted.
+pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, Error> {
+    let st = &config.storage;
+    let store = spoor_store::backend::open(&spoor_store::backend::Options {
+        kind: st.backend,
+        local_path: &st.local_path(),
+        prefix: &st.prefix,
+        s3: &st.s3,
+        gcs: &st.gcs,
+        azure: &st.azure,
+        request_timeout: Duration::from_secs(st.request_timeout_secs),
+        max_retries: st.max_retries,
+    })
+    .map_err(|e| Error::Startup(format!("cannot open the block storage backend: {e}")))?;
+    let mut options = spoor_block::WriteOptions::default();
+    if config.blocks.row_group_spans > 0 {
+        options.row_group_spans = config.blocks.row_group_spans;
+    }
+    Ok(Blocks::new(store, tmp, options))
+}
+
 impl Pipeline {
-    pub fn new(config: Config) -> Pipeline {
+    pub fn new(config: Config) -> Result<Pipeline, Error> {
+        // The data dir belongs to the ingesting process (it holds the lock); a query-only one
+        // may share it, so it keeps its scratch files elsewhere.
+        let tmp = if config.ingest.enabled {
+            config.storage.data_dir.join("tmp")
+        } else {
+            std::env::temp_dir().join(format!("spoor-{}", std::process::id()))
+        };
+        // Leftovers of a crash: temporary block files are never reused.
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::Startup(format!("cannot create {}: {e}", tmp.display())))?;
+        let blocks = open_blocks(&config, tmp)?;
         let l = &config.limits;
         let head = Head::new(Limits {
             max_live_traces: l.max_live_traces,
@@ -86,14 +124,17 @@ impl Pipeline {
             max_bytes_per_tenant: l.max_bytes_per_tenant,
             max_bytes_total: l.max_live_bytes,
         });
-        Pipeline {
+        Ok(Pipeline {
             config,
             head,
+            blocks,
             metrics: Metrics::default(),
+            flush_lock: tokio::sync::Mutex::new(()),
+            unflushed: Mutex::new(Vec::new()),
             wal: RwLock::new(None),
             wal_thread: Mutex::new(None),
             state: AtomicU8::new(STARTING),
-        }
+        })
     }
 
     fn wal_config(&self) -> spoor_wal::Config {
@@ -107,13 +148,13 @@ impl Pipeline {
         }
     }
 
-    /// Rebuilds the head from the WAL, opens it for appending, and turns ready.
+    /// Rebuilds the head from the WAL and opens it for appending.
     pub fn replay(&self) -> Result<(), spoor_wal::Error> {
         let start = Instant::now();
         let cfg = self.wal_config();
         let mut unreadable = 0u64;
-        let stats = spoor_wal::replay(&cfg.dir, |payload| match decode_record(payload) {
-            Some((tenant, fragments)) => self.head.insert(&tenant, &fragments),
+        let stats = spoor_wal::replay(&cfg.dir, |segment, payload| match decode_record(payload) {
+            Some((tenant, fragments)) => self.head.insert(&tenant, &fragments, segment),
             None => unreadable += 1,
         })?;
         let secs = start.elapsed().as_secs_f64();
@@ -132,9 +173,120 @@ impl Pipeline {
         let (wal, thread) = Wal::open(cfg)?;
         *self.wal.write().unwrap() = Some(wal);
         *self.wal_thread.lock().unwrap() = Some(thread);
+        Ok(())
+    }
+
+    /// Reads the blocklist for the first time, then answers ready. A backend that cannot be
+    /// reached does not stop ingest (the WAL holds everything); polling retries.
+    pub async fn start_serving(&self) {
+        match self.blocks.poll().await {
+            Ok(n) => tracing::info!(blocks = n, "blocklist read"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the blocklist yet; will retry"),
+        }
         self.state.store(READY, Ordering::SeqCst);
         self.metrics.set("spoor_ready", &[], 1.0);
-        Ok(())
+    }
+
+    /// Moves the tenants' live traces into blocks (every tenant with data when `tenants` is
+    /// None), retrying earlier failed uploads first. Returns once all of it is durable, or the
+    /// first error (the traces stay in memory and the WAL, and are retried).
+    pub async fn flush(&self, tenants: Option<Vec<String>>) -> Result<(), Error> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let retry: Vec<Arc<Frozen>> = std::mem::take(&mut *self.unflushed.lock().unwrap());
+        let mut result = Ok(());
+        for (i, frozen) in retry.iter().enumerate() {
+            if let Err(e) = self.flush_frozen(frozen.clone()).await {
+                self.unflushed.lock().unwrap().extend(retry[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        for tenant in tenants.unwrap_or_else(|| self.head.tenants_with_data()) {
+            let Some(frozen) = self.head.cut(&tenant) else { continue };
+            if let Err(e) = self.flush_frozen(frozen.clone()).await {
+                self.unflushed.lock().unwrap().push(frozen);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        self.release_wal().await;
+        result
+    }
+
+    async fn flush_frozen(&self, frozen: Arc<Frozen>) -> Result<(), Error> {
+        let start = Instant::now();
+        let tenant = frozen.tenant.clone();
+        match self.blocks.flush(frozen.clone()).await {
+            Ok(meta) => {
+                self.head.release(&frozen);
+                let secs = start.elapsed().as_secs_f64();
+                self.metrics.inc("spoor_flushes_total", &[("tenant", &tenant), ("outcome", "ok")], 1.0);
+                self.metrics.inc("spoor_flush_seconds_total", &[], secs);
+                self.metrics.inc("spoor_flushed_spans_total", &[("tenant", &tenant)], meta.spans as f64);
+                tracing::info!(
+                    tenant,
+                    block = meta.block_id,
+                    spans = meta.spans,
+                    traces = meta.traces,
+                    bytes = meta.data_bytes,
+                    seconds = secs,
+                    "block flushed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.inc("spoor_flushes_total", &[("tenant", &tenant), ("outcome", "error")], 1.0);
+                tracing::warn!(tenant, error = %e, "flush failed; the traces stay in memory and the WAL, retrying");
+                Err(Error::Unavailable { message: format!("flush failed: {e}"), retry_after_secs: 1 })
+            }
+        }
+    }
+
+    /// Deletes the WAL segments whose every record is in a durable block.
+    async fn release_wal(&self) {
+        let Some(wal) = self.wal.read().unwrap().clone() else { return };
+        if self.head.low_water().is_none() {
+            // Everything is flushed: close the active segment so it can go too.
+            if let Err(e) = wal.rotate().await {
+                tracing::warn!(error = %e, "cannot rotate the WAL");
+                return;
+            }
+        }
+        let low = self.head.low_water().unwrap_or(u64::MAX);
+        match wal.release_before(low) {
+            Ok(n) => self.metrics.inc("spoor_wal_segments_released_total", &[], n as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot release WAL segments"),
+        }
+    }
+
+    /// Tenants whose live traces should become blocks now: by size, by age, or because the
+    /// head as a whole is past half its memory limit.
+    pub fn due_for_flush(&self) -> Option<Vec<String>> {
+        let b = &self.config.blocks;
+        let pending = !self.unflushed.lock().unwrap().is_empty();
+        if self.head.total_bytes() * 2 > self.config.limits.max_live_bytes {
+            return Some(self.head.tenants_with_data());
+        }
+        let due = self.head.due(b.max_block_bytes, Duration::from_secs(b.max_block_age_secs));
+        (!due.is_empty() || pending).then_some(due)
+    }
+
+    /// The trace's fragments: live, flushing, and from every block that may hold it (blocks
+    /// outside `range` [start, end] in unix nanos are skipped).
+    pub async fn find_trace(
+        &self,
+        tenant: &str,
+        id: &spoor_model::TraceId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<bytes::Bytes>, Error> {
+        let mut out = self.head.get(tenant, id).unwrap_or_default();
+        let from_blocks = self
+            .blocks
+            .find_trace(tenant, id, range)
+            .await
+            .map_err(|e| Error::Internal(format!("reading blocks: {e}")))?;
+        out.extend(from_blocks);
+        Ok(out)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -181,13 +333,18 @@ impl Pipeline {
         let accepted: usize = prepared.admitted.fragments.iter().map(|f| f.spans as usize).sum();
         if accepted > 0 {
             let record = encode_record(tenant, &prepared.admitted.fragments);
-            if let Err(e) = wal.append(record).await {
-                tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
-                let labels = [("tenant", tenant.as_str()), ("reason", "wal_error")];
-                self.metrics.inc("spoor_spans_refused_total", &labels, accepted as f64);
-                return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")));
-            }
-            self.head.insert(tenant, &prepared.admitted.fragments);
+            // Keeps the segment from release between the append and the insert.
+            let _pin = self.head.pin(wal.active_segment());
+            let segment = match wal.append(record).await {
+                Ok(segment) => segment,
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
+                    let labels = [("tenant", tenant.as_str()), ("reason", "wal_error")];
+                    self.metrics.inc("spoor_spans_refused_total", &labels, accepted as f64);
+                    return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")));
+                }
+            };
+            self.head.insert(tenant, &prepared.admitted.fragments, segment);
             self.metrics.inc("spoor_spans_accepted_total", &[("tenant", tenant)], accepted as f64);
         }
         Ok(prepared.response(self.config.limits.max_bytes_per_trace))

@@ -1,5 +1,5 @@
-//! The Tempo-compatible query API: trace by ID (v1 and v2), echo, build info, readiness and
-//! `/metrics`. Errors are plain text, as Tempo's are.
+//! The Tempo-compatible query API: trace by ID (v1 and v2), echo, build info, readiness,
+//! `/flush` and `/metrics`. Errors are plain text, as Tempo's are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prost::Message;
 use serde_json::json;
 use spoor_model::TraceId;
@@ -29,6 +29,7 @@ pub fn router(p: Arc<Pipeline>) -> axum::Router {
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
+        .route("/flush", post(flush).get(flush))
         .with_state(p)
 }
 
@@ -48,9 +49,21 @@ async fn ready(State(p): State<Arc<Pipeline>>) -> Response {
     }
 }
 
+/// Like Tempo's ingester `/flush`: every tenant's live traces become blocks; answers 204 once
+/// they are durable in the backend.
+async fn flush(State(p): State<Arc<Pipeline>>) -> Response {
+    if !p.config.ingest.enabled {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match p.flush(None).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => text_error(e),
+    }
+}
+
 async fn metrics(State(p): State<Arc<Pipeline>>) -> Response {
     let wal = p.wal_stats();
-    let body = p.metrics.render(wal.as_deref(), &p.head);
+    let body = p.metrics.render(wal.as_deref(), &p.head, &p.blocks);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -71,7 +84,7 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
 }
 
 /// Parses and checks the shared parameters; returns the assembled trace or `NotFound`.
-fn lookup(
+async fn lookup(
     p: &Pipeline,
     headers: &HeaderMap,
     id: &str,
@@ -90,7 +103,12 @@ fn lookup(
         return Err(Error::BadRequest(format!("http parameter start must be before end: {start} >= {end}")));
     }
     // Live traces are always searched: a time range only narrows which blocks are read.
-    let fragments: Vec<bytes::Bytes> = tenants.iter().filter_map(|t| p.head.get(t, &id)).flatten().collect();
+    let range =
+        (start != 0 || end != 0).then(|| (start as u64 * 1_000_000_000, end as u64 * 1_000_000_000 + 999_999_999));
+    let mut fragments: Vec<bytes::Bytes> = Vec::new();
+    for t in &tenants {
+        fragments.extend(p.find_trace(t, &id, range).await?);
+    }
     if fragments.is_empty() {
         return Err(Error::NotFound);
     }
@@ -105,7 +123,7 @@ async fn trace_v1(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    trace_by_id(&p, &headers, &id, &params, 1)
+    trace_by_id(&p, &headers, &id, &params, 1).await
 }
 
 async fn trace_v2(
@@ -114,12 +132,18 @@ async fn trace_v2(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    trace_by_id(&p, &headers, &id, &params, 2)
+    trace_by_id(&p, &headers, &id, &params, 2).await
 }
 
 /// v1 answers a `Trace` (JSON: `batches`); v2 a `TraceByIDResponse` (JSON: `trace.resourceSpans`).
-fn trace_by_id(p: &Pipeline, headers: &HeaderMap, id: &str, params: &HashMap<String, String>, version: u8) -> Response {
-    let t = match lookup(p, headers, id, params) {
+async fn trace_by_id(
+    p: &Pipeline,
+    headers: &HeaderMap,
+    id: &str,
+    params: &HashMap<String, String>,
+    version: u8,
+) -> Response {
+    let t = match lookup(p, headers, id, params).await {
         Ok(t) => t,
         Err(e) => return text_error(e),
     };

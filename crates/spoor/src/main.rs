@@ -1,5 +1,6 @@
 //! `spoor`: the tracing backend in one binary.
 
+mod blocks;
 mod loadgen;
 
 // Ingest allocates and frees many small strings per span across threads; glibc's malloc spent
@@ -27,6 +28,9 @@ enum Command {
     Loadgen(loadgen::Args),
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
+    /// Look at the blocks in a data dir or bucket.
+    #[command(subcommand)]
+    Blocks(blocks::Command),
 }
 
 #[derive(clap::Args)]
@@ -34,7 +38,7 @@ struct ServeArgs {
     /// YAML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Where the WAL lives [default: ./data].
+    /// Where the WAL (and local blocks) live [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
@@ -82,6 +86,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Blocks(command) => blocks::run(command).await,
             Command::Config(args) => {
                 print!("{}", args.load()?.to_yaml());
                 Ok(())

@@ -3,68 +3,11 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use prost::Message;
-use spoor_model::otlp::TraceByIdResponse;
-
-fn loadgen(s: &Server, transport: &str, record: &Path, seed: u64, rate: u64) -> Child {
-    let endpoint = format!("http://{}", if transport == "grpc" { &s.grpc } else { &s.http });
-    Command::new(env!("CARGO_BIN_EXE_spoor"))
-        .args(["loadgen", "--endpoint", &endpoint, "--transport", transport, "--connections", "4", "--duration", "60"])
-        .args(["--rate", &rate.to_string(), "--seed", &seed.to_string(), "--traces-per-request", "5", "--record"])
-        .arg(record)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Acknowledged spans by trace, from a loadgen record file (a torn last line is ignored).
-fn acked(record: &Path) -> HashMap<String, HashSet<String>> {
-    let text = std::fs::read_to_string(record).unwrap_or_default();
-    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
-    for line in text.lines() {
-        if let Some((t, s)) = line.split_once(' ')
-            && t.len() == 32
-            && s.len() == 16
-        {
-            out.entry(t.into()).or_default().insert(s.into());
-        }
-    }
-    out
-}
-
-/// Fetches a trace (v2, protobuf) and returns its span IDs, duplicates kept.
-async fn fetch_span_ids(s: &Server, trace: &str) -> Vec<String> {
-    let r =
-        request("GET", &s.api_url(&format!("/api/v2/traces/{trace}")), &[("accept", "application/protobuf")], "").await;
-    if r.status == 404 {
-        return Vec::new();
-    }
-    assert_eq!(r.status, 200);
-    let t = TraceByIdResponse::decode(r.body).unwrap().trace.unwrap_or_default();
-    t.resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .map(|s| spoor_model::ids::hex(&s.span_id))
-        .collect()
-}
-
-async fn assert_all_present_once(s: &Server, acked: &HashMap<String, HashSet<String>>) {
-    for (trace, spans) in acked {
-        let got = fetch_span_ids(s, trace).await;
-        let unique: HashSet<String> = got.iter().cloned().collect();
-        assert_eq!(unique.len(), got.len(), "trace {trace} returned a span twice");
-        let missing: Vec<_> = spans.difference(&unique).collect();
-        assert!(missing.is_empty(), "trace {trace}: acknowledged spans lost: {missing:?}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_during_ingest_loses_no_acknowledged_span() {
@@ -108,24 +51,6 @@ async fn sigterm_drains_syncs_and_exits_zero() {
     s.spawn();
     s.wait_ready();
     assert_all_present_once(&s, &acked(&record)).await;
-}
-
-/// Sends `n` one-trace requests; returns their trace IDs.
-async fn send_traces(s: &Server, first: u32, n: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for i in first..first + n {
-        let t = format!("{:032x}", 0xabc0000 + i);
-        let r = request(
-            "POST",
-            &s.otlp_url("/v1/traces"),
-            &[("content-type", "application/json")],
-            json_spans(&t, &["0000000000000001"]),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-        out.push(t);
-    }
-    out
 }
 
 fn only_segment(dir: &Path) -> std::path::PathBuf {

@@ -1,6 +1,14 @@
-//! Storage: for now the head, where live traces wait per tenant, grouped by trace.
-//! (Blocks on disk and object storage come next; see docs/architecture.md.)
+//! Where traces live: the head (live traces in memory, per tenant), blocks in an object store
+//! (local disk or S3-compatible), the blocklist every process polls, compaction and retention.
 
+pub mod backend;
+pub mod blocks;
+pub mod compact;
+pub mod error;
+pub mod fail;
 pub mod head;
 
-pub use head::{Head, Limits, Refusal, TenantStats};
+pub use backend::{AzureConfig, BackendKind, GcsConfig, S3Config};
+pub use blocks::{BlockStats, Blocks};
+pub use error::Error;
+pub use head::{Frozen, Head, Limits, Refusal, TenantStats};

@@ -10,6 +10,9 @@
 //! written again; the next batch opens a fresh segment. So a failure is reported to exactly
 //! the appenders whose data was affected, nothing half-written stays behind, and appends
 //! resume on their own once the disk accepts writes again.
+//!
+//! Each append reports the segment its record went to. Once everything in the segments below
+//! some number is durable elsewhere (in blocks), [`Wal::release_before`] deletes them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -78,16 +81,23 @@ impl Stats {
     }
 }
 
-struct Append {
-    payload: Vec<u8>,
-    done: oneshot::Sender<Result<(), Error>>,
+enum Msg {
+    Append {
+        payload: Vec<u8>,
+        done: oneshot::Sender<Result<u64, Error>>,
+    },
+    /// Start a new segment (if the open one holds anything) so the old one can be released.
+    Rotate(oneshot::Sender<Result<u64, Error>>),
 }
 
 /// Handle for appending; cheap to clone.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Append>,
+    tx: mpsc::Sender<Msg>,
     stats: Arc<Stats>,
+    dir: PathBuf,
+    /// Number of the segment being written; records appended from now on go there or later.
+    active: Arc<AtomicU64>,
 }
 
 /// Joins the writer thread; dropping every [`Wal`] handle lets it finish.
@@ -107,24 +117,59 @@ impl Wal {
         fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         let next = list_segments(&config.dir)?.last().map_or(1, |(n, _)| n + 1);
         let stats = Arc::new(Stats::default());
-        let mut writer = Writer { config, next, file: None, stats: stats.clone(), buf: Vec::new() };
+        let dir = config.dir.clone();
+        let active = Arc::new(AtomicU64::new(next));
+        let mut writer =
+            Writer { config, next, file: None, stats: stats.clone(), buf: Vec::new(), active: active.clone() };
         writer.rotate()?;
         let (tx, rx) = mpsc::channel(4096);
         let handle = std::thread::Builder::new()
             .name("spoor-wal".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::Io { path: PathBuf::from("<thread>"), source: e })?;
-        Ok((Wal { tx, stats }, WriterThread(handle)))
+        Ok((Wal { tx, stats, dir, active }, WriterThread(handle)))
     }
 
-    /// Appends one record and returns once it is durable (per the configured durability).
-    pub async fn append(&self, payload: Vec<u8>) -> Result<(), Error> {
+    /// Appends one record and returns, once it is durable (per the configured durability), the
+    /// number of the segment that holds it.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<u64, Error> {
         if payload.len() > MAX_RECORD {
             return Err(Error::TooLarge(payload.len()));
         }
         let (done, wait) = oneshot::channel();
-        self.tx.send(Append { payload, done }).await.map_err(|_| Error::Closed)?;
+        self.tx.send(Msg::Append { payload, done }).await.map_err(|_| Error::Closed)?;
         wait.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The segment being written: a record appended from now on lands in it or a later one.
+    pub fn active_segment(&self) -> u64 {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Closes the open segment (when it holds records) and opens the next; returns the new
+    /// active segment number. Lets an idle server release everything it has flushed.
+    pub async fn rotate(&self) -> Result<u64, Error> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Rotate(done)).await.map_err(|_| Error::Closed)?;
+        wait.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Deletes every segment numbered below `segment` (never the active one). Returns how many
+    /// were deleted.
+    pub fn release_before(&self, segment: u64) -> Result<usize, Error> {
+        let limit = segment.min(self.active_segment());
+        let mut released = 0;
+        for (n, path) in list_segments(&self.dir)? {
+            if n >= limit {
+                break;
+            }
+            fs::remove_file(&path).map_err(io(&path))?;
+            released += 1;
+        }
+        if released > 0 {
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        }
+        Ok(released)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -144,19 +189,45 @@ struct Writer {
     file: Option<Segment>,
     stats: Arc<Stats>,
     buf: Vec<u8>,
+    active: Arc<AtomicU64>,
+}
+
+struct Append {
+    payload: Vec<u8>,
+    done: oneshot::Sender<Result<u64, Error>>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut batch = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
+        let mut pending = None;
+        loop {
+            let first = match pending.take() {
+                Some(m) => m,
+                None => match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            match first {
+                Msg::Rotate(done) => {
+                    let holds_records = self.file.as_ref().is_some_and(|s| s.len > 0);
+                    let result = if holds_records || self.file.is_none() { self.rotate() } else { Ok(()) };
+                    let _ = done.send(result.map(|()| self.next - 1));
+                    continue;
+                }
+                Msg::Append { payload, done } => batch.push(Append { payload, done }),
+            }
             let mut bytes = batch[0].payload.len();
             while bytes < (8 << 20) {
                 match rx.try_recv() {
-                    Ok(next) => {
-                        bytes += next.payload.len();
-                        batch.push(next);
+                    Ok(Msg::Append { payload, done }) => {
+                        bytes += payload.len();
+                        batch.push(Append { payload, done });
+                    }
+                    Ok(rotate) => {
+                        pending = Some(rotate);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -164,7 +235,7 @@ impl Writer {
             let result = self.write_batch(&batch);
             for a in batch.drain(..) {
                 let _ = a.done.send(match &result {
-                    Ok(()) => Ok(()),
+                    Ok(()) => Ok(self.next - 1),
                     Err(e) => {
                         Err(Error::Io { path: self.config.dir.clone(), source: std::io::Error::other(e.to_string()) })
                     }
@@ -231,6 +302,7 @@ impl Writer {
         let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
         // Make the new file's directory entry durable before any record in it is acknowledged.
         File::open(&self.config.dir).and_then(|d| d.sync_all()).map_err(io(&self.config.dir))?;
+        self.active.store(self.next, Ordering::SeqCst);
         self.next += 1;
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
         self.file = Some(Segment { file, path, len: 0 });
@@ -284,11 +356,13 @@ pub struct ReplayStats {
     pub truncated_bytes: u64,
 }
 
-/// Reads every record of every segment, oldest first, and hands each payload to `apply`.
-/// A torn tail is truncated; a corrupt record in the middle is skipped and counted.
-pub fn replay(dir: &Path, mut apply: impl FnMut(&[u8])) -> Result<ReplayStats, Error> {
+/// Reads every record of every segment, oldest first, and hands each payload to `apply` with
+/// its segment number. A torn tail is truncated; a corrupt record in the middle is skipped and
+/// counted.
+pub fn replay(dir: &Path, mut apply: impl FnMut(u64, &[u8])) -> Result<ReplayStats, Error> {
     let mut stats = ReplayStats::default();
-    for (_, path) in list_segments(dir)? {
+    for (segment, path) in list_segments(dir)? {
+        let mut apply = |payload: &[u8]| apply(segment, payload);
         let mut data = Vec::new();
         File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io(&path))?;
         stats.segments += 1;
@@ -354,7 +428,7 @@ mod tests {
 
     fn collect(dir: &Path) -> (Vec<Vec<u8>>, ReplayStats) {
         let mut out = Vec::new();
-        let stats = replay(dir, |p| out.push(p.to_vec())).unwrap();
+        let stats = replay(dir, |_, p| out.push(p.to_vec())).unwrap();
         (out, stats)
     }
 
@@ -423,6 +497,32 @@ mod tests {
             assert_eq!(got, want, "bit {bit}");
             assert_eq!(stats.corrupt_records, 1, "bit {bit}");
         }
+    }
+
+    #[test]
+    fn appends_report_segments_and_released_segments_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (wal, thread) =
+            Wal::open(Config { dir: dir.path().into(), segment_bytes: 100, durability: Durability::Fsync }).unwrap();
+        rt.block_on(async {
+            let first = wal.active_segment();
+            assert_eq!(wal.append(vec![1; 60]).await.unwrap(), first);
+            let second = wal.append(vec![2; 60]).await.unwrap();
+            assert_eq!(second, first + 1, "a full segment rolls over");
+            let third = wal.rotate().await.unwrap();
+            assert_eq!((third, wal.active_segment()), (second + 1, second + 1));
+            // Rotating an empty segment keeps it.
+            assert_eq!(wal.rotate().await.unwrap(), third);
+            assert_eq!(wal.append(vec![3; 10]).await.unwrap(), third);
+            assert_eq!(wal.release_before(second).unwrap(), 1);
+            // Never the active segment, whatever is asked.
+            assert_eq!(wal.release_before(u64::MAX).unwrap(), 1);
+        });
+        drop(wal);
+        thread.join();
+        let (got, _) = collect(dir.path());
+        assert_eq!(got, vec![vec![3; 10]]);
     }
 
     #[test]

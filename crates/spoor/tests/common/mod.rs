@@ -2,6 +2,10 @@
 //! HTTP and gRPC, as users do.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod s3;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use spoor_model::otlp::TraceByIdResponse;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -21,7 +27,9 @@ pub struct Server {
     pub grpc: String,
     pub http: String,
     pub api: String,
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    /// A YAML file passed as `--config`.
+    pub config: Option<PathBuf>,
     log: PathBuf,
 }
 
@@ -35,6 +43,7 @@ impl Server {
             http: format!("127.0.0.1:{}", free_port()),
             api: format!("127.0.0.1:{}", free_port()),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config: None,
             log: data_dir.with_extension("log"),
         };
         s.spawn();
@@ -51,14 +60,21 @@ impl Server {
             http: format!("127.0.0.1:{}", free_port()),
             api: format!("127.0.0.1:{}", free_port()),
             env: Vec::new(),
+            config: None,
             log: data_dir.with_extension("log"),
         }
     }
 
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_spoor"))
-            .args(["serve", "--data-dir"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spoor"));
+        if let Some(config) = &self.config {
+            cmd.args(["serve", "--config"]).arg(config);
+        } else {
+            cmd.arg("serve");
+        }
+        let child = cmd
+            .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--otlp-grpc-listen", &self.grpc, "--otlp-http-listen", &self.http, "--http-listen", &self.api])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -206,6 +222,78 @@ pub fn span_ids(v2: &serde_json::Value) -> Vec<String> {
                 out.push(spoor_model::ids::hex(&raw));
             }
         }
+    }
+    out
+}
+
+pub fn loadgen(s: &Server, transport: &str, record: &Path, seed: u64, rate: u64) -> Child {
+    let endpoint = format!("http://{}", if transport == "grpc" { &s.grpc } else { &s.http });
+    Command::new(env!("CARGO_BIN_EXE_spoor"))
+        .args(["loadgen", "--endpoint", &endpoint, "--transport", transport, "--connections", "4", "--duration", "60"])
+        .args(["--rate", &rate.to_string(), "--seed", &seed.to_string(), "--traces-per-request", "5", "--record"])
+        .arg(record)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Acknowledged spans by trace, from a loadgen record file (a torn last line is ignored).
+pub fn acked(record: &Path) -> HashMap<String, HashSet<String>> {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for line in text.lines() {
+        if let Some((t, s)) = line.split_once(' ')
+            && t.len() == 32
+            && s.len() == 16
+        {
+            out.entry(t.into()).or_default().insert(s.into());
+        }
+    }
+    out
+}
+
+/// Fetches a trace (v2, protobuf) and returns its span IDs, duplicates kept.
+pub async fn fetch_span_ids(s: &Server, trace: &str) -> Vec<String> {
+    let r =
+        request("GET", &s.api_url(&format!("/api/v2/traces/{trace}")), &[("accept", "application/protobuf")], "").await;
+    if r.status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(r.status, 200);
+    let t = TraceByIdResponse::decode(r.body).unwrap().trace.unwrap_or_default();
+    t.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| spoor_model::ids::hex(&s.span_id))
+        .collect()
+}
+
+pub async fn assert_all_present_once(s: &Server, acked: &HashMap<String, HashSet<String>>) {
+    for (trace, spans) in acked {
+        let got = fetch_span_ids(s, trace).await;
+        let unique: HashSet<String> = got.iter().cloned().collect();
+        assert_eq!(unique.len(), got.len(), "trace {trace} returned a span twice");
+        let missing: Vec<_> = spans.difference(&unique).collect();
+        assert!(missing.is_empty(), "trace {trace}: acknowledged spans lost: {missing:?}");
+    }
+}
+
+/// Sends `n` one-trace requests; returns their trace IDs.
+pub async fn send_traces(s: &Server, first: u32, n: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in first..first + n {
+        let t = format!("{:032x}", 0xabc0000 + i);
+        let r = request(
+            "POST",
+            &s.otlp_url("/v1/traces"),
+            &[("content-type", "application/json")],
+            json_spans(&t, &["0000000000000001"]),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        out.push(t);
     }
     out
 }

@@ -1,0 +1,74 @@
+//! `meta.json`: what a block holds, written last so a block without it does not exist.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub format: String,
+    pub block_id: String,
+    pub tenant: String,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub spans: u64,
+    pub traces: u64,
+    pub row_groups: u32,
+    pub data_bytes: u64,
+    pub filter_bytes: u64,
+    pub compaction_level: u32,
+    #[serde(default)]
+    pub replaces: Vec<String>,
+    pub created_unix_nano: u64,
+    #[serde(default)]
+    pub dedicated_columns: Vec<DedicatedColumn>,
+    #[serde(default)]
+    pub columns: Vec<ColumnSize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedicatedColumn {
+    /// `span` or `resource`.
+    pub scope: String,
+    pub key: String,
+    /// `string` or `int`.
+    pub kind: String,
+    /// The top-level parquet column holding the values.
+    pub column: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSize {
+    pub name: String,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+}
+
+pub(crate) fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// 64 unpredictable bits. std's `RandomState` is seeded from the OS per thread and stepped per
+/// instance; block IDs need uniqueness, not secrecy, so this spares a dependency.
+fn random_u64(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u64(now_unix_nano());
+    h.write_u32(std::process::id());
+    h.write_u64(salt);
+    h.finish()
+}
+
+/// A new block ID: a UUIDv7 string (48-bit unix milliseconds, then random bits), so IDs sort by
+/// creation time.
+pub fn new_block_id() -> String {
+    let ms = now_unix_nano() / 1_000_000;
+    let (a, b) = (random_u64(1), random_u64(2));
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&a.to_be_bytes()[..2].iter().chain(&b.to_be_bytes()).copied().collect::<Vec<_>>());
+    bytes[6] = 0x70 | (bytes[6] & 0x0f); // version 7
+    bytes[8] = 0x80 | (bytes[8] & 0x3f); // RFC 9562 variant
+    let hex = spoor_model::ids::hex(&bytes);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}

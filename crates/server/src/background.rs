@@ -1,0 +1,111 @@
+//! The loops that run beside request handling: flushing live traces into blocks, polling the
+//! blocklist, and (in one process per backend) compaction, retention and cleanup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoor_store::compact::Policy;
+use tokio::task::JoinSet;
+
+use crate::pipeline::Pipeline;
+
+pub fn spawn(p: &Arc<Pipeline>, tasks: &mut JoinSet<()>) {
+    if p.config.ingest.enabled {
+        tasks.spawn(flusher(p.clone()));
+    }
+    tasks.spawn(poller(p.clone()));
+    if p.config.compaction.enabled {
+        tasks.spawn(compactor(p.clone()));
+    }
+}
+
+/// Checks every second which tenants are due; a failed upload backs off up to 30 s.
+async fn flusher(p: Arc<Pipeline>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(backoff).await;
+        let Some(due) = p.due_for_flush() else { continue };
+        match p.flush(Some(due)).await {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(_) => backoff = (backoff * 2).min(Duration::from_secs(30)),
+        }
+    }
+}
+
+async fn poller(p: Arc<Pipeline>) {
+    let every = Duration::from_secs(p.config.storage.blocklist_poll_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match p.blocks.poll().await {
+            Ok(_) => p.metrics.inc("spoor_blocklist_polls_total", &[("outcome", "ok")], 1.0),
+            Err(e) => {
+                p.metrics.inc("spoor_blocklist_polls_total", &[("outcome", "error")], 1.0);
+                tracing::warn!(error = %e, "blocklist poll failed");
+            }
+        }
+    }
+}
+
+async fn compactor(p: Arc<Pipeline>) {
+    let c = &p.config.compaction;
+    let policy = Policy {
+        window: Duration::from_secs(c.window_secs.max(1)),
+        max_input_blocks: c.max_input_blocks.max(2),
+        max_block_spans: c.max_block_spans,
+        orphan_grace: Duration::from_secs(c.orphan_grace_secs),
+    };
+    let every = Duration::from_secs(c.interval_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = compaction_cycle(&p, &policy).await {
+            tracing::warn!(error = %e, "compaction cycle failed; retrying next interval");
+        }
+    }
+}
+
+/// Cleanup first: a compacted block is merged again only once the blocks it replaced are gone,
+/// so a replaced block can never reappear.
+async fn compaction_cycle(p: &Pipeline, policy: &Policy) -> Result<(), spoor_store::Error> {
+    let m = &p.metrics;
+    let removed = p.blocks.cleanup(policy).await?;
+    if removed > 0 {
+        m.inc("spoor_blocks_deleted_total", &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
+    }
+    for tenant in p.blocks.tenants() {
+        for meta in p.blocks.apply_retention(&tenant, p.config.retention.max_age(&tenant)).await? {
+            tracing::info!(tenant, block = meta.block_id, "block deleted by retention");
+            m.inc("spoor_blocks_deleted_total", &[("tenant", &tenant), ("reason", "retention")], 1.0);
+            let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
+            m.inc("spoor_retention_deleted_bytes_total", &[("tenant", &tenant)], bytes);
+        }
+        // Bounded per cycle so one busy tenant cannot starve retention of the others.
+        for _ in 0..4 {
+            match p.blocks.compact_tenant(&tenant, policy).await {
+                Ok(Some(c)) => {
+                    tracing::info!(
+                        tenant,
+                        inputs = c.inputs.len(),
+                        block = c.output.block_id,
+                        spans = c.output.spans,
+                        "blocks compacted"
+                    );
+                    m.inc("spoor_compactions_total", &[("tenant", &tenant), ("outcome", "ok")], 1.0);
+                    m.inc("spoor_compacted_input_blocks_total", &[("tenant", &tenant)], c.inputs.len() as f64);
+                    let dupes = c.input_spans.saturating_sub(c.output.spans) as f64;
+                    m.inc("spoor_compaction_duplicate_spans_total", &[("tenant", &tenant)], dupes);
+                    m.inc(
+                        "spoor_blocks_deleted_total",
+                        &[("tenant", &tenant), ("reason", "compacted")],
+                        c.inputs.len() as f64,
+                    );
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    m.inc("spoor_compactions_total", &[("tenant", &tenant), ("outcome", "error")], 1.0);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}

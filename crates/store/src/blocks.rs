@@ -1,0 +1,273 @@
+//! Blocks in the object store: writing one from flushed live traces, the blocklist every
+//! process keeps by polling, and reading traces across blocks.
+//!
+//! Layout: `<tenant>/<block-id>/{data.parquet, filter.bin, meta.json}`. `meta.json` is written
+//! last and deleted first, so a block without it does not exist for any reader. A block whose
+//! ID is listed in another visible block's `replaces` (the compactor's output) is hidden.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use spoor_block::{BlockMeta, BlockReader, BlockWriter, DATA_FILE, FILTER_FILE, META_FILE, WriteOptions};
+use spoor_model::TraceId;
+
+use crate::error::{Error, Result, io};
+use crate::fail;
+use crate::head::Frozen;
+
+/// Files up to this size are uploaded in one request; larger ones in 16 MiB parts.
+const SINGLE_PUT_BYTES: u64 = 64 << 20;
+const PART_BYTES: usize = 16 << 20;
+
+pub fn block_dir(tenant: &str, block_id: &str) -> Path {
+    Path::from(tenant).join(block_id)
+}
+
+/// What the blocklist holds for one tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockStats {
+    pub blocks: usize,
+    pub bytes: u64,
+    pub spans: u64,
+}
+
+/// The blocks of every tenant, as last seen in the backend (plus what this process wrote since).
+pub struct Blocks {
+    pub store: Arc<dyn ObjectStore>,
+    tmp_dir: PathBuf,
+    options: WriteOptions,
+    /// tenant -> block id -> reader
+    list: RwLock<HashMap<String, BTreeMap<String, BlockReader>>>,
+}
+
+impl Blocks {
+    pub fn new(store: Arc<dyn ObjectStore>, tmp_dir: PathBuf, options: WriteOptions) -> Blocks {
+        Blocks { store, tmp_dir, options, list: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn tmp_dir(&self) -> &std::path::Path {
+        &self.tmp_dir
+    }
+
+    pub fn write_options(&self) -> &WriteOptions {
+        &self.options
+    }
+
+    /// Blocks a query should read: every listed block not replaced by another listed block.
+    pub fn visible(&self, tenant: &str) -> Vec<BlockReader> {
+        let list = self.list.read().unwrap();
+        let Some(blocks) = list.get(tenant) else { return Vec::new() };
+        let replaced: HashSet<&str> =
+            blocks.values().flat_map(|b| b.meta().replaces.iter().map(String::as_str)).collect();
+        blocks.values().filter(|b| !replaced.contains(b.meta().block_id.as_str())).cloned().collect()
+    }
+
+    /// Every listed block, replaced ones included (for cleanup).
+    pub fn all(&self, tenant: &str) -> Vec<BlockReader> {
+        self.list.read().unwrap().get(tenant).map(|b| b.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn tenants(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.list.read().unwrap().keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    pub fn stats(&self) -> Vec<(String, BlockStats)> {
+        self.tenants()
+            .into_iter()
+            .map(|t| {
+                let blocks = self.visible(&t);
+                let stats = BlockStats {
+                    blocks: blocks.len(),
+                    bytes: blocks.iter().map(|b| b.meta().data_bytes + b.meta().filter_bytes).sum(),
+                    spans: blocks.iter().map(|b| b.meta().spans).sum(),
+                };
+                (t, stats)
+            })
+            .collect()
+    }
+
+    pub(crate) fn add(&self, reader: BlockReader) {
+        let m = reader.meta();
+        let (tenant, id) = (m.tenant.clone(), m.block_id.clone());
+        self.list.write().unwrap().entry(tenant).or_default().insert(id, reader);
+    }
+
+    pub(crate) fn forget(&self, tenant: &str, block_id: &str) {
+        if let Some(b) = self.list.write().unwrap().get_mut(tenant) {
+            b.remove(block_id);
+        }
+    }
+
+    /// Spans of a trace from every visible block that may hold it, as fragments. With a
+    /// `range` (unix nanos, inclusive), blocks whose spans all fall outside it are skipped.
+    pub async fn find_trace(&self, tenant: &str, id: &TraceId, range: Option<(u64, u64)>) -> Result<Vec<Bytes>> {
+        let overlaps = |m: &BlockMeta| range.is_none_or(|(s, e)| m.start_unix_nano <= e && m.end_unix_nano >= s);
+        let candidates: Vec<BlockReader> =
+            self.visible(tenant).into_iter().filter(|b| overlaps(b.meta()) && b.may_contain(id)).collect();
+        let found = futures_util::future::try_join_all(candidates.iter().map(|b| b.find_trace(id))).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Re-reads the blocklist from the backend: new metas are opened, vanished ones dropped.
+    /// Returns the number of blocks listed.
+    pub async fn poll(&self) -> Result<usize> {
+        let listed = self.list_metas().await?;
+        let known: HashMap<String, HashSet<String>> =
+            self.list.read().unwrap().iter().map(|(t, b)| (t.clone(), b.keys().cloned().collect())).collect();
+        let mut total = 0;
+        for (tenant, ids) in &listed {
+            total += ids.len();
+            for id in ids {
+                if known.get(tenant).is_some_and(|k| k.contains(id)) {
+                    continue;
+                }
+                match self.open_block(tenant, id).await {
+                    Ok(Some(reader)) => self.add(reader),
+                    Ok(None) => {} // deleted between list and read
+                    Err(e) => tracing::warn!(tenant, block = id, error = %e, "cannot open block; will retry"),
+                }
+            }
+        }
+        let mut list = self.list.write().unwrap();
+        for (tenant, blocks) in list.iter_mut() {
+            let present = listed.get(tenant);
+            blocks.retain(|id, _| present.is_some_and(|p| p.contains(id)));
+        }
+        list.retain(|_, b| !b.is_empty());
+        Ok(total)
+    }
+
+    /// Every block with a meta, per tenant.
+    async fn list_metas(&self) -> Result<HashMap<String, HashSet<String>>> {
+        let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut objects = self.store.list(None);
+        while let Some(o) = objects.try_next().await? {
+            let parts: Vec<_> = o.location.parts().collect();
+            if let [tenant, block, file] = parts.as_slice()
+                && file.as_ref() == META_FILE
+            {
+                out.entry(tenant.as_ref().to_owned()).or_default().insert(block.as_ref().to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn open_block(&self, tenant: &str, id: &str) -> Result<Option<BlockReader>> {
+        let dir = block_dir(tenant, id);
+        let path = dir.clone().join(META_FILE);
+        let bytes = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta: BlockMeta =
+            serde_json::from_slice(&bytes).map_err(|source| Error::BadMeta { path: path.to_string(), source })?;
+        Ok(Some(BlockReader::open(self.store.clone(), dir, meta).await?))
+    }
+
+    /// Writes flushed live traces as one block and publishes it. The caller releases the
+    /// frozen traces (and their WAL segments) only after this returns Ok.
+    pub async fn flush(&self, frozen: Arc<Frozen>) -> Result<BlockMeta> {
+        let id = spoor_block::new_block_id();
+        let file = self.tmp_dir.join(format!("{id}.parquet"));
+        let (tenant, options, path) = (frozen.tenant.clone(), self.options.clone(), file.clone());
+        let built = tokio::task::spawn_blocking(move || -> Result<spoor_block::Finished> {
+            let out = std::fs::File::create(&path).map_err(io(&path))?;
+            let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &tenant, &id, &options)?;
+            for trace_id in frozen.sorted_ids() {
+                w.push_trace(trace_id, &frozen.traces[&trace_id])?;
+            }
+            Ok(w.finish()?)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?;
+        let result = match built {
+            Ok(built) => self.publish(built, &file, "flush").await,
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&file).await;
+        result
+    }
+
+    /// Uploads data and filter, then the meta that makes the block exist, then lists it.
+    pub(crate) async fn publish(
+        &self,
+        built: spoor_block::Finished,
+        data: &std::path::Path,
+        stage: &str,
+    ) -> Result<BlockMeta> {
+        let meta = built.meta;
+        let dir = block_dir(&meta.tenant, &meta.block_id);
+        upload_file(self.store.as_ref(), &dir.clone().join(DATA_FILE), data).await?;
+        self.store.put(&dir.clone().join(FILTER_FILE), PutPayload::from(built.filter)).await?;
+        fail::point(&format!("{stage}.before_meta"));
+        let json = serde_json::to_vec_pretty(&meta).expect("meta serializes");
+        self.store.put(&dir.clone().join(META_FILE), PutPayload::from(json)).await?;
+        fail::point(&format!("{stage}.after_meta"));
+        let reader = BlockReader::open(self.store.clone(), dir, meta.clone()).await?;
+        self.add(reader);
+        Ok(meta)
+    }
+
+    /// Deletes a block: meta first, so it is gone for readers before its data is.
+    pub async fn delete(&self, tenant: &str, block_id: &str) -> Result<()> {
+        let dir = block_dir(tenant, block_id);
+        self.forget(tenant, block_id);
+        for file in [META_FILE, FILTER_FILE, DATA_FILE] {
+            match self.store.delete(&dir.clone().join(file)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a block's data file to a local temp file (bounded memory: streamed).
+    pub(crate) async fn download(&self, meta: &BlockMeta) -> Result<std::fs::File> {
+        use tokio::io::AsyncWriteExt;
+        let path = self.tmp_dir.join(format!("in-{}.parquet", meta.block_id));
+        let mut out = tokio::fs::File::create(&path).await.map_err(io(&path))?;
+        let mut stream = self.store.get(&block_dir(&meta.tenant, &meta.block_id).join(DATA_FILE)).await?.into_stream();
+        while let Some(chunk) = stream.try_next().await? {
+            out.write_all(&chunk).await.map_err(io(&path))?;
+        }
+        out.flush().await.map_err(io(&path))?;
+        drop(out);
+        let file = std::fs::File::open(&path).map_err(io(&path))?;
+        // The open handle keeps the data readable; nothing is left behind on a crash but this.
+        let _ = std::fs::remove_file(&path);
+        Ok(file)
+    }
+}
+
+async fn upload_file(store: &dyn ObjectStore, to: &Path, from: &std::path::Path) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let len = tokio::fs::metadata(from).await.map_err(io(from))?.len();
+    if len <= SINGLE_PUT_BYTES {
+        let data = tokio::fs::read(from).await.map_err(io(from))?;
+        store.put(to, PutPayload::from(data)).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(to).await?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut f = tokio::fs::File::open(from).await.map_err(io(from))?;
+    let mut buf = vec![0u8; PART_BYTES];
+    loop {
+        let n = f.read(&mut buf).await.map_err(io(from))?;
+        if n == 0 {
+            break;
+        }
+        w.wait_for_capacity(2).await?;
+        w.write(&buf[..n]);
+    }
+    w.finish().await?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Compaction and retention, run by one process per backend.
+//!
+//! Compaction merges small blocks of one tenant and time window into one: a k-way merge of the
+//! blocks' trace streams (each sorted by trace ID) into a new writer, which drops duplicate
+//! spans. Memory stays bounded: inputs are streamed from local copies a batch at a time and one
+//! trace is held at once. Crash safety comes from ordering: the output's meta lists the inputs
+//! in `replaces`, so the moment it exists readers ignore the inputs; only then are the inputs
+//! deleted (meta first). A crash in between leaves replaced blocks that cleanup deletes later.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::io::BufWriter;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
+use spoor_model::TraceId;
+
+use crate::blocks::Blocks;
+use crate::error::{Error, Result, io};
+use crate::fail;
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Blocks are merged only with blocks whose start falls in the same window.
+    pub window: Duration,
+    pub max_input_blocks: usize,
+    /// An output block holds at most about this many spans; bigger blocks are left alone.
+    pub max_block_spans: u64,
+    /// Objects of a block without meta older than this are leftovers of a crash: deleted.
+    pub orphan_grace: Duration,
+}
+
+/// One compaction that ran.
+#[derive(Clone, Debug)]
+pub struct Compacted {
+    pub tenant: String,
+    pub inputs: Vec<String>,
+    pub output: BlockMeta,
+    pub input_spans: u64,
+}
+
+/// Picks the next merge for a tenant: the smallest blocks of the fullest window, 2 or more.
+pub fn plan(blocks: &[BlockMeta], policy: &Policy) -> Option<Vec<BlockMeta>> {
+    let window = policy.window.as_nanos().max(1) as u64;
+    let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
+    for b in blocks.iter().filter(|b| b.spans < policy.max_block_spans / 2) {
+        windows.entry(b.start_unix_nano / window).or_default().push(b);
+    }
+    let mut best: Option<Vec<BlockMeta>> = None;
+    for (_, mut group) in windows {
+        group.sort_by_key(|b| (b.spans, b.block_id.clone()));
+        let mut chosen = Vec::new();
+        let mut spans = 0;
+        for b in group {
+            if chosen.len() == policy.max_input_blocks || spans + b.spans > policy.max_block_spans {
+                break;
+            }
+            spans += b.spans;
+            chosen.push(b.clone());
+        }
+        if chosen.len() >= 2 && best.as_ref().is_none_or(|b| chosen.len() > b.len()) {
+            best = Some(chosen);
+        }
+    }
+    best
+}
+
+impl Blocks {
+    /// One compaction for `tenant`, if there is something to merge.
+    pub async fn compact_tenant(&self, tenant: &str, policy: &Policy) -> Result<Option<Compacted>> {
+        let metas: Vec<BlockMeta> = self.visible(tenant).iter().map(|b| b.meta().clone()).collect();
+        let Some(inputs) = plan(&metas, policy) else { return Ok(None) };
+        let mut files = Vec::with_capacity(inputs.len());
+        for m in &inputs {
+            files.push(self.download(m).await?);
+        }
+        let id = spoor_block::new_block_id();
+        let out_path = self.tmp_dir().join(format!("{id}.parquet"));
+        let (t, options, path) = (tenant.to_owned(), self.write_options().clone(), out_path.clone());
+        let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
+        let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
+        let replaces2 = replaces.clone();
+        let built = tokio::task::spawn_blocking(move || -> Result<spoor_block::Finished> {
+            let iters = files.into_iter().map(TraceIter::open).collect::<std::result::Result<Vec<_>, _>>()?;
+            let out = std::fs::File::create(&path).map_err(io(&path))?;
+            let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &t, &id, &options)?;
+            merge(iters, |trace_id, fragments| Ok(w.push_trace(trace_id, fragments)?))?;
+            let mut built = w.finish()?;
+            built.meta.compaction_level = level;
+            built.meta.replaces = replaces2;
+            Ok(built)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?;
+        let published = match built {
+            Ok(built) => self.publish(built, &out_path, "compact").await,
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&out_path).await;
+        let output = published?;
+        for (i, old) in replaces.iter().enumerate() {
+            self.delete(tenant, old).await?;
+            if i == 0 {
+                fail::point("compact.after_first_delete");
+            }
+        }
+        Ok(Some(Compacted {
+            tenant: tenant.to_owned(),
+            input_spans: inputs.iter().map(|m| m.spans).sum(),
+            inputs: replaces,
+            output,
+        }))
+    }
+
+    /// Deletes blocks whose newest span is older than the tenant's maximum age. Returns the
+    /// deleted blocks' metas.
+    pub async fn apply_retention(&self, tenant: &str, max_age: Duration) -> Result<Vec<BlockMeta>> {
+        let cutoff = now_nanos().saturating_sub(max_age.as_nanos() as u64);
+        let mut deleted = Vec::new();
+        for b in self.all(tenant) {
+            let m = b.meta();
+            if m.end_unix_nano < cutoff {
+                self.delete(tenant, &m.block_id).await?;
+                deleted.push(m.clone());
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Removes what crashes leave behind: blocks replaced by a visible compacted block, and
+    /// block files without a meta older than the grace period. Returns how many blocks went.
+    pub async fn cleanup(&self, policy: &Policy) -> Result<usize> {
+        let mut removed = 0;
+        for tenant in self.tenants() {
+            let visible: HashSet<String> = self.visible(&tenant).iter().map(|b| b.meta().block_id.clone()).collect();
+            for b in self.all(&tenant) {
+                if !visible.contains(&b.meta().block_id) {
+                    self.delete(&tenant, &b.meta().block_id).await?;
+                    removed += 1;
+                }
+            }
+        }
+        // Orphans: (tenant, block) -> (has meta, newest modification)
+        let mut dirs: HashMap<(String, String), (bool, SystemTime)> = HashMap::new();
+        let mut objects = self.store.list(None);
+        while let Some(o) = objects.try_next().await? {
+            let parts: Vec<String> = o.location.parts().map(|p| p.as_ref().to_owned()).collect();
+            if let [tenant, block, file] = parts.as_slice() {
+                let e = dirs.entry((tenant.clone(), block.clone())).or_insert((false, UNIX_EPOCH));
+                e.0 |= file == META_FILE;
+                e.1 = e.1.max(o.last_modified.into());
+            }
+        }
+        let now = SystemTime::now();
+        for ((tenant, block), (has_meta, modified)) in dirs {
+            if !has_meta && now.duration_since(modified).unwrap_or_default() > policy.orphan_grace {
+                tracing::info!(tenant, block, "deleting the files of a block that never got its meta");
+                self.delete(&tenant, &block).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// K-way merge of trace streams sorted by trace ID: `emit` sees each trace once, with the
+/// fragments of every input that holds it.
+pub fn merge(mut iters: Vec<TraceIter>, mut emit: impl FnMut(TraceId, &[Bytes]) -> Result<()>) -> Result<()> {
+    let mut heads: Vec<Option<(TraceId, Vec<Bytes>)>> = Vec::with_capacity(iters.len());
+    let mut heap = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        let next = it.next().transpose()?;
+        if let Some((id, _)) = &next {
+            heap.push(Reverse((*id, i)));
+        }
+        heads.push(next);
+    }
+    let mut fragments = Vec::new();
+    while let Some(Reverse((id, _))) = heap.peek().copied() {
+        fragments.clear();
+        while let Some(Reverse((next_id, i))) = heap.peek().copied() {
+            if next_id != id {
+                break;
+            }
+            heap.pop();
+            let (_, f) = heads[i].take().expect("heap entries have heads");
+            fragments.extend(f);
+            heads[i] = iters[i].next().transpose()?;
+            if let Some((nid, _)) = &heads[i] {
+                heap.push(Reverse((*nid, i)));
+            }
+        }
+        emit(id, &fragments)?;
+    }
+    Ok(())
+}
+
+pub fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str, start_s: u64, spans: u64) -> BlockMeta {
+        BlockMeta {
+            format: spoor_block::FORMAT.into(),
+            block_id: id.into(),
+            tenant: "t".into(),
+            start_unix_nano: start_s * 1_000_000_000,
+            end_unix_nano: start_s * 1_000_000_000 + 1,
+            spans,
+            traces: 1,
+            row_groups: 1,
+            data_bytes: 1,
+            filter_bytes: 1,
+            compaction_level: 0,
+            replaces: Vec::new(),
+            created_unix_nano: 0,
+            dedicated_columns: Vec::new(),
+            columns: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn plan_merges_small_blocks_of_one_window() {
+        let p = Policy {
+            window: Duration::from_secs(3600),
+            max_input_blocks: 3,
+            max_block_spans: 1000,
+            orphan_grace: Duration::from_secs(3600),
+        };
+        let ids = |v: Option<Vec<BlockMeta>>| v.map(|v| v.into_iter().map(|m| m.block_id).collect::<Vec<_>>());
+        // Alone in its window: nothing to do.
+        assert_eq!(ids(plan(&[meta("a", 0, 10), meta("b", 4000, 10)], &p)), None);
+        // Big blocks are left alone; at most 3 inputs, smallest first.
+        let blocks = [meta("a", 0, 10), meta("b", 10, 600), meta("c", 20, 30), meta("d", 30, 20), meta("e", 40, 5)];
+        assert_eq!(ids(plan(&blocks, &p)), Some(vec!["e".into(), "a".into(), "d".into()]));
+        // The span budget caps the group.
+        let blocks = [meta("a", 0, 400), meta("b", 10, 400), meta("c", 20, 400)];
+        assert_eq!(ids(plan(&blocks, &p)), Some(vec!["a".into(), "b".into()]));
+    }
+}
