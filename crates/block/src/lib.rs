@@ -37,6 +37,8 @@ pub enum Error {
     Filter(String),
     #[error("block is not in format {FORMAT}: {0}")]
     Format(String),
+    #[error("the block writer failed earlier and cannot continue")]
+    WriterFailed,
     #[error("corrupt block: {0}")]
     Corrupt(String),
 }

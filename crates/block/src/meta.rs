@@ -1,5 +1,6 @@
 //! `meta.json`: what a block holds, written last so a block without it does not exist.
 
+use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,4 +72,23 @@ pub fn new_block_id() -> String {
     bytes[8] = 0x80 | (bytes[8] & 0x3f); // RFC 9562 variant
     let hex = spoor_model::ids::hex(&bytes);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Per top-level column sizes summed over row groups, for `meta.columns`.
+pub(crate) fn column_sizes(metadata: &ParquetMetaData) -> Vec<ColumnSize> {
+    let mut columns: Vec<ColumnSize> = Vec::new();
+    for rg in metadata.row_groups() {
+        for col in rg.columns() {
+            let name = &col.column_path().parts()[0];
+            let (c, u) = (col.compressed_size().max(0) as u64, col.uncompressed_size().max(0) as u64);
+            match columns.iter_mut().find(|x| &x.name == name) {
+                Some(x) => {
+                    x.compressed_bytes += c;
+                    x.uncompressed_bytes += u;
+                }
+                None => columns.push(ColumnSize { name: name.clone(), compressed_bytes: c, uncompressed_bytes: u }),
+            }
+        }
+    }
+    columns
 }

@@ -1,52 +1,720 @@
-//! Reading blocks: point lookups from an object store, full scans from a local file.
+//! Reading blocks: point lookups by trace ID from an object store (`BlockReader`) and full
+//! scans of a local file in trace order (`TraceIter`, for the compactor). Both turn span rows
+//! back into encoded `ResourceSpans` fragments, one per (resource, scope) of the trace.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{
+    Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array, Int64Array, ListArray,
+    RecordBatch, StringArray, StructArray, UInt32Array, UInt64Array,
+};
 use bytes::Bytes;
-use object_store::ObjectStore;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::file::metadata::{ColumnChunkMask, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use prost::Message;
 use spoor_model::TraceId;
+use spoor_model::otlp::{
+    AnyValue, Event, InstrumentationScope, KeyValue, Link, Resource, ResourceSpans, ScopeSpans, Span, Status,
+    any_value,
+};
 
-use crate::{BlockMeta, Result};
+use crate::filter::TraceFilter;
+use crate::meta::{BlockMeta, ColumnSize, DedicatedColumn, column_sizes};
+use crate::schema::{self, AttrKind, AttrScope, Dedicated};
+use crate::{DATA_FILE, Error, FILTER_FILE, FORMAT, Result};
 
+/// Point lookups in one block of an object store. Cheap to clone.
 #[derive(Clone)]
 pub struct BlockReader {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    store: Arc<dyn ObjectStore>,
+    data: Path,
     meta: BlockMeta,
+    filter: TraceFilter,
+    /// Footer and page index, loaded on the first lookup.
+    footer: tokio::sync::OnceCell<Footer>,
 }
 
+struct Footer {
+    metadata: ArrowReaderMetadata,
+    layout: Arc<Layout>,
+}
+
+/// Footer prefetch: one request usually covers the footer of a block.
+const FOOTER_HINT: usize = 64 << 10;
+
 impl BlockReader {
-    pub async fn open(_store: Arc<dyn ObjectStore>, _dir: Path, _meta: BlockMeta) -> Result<BlockReader> {
-        todo!()
+    /// Opens the block in `dir` (`<tenant>/<block-id>`): fetches and parses `filter.bin`.
+    pub async fn open(store: Arc<dyn ObjectStore>, dir: Path, meta: BlockMeta) -> Result<BlockReader> {
+        if meta.format != FORMAT {
+            return Err(Error::Format(format!("meta.json says format {:?}", meta.format)));
+        }
+        let filter = store.get(&dir.clone().join(FILTER_FILE)).await?.bytes().await?;
+        let filter = TraceFilter::parse(&filter)?;
+        let data = dir.join(DATA_FILE);
+        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, footer: tokio::sync::OnceCell::new() }) })
     }
 
     pub fn meta(&self) -> &BlockMeta {
         &self.inner.meta
     }
 
-    pub fn may_contain(&self, _id: &TraceId) -> bool {
-        todo!()
+    /// False means the trace is certainly not in the block; true means it probably is.
+    pub fn may_contain(&self, id: &TraceId) -> bool {
+        self.inner.filter.may_contain(id)
     }
 
-    pub async fn find_trace(&self, _id: &TraceId) -> Result<Vec<Bytes>> {
-        todo!()
+    /// The trace's spans as encoded `ResourceSpans`, one per (resource, scope); empty if the
+    /// block does not hold it. Prunes with the filter, then row-group statistics on trace_id,
+    /// then its page index, so only the pages that can hold the trace are fetched and decoded.
+    pub async fn find_trace(&self, id: &TraceId) -> Result<Vec<Bytes>> {
+        if !self.may_contain(id) {
+            return Ok(Vec::new());
+        }
+        let footer = self.inner.footer.get_or_try_init(|| self.load_footer()).await?;
+        let metadata = footer.metadata.metadata();
+        let mut row_groups = Vec::new();
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        let mut offset = 0;
+        for (i, rg) in metadata.row_groups().iter().enumerate() {
+            let rows = rg.num_rows().max(0) as usize;
+            let stats = rg.column(0).statistics();
+            let (min, max) = (stats.and_then(|s| s.min_bytes_opt()), stats.and_then(|s| s.max_bytes_opt()));
+            if matches!((min, max), (Some(min), Some(max)) if id.0[..] < *min || id.0[..] > *max) {
+                continue;
+            }
+            let pages = candidate_pages(metadata, i, rows, id);
+            if pages.is_empty() {
+                continue;
+            }
+            row_groups.push(i);
+            ranges.extend(pages.into_iter().map(|r| r.start + offset..r.end + offset));
+            offset += rows;
+        }
+        if row_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reader = StoreReader { store: self.inner.store.clone(), path: self.inner.data.clone(), size: self.size() };
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.metadata.clone())
+            .with_row_groups(row_groups)
+            .with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), offset))
+            .with_batch_size(8192)
+            .build()?;
+        let mut rows = Vec::new();
+        while let Some(batch) = stream.try_next().await? {
+            let cols = Columns::new(&batch, &footer.layout)?;
+            let (start, end) = cols.trace_rows(id);
+            for row in start..end {
+                rows.push(cols.span(row)?);
+            }
+        }
+        fragments(rows)
+    }
+
+    fn size(&self) -> Option<u64> {
+        (self.inner.meta.data_bytes > 0).then_some(self.inner.meta.data_bytes)
+    }
+
+    async fn load_footer(&self) -> Result<Footer> {
+        let mut reader =
+            StoreReader { store: self.inner.store.clone(), path: self.inner.data.clone(), size: self.size() };
+        let metadata = reader.load_metadata().await?;
+        let options = ArrowReaderOptions::new();
+        let layout = Arc::new(Layout::new(&metadata)?);
+        let metadata = ArrowReaderMetadata::try_new(metadata, options)?;
+        layout.check(metadata.schema())?;
+        Ok(Footer { metadata, layout })
     }
 }
 
-pub struct TraceIter {}
+/// Row ranges (within row group `rg`) of the pages whose trace_id range covers `id`; the
+/// whole row group when it has no page index.
+fn candidate_pages(metadata: &ParquetMetaData, rg: usize, rows: usize, id: &TraceId) -> Vec<Range<usize>> {
+    let index = metadata.page_index_for_row_group(rg);
+    let (Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(column)), Some(pages)) =
+        (index.column_index(0), index.page_locations(0))
+    else {
+        return vec![0..rows];
+    };
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (p, page) in pages.iter().enumerate() {
+        let start = (page.first_row_index.max(0) as usize).min(rows);
+        let end = pages.get(p + 1).map_or(rows, |next| (next.first_row_index.max(0) as usize).min(rows));
+        let (min, max) = (column.min_value(p), column.max_value(p));
+        if matches!((min, max), (Some(min), Some(max)) if id.0[..] < *min || id.0[..] > *max) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ if start < end => out.push(start..end),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `AsyncFileReader` over an object store path.
+struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: Option<u64>,
+}
+
+impl StoreReader {
+    async fn load_metadata(&mut self) -> Result<Arc<ParquetMetaData>> {
+        let size = match self.size {
+            Some(size) => size,
+            None => self.store.head(&self.path).await?.size,
+        };
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            // Only trace_id's column index is used; every column's offset index is.
+            .with_column_index_mask(ColumnChunkMask::columns([0]))
+            .with_prefetch_hint(Some(FOOTER_HINT))
+            .load_and_finish(&mut *self, size)
+            .await?;
+        Ok(Arc::new(metadata))
+    }
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { Ok(self.store.get_range(&self.path, range).await?) }.boxed()
+    }
+
+    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { Ok(self.store.get_ranges(&self.path, &ranges).await?) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            self.load_metadata().await.map_err(|e| match e {
+                Error::Parquet(e) => e,
+                e => parquet::errors::ParquetError::External(Box::new(e)),
+            })
+        }
+        .boxed()
+    }
+}
+
+/// Every trace of a local block file in trace-ID order, reading a batch of rows at a time.
+pub struct TraceIter {
+    batches: ParquetRecordBatchReader,
+    layout: Arc<Layout>,
+    columns: Vec<ColumnSize>,
+    batch: Option<RecordBatch>,
+    row: usize,
+    /// Rows of the trace being assembled; it may continue in the next batch.
+    current: Option<(TraceId, Vec<RowSpan>)>,
+    failed: bool,
+}
 
 impl TraceIter {
-    pub fn open(_file: std::fs::File) -> Result<TraceIter> {
-        todo!()
+    pub fn open(file: std::fs::File) -> Result<TraceIter> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let layout = Arc::new(Layout::new(builder.metadata())?);
+        layout.check(builder.schema())?;
+        let columns = column_sizes(builder.metadata());
+        let batches = builder.with_batch_size(4096).build()?;
+        Ok(TraceIter { batches, layout, columns, batch: None, row: 0, current: None, failed: false })
+    }
+
+    /// Per top-level column sizes of the file, as `meta.columns` reports them.
+    pub fn meta_columns(&self) -> &[ColumnSize] {
+        &self.columns
+    }
+
+    /// The file's dedicated columns, as `meta.dedicated_columns` reports them.
+    pub fn dedicated_columns(&self) -> Vec<DedicatedColumn> {
+        self.layout.dedicated.iter().map(Dedicated::to_meta).collect()
+    }
+
+    fn next_trace(&mut self) -> Result<Option<(TraceId, Vec<Bytes>)>> {
+        loop {
+            let batch = match &self.batch {
+                Some(b) if self.row < b.num_rows() => b.clone(),
+                _ => match self.batches.next().transpose()? {
+                    Some(b) => {
+                        self.batch = Some(b);
+                        self.row = 0;
+                        continue;
+                    }
+                    None => {
+                        self.batch = None;
+                        return match self.current.take() {
+                            Some((id, rows)) => Ok(Some((id, fragments(rows)?))),
+                            None => Ok(None),
+                        };
+                    }
+                },
+            };
+            let cols = Columns::new(&batch, &self.layout)?;
+            let id = cols.trace_id(self.row);
+            let end = cols.run_end(self.row);
+            if let Some((current, _)) = &self.current
+                && *current != id
+            {
+                let (done, rows) = self.current.take().expect("checked");
+                return Ok(Some((done, fragments(rows)?)));
+            }
+            let rows = &mut self.current.get_or_insert_with(|| (id, Vec::new())).1;
+            for row in self.row..end {
+                rows.push(cols.span(row)?);
+            }
+            self.row = end;
+        }
     }
 }
 
 impl Iterator for TraceIter {
     type Item = Result<(TraceId, Vec<Bytes>)>;
+
     fn next(&mut self) -> Option<Self::Item> {
-        todo!()
+        if self.failed {
+            return None;
+        }
+        let next = self.next_trace().transpose();
+        self.failed = matches!(next, Some(Err(_)));
+        next
+    }
+}
+
+/// What a data file says about itself: its format and dedicated columns.
+struct Layout {
+    dedicated: Vec<Dedicated>,
+}
+
+impl Layout {
+    fn new(metadata: &ParquetMetaData) -> Result<Layout> {
+        let kv = metadata.file_metadata().key_value_metadata();
+        let get = |key: &str| kv.and_then(|kv| kv.iter().find(|e| e.key == key)).and_then(|e| e.value.as_deref());
+        match get(schema::KV_FORMAT) {
+            Some(FORMAT) => {}
+            other => return Err(Error::Format(format!("data file says format {other:?}"))),
+        }
+        let dedicated: Vec<DedicatedColumn> = serde_json::from_str(get(schema::KV_DEDICATED).unwrap_or("[]"))
+            .map_err(|e| Error::Format(format!("dedicated columns: {e}")))?;
+        let dedicated = dedicated.iter().map(Dedicated::from_meta).collect::<Result<_>>()?;
+        Ok(Layout { dedicated })
+    }
+
+    /// The file's Arrow schema must be the one this version writes for its dedicated columns:
+    /// every downcast below relies on it.
+    fn check(&self, schema: &arrow_schema::SchemaRef) -> Result<()> {
+        let expected = schema::block_schema(&self.dedicated);
+        if expected.fields() != schema.fields() {
+            return Err(Error::Format("data file schema differs from the spoor-1 schema".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One span row decoded, with what is needed to rebuild its parent ID and its group.
+struct RowSpan {
+    span: Span,
+    left: i32,
+    parent: i32,
+    explicit_parent: bool,
+    resource: Resource,
+    resource_schema_url: String,
+    scope: InstrumentationScope,
+    scope_schema_url: String,
+}
+
+/// Restores parent IDs from nested-set numbers and groups spans by (resource, scope) in order
+/// of first appearance; spans keep row order (start time).
+fn fragments(mut rows: Vec<RowSpan>) -> Result<Vec<Bytes>> {
+    let by_left: HashMap<i32, usize> = rows.iter().enumerate().map(|(i, r)| (r.left, i)).collect();
+    for i in 0..rows.len() {
+        if rows[i].explicit_parent || rows[i].parent <= 0 {
+            continue;
+        }
+        let p = *by_left
+            .get(&rows[i].parent)
+            .ok_or_else(|| Error::Corrupt(format!("nested_parent {} is no span of the trace", rows[i].parent)))?;
+        rows[i].span.parent_span_id = rows[p].span.span_id.clone();
+    }
+    let mut groups: Vec<ResourceSpans> = Vec::new();
+    let mut index = HashMap::<(Vec<u8>, String, Vec<u8>, String), usize>::new();
+    for r in rows {
+        let key = (r.resource.encode_to_vec(), r.resource_schema_url, r.scope.encode_to_vec(), r.scope_schema_url);
+        let g = *index.entry(key).or_insert_with_key(|(_, rurl, _, surl)| {
+            let resource = r.resource;
+            let scope = r.scope;
+            groups.push(ResourceSpans {
+                resource: (resource != Resource::default()).then_some(resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: (scope != InstrumentationScope::default()).then_some(scope),
+                    spans: Vec::new(),
+                    schema_url: surl.clone(),
+                }],
+                schema_url: rurl.clone(),
+            });
+            groups.len() - 1
+        });
+        groups[g].scope_spans[0].spans.push(r.span);
+    }
+    Ok(groups.into_iter().map(|g| Bytes::from(g.encode_to_vec())).collect())
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(format!("column {what} has an unexpected type"))
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
+    batch.column_by_name(name).ok_or_else(|| Error::Corrupt(format!("column {name} is missing")))
+}
+
+fn downcast<'a, T: 'static>(array: &'a dyn Array, what: &str) -> Result<&'a T> {
+    array.as_any().downcast_ref::<T>().ok_or_else(|| corrupt(what))
+}
+
+/// Typed views of one batch's columns.
+struct Columns<'a> {
+    trace_id: &'a FixedSizeBinaryArray,
+    span_id: &'a BinaryArray,
+    parent_span_id: &'a BinaryArray,
+    nested_left: &'a Int32Array,
+    nested_parent: &'a Int32Array,
+    start: &'a UInt64Array,
+    duration: &'a UInt64Array,
+    name: &'a StringArray,
+    kind: &'a Int32Array,
+    trace_state: &'a StringArray,
+    flags: &'a UInt32Array,
+    status_code: &'a Int32Array,
+    status_message: &'a StringArray,
+    dropped_attributes: &'a UInt32Array,
+    dropped_events: &'a UInt32Array,
+    dropped_links: &'a UInt32Array,
+    span_dedicated: Vec<(&'a Dedicated, &'a dyn Array)>,
+    attrs: Attrs<'a>,
+    events: Events<'a>,
+    links: Links<'a>,
+    resource_dedicated: Vec<(&'a Dedicated, &'a dyn Array)>,
+    resource_attrs: Attrs<'a>,
+    resource_dropped: &'a UInt32Array,
+    resource_schema_url: &'a StringArray,
+    scope_name: &'a StringArray,
+    scope_version: &'a StringArray,
+    scope_attrs: Attrs<'a>,
+    scope_dropped: &'a UInt32Array,
+    scope_schema_url: &'a StringArray,
+}
+
+impl<'a> Columns<'a> {
+    fn new(batch: &'a RecordBatch, layout: &'a Layout) -> Result<Columns<'a>> {
+        let prim = |name: &str| column(batch, name).map(|c| c.as_ref());
+        let dedicated = |scope: AttrScope| -> Result<Vec<(&'a Dedicated, &'a dyn Array)>> {
+            layout
+                .dedicated
+                .iter()
+                .filter(|d| d.scope == scope)
+                .map(|d| Ok((d, column(batch, &d.column)?.as_ref())))
+                .collect()
+        };
+        Ok(Columns {
+            trace_id: downcast(prim(schema::TRACE_ID)?, schema::TRACE_ID)?,
+            span_id: downcast(prim(schema::SPAN_ID)?, schema::SPAN_ID)?,
+            parent_span_id: downcast(prim(schema::PARENT_SPAN_ID)?, schema::PARENT_SPAN_ID)?,
+            nested_left: downcast(prim(schema::NESTED_LEFT)?, schema::NESTED_LEFT)?,
+            nested_parent: downcast(prim(schema::NESTED_PARENT)?, schema::NESTED_PARENT)?,
+            start: downcast(prim(schema::START)?, schema::START)?,
+            duration: downcast(prim(schema::DURATION)?, schema::DURATION)?,
+            name: downcast(prim(schema::NAME)?, schema::NAME)?,
+            kind: downcast(prim(schema::KIND)?, schema::KIND)?,
+            trace_state: downcast(prim(schema::TRACE_STATE)?, schema::TRACE_STATE)?,
+            flags: downcast(prim(schema::FLAGS)?, schema::FLAGS)?,
+            status_code: downcast(prim(schema::STATUS_CODE)?, schema::STATUS_CODE)?,
+            status_message: downcast(prim(schema::STATUS_MESSAGE)?, schema::STATUS_MESSAGE)?,
+            dropped_attributes: downcast(prim(schema::DROPPED_ATTRIBUTES)?, schema::DROPPED_ATTRIBUTES)?,
+            dropped_events: downcast(prim(schema::DROPPED_EVENTS)?, schema::DROPPED_EVENTS)?,
+            dropped_links: downcast(prim(schema::DROPPED_LINKS)?, schema::DROPPED_LINKS)?,
+            span_dedicated: dedicated(AttrScope::Span)?,
+            attrs: Attrs::new(prim(schema::ATTRS)?, schema::ATTRS)?,
+            events: Events::new(prim(schema::EVENTS)?)?,
+            links: Links::new(prim(schema::LINKS)?)?,
+            resource_dedicated: dedicated(AttrScope::Resource)?,
+            resource_attrs: Attrs::new(prim(schema::RESOURCE_ATTRS)?, schema::RESOURCE_ATTRS)?,
+            resource_dropped: downcast(prim(schema::RESOURCE_DROPPED)?, schema::RESOURCE_DROPPED)?,
+            resource_schema_url: downcast(prim(schema::RESOURCE_SCHEMA_URL)?, schema::RESOURCE_SCHEMA_URL)?,
+            scope_name: downcast(prim(schema::SCOPE_NAME)?, schema::SCOPE_NAME)?,
+            scope_version: downcast(prim(schema::SCOPE_VERSION)?, schema::SCOPE_VERSION)?,
+            scope_attrs: Attrs::new(prim(schema::SCOPE_ATTRS)?, schema::SCOPE_ATTRS)?,
+            scope_dropped: downcast(prim(schema::SCOPE_DROPPED)?, schema::SCOPE_DROPPED)?,
+            scope_schema_url: downcast(prim(schema::SCOPE_SCHEMA_URL)?, schema::SCOPE_SCHEMA_URL)?,
+        })
+    }
+
+    fn trace_id(&self, row: usize) -> TraceId {
+        TraceId(self.trace_id.value(row).try_into().expect("FixedSizeBinary(16)"))
+    }
+
+    /// The end of the run of rows with the same trace ID as `row`.
+    fn run_end(&self, row: usize) -> usize {
+        let id = self.trace_id.value(row);
+        (row + 1..self.trace_id.len()).find(|&r| self.trace_id.value(r) != id).unwrap_or(self.trace_id.len())
+    }
+
+    /// Rows of `id` in this batch; rows are sorted by trace ID.
+    fn trace_rows(&self, id: &TraceId) -> (usize, usize) {
+        let n = self.trace_id.len();
+        let first = partition_point(n, |r| self.trace_id.value(r) < &id.0[..]);
+        let end = partition_point(n, |r| self.trace_id.value(r) <= &id.0[..]);
+        (first, end.max(first))
+    }
+
+    fn span(&self, row: usize) -> Result<RowSpan> {
+        let start = self.start.value(row);
+        let mut attributes = Vec::new();
+        dedicated_attrs(&self.span_dedicated, row, &mut attributes);
+        self.attrs.read(row, &mut attributes)?;
+        let status = (self.status_code.value(row) != 0 || !self.status_message.value(row).is_empty())
+            .then(|| Status { code: self.status_code.value(row), message: self.status_message.value(row).into() });
+        let explicit_parent = self.parent_span_id.is_valid(row);
+        let span = Span {
+            trace_id: self.trace_id.value(row).to_vec(),
+            span_id: self.span_id.value(row).to_vec(),
+            trace_state: self.trace_state.value(row).into(),
+            parent_span_id: if explicit_parent { self.parent_span_id.value(row).to_vec() } else { Vec::new() },
+            flags: self.flags.value(row),
+            name: self.name.value(row).into(),
+            kind: self.kind.value(row),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start.wrapping_add(self.duration.value(row)),
+            attributes,
+            dropped_attributes_count: self.dropped_attributes.value(row),
+            events: self.events.read(row, start)?,
+            dropped_events_count: self.dropped_events.value(row),
+            links: self.links.read(row)?,
+            dropped_links_count: self.dropped_links.value(row),
+            status,
+        };
+        let mut resource_attrs = Vec::new();
+        dedicated_attrs(&self.resource_dedicated, row, &mut resource_attrs);
+        self.resource_attrs.read(row, &mut resource_attrs)?;
+        let mut scope_attrs = Vec::new();
+        self.scope_attrs.read(row, &mut scope_attrs)?;
+        Ok(RowSpan {
+            span,
+            left: self.nested_left.value(row),
+            parent: self.nested_parent.value(row),
+            explicit_parent,
+            resource: Resource {
+                attributes: resource_attrs,
+                dropped_attributes_count: self.resource_dropped.value(row),
+            },
+            resource_schema_url: self.resource_schema_url.value(row).into(),
+            scope: InstrumentationScope {
+                name: self.scope_name.value(row).into(),
+                version: self.scope_version.value(row).into(),
+                attributes: scope_attrs,
+                dropped_attributes_count: self.scope_dropped.value(row),
+            },
+            scope_schema_url: self.scope_schema_url.value(row).into(),
+        })
+    }
+}
+
+fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) { lo = mid + 1 } else { hi = mid }
+    }
+    lo
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }) }
+}
+
+/// Dedicated attributes come first, in column order; OTLP attributes are a map, so the order
+/// relative to the generic ones is not kept.
+fn dedicated_attrs(columns: &[(&Dedicated, &dyn Array)], row: usize, out: &mut Vec<KeyValue>) {
+    for (d, array) in columns {
+        if array.is_null(row) {
+            continue;
+        }
+        match d.kind {
+            AttrKind::String => {
+                if let Some(a) = array.as_string_opt::<i32>() {
+                    out.push(kv(&d.key, any_value::Value::StringValue(a.value(row).into())));
+                }
+            }
+            AttrKind::Int => {
+                if let Some(a) = array.as_primitive_opt::<Int64Type>() {
+                    out.push(kv(&d.key, any_value::Value::IntValue(a.value(row))));
+                }
+            }
+        }
+    }
+}
+
+/// A `List<attribute>` column.
+struct Attrs<'a> {
+    list: &'a ListArray,
+    key: &'a StringArray,
+    str: &'a StringArray,
+    int: &'a Int64Array,
+    double: &'a Float64Array,
+    bool: &'a BooleanArray,
+    bytes: &'a BinaryArray,
+    any: &'a BinaryArray,
+}
+
+fn struct_values<'a>(list: &'a ListArray, what: &str) -> Result<&'a StructArray> {
+    list.values().as_struct_opt().ok_or_else(|| corrupt(what))
+}
+
+fn field<'a, T: 'static>(s: &'a StructArray, name: &str, what: &str) -> Result<&'a T> {
+    let c = s.column_by_name(name).ok_or_else(|| Error::Corrupt(format!("{what}.{name} is missing")))?;
+    downcast(c.as_ref(), what)
+}
+
+impl<'a> Attrs<'a> {
+    fn new(array: &'a dyn Array, what: &str) -> Result<Attrs<'a>> {
+        let list: &ListArray = downcast(array, what)?;
+        let s = struct_values(list, what)?;
+        Ok(Attrs {
+            list,
+            key: field(s, schema::KEY, what)?,
+            str: field(s, schema::STR, what)?,
+            int: field(s, schema::INT, what)?,
+            double: field(s, schema::DOUBLE, what)?,
+            bool: field(s, schema::BOOL, what)?,
+            bytes: field(s, schema::BYTES, what)?,
+            any: field(s, schema::ANY, what)?,
+        })
+    }
+
+    fn read(&self, row: usize, out: &mut Vec<KeyValue>) -> Result<()> {
+        let offsets = self.list.value_offsets();
+        for i in offsets[row] as usize..offsets[row + 1] as usize {
+            let value = if self.str.is_valid(i) {
+                Some(any_value::Value::StringValue(self.str.value(i).into()))
+            } else if self.int.is_valid(i) {
+                Some(any_value::Value::IntValue(self.int.value(i)))
+            } else if self.double.is_valid(i) {
+                Some(any_value::Value::DoubleValue(self.double.value(i)))
+            } else if self.bool.is_valid(i) {
+                Some(any_value::Value::BoolValue(self.bool.value(i)))
+            } else if self.bytes.is_valid(i) {
+                Some(any_value::Value::BytesValue(self.bytes.value(i).to_vec()))
+            } else if self.any.is_valid(i) {
+                let v = AnyValue::decode(self.any.value(i))
+                    .map_err(|e| Error::Corrupt(format!("attribute {:?}: {e}", self.key.value(i))))?;
+                v.value
+            } else {
+                None
+            };
+            out.push(KeyValue { key: self.key.value(i).into(), value: value.map(|v| AnyValue { value: Some(v) }) });
+        }
+        Ok(())
+    }
+}
+
+struct Events<'a> {
+    list: &'a ListArray,
+    time: &'a Int64Array,
+    name: &'a StringArray,
+    attrs: Attrs<'a>,
+    dropped: &'a UInt32Array,
+}
+
+impl<'a> Events<'a> {
+    fn new(array: &'a dyn Array) -> Result<Events<'a>> {
+        let what = schema::EVENTS;
+        let list: &ListArray = downcast(array, what)?;
+        let s = struct_values(list, what)?;
+        let attrs = s.column_by_name(schema::ATTRS).ok_or_else(|| corrupt(what))?;
+        Ok(Events {
+            list,
+            time: field(s, schema::TIME_SINCE_START, what)?,
+            name: field(s, schema::NAME, what)?,
+            attrs: Attrs::new(attrs.as_ref(), what)?,
+            dropped: field(s, schema::DROPPED_ATTRIBUTES, what)?,
+        })
+    }
+
+    fn read(&self, row: usize, span_start: u64) -> Result<Vec<Event>> {
+        let offsets = self.list.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .map(|i| {
+                let mut attributes = Vec::new();
+                self.attrs.read(i, &mut attributes)?;
+                Ok(Event {
+                    time_unix_nano: span_start.wrapping_add(self.time.value(i) as u64),
+                    name: self.name.value(i).into(),
+                    attributes,
+                    dropped_attributes_count: self.dropped.value(i),
+                })
+            })
+            .collect()
+    }
+}
+
+struct Links<'a> {
+    list: &'a ListArray,
+    trace_id: &'a BinaryArray,
+    span_id: &'a BinaryArray,
+    trace_state: &'a StringArray,
+    flags: &'a UInt32Array,
+    attrs: Attrs<'a>,
+    dropped: &'a UInt32Array,
+}
+
+impl<'a> Links<'a> {
+    fn new(array: &'a dyn Array) -> Result<Links<'a>> {
+        let what = schema::LINKS;
+        let list: &ListArray = downcast(array, what)?;
+        let s = struct_values(list, what)?;
+        let attrs = s.column_by_name(schema::ATTRS).ok_or_else(|| corrupt(what))?;
+        Ok(Links {
+            list,
+            trace_id: field(s, schema::TRACE_ID, what)?,
+            span_id: field(s, schema::SPAN_ID, what)?,
+            trace_state: field(s, schema::TRACE_STATE, what)?,
+            flags: field(s, schema::FLAGS, what)?,
+            attrs: Attrs::new(attrs.as_ref(), what)?,
+            dropped: field(s, schema::DROPPED_ATTRIBUTES, what)?,
+        })
+    }
+
+    fn read(&self, row: usize) -> Result<Vec<Link>> {
+        let offsets = self.list.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .map(|i| {
+                let mut attributes = Vec::new();
+                self.attrs.read(i, &mut attributes)?;
+                Ok(Link {
+                    trace_id: self.trace_id.value(i).to_vec(),
+                    span_id: self.span_id.value(i).to_vec(),
+                    trace_state: self.trace_state.value(i).into(),
+                    attributes,
+                    dropped_attributes_count: self.dropped.value(i),
+                    flags: self.flags.value(i),
+                })
+            })
+            .collect()
     }
 }

@@ -19,7 +19,7 @@ use spoor_model::TraceId;
 use spoor_model::otlp::{AnyValue, Event, KeyValue, Link, ResourceSpans, Span, any_value};
 
 use crate::filter;
-use crate::meta::{BlockMeta, ColumnSize, DedicatedColumn, now_unix_nano};
+use crate::meta::{BlockMeta, ColumnSize, DedicatedColumn, column_sizes, now_unix_nano};
 use crate::schema::{self, AttrKind, AttrScope, Dedicated, Encodings};
 use crate::{Error, FORMAT, Result};
 
@@ -152,12 +152,15 @@ impl<W: Write + Send> BlockWriter<W> {
                 };
                 if stats.spans >= sample_spans as u64 { self.start_writing() } else { Ok(()) }
             }
-            State::Poisoned => Err(Error::Format("writer failed earlier".into())),
+            State::Poisoned => Err(Error::WriterFailed),
         }
     }
 
     /// Decides the dedicated columns from the sample and writes the buffered traces.
     fn start_writing(&mut self) -> Result<()> {
+        if !matches!(self.state, State::Sampling { .. }) {
+            return Ok(());
+        }
         let State::Sampling { out, pending, stats } = std::mem::replace(&mut self.state, State::Poisoned) else {
             return Ok(());
         };
@@ -177,7 +180,7 @@ impl<W: Write + Send> BlockWriter<W> {
     pub fn finish(mut self) -> Result<Finished> {
         self.start_writing()?;
         let State::Writing(encoder) = std::mem::replace(&mut self.state, State::Poisoned) else {
-            return Err(Error::Format("writer failed earlier".into()));
+            return Err(Error::WriterFailed);
         };
         let written = encoder.finish()?;
         let filter = filter::build(&self.trace_ids)?;
@@ -457,23 +460,9 @@ impl<W: Write + Send> Encoder<W> {
     fn finish(mut self) -> Result<Written> {
         self.write_batch()?;
         let metadata = self.writer.finish()?;
+        // finish() flushed everything through to `W`; dropping the writer drops `W`.
         let bytes = self.writer.bytes_written() as u64;
-        let mut out = self.writer.into_inner()?;
-        out.flush()?;
-        let mut columns: Vec<ColumnSize> = Vec::new();
-        for rg in metadata.row_groups() {
-            for col in rg.columns() {
-                let name = &col.column_path().parts()[0];
-                let (c, u) = (col.compressed_size().max(0) as u64, col.uncompressed_size().max(0) as u64);
-                match columns.iter_mut().find(|x| &x.name == name) {
-                    Some(x) => {
-                        x.compressed_bytes += c;
-                        x.uncompressed_bytes += u;
-                    }
-                    None => columns.push(ColumnSize { name: name.clone(), compressed_bytes: c, uncompressed_bytes: u }),
-                }
-            }
-        }
+        let columns = column_sizes(&metadata);
         Ok(Written { bytes, row_groups: metadata.num_row_groups() as u32, columns, dedicated: self.dedicated })
     }
 }

@@ -1,5 +1,6 @@
 //! `spoor loadgen`: the project's benchmark driver. Builds realistic traces of an internal
-//! developer platform (portal, CI/CD, deploys, chat) and sends them over OTLP.
+//! developer platform (portal, CI/CD, deploys, chat) and sends them over OTLP; or, with
+//! `--query-traces`, reads traces back by ID through the Tempo API and reports latency.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +46,16 @@ pub struct Args {
     /// Seed for the trace generator (per connection: seed + index).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Append the ID of every acknowledged trace (once per request it appears in) to this file.
+    #[arg(long)]
+    record_traces: Option<PathBuf>,
+    /// Query mode: fetch random traces listed in this file (first column: trace ID, as
+    /// `--record` or `--record-traces` write) by ID from the query API at --endpoint.
+    #[arg(long)]
+    query_traces: Option<PathBuf>,
+    /// Query mode: how many trace-by-ID requests to make.
+    #[arg(long, default_value_t = 1000)]
+    queries: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -59,12 +70,21 @@ struct Totals {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(file) = &args.query_traces {
+        return query(&args, file).await;
+    }
     let transport = match args.transport.as_str() {
         "grpc" => Transport::Grpc,
         "http" => Transport::Http,
         other => anyhow::bail!("--transport must be grpc or http, not {other:?}"),
     };
     let record = match &args.record {
+        Some(path) => {
+            Some(Arc::new(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)))
+        }
+        None => None,
+    };
+    let record_traces = match &args.record_traces {
         Some(path) => {
             Some(Arc::new(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)))
         }
@@ -78,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for c in 0..args.connections.max(1) {
         let client = OtlpClient::new(transport, &args.endpoint, args.tenant.clone());
         let (args, totals, stop, record) = (args.clone(), totals.clone(), stop.clone(), record.clone());
+        let record_traces = record_traces.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(args.seed.wrapping_add(c as u64));
             let per_conn_rate = args.rate as f64 / args.connections.max(1) as f64;
@@ -106,6 +127,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                             let mut lines = String::with_capacity(ids.len() * 50);
                             for (t, s) in &ids {
                                 lines.push_str(&format!("{} {}\n", hex(t), hex(s)));
+                            }
+                            let _ = file.lock().unwrap().write_all(lines.as_bytes());
+                        }
+                        if let (Some(file), 0) = (&record_traces, rejected) {
+                            let mut lines = String::new();
+                            let mut last = None;
+                            for (t, _) in &ids {
+                                if last != Some(t) {
+                                    lines.push_str(&hex(t));
+                                    lines.push('\n');
+                                    last = Some(t);
+                                }
                             }
                             let _ = file.lock().unwrap().write_all(lines.as_bytes());
                         }
@@ -138,13 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-            * 1e3
-    };
+    let pct = |q: f64| percentile_ms(&latencies, q);
     let accepted = totals.accepted.load(Ordering::Relaxed);
     let summary = serde_json::json!({
         "seconds": elapsed,
@@ -170,6 +197,81 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             pct(0.9),
             pct(0.99),
             pct(1.0)
+        );
+    }
+    Ok(())
+}
+
+fn percentile_ms(sorted: &[f64], q: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0) * 1e3
+}
+
+/// Trace by ID (v2, protobuf) for random IDs from `file`; every answer must be a 200 with spans.
+async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Empty};
+    let text = std::fs::read_to_string(file)?;
+    let mut ids: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).filter(|t| t.len() == 32).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    anyhow::ensure!(!ids.is_empty(), "no trace IDs in {}", file.display());
+    let ids: Arc<Vec<String>> = Arc::new(ids.into_iter().map(str::to_owned).collect());
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.connections.max(1) {
+        let (client, ids, next, args) = (client.clone(), ids.clone(), next.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(args.seed.wrapping_add(c as u64));
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < args.queries {
+                let id = &ids[rng.below(ids.len() as u64) as usize];
+                let mut req = hyper::Request::get(format!("{}/api/v2/traces/{id}", args.endpoint))
+                    .header("accept", "application/protobuf");
+                if let Some(t) = &args.tenant {
+                    req = req.header("x-scope-orgid", t);
+                }
+                let t0 = Instant::now();
+                let resp = client.request(req.body(Empty::new())?).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                latencies.push(t0.elapsed().as_secs_f64());
+                anyhow::ensure!(status == 200 && !body.is_empty(), "trace {id}: HTTP {status}");
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let summary = serde_json::json!({
+        "queries": latencies.len(),
+        "traces_known": ids.len(),
+        "seconds": elapsed,
+        "queries_per_sec": latencies.len() as f64 / elapsed,
+        "latency_ms": {
+            "p50": percentile_ms(&latencies, 0.5),
+            "p90": percentile_ms(&latencies, 0.9),
+            "p99": percentile_ms(&latencies, 0.99),
+            "max": percentile_ms(&latencies, 1.0),
+        },
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        let l = &summary["latency_ms"];
+        println!(
+            "{} trace-by-ID queries in {elapsed:.1}s ({:.0}/s); latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+            latencies.len(),
+            latencies.len() as f64 / elapsed,
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p90"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            l["max"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(())

@@ -37,10 +37,9 @@ fn load(s: &Server, record: &Path, spans: u64, seed: u64) {
         .args(["loadgen", "--endpoint", &format!("http://{}", s.http), "--transport", "http", "--connections", "2"])
         .args(["--spans", &spans.to_string(), "--duration", "60", "--seed", &seed.to_string(), "--record"])
         .arg(record)
-        .stdout(std::process::Stdio::null())
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(status.status.success(), "loadgen: {}\n{}", String::from_utf8_lossy(&status.stdout), s.log());
 }
 
 async fn flush(s: &Server) {
