@@ -96,20 +96,22 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
     let store: Arc<dyn ObjectStore> = match o.kind {
         BackendKind::Local => {
             std::fs::create_dir_all(o.local_path).map_err(crate::error::io(o.local_path))?;
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(o.local_path)?)
+            // Deleting a block's last file removes its directory, as on an object store.
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(o.local_path)?.with_automatic_cleanup(true))
         }
         BackendKind::S3 => {
             let c = o.s3;
             if c.bucket.is_empty() {
                 return Err(Error::Config("storage.s3.bucket is required for the s3 backend".into()));
             }
+            // Client options first: allow_http lives inside them and would be overwritten.
             let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_client_options(client)
                 .with_bucket_name(&c.bucket)
                 .with_region(&c.region)
                 .with_allow_http(c.allow_http)
                 .with_virtual_hosted_style_request(c.virtual_hosted_style)
-                .with_retry(retry)
-                .with_client_options(client);
+                .with_retry(retry);
             if !c.endpoint.is_empty() {
                 b = b.with_endpoint(&c.endpoint);
             }
