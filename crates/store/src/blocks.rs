@@ -179,7 +179,7 @@ impl Blocks {
         let id = spoor_block::new_block_id();
         let file = self.tmp_dir.join(format!("{id}.parquet"));
         let (tenant, options, path) = (frozen.tenant.clone(), self.options.clone(), file.clone());
-        let built = tokio::task::spawn_blocking(move || -> Result<spoor_block::Finished> {
+        let built = in_background(move || -> Result<spoor_block::Finished> {
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &tenant, &id, &options)?;
             for trace_id in frozen.sorted_ids() {
@@ -187,8 +187,7 @@ impl Blocks {
             }
             Ok(w.finish()?)
         })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?;
+        .await;
         let result = match built {
             Ok(built) => self.publish(built, &file, "flush").await,
             Err(e) => Err(e),
@@ -246,6 +245,21 @@ impl Blocks {
         let _ = std::fs::remove_file(&path);
         Ok(file)
     }
+}
+
+/// Runs CPU-heavy block building on its own thread at a lower priority (nice 10), so that
+/// under full load the kernel favours the threads that acknowledge ingest requests.
+pub(crate) async fn in_background<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("spoor-blocks".into())
+        .spawn(move || {
+            // SAFETY: setpriority on the calling thread (tid 0 = self on Linux); failure is harmless.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::Task(e.to_string()))?;
+    rx.await.map_err(|_| Error::Task("block building thread panicked".into()))?
 }
 
 async fn upload_file(store: &dyn ObjectStore, to: &Path, from: &std::path::Path) -> Result<()> {

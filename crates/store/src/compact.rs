@@ -18,7 +18,7 @@ use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
 use spoor_model::TraceId;
 
 use crate::blocks::Blocks;
-use crate::error::{Error, Result, io};
+use crate::error::{Result, io};
 use crate::fail;
 
 #[derive(Clone, Debug)]
@@ -82,7 +82,7 @@ impl Blocks {
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<spoor_block::Finished> {
+        let built = crate::blocks::in_background(move || -> Result<spoor_block::Finished> {
             let iters = files.into_iter().map(TraceIter::open).collect::<std::result::Result<Vec<_>, _>>()?;
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &t, &id, &options)?;
@@ -92,8 +92,7 @@ impl Blocks {
             built.meta.replaces = replaces2;
             Ok(built)
         })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?;
+        .await;
         let published = match built {
             Ok(built) => self.publish(built, &out_path, "compact").await,
             Err(e) => Err(e),
