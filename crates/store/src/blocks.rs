@@ -210,6 +210,12 @@ impl Blocks {
         fail::point(&format!("{stage}.before_meta"));
         let json = serde_json::to_vec_pretty(&meta).expect("meta serializes");
         self.store.put(&dir.clone().join(META_FILE), PutPayload::from(json)).await?;
+        // A compactor elsewhere may have taken the files for a crash's leftovers if this upload
+        // outlived `orphan_grace`: never report a block durable whose data is gone.
+        if let Err(e) = self.store.head(&dir.clone().join(DATA_FILE)).await {
+            let _ = self.store.delete(&dir.clone().join(META_FILE)).await;
+            return Err(e.into());
+        }
         fail::point(&format!("{stage}.after_meta"));
         let reader = BlockReader::open(self.store.clone(), dir, meta.clone()).await?;
         self.add(reader);
