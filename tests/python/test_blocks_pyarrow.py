@@ -7,7 +7,7 @@ OTLP/HTTP. Blocks must hold exactly the spans sent (one row per span), sorted by
 start time, under `<prefix>/<tenant>/<block-id>/`, with a `meta.json` that agrees with the data.
 
 Runs against local blocks and S3 blocks (moto). Column names other than `trace_id` come from
-the block format's schema (crates/block/README.md); see SPAN_ID_COLUMNS and START_COLUMNS.
+the block format's schema (crates/block/src/schema.rs); see SPAN_ID_COLUMNS and START_COLUMNS.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ TENANTS = {"tenant-a": "grpc", "tenant-b": "http"}  # tenant -> OTLP transport
 TRACES_PER_TENANT = {"tenant-a": 7, "tenant-b": 3}
 SERVICES = ["frontend", "cart", "payments"]
 
-# Where the block format keeps what the checks need besides `trace_id`, best guess first. Each
-# list is tried in order; a schema with none of them fails the test and prints the schema.
+# Columns the checks need besides `trace_id`, as named in crates/block/src/schema.rs (SPAN_ID,
+# START). A schema without them fails the test and prints the schema.
 SPAN_ID_COLUMNS = ["span_id"]
-START_COLUMNS = ["start_time_unix_nano", "start_unix_nano", "start_time", "start"]
+START_COLUMNS = ["start_unix_nano"]
 
 ATTRIBUTES: dict[str, Any] = {
     "str": "hello",
@@ -259,6 +259,13 @@ def test_meta_json_agrees_with_the_data(blocks: list[ReadBlock], tenant: str):
         assert b.meta["spans"] == b.table.num_rows, f"{where}: meta.spans {b.meta['spans']}, rows {b.table.num_rows}"
         traces = len(set(b.table.column("trace_id").to_pylist()))
         assert b.meta["traces"] == traces, f"{where}: meta.traces {b.meta['traces']}, distinct trace IDs {traces}"
+        # Queries skip blocks by these bounds, so every span must start inside them.
+        starts = b.table.column(column(b.table.schema, START_COLUMNS, "start time")).to_pylist()
+        lo, hi = b.meta["start_unix_nano"], b.meta["end_unix_nano"]
+        first, last = min(starts), max(starts)
+        assert lo <= first and last <= hi, f"{where}: spans start in {first}..{last}, meta says {lo}..{hi}"
+        missing = [d["column"] for d in b.meta.get("dedicated_columns", []) if d["column"] not in b.table.schema.names]
+        assert not missing, f"{where}: meta.dedicated_columns names columns the data lacks: {missing}"
 
 
 # ---------------------------------------------------------------------------------------
