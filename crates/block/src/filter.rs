@@ -108,3 +108,28 @@ impl TraceFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let ids: Vec<TraceId> = (0..1000u32)
+            .map(|i| TraceId([(i % 251) as u8, (i / 251) as u8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]))
+            .collect();
+        let bytes = build(&ids).unwrap();
+        let filter = TraceFilter::parse(&bytes).unwrap();
+        assert!(ids.iter().all(|id| filter.may_contain(id)));
+        let empty = TraceFilter::parse(&build(&[]).unwrap()).unwrap();
+        assert!(!empty.may_contain(&ids[0]));
+        // Every strict prefix is refused, never misread.
+        for len in 0..bytes.len() {
+            assert!(TraceFilter::parse(&bytes[..len]).is_err(), "prefix of {len}");
+        }
+        // A descriptor pointing past the fingerprints is refused.
+        let mut bad = bytes.clone();
+        bad[18..22].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(TraceFilter::parse(&bad).is_err());
+    }
+}

@@ -2,8 +2,9 @@
 //! scans of a local file in trace order (`TraceIter`, for the compactor). Both turn span rows
 //! back into encoded `ResourceSpans` fragments, one per (resource, scope) of the trace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -15,8 +16,8 @@ use arrow_array::{
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -27,8 +28,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use prost::Message;
 use spoor_model::TraceId;
 use spoor_model::otlp::{
-    AnyValue, Event, InstrumentationScope, KeyValue, Link, Resource, ResourceSpans, ScopeSpans, Span, Status,
-    any_value,
+    AnyValue, Event, InstrumentationScope, KeyValue, Link, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value,
 };
 
 use crate::filter::TraceFilter;
@@ -87,6 +87,10 @@ impl BlockReader {
         if !self.may_contain(id) {
             return Ok(Vec::new());
         }
+        AssertUnwindSafe(self.read_trace(id)).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(panic)))
+    }
+
+    async fn read_trace(&self, id: &TraceId) -> Result<Vec<Bytes>> {
         let footer = self.inner.footer.get_or_try_init(|| self.load_footer()).await?;
         let metadata = footer.metadata.metadata();
         let mut row_groups = Vec::new();
@@ -111,11 +115,11 @@ impl BlockReader {
             return Ok(Vec::new());
         }
         let reader = StoreReader { store: self.inner.store.clone(), path: self.inner.data.clone(), size: self.size() };
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.metadata.clone())
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.metadata.clone())
             .with_row_groups(row_groups)
             .with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), offset))
-            .with_batch_size(8192)
-            .build()?;
+            .with_batch_size(8192);
+        let mut stream = builder.build()?;
         let mut rows = Vec::new();
         while let Some(batch) = stream.try_next().await? {
             let cols = Columns::new(&batch, &footer.layout)?;
@@ -135,12 +139,51 @@ impl BlockReader {
         let mut reader =
             StoreReader { store: self.inner.store.clone(), path: self.inner.data.clone(), size: self.size() };
         let metadata = reader.load_metadata().await?;
+        check_page_locations(&metadata)?;
         let options = ArrowReaderOptions::new();
         let layout = Arc::new(Layout::new(&metadata)?);
         let metadata = ArrowReaderMetadata::try_new(metadata, options)?;
         layout.check(metadata.schema())?;
         Ok(Footer { metadata, layout })
     }
+}
+
+/// The Parquet reader trusts some of what it reads and panics on a few kinds of damage (a page
+/// header without its body, for one). Blocks are input, and a server must not fall over on a
+/// damaged file, so reads run under `catch_unwind` and such a panic becomes an error.
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    Error::Corrupt(format!("the parquet reader failed: {message}"))
+}
+
+/// The offset index steers which bytes are read and how many rows each page has; the Parquet
+/// reader trusts it, so a damaged one is refused here instead of panicking there.
+fn check_page_locations(metadata: &ParquetMetaData) -> Result<()> {
+    for (i, rg) in metadata.row_groups().iter().enumerate() {
+        let index = metadata.page_index_for_row_group(i);
+        let rows = rg.num_rows();
+        for c in 0..rg.num_columns() {
+            let Some(pages) = index.page_locations(c) else { continue };
+            let mut previous: Option<i64> = None;
+            for page in pages {
+                let ok = match previous {
+                    None => page.first_row_index == 0,
+                    Some(p) => page.first_row_index > p,
+                } && page.first_row_index < rows.max(1)
+                    && page.offset >= 0
+                    && page.compressed_page_size > 0;
+                if !ok {
+                    return Err(Error::Corrupt(format!("offset index of row group {i}, column {c}")));
+                }
+                previous = Some(page.first_row_index);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Row ranges (within row group `rg`) of the pages whose trace_id range covers `id`; the
@@ -150,7 +193,7 @@ fn candidate_pages(metadata: &ParquetMetaData, rg: usize, rows: usize, id: &Trac
     let (Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(column)), Some(pages)) =
         (index.column_index(0), index.page_locations(0))
     else {
-        return vec![0..rows];
+        return std::iter::once(0..rows).collect();
     };
     let mut out: Vec<Range<usize>> = Vec::new();
     for (p, page) in pages.iter().enumerate() {
@@ -216,26 +259,34 @@ impl AsyncFileReader for StoreReader {
     }
 }
 
-/// Every trace of a local block file in trace-ID order, reading a batch of rows at a time.
+/// Every trace of a local block file in trace-ID order, decoding a batch of rows at a time:
+/// memory holds one batch and the trace that runs past its end.
 pub struct TraceIter {
     batches: ParquetRecordBatchReader,
     layout: Arc<Layout>,
     columns: Vec<ColumnSize>,
-    batch: Option<RecordBatch>,
-    row: usize,
-    /// Rows of the trace being assembled; it may continue in the next batch.
+    /// Traces completed by the last batch.
+    ready: VecDeque<(TraceId, Vec<Bytes>)>,
+    /// The trace at the end of the last batch; it may continue in the next one.
     current: Option<(TraceId, Vec<RowSpan>)>,
     failed: bool,
 }
 
+const SCAN_BATCH_ROWS: usize = 4096;
+
 impl TraceIter {
     pub fn open(file: std::fs::File) -> Result<TraceIter> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| Self::open_file(file)))
+            .unwrap_or_else(|panic| Err(panicked(panic)))
+    }
+
+    fn open_file(file: std::fs::File) -> Result<TraceIter> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
         let layout = Arc::new(Layout::new(builder.metadata())?);
         layout.check(builder.schema())?;
         let columns = column_sizes(builder.metadata());
-        let batches = builder.with_batch_size(4096).build()?;
-        Ok(TraceIter { batches, layout, columns, batch: None, row: 0, current: None, failed: false })
+        let batches = builder.with_batch_size(SCAN_BATCH_ROWS).build()?;
+        Ok(TraceIter { batches, layout, columns, ready: VecDeque::new(), current: None, failed: false })
     }
 
     /// Per top-level column sizes of the file, as `meta.columns` reports them.
@@ -250,37 +301,32 @@ impl TraceIter {
 
     fn next_trace(&mut self) -> Result<Option<(TraceId, Vec<Bytes>)>> {
         loop {
-            let batch = match &self.batch {
-                Some(b) if self.row < b.num_rows() => b.clone(),
-                _ => match self.batches.next().transpose()? {
-                    Some(b) => {
-                        self.batch = Some(b);
-                        self.row = 0;
-                        continue;
-                    }
-                    None => {
-                        self.batch = None;
-                        return match self.current.take() {
-                            Some((id, rows)) => Ok(Some((id, fragments(rows)?))),
-                            None => Ok(None),
-                        };
-                    }
-                },
+            if let Some(trace) = self.ready.pop_front() {
+                return Ok(Some(trace));
+            }
+            let Some(batch) = self.batches.next().transpose()? else {
+                return match self.current.take() {
+                    Some((id, rows)) => Ok(Some((id, fragments(rows)?))),
+                    None => Ok(None),
+                };
             };
             let cols = Columns::new(&batch, &self.layout)?;
-            let id = cols.trace_id(self.row);
-            let end = cols.run_end(self.row);
-            if let Some((current, _)) = &self.current
-                && *current != id
-            {
-                let (done, rows) = self.current.take().expect("checked");
-                return Ok(Some((done, fragments(rows)?)));
+            let mut row = 0;
+            while row < batch.num_rows() {
+                let id = cols.trace_id(row);
+                let end = cols.run_end(row);
+                if let Some((previous, _)) = &self.current
+                    && *previous != id
+                {
+                    let (done, rows) = self.current.take().expect("checked above");
+                    self.ready.push_back((done, fragments(rows)?));
+                }
+                let rows = &mut self.current.get_or_insert_with(|| (id, Vec::new())).1;
+                for r in row..end {
+                    rows.push(cols.span(r)?);
+                }
+                row = end;
             }
-            let rows = &mut self.current.get_or_insert_with(|| (id, Vec::new())).1;
-            for row in self.row..end {
-                rows.push(cols.span(row)?);
-            }
-            self.row = end;
         }
     }
 }
@@ -292,7 +338,9 @@ impl Iterator for TraceIter {
         if self.failed {
             return None;
         }
-        let next = self.next_trace().transpose();
+        let next = std::panic::catch_unwind(AssertUnwindSafe(|| self.next_trace()))
+            .unwrap_or_else(|panic| Err(panicked(panic)))
+            .transpose();
         self.failed = matches!(next, Some(Err(_)));
         next
     }
@@ -610,24 +658,27 @@ impl<'a> Attrs<'a> {
     fn read(&self, row: usize, out: &mut Vec<KeyValue>) -> Result<()> {
         let offsets = self.list.value_offsets();
         for i in offsets[row] as usize..offsets[row + 1] as usize {
+            let scalar = |v| Some(AnyValue { value: Some(v) });
             let value = if self.str.is_valid(i) {
-                Some(any_value::Value::StringValue(self.str.value(i).into()))
+                scalar(any_value::Value::StringValue(self.str.value(i).into()))
             } else if self.int.is_valid(i) {
-                Some(any_value::Value::IntValue(self.int.value(i)))
+                scalar(any_value::Value::IntValue(self.int.value(i)))
             } else if self.double.is_valid(i) {
-                Some(any_value::Value::DoubleValue(self.double.value(i)))
+                scalar(any_value::Value::DoubleValue(self.double.value(i)))
             } else if self.bool.is_valid(i) {
-                Some(any_value::Value::BoolValue(self.bool.value(i)))
+                scalar(any_value::Value::BoolValue(self.bool.value(i)))
             } else if self.bytes.is_valid(i) {
-                Some(any_value::Value::BytesValue(self.bytes.value(i).to_vec()))
+                scalar(any_value::Value::BytesValue(self.bytes.value(i).to_vec()))
             } else if self.any.is_valid(i) {
-                let v = AnyValue::decode(self.any.value(i))
-                    .map_err(|e| Error::Corrupt(format!("attribute {:?}: {e}", self.key.value(i))))?;
-                v.value
+                // Zero bytes decode to the empty AnyValue, which is kept as such.
+                Some(
+                    AnyValue::decode(self.any.value(i))
+                        .map_err(|e| Error::Corrupt(format!("attribute {:?}: {e}", self.key.value(i))))?,
+                )
             } else {
                 None
             };
-            out.push(KeyValue { key: self.key.value(i).into(), value: value.map(|v| AnyValue { value: Some(v) }) });
+            out.push(KeyValue { key: self.key.value(i).into(), value });
         }
         Ok(())
     }

@@ -232,6 +232,8 @@ pub fn writer_properties(
     dedicated: &[Dedicated],
     options: &WriteOptions,
 ) -> Result<WriterProperties> {
+    let dedicated_json = serde_json::to_string(&dedicated.iter().map(Dedicated::to_meta).collect::<Vec<_>>())
+        .expect("plain structs serialize");
     let zstd = ZstdLevel::try_new(options.zstd_level)?;
     let mut props = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
@@ -246,11 +248,7 @@ pub fn writer_properties(
         .set_created_by(format!("spoor-block {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(KV_FORMAT.into(), FORMAT.to_owned()),
-            KeyValue::new(
-                KV_DEDICATED.into(),
-                serde_json::to_string(&dedicated.iter().map(Dedicated::to_meta).collect::<Vec<_>>())
-                    .expect("serializing plain structs"),
-            ),
+            KeyValue::new(KV_DEDICATED.into(), dedicated_json),
         ]));
     let mut sorting = Vec::new();
     for (i, col) in parquet.columns().iter().enumerate() {
@@ -260,29 +258,49 @@ pub fn writer_properties(
         let leaf = parts[parts.len() - 1].as_str();
         let nested = parts.len() > 1;
         let encoding = &options.encodings;
+        // Random IDs and dictionary indices of small integers do not compress; leaving them
+        // raw saves zstd frame overhead on disk and a codec per column chunk on every lookup.
+        let raw = !encoding.compress_all;
         match (top, leaf, nested) {
             (TRACE_ID, _, false) => {
                 sorting.push(SortingColumn { column_idx: i as i32, descending: false, nulls_first: false });
                 // Page statistics on trace_id are what lets find_trace skip pages.
                 props = props
                     .set_column_statistics_enabled(path.clone(), EnabledStatistics::Page)
-                    .set_column_dictionary_page_size_limit(path, 4 << 20);
+                    .set_column_dictionary_page_size_limit(path.clone(), 4 << 20);
+                props = encoding.trace_id.apply(props, path.clone());
+                if raw {
+                    props = props.set_column_compression(path, Compression::UNCOMPRESSED);
+                }
             }
             (START, _, false) => {
                 sorting.push(SortingColumn { column_idx: i as i32, descending: false, nulls_first: false });
                 props = encoding.times.apply(props, path);
             }
             (DURATION, _, false) => props = encoding.times.apply(props, path),
-            (NESTED_LEFT | NESTED_RIGHT | NESTED_PARENT, _, false) => props = encoding.nested.apply(props, path),
+            (NESTED_LEFT | NESTED_RIGHT | NESTED_PARENT, _, false) => {
+                props = encoding.nested.apply(props, path.clone());
+                if raw {
+                    props = props.set_column_compression(path, Compression::UNCOMPRESSED);
+                }
+            }
+            (KIND | FLAGS | STATUS_CODE | DROPPED_ATTRIBUTES | DROPPED_EVENTS | DROPPED_LINKS, _, false)
+            | (RESOURCE_DROPPED | SCOPE_DROPPED, _, false)
+                if raw =>
+            {
+                props = props.set_column_compression(path, Compression::UNCOMPRESSED);
+            }
             (SPAN_ID | PARENT_SPAN_ID, _, false) | (LINKS, TRACE_ID | SPAN_ID, true) => {
-                props = encoding.ids.apply(props, path);
+                props = encoding.ids.apply(props, path.clone());
+                if raw {
+                    props = props.set_column_compression(path, Compression::UNCOMPRESSED);
+                }
             }
             (_, DOUBLE, true) => props = encoding.doubles.apply(props, path),
             (_, TIME_SINCE_START, true) => props = encoding.times.apply(props, path),
             _ => {}
         }
     }
-    let _ = dedicated;
     Ok(props.set_sorting_columns(Some(sorting)).build())
 }
 
@@ -316,12 +334,15 @@ impl ColumnEncoding {
 /// Encodings of the column groups that are worth tuning.
 #[derive(Clone, Debug)]
 pub struct Encodings {
+    pub trace_id: ColumnEncoding,
     /// start_unix_nano, duration_nano, event times.
     pub times: ColumnEncoding,
     /// nested_left / nested_right / nested_parent.
     pub nested: ColumnEncoding,
     /// span_id, parent_span_id, link IDs.
     pub ids: ColumnEncoding,
+    /// zstd on every column, including IDs and small-integer columns that do not compress.
+    pub compress_all: bool,
     /// Double attribute values.
     pub doubles: ColumnEncoding,
 }
@@ -329,9 +350,11 @@ pub struct Encodings {
 impl Default for Encodings {
     fn default() -> Self {
         Encodings {
-            times: ColumnEncoding::DeltaBinaryPacked,
-            nested: ColumnEncoding::DeltaBinaryPacked,
-            ids: ColumnEncoding::Plain,
+            trace_id: ColumnEncoding::Dictionary,
+            compress_all: false,
+            times: ColumnEncoding::ByteStreamSplit,
+            nested: ColumnEncoding::Dictionary,
+            ids: ColumnEncoding::DeltaLengthByteArray,
             doubles: ColumnEncoding::ByteStreamSplit,
         }
     }

@@ -86,7 +86,11 @@ pub struct BlockWriter<W: Write + Send> {
 
 enum State<W: Write + Send> {
     /// Choosing dedicated columns from the data: fragments are kept until the sample is full.
-    Sampling { out: W, pending: Vec<(TraceId, Vec<Bytes>)>, stats: KeyStats },
+    Sampling {
+        out: W,
+        pending: Vec<(TraceId, Vec<Bytes>)>,
+        stats: KeyStats,
+    },
     Writing(Box<Encoder<W>>),
     /// Only while moving between states, or after an error left the writer unusable.
     Poisoned,
@@ -142,7 +146,7 @@ impl<W: Write + Send> BlockWriter<W> {
             self.start = self.start.min(s.span.start_time_unix_nano);
             self.end = self.end.max(s.span.end_time_unix_nano);
         }
-        match &mut self.state {
+        let written = match &mut self.state {
             State::Writing(encoder) => encoder.push(&trace),
             State::Sampling { pending, stats, .. } => {
                 stats.count(&trace);
@@ -152,8 +156,13 @@ impl<W: Write + Send> BlockWriter<W> {
                 };
                 if stats.spans >= sample_spans as u64 { self.start_writing() } else { Ok(()) }
             }
-            State::Poisoned => Err(Error::WriterFailed),
+            State::Poisoned => return Err(Error::WriterFailed),
+        };
+        // Bad input was refused above; a failure here leaves a half-written row group behind.
+        if written.is_err() {
+            self.state = State::Poisoned;
         }
+        written
     }
 
     /// Decides the dedicated columns from the sample and writes the buffered traces.
@@ -162,7 +171,7 @@ impl<W: Write + Send> BlockWriter<W> {
             return Ok(());
         }
         let State::Sampling { out, pending, stats } = std::mem::replace(&mut self.state, State::Poisoned) else {
-            return Ok(());
+            unreachable!("checked above")
         };
         let DedicatedPolicy::FromData { min_share, max_span, max_resource, .. } = self.options.dedicated else {
             unreachable!("sampling only with FromData")
@@ -322,8 +331,8 @@ pub(crate) fn nested_set(span_ids: &[&[u8]], parent_ids: &[&[u8]]) -> Vec<Nested
             }
         }
     };
-    for i in 0..n {
-        if !has_parent[i] {
+    for (i, has_parent) in has_parent.iter().enumerate() {
+        if !has_parent {
             dfs(i, &mut out, &mut visited);
         }
     }
@@ -384,9 +393,11 @@ impl KeyStats {
         let mut out = vec![service];
         for (scope, max) in [(AttrScope::Span, max_span), (AttrScope::Resource, max_resource)] {
             out.extend(
-                candidates.iter().filter(|c| c.1 == scope).take(max).map(|&(_, scope, key, kind)| {
-                    Dedicated::new(scope, key, kind)
-                }),
+                candidates
+                    .iter()
+                    .filter(|c| c.1 == scope)
+                    .take(max)
+                    .map(|&(_, scope, key, kind)| Dedicated::new(scope, key, kind)),
             );
         }
         out
@@ -519,12 +530,15 @@ impl AttrsBuilder {
             Some(Value::BytesValue(b)) => self.bytes.append_value(b),
             _ => self.bytes.append_null(),
         }
-        match value {
-            Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => {
+        match (kv.value.as_ref(), value) {
+            (_, Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_)))) => {
                 self.scratch.clear();
                 AnyValue { value: Some(v.clone()) }.encode(&mut self.scratch).expect("Vec grows");
                 self.any.append_value(&self.scratch);
             }
+            // An empty AnyValue (the SDKs send one for a None attribute) is not the same as
+            // no value at all: it is kept as zero bytes, which decode to the empty AnyValue.
+            (Some(_), None) => self.any.append_value(b""),
             _ => self.any.append_null(),
         }
     }
@@ -663,10 +677,32 @@ enum DedicatedBuilder {
     Int(Int64Builder),
 }
 
+/// A quick multiply-rotate hash for the dedicated-key index, looked up for every attribute.
+/// Its keys are the few dedicated keys, fixed per block, so colliding input only costs a few
+/// extra comparisons (the usual hash-flooding worry needs a map that grows with the input).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyIndex = HashMap<String, usize, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Dedicated columns of one scope and the generic list for the attributes they do not take.
 struct ScopedAttrs {
     columns: Vec<DedicatedBuilder>,
-    index: HashMap<String, usize>,
+    index: KeyIndex,
     filled: Vec<bool>,
     generic: AttrsBuilder,
 }
@@ -674,7 +710,7 @@ struct ScopedAttrs {
 impl ScopedAttrs {
     fn new(dedicated: &[Dedicated], scope: AttrScope) -> Self {
         let mut columns = Vec::new();
-        let mut index = HashMap::new();
+        let mut index = KeyIndex::default();
         for d in dedicated.iter().filter(|d| d.scope == scope) {
             index.insert(d.key.clone(), columns.len());
             columns.push(match d.kind {
@@ -891,5 +927,32 @@ impl Rows {
         ]);
         self.len = 0;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(spans: &[(&[u8], &[u8])]) -> Vec<(i32, i32, i32, bool)> {
+        let ids: Vec<&[u8]> = spans.iter().map(|s| s.0).collect();
+        let parents: Vec<&[u8]> = spans.iter().map(|s| s.1).collect();
+        nested_set(&ids, &parents).into_iter().map(|n| (n.left, n.right, n.parent, n.explicit_parent)).collect()
+    }
+
+    #[test]
+    fn cycles_and_self_parents_become_orphan_roots() {
+        // a is a root with child e; d names itself as parent; b and c are each other's parent,
+        // so only a cycle reaches them: after all other trees, b (the earlier) is entered as an
+        // orphan and c hangs below it.
+        let got = numbers(&[(b"a", b""), (b"b", b"c"), (b"c", b"b"), (b"d", b"d"), (b"e", b"a")]);
+        assert_eq!(got, [(1, 4, 0, false), (7, 10, -1, true), (8, 9, 7, false), (5, 6, -1, true), (2, 3, 1, false)]);
+    }
+
+    #[test]
+    fn a_shared_span_id_parents_to_its_first_span() {
+        // Two spans share ID x (client and server kinds); the child hangs below the first.
+        let got = numbers(&[(b"x", b""), (b"x", b"r"), (b"y", b"x")]);
+        assert_eq!(got, [(1, 4, 0, false), (5, 6, -1, true), (2, 3, 1, false)]);
     }
 }
