@@ -179,9 +179,12 @@ impl Pipeline {
     /// Reads the blocklist for the first time, then answers ready. A backend that cannot be
     /// reached does not stop ingest (the WAL holds everything); polling retries.
     pub async fn start_serving(&self) {
-        match self.blocks.poll().await {
-            Ok(n) => tracing::info!(blocks = n, "blocklist read"),
-            Err(e) => tracing::warn!(error = %e, "cannot read the blocklist yet; will retry"),
+        // Bounded: an unreachable backend must not keep ingest from starting.
+        let limit = Duration::from_secs(self.config.storage.request_timeout_secs.max(1));
+        match tokio::time::timeout(limit, self.blocks.poll()).await {
+            Ok(Ok(n)) => tracing::info!(blocks = n, "blocklist read"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the blocklist yet; will retry"),
+            Err(_) => tracing::warn!("reading the blocklist takes over {limit:?}; serving meanwhile, will retry"),
         }
         self.state.store(READY, Ordering::SeqCst);
         self.metrics.set("spoor_ready", &[], 1.0);

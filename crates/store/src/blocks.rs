@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use spoor_block::{BlockMeta, BlockReader, BlockWriter, DATA_FILE, FILTER_FILE, META_FILE, WriteOptions};
@@ -122,18 +122,24 @@ impl Blocks {
         let listed = self.list_metas().await?;
         let known: HashMap<String, HashSet<String>> =
             self.list.read().unwrap().iter().map(|(t, b)| (t.clone(), b.keys().cloned().collect())).collect();
-        let mut total = 0;
-        for (tenant, ids) in &listed {
-            total += ids.len();
-            for id in ids {
-                if known.get(tenant).is_some_and(|k| k.contains(id)) {
-                    continue;
-                }
-                match self.open_block(tenant, id).await {
-                    Ok(Some(reader)) => self.add(reader),
-                    Ok(None) => {} // deleted between list and read
-                    Err(e) => tracing::warn!(tenant, block = id, error = %e, "cannot open block; will retry"),
-                }
+        let total = listed.values().map(HashSet::len).sum();
+        let new: Vec<(String, String)> = listed
+            .iter()
+            .flat_map(|(t, ids)| ids.iter().map(move |id| (t.clone(), id.clone())))
+            .filter(|(t, id)| !known.get(t).is_some_and(|k| k.contains(id)))
+            .collect();
+        // Each new block costs two small reads (meta, filter): overlap them.
+        let mut opened = futures_util::stream::iter(new)
+            .map(|(tenant, id)| async move {
+                let result = self.open_block(&tenant, &id).await;
+                (tenant, id, result)
+            })
+            .buffer_unordered(16);
+        while let Some((tenant, id, result)) = opened.next().await {
+            match result {
+                Ok(Some(reader)) => self.add(reader),
+                Ok(None) => {} // deleted between list and read
+                Err(e) => tracing::warn!(tenant, block = id, error = %e, "cannot open block; will retry"),
             }
         }
         let mut list = self.list.write().unwrap();
