@@ -128,7 +128,7 @@ fn variants(corpus: &Corpus) {
         ("nested=plain", enc(&|e| e.nested = ColumnEncoding::Plain)),
         ("ids=plain", enc(&|e| e.ids = ColumnEncoding::Plain)),
         ("compress_all", enc(&|e| e.compress_all = true)),
-        ("trace_id=plain", enc(&|e| e.trace_id = ColumnEncoding::Plain)),
+        ("trace_id=dictionary", enc(&|e| e.trace_id = ColumnEncoding::Dictionary)),
         ("times=delta", enc(&|e| e.times = ColumnEncoding::DeltaBinaryPacked)),
         ("nested=delta", enc(&|e| e.nested = ColumnEncoding::DeltaBinaryPacked)),
         ("doubles=plain", enc(&|e| e.doubles = ColumnEncoding::Plain)),

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
@@ -49,6 +50,8 @@ struct Inner {
     filter: TraceFilter,
     /// Footer and page index, loaded on the first lookup.
     footer: tokio::sync::OnceCell<Footer>,
+    /// Bytes of `data.parquet` fetched so far (Tempo reports these as inspected bytes).
+    fetched: Arc<AtomicU64>,
 }
 
 struct Footer {
@@ -68,7 +71,9 @@ impl BlockReader {
         let filter = store.get(&dir.clone().join(FILTER_FILE)).await?.bytes().await?;
         let filter = TraceFilter::parse(&filter)?;
         let data = dir.join(DATA_FILE);
-        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, footer: tokio::sync::OnceCell::new() }) })
+        let footer = tokio::sync::OnceCell::new();
+        let fetched = Arc::new(AtomicU64::new(0));
+        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, footer, fetched }) })
     }
 
     pub fn meta(&self) -> &BlockMeta {
@@ -98,7 +103,7 @@ impl BlockReader {
         let mut offset = 0;
         for (i, rg) in metadata.row_groups().iter().enumerate() {
             let rows = rg.num_rows().max(0) as usize;
-            let stats = rg.column(0).statistics();
+            let stats = rg.columns().first().and_then(|c| c.statistics());
             let (min, max) = (stats.and_then(|s| s.min_bytes_opt()), stats.and_then(|s| s.max_bytes_opt()));
             if matches!((min, max), (Some(min), Some(max)) if id.0[..] < *min || id.0[..] > *max) {
                 continue;
@@ -114,7 +119,7 @@ impl BlockReader {
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }
-        let reader = StoreReader { store: self.inner.store.clone(), path: self.inner.data.clone(), size: self.size() };
+        let reader = self.store_reader();
         let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer.metadata.clone())
             .with_row_groups(row_groups)
             .with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), offset))
@@ -131,13 +136,23 @@ impl BlockReader {
         fragments(rows)
     }
 
-    fn size(&self) -> Option<u64> {
-        (self.inner.meta.data_bytes > 0).then_some(self.inner.meta.data_bytes)
+    /// Bytes of `data.parquet` this reader (and its clones) fetched so far, footer included.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.inner.fetched.load(Ordering::Relaxed)
+    }
+
+    fn store_reader(&self) -> StoreReader {
+        let meta = &self.inner.meta;
+        StoreReader {
+            store: self.inner.store.clone(),
+            path: self.inner.data.clone(),
+            size: (meta.data_bytes > 0).then_some(meta.data_bytes),
+            fetched: self.inner.fetched.clone(),
+        }
     }
 
     async fn load_footer(&self) -> Result<Footer> {
-        let mut reader =
-            StoreReader { store: self.inner.store.clone(), path: self.inner.data.clone(), size: self.size() };
+        let mut reader = self.store_reader();
         let metadata = reader.load_metadata().await?;
         check_page_locations(&metadata)?;
         let options = ArrowReaderOptions::new();
@@ -217,6 +232,7 @@ struct StoreReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: Option<u64>,
+    fetched: Arc<AtomicU64>,
 }
 
 impl StoreReader {
@@ -238,10 +254,13 @@ impl StoreReader {
 
 impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.fetched.fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);
         async move { Ok(self.store.get_range(&self.path, range).await?) }.boxed()
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        let bytes: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        self.fetched.fetch_add(bytes, Ordering::Relaxed);
         async move { Ok(self.store.get_ranges(&self.path, &ranges).await?) }.boxed()
     }
 

@@ -258,8 +258,9 @@ pub fn writer_properties(
         let leaf = parts[parts.len() - 1].as_str();
         let nested = parts.len() > 1;
         let encoding = &options.encodings;
-        // Random IDs and dictionary indices of small integers do not compress; leaving them
-        // raw saves zstd frame overhead on disk and a codec per column chunk on every lookup.
+        // Random IDs without length prefixes and dictionary indices of small integers do not
+        // compress; leaving them raw saves zstd frame overhead on disk and a zstd context per
+        // column chunk on every lookup.
         let raw = !encoding.compress_all;
         match (top, leaf, nested) {
             (TRACE_ID, _, false) => {
@@ -269,7 +270,8 @@ pub fn writer_properties(
                     .set_column_statistics_enabled(path.clone(), EnabledStatistics::Page)
                     .set_column_dictionary_page_size_limit(path.clone(), 4 << 20);
                 props = encoding.trace_id.apply(props, path.clone());
-                if raw {
+                // Dictionary pages of random IDs and run-length indices do not compress.
+                if raw && encoding.trace_id == ColumnEncoding::Dictionary {
                     props = props.set_column_compression(path, Compression::UNCOMPRESSED);
                 }
             }
@@ -280,7 +282,7 @@ pub fn writer_properties(
             (DURATION, _, false) => props = encoding.times.apply(props, path),
             (NESTED_LEFT | NESTED_RIGHT | NESTED_PARENT, _, false) => {
                 props = encoding.nested.apply(props, path.clone());
-                if raw {
+                if raw && encoding.nested == ColumnEncoding::Dictionary {
                     props = props.set_column_compression(path, Compression::UNCOMPRESSED);
                 }
             }
@@ -292,7 +294,7 @@ pub fn writer_properties(
             }
             (SPAN_ID | PARENT_SPAN_ID, _, false) | (LINKS, TRACE_ID | SPAN_ID, true) => {
                 props = encoding.ids.apply(props, path.clone());
-                if raw {
+                if raw && encoding.ids == ColumnEncoding::DeltaLengthByteArray {
                     props = props.set_column_compression(path, Compression::UNCOMPRESSED);
                 }
             }
@@ -350,7 +352,7 @@ pub struct Encodings {
 impl Default for Encodings {
     fn default() -> Self {
         Encodings {
-            trace_id: ColumnEncoding::Dictionary,
+            trace_id: ColumnEncoding::Plain,
             compress_all: false,
             times: ColumnEncoding::ByteStreamSplit,
             nested: ColumnEncoding::Dictionary,

@@ -148,6 +148,28 @@ async fn find_trace_on_local_filesystem_and_in_memory() {
 }
 
 #[tokio::test]
+async fn a_lookup_fetches_only_the_pages_that_can_hold_the_trace() {
+    let traces = synth(3000, 18);
+    let block = write(&traces, &WriteOptions { row_group_spans: 10_000, page_rows: 500, ..WriteOptions::default() });
+    let reader = upload(Arc::new(InMemory::new()), &block).await;
+    assert!(!reader.find_trace(&traces[10].0).await.unwrap().is_empty());
+    let footer_and_first = reader.bytes_fetched();
+    let (id, fragments) = &traces[2000];
+    let got = reader.find_trace(id).await.unwrap();
+    assert_eq!(normalize(*id, &got), normalize(*id, fragments));
+    let fetched = reader.bytes_fetched() - footer_and_first;
+    // About one 500-row page per column (plus dictionary pages) out of a 60K-span file.
+    assert!(fetched * 20 < block.meta.data_bytes, "fetched {fetched} of {} bytes", block.meta.data_bytes);
+    // An ID the filter rules out costs no read at all.
+    let absent = TraceId([0xee; 16]);
+    if !reader.may_contain(&absent) {
+        let before = reader.bytes_fetched();
+        assert!(reader.find_trace(&absent).await.unwrap().is_empty());
+        assert_eq!(reader.bytes_fetched(), before);
+    }
+}
+
+#[tokio::test]
 async fn absent_traces_are_empty_whether_or_not_the_filter_says_so() {
     let traces = synth(2000, 12);
     let block = write(&traces, &WriteOptions { page_rows: 500, ..WriteOptions::default() });

@@ -70,7 +70,6 @@ pub async fn upload(store: Arc<dyn ObjectStore>, block: &Written) -> BlockReader
 ///   and an absent resource or scope equals an empty one;
 /// - span and resource attributes compare as a multiset (dedicated columns move some of them
 ///   to the front); every other list keeps its order;
-/// - an attribute whose `AnyValue` is empty equals one without a value;
 /// - an absent status equals status code 0 with an empty message;
 /// - every span's `trace_id` is the trace's ID.
 ///
@@ -118,12 +117,8 @@ fn norm_span(span: &mut Span, trace_id: TraceId) {
     }
 }
 
+/// An attribute without a value and one with an empty `AnyValue` stay distinct.
 fn norm_attrs(attrs: &mut [KeyValue], sort: bool) {
-    for kv in attrs.iter_mut() {
-        if kv.value.as_ref().is_some_and(|v| v.value.is_none()) {
-            kv.value = None;
-        }
-    }
     if sort {
         attrs.sort_by_cached_key(|kv| (kv.key.clone(), kv.value.as_ref().map(AnyValue::encode_to_vec)));
     }
