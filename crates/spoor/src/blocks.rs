@@ -160,7 +160,7 @@ fn inspect_text(m: &BlockMeta, visible: bool) -> String {
     let _ =
         writeln!(out, "{:<44} {:>12} {:>14} {:>7} {:>8}", "COLUMN", "COMPRESSED", "UNCOMPRESSED", "SHARE", "B/SPAN");
     let mut cols = m.columns.clone();
-    cols.sort_by(|a, b| b.compressed_bytes.cmp(&a.compressed_bytes));
+    cols.sort_by_key(|c| std::cmp::Reverse(c.compressed_bytes));
     for c in cols {
         let _ = writeln!(
             out,
