@@ -28,7 +28,7 @@ pub fn assemble<'a>(fragments: impl IntoIterator<Item = &'a [u8]>) -> Result<Ass
     for bytes in fragments {
         inspected += bytes.len() as u64;
         let rs = ResourceSpans::decode(bytes)?;
-        let rkey = (rs.resource.as_ref().map(|r| r.encode_to_vec()).unwrap_or_default(), rs.schema_url.clone());
+        let rkey = (rs.resource.as_ref().map(identity).unwrap_or_default(), rs.schema_url.clone());
         let ri = *resources.entry(rkey).or_insert_with(|| {
             out.push(ResourceSpans {
                 resource: rs.resource.clone(),
@@ -56,7 +56,23 @@ pub fn assemble<'a>(fragments: impl IntoIterator<Item = &'a [u8]>) -> Result<Ass
             }
         }
     }
+    // A fragment whose spans were all duplicates leaves an empty scope (and maybe resource).
+    for rs in &mut out {
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    out.retain(|rs| !rs.scope_spans.is_empty());
     Ok(Assembled { trace: TracesData { resource_spans: out }, spans, inspected_bytes: inspected })
+}
+
+/// What makes two resources the same: their encoding with attributes in key order (blocks do
+/// not keep the order the SDK sent them in; attributes are a set to every consumer).
+fn identity(r: &crate::otlp::Resource) -> Vec<u8> {
+    if r.attributes.is_sorted_by(|a, b| a.key <= b.key) {
+        return r.encode_to_vec();
+    }
+    let mut sorted = r.clone();
+    sorted.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted.encode_to_vec()
 }
 
 #[cfg(test)]
@@ -86,5 +102,16 @@ mod tests {
         assert_eq!(t.trace.resource_spans[0].scope_spans.len(), 1);
         let ids: Vec<u8> = t.trace.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.span_id[0]).collect();
         assert_eq!(ids, vec![1, 2, 3]);
+        // Only duplicates, under the same resource with its attributes in another order: no
+        // empty resource or scope appears.
+        let mut c = req(&[3]);
+        c.resource_spans[0].resource.as_mut().unwrap().attributes.insert(0, KeyValue { key: "a".into(), value: None });
+        let mut d = req(&[3]);
+        d.resource_spans[0].resource.as_mut().unwrap().attributes.push(KeyValue { key: "a".into(), value: None });
+        let (c, d) = (split_request(&c), split_request(&d));
+        let t = assemble([&c.fragments[0].bytes[..], &d.fragments[0].bytes[..], &a.fragments[0].bytes[..]]).unwrap();
+        assert_eq!(t.spans, 3);
+        let shape: Vec<usize> = t.trace.resource_spans.iter().map(|rs| rs.scope_spans[0].spans.len()).collect();
+        assert_eq!(shape, vec![1, 2], "c and d merge; a is another resource");
     }
 }

@@ -415,22 +415,6 @@ async fn kill9_under_load_while_flushing_and_compacting_loses_nothing() {
     ];
     let mut s = Server::start(&data, &churn);
     let record = dir.path().join("acked.txt");
-    let mut rng = 0x9E3779B97F4A7C15u64;
-    for round in 0..4u64 {
-        let mut lg = loadgen(&s, if round % 2 == 0 { "grpc" } else { "http" }, &record, round + 1, 10_000);
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_millis(1500 + rng % 2500)).await;
-        s.kill9();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        lg.kill().unwrap();
-        lg.wait().unwrap();
-        s.spawn();
-        s.wait_ready();
-        let acked = acked(&record);
-        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
-        assert_all_present_once(&s, &acked).await;
-    }
+    kill9_rounds(&mut s, &record, 4, 10_000, 1500, 2500).await;
     assert!(!metas(&data.join("blocks")).is_empty(), "blocks were written while being killed");
 }

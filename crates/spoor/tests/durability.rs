@@ -14,25 +14,7 @@ async fn kill9_during_ingest_loses_no_acknowledged_span() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start(&dir.path().join("d"), &[]);
     let record = dir.path().join("acked.txt");
-    let mut rng = 0x2545F4914F6CDD1Du64;
-    for round in 0..10u64 {
-        let transport = if round % 2 == 0 { "grpc" } else { "http" };
-        let mut lg = loadgen(&s, transport, &record, round + 1, 0);
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_millis(300 + rng % 1200)).await;
-        s.kill9();
-        // Let the load generator record the last replies it got, then stop it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        lg.kill().unwrap();
-        lg.wait().unwrap();
-        s.spawn();
-        s.wait_ready();
-        let acked = acked(&record);
-        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
-        assert_all_present_once(&s, &acked).await;
-    }
+    kill9_rounds(&mut s, &record, 10, 0, 300, 1200).await;
     let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
     assert!(m.contains("spoor_wal_corrupt_records_total 0"), "{m}");
 }

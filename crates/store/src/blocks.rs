@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufWriter;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -42,13 +43,14 @@ pub struct Blocks {
     pub store: Arc<dyn ObjectStore>,
     tmp_dir: PathBuf,
     options: WriteOptions,
-    /// tenant -> block id -> reader
-    list: RwLock<HashMap<String, BTreeMap<String, BlockReader>>>,
+    /// tenant -> block id -> (reader, when it was added: a value of `added`)
+    list: RwLock<HashMap<String, BTreeMap<String, (BlockReader, u64)>>>,
+    added: AtomicU64,
 }
 
 impl Blocks {
     pub fn new(store: Arc<dyn ObjectStore>, tmp_dir: PathBuf, options: WriteOptions) -> Blocks {
-        Blocks { store, tmp_dir, options, list: RwLock::new(HashMap::new()) }
+        Blocks { store, tmp_dir, options, list: RwLock::new(HashMap::new()), added: AtomicU64::new(0) }
     }
 
     pub fn tmp_dir(&self) -> &std::path::Path {
@@ -64,13 +66,13 @@ impl Blocks {
         let list = self.list.read().unwrap();
         let Some(blocks) = list.get(tenant) else { return Vec::new() };
         let replaced: HashSet<&str> =
-            blocks.values().flat_map(|b| b.meta().replaces.iter().map(String::as_str)).collect();
-        blocks.values().filter(|b| !replaced.contains(b.meta().block_id.as_str())).cloned().collect()
+            blocks.values().flat_map(|(b, _)| b.meta().replaces.iter().map(String::as_str)).collect();
+        blocks.values().map(|(b, _)| b).filter(|b| !replaced.contains(b.meta().block_id.as_str())).cloned().collect()
     }
 
     /// Every listed block, replaced ones included (for cleanup).
     pub fn all(&self, tenant: &str) -> Vec<BlockReader> {
-        self.list.read().unwrap().get(tenant).map(|b| b.values().cloned().collect()).unwrap_or_default()
+        self.list.read().unwrap().get(tenant).map(|b| b.values().map(|(r, _)| r.clone()).collect()).unwrap_or_default()
     }
 
     pub fn tenants(&self) -> Vec<String> {
@@ -97,7 +99,8 @@ impl Blocks {
     pub(crate) fn add(&self, reader: BlockReader) {
         let m = reader.meta();
         let (tenant, id) = (m.tenant.clone(), m.block_id.clone());
-        self.list.write().unwrap().entry(tenant).or_default().insert(id, reader);
+        let when = self.added.fetch_add(1, Ordering::SeqCst) + 1;
+        self.list.write().unwrap().entry(tenant).or_default().insert(id, (reader, when));
     }
 
     pub(crate) fn forget(&self, tenant: &str, block_id: &str) {
@@ -112,13 +115,26 @@ impl Blocks {
         let overlaps = |m: &BlockMeta| range.is_none_or(|(s, e)| m.start_unix_nano <= e && m.end_unix_nano >= s);
         let candidates: Vec<BlockReader> =
             self.visible(tenant).into_iter().filter(|b| overlaps(b.meta()) && b.may_contain(id)).collect();
-        let found = futures_util::future::try_join_all(candidates.iter().map(|b| b.find_trace(id))).await?;
+        let found = futures_util::future::try_join_all(candidates.iter().map(|b| async move {
+            match b.find_trace(id).await {
+                Ok(f) => Ok(f),
+                // Deleted since it was listed (compacted away, expired): its spans are elsewhere
+                // or gone on purpose. Anything else is an error worth reporting.
+                Err(e) => match self.store.head(&block_dir(tenant, &b.meta().block_id).join(META_FILE)).await {
+                    Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                    _ => Err(e),
+                },
+            }
+        }))
+        .await?;
         Ok(found.into_iter().flatten().collect())
     }
 
     /// Re-reads the blocklist from the backend: new metas are opened, vanished ones dropped.
     /// Returns the number of blocks listed.
     pub async fn poll(&self) -> Result<usize> {
+        // Blocks this process adds while the listing runs are not in it, and must stay.
+        let before = self.added.load(Ordering::SeqCst);
         let listed = self.list_metas().await?;
         let known: HashMap<String, HashSet<String>> =
             self.list.read().unwrap().iter().map(|(t, b)| (t.clone(), b.keys().cloned().collect())).collect();
@@ -145,7 +161,7 @@ impl Blocks {
         let mut list = self.list.write().unwrap();
         for (tenant, blocks) in list.iter_mut() {
             let present = listed.get(tenant);
-            blocks.retain(|id, _| present.is_some_and(|p| p.contains(id)));
+            blocks.retain(|id, (_, when)| *when > before || present.is_some_and(|p| p.contains(id)));
         }
         list.retain(|_, b| !b.is_empty());
         Ok(total)
@@ -189,7 +205,7 @@ impl Blocks {
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &tenant, &id, &options)?;
             for trace_id in frozen.sorted_ids() {
-                w.push_trace(trace_id, &frozen.traces[&trace_id])?;
+                w.push_trace(trace_id, frozen.fragments(&trace_id))?;
             }
             Ok(w.finish()?)
         })

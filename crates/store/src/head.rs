@@ -87,7 +87,8 @@ impl Default for Live {
 /// the block is durable and [`Head::release`] drops them; until then their WAL segments stay.
 pub struct Frozen {
     pub tenant: String,
-    pub traces: HashMap<TraceId, Vec<Bytes>>,
+    /// The live generation's shards, moved as they were (no copy while the lock is held).
+    shards: Vec<HashMap<TraceId, LiveTrace>>,
     pub bytes: usize,
     pub spans: u64,
     pub min_segment: u64,
@@ -96,9 +97,17 @@ pub struct Frozen {
 impl Frozen {
     /// Trace IDs in ascending order: the order blocks are written in.
     pub fn sorted_ids(&self) -> Vec<TraceId> {
-        let mut ids: Vec<TraceId> = self.traces.keys().copied().collect();
+        let mut ids: Vec<TraceId> = self.shards.iter().flat_map(|s| s.keys().copied()).collect();
         ids.sort_unstable();
         ids
+    }
+
+    pub fn fragments(&self, id: &TraceId) -> &[Bytes] {
+        self.shards[shard(id)].get(id).map_or(&[], |lt| &lt.fragments[..])
+    }
+
+    pub fn traces(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
     }
 }
 
@@ -235,18 +244,17 @@ impl Head {
         }
     }
 
-    /// The fragments of one trace, live and flushing, in arrival order.
+    /// The fragments of one trace, live and flushing. Live first: a cut publishes the frozen
+    /// generation before it lets go of the live lock, so a cut racing this read can make it see
+    /// a fragment twice (assembly drops the copy), never zero times.
     pub fn get(&self, tenant: &str, id: &TraceId) -> Option<Vec<Bytes>> {
         let th = self.tenants.read().unwrap().get(tenant)?.clone();
         let mut out: Vec<Bytes> = Vec::new();
-        for f in th.frozen.read().unwrap().iter() {
-            if let Some(fr) = f.traces.get(id) {
-                out.extend(fr.iter().cloned());
-            }
-        }
-        let t = th.live.read().unwrap();
-        if let Some(lt) = t.shards[shard(id)].lock().unwrap().get(id) {
+        if let Some(lt) = th.live.read().unwrap().shards[shard(id)].lock().unwrap().get(id) {
             out.extend(lt.fragments.iter().cloned());
+        }
+        for f in th.frozen.read().unwrap().iter() {
+            out.extend(f.fragments(id).iter().cloned());
         }
         (!out.is_empty()).then_some(out)
     }
@@ -285,28 +293,22 @@ impl Head {
     pub fn cut(&self, tenant: &str) -> Option<Arc<Frozen>> {
         let th = self.tenants.read().unwrap().get(tenant)?.clone();
         // The write lock waits for inserts in progress, so nothing lands in the old generation
-        // after it is taken.
-        let old = {
-            let mut live = th.live.write().unwrap();
-            if live.bytes.load(Ordering::Relaxed) == 0 {
-                return None;
-            }
-            std::mem::take(&mut *live)
-        };
-        let mut traces = HashMap::with_capacity(old.traces.load(Ordering::Relaxed));
-        for shard in old.shards {
-            for (id, lt) in shard.into_inner().unwrap() {
-                traces.insert(id, lt.fragments);
-            }
+        // after it is taken; the frozen generation is listed before the lock goes, so readers
+        // find every trace in one or the other.
+        let mut live = th.live.write().unwrap();
+        if live.bytes.load(Ordering::Relaxed) == 0 {
+            return None;
         }
+        let old = std::mem::take(&mut *live);
         let frozen = Arc::new(Frozen {
             tenant: tenant.to_owned(),
-            traces,
             bytes: old.bytes.load(Ordering::Relaxed),
             spans: old.spans.load(Ordering::Relaxed),
             min_segment: old.min_segment.load(Ordering::SeqCst),
+            shards: old.shards.into_iter().map(|s| s.into_inner().unwrap()).collect(),
         });
         th.frozen.write().unwrap().push(frozen.clone());
+        drop(live);
         Some(frozen)
     }
 
@@ -426,7 +428,7 @@ mod tests {
         let pin = h.pin(5);
         assert_eq!(h.low_water(), Some(3));
         let frozen = h.cut("t").unwrap();
-        assert_eq!((frozen.traces.len(), frozen.min_segment, frozen.bytes), (2, 3, 20));
+        assert_eq!((frozen.traces(), frozen.min_segment, frozen.bytes), (2, 3, 20));
         assert!(h.cut("t").is_none(), "nothing live left");
         // New data goes to a fresh generation; the trace reads from both.
         let a = h.admit("t", vec![frag(1, 5)]).unwrap();

@@ -297,3 +297,28 @@ pub async fn send_traces(s: &Server, first: u32, n: u32) -> Vec<String> {
     }
     out
 }
+
+/// `rounds` times: loadgen (alternating gRPC and HTTP, `rate` spans/s, 0 = flat out) against
+/// `s`, kill -9 after a pseudo-random `min_ms..min_ms + spread_ms`, restart, and check every
+/// span acknowledged so far (recorded in `record`) is there exactly once.
+pub async fn kill9_rounds(s: &mut Server, record: &Path, rounds: u64, rate: u64, min_ms: u64, spread_ms: u64) {
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    for round in 0..rounds {
+        let transport = if round % 2 == 0 { "grpc" } else { "http" };
+        let mut lg = loadgen(s, transport, record, round + 1, rate);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(Duration::from_millis(min_ms + rng % spread_ms)).await;
+        s.kill9();
+        // Let the load generator record the last replies it got, then stop it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lg.kill().unwrap();
+        lg.wait().unwrap();
+        s.spawn();
+        s.wait_ready();
+        let acked = acked(record);
+        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
+        assert_all_present_once(s, &acked).await;
+    }
+}
