@@ -48,8 +48,10 @@ struct Inner {
     data: Path,
     meta: BlockMeta,
     filter: TraceFilter,
-    /// Footer and page index, loaded on the first lookup.
-    footer: tokio::sync::OnceCell<Footer>,
+    /// Footer and page index, loaded on the first lookup; dropped by [`BlockReader::evict`].
+    footer: std::sync::Mutex<Option<Arc<Footer>>>,
+    /// When the last lookup that read data ran (a tick of [`TICKS`]), for LRU eviction.
+    last_used: AtomicU64,
     /// Bytes of `data.parquet` fetched so far (Tempo reports these as inspected bytes).
     fetched: Arc<AtomicU64>,
 }
@@ -58,6 +60,9 @@ struct Footer {
     metadata: ArrowReaderMetadata,
     layout: Arc<Layout>,
 }
+
+/// A process-wide clock for [`BlockReader::last_used`].
+static TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Footer prefetch: one request usually covers the footer of a block.
 const FOOTER_HINT: usize = 64 << 10;
@@ -71,13 +76,29 @@ impl BlockReader {
         let filter = store.get(&dir.clone().join(FILTER_FILE)).await?.bytes().await?;
         let filter = TraceFilter::parse(&filter)?;
         let data = dir.join(DATA_FILE);
-        let footer = tokio::sync::OnceCell::new();
+        let footer = std::sync::Mutex::new(None);
         let fetched = Arc::new(AtomicU64::new(0));
-        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, footer, fetched }) })
+        let last_used = AtomicU64::new(0);
+        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, footer, last_used, fetched }) })
     }
 
     pub fn meta(&self) -> &BlockMeta {
         &self.inner.meta
+    }
+
+    /// Memory held by the cached footer and page index (0 when not loaded).
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.footer.lock().unwrap().as_ref().map_or(0, |f| f.metadata.metadata().memory_size())
+    }
+
+    /// Recency of the last lookup that read data: larger is more recent (0: never).
+    pub fn last_used(&self) -> u64 {
+        self.inner.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Drops the cached footer and page index; the next lookup loads them again.
+    pub fn evict(&self) {
+        self.inner.footer.lock().unwrap().take();
     }
 
     /// False means the trace is certainly not in the block; true means it probably is.
@@ -96,7 +117,17 @@ impl BlockReader {
     }
 
     async fn read_trace(&self, id: &TraceId) -> Result<Vec<Bytes>> {
-        let footer = self.inner.footer.get_or_try_init(|| self.load_footer()).await?;
+        self.inner.last_used.store(TICKS.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let cached = self.inner.footer.lock().unwrap().clone();
+        let footer = match cached {
+            Some(f) => f,
+            None => {
+                // Two lookups racing here both load it; the second store wins. Harmless.
+                let f = Arc::new(self.load_footer().await?);
+                *self.inner.footer.lock().unwrap() = Some(f.clone());
+                f
+            }
+        };
         let metadata = footer.metadata.metadata();
         let mut row_groups = Vec::new();
         let mut ranges: Vec<Range<usize>> = Vec::new();

@@ -60,6 +60,9 @@ pub struct StorageConfig {
     pub max_retries: usize,
     /// How often the blocklist is re-read from the backend (blocks written by other processes).
     pub blocklist_poll_secs: u64,
+    /// Memory for block footers and page indexes kept between lookups (least recently used
+    /// blocks give theirs up first).
+    pub block_cache_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -75,6 +78,7 @@ impl Default for StorageConfig {
             request_timeout_secs: 30,
             max_retries: 10,
             blocklist_poll_secs: 15,
+            block_cache_bytes: 256 << 20,
         }
     }
 }

@@ -51,6 +51,7 @@ const HELP: &[(&str, &str, &str)] = &[
     ("spoor_block_bytes", "gauge", "Bytes of visible blocks (data and filter), by tenant."),
     ("spoor_block_spans", "gauge", "Spans in visible blocks, by tenant."),
     ("spoor_blocklist_polls_total", "counter", "Blocklist reads from the backend, by outcome."),
+    ("spoor_block_cache_bytes", "gauge", "Memory held by cached block footers and page indexes."),
     ("spoor_compactions_total", "counter", "Compactions, by tenant and outcome."),
     ("spoor_compacted_input_blocks_total", "counter", "Blocks merged away by compaction, by tenant."),
     ("spoor_compaction_duplicate_spans_total", "counter", "Duplicate spans dropped by compaction, by tenant."),
@@ -89,6 +90,7 @@ impl Metrics {
                 *v = 0.0;
             }
         }
+        self.set("spoor_block_cache_bytes", &[], blocks.cached_bytes() as f64);
         for (tenant, s) in blocks.stats() {
             self.set("spoor_blocks", &[("tenant", &tenant)], s.blocks as f64);
             self.set("spoor_block_bytes", &[("tenant", &tenant)], s.bytes as f64);

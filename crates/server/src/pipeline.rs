@@ -101,7 +101,7 @@ pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, E
     if config.blocks.row_group_spans > 0 {
         options.row_group_spans = config.blocks.row_group_spans;
     }
-    Ok(Blocks::new(store, tmp, options))
+    Ok(Blocks::new(store, tmp, options, st.block_cache_bytes))
 }
 
 impl Pipeline {

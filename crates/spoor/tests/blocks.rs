@@ -418,3 +418,28 @@ async fn kill9_under_load_while_flushing_and_compacting_loses_nothing() {
     kill9_rounds(&mut s, &record, 4, 10_000, 1500, 2500).await;
     assert!(!metas(&data.join("blocks")).is_empty(), "blocks were written while being killed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_footer_cache_stays_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data, QUIET);
+    let mut traces = send_traces(&s, 0, 3).await;
+    flush(&s).await;
+    traces.extend(send_traces(&s, 10, 3).await);
+    flush(&s).await;
+    for t in &traces {
+        assert_eq!(request("GET", &s.api_url(&format!("/api/v2/traces/{t}")), &[], "").await.status, 200);
+    }
+    let cached = metric(&s, "spoor_block_cache_bytes").await;
+    assert!(cached > 0.0, "footers are kept between lookups");
+    // A budget smaller than one footer: every lookup still works, nothing stays cached.
+    s.kill9();
+    s.env.push(("SPOOR__STORAGE__BLOCK_CACHE_BYTES".into(), "1".into()));
+    s.spawn();
+    s.wait_ready();
+    for t in &traces {
+        assert_eq!(request("GET", &s.api_url(&format!("/api/v2/traces/{t}")), &[], "").await.status, 200);
+    }
+    assert_eq!(metric(&s, "spoor_block_cache_bytes").await, 0.0);
+}

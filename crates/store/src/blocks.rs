@@ -30,6 +30,9 @@ pub fn block_dir(tenant: &str, block_id: &str) -> Path {
     Path::from(tenant).join(block_id)
 }
 
+/// One tenant's blocks: block id -> (reader, when it was added: a value of `Blocks::added`).
+type TenantBlocks = BTreeMap<String, (BlockReader, u64)>;
+
 /// What the blocklist holds for one tenant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockStats {
@@ -43,14 +46,46 @@ pub struct Blocks {
     pub store: Arc<dyn ObjectStore>,
     tmp_dir: PathBuf,
     options: WriteOptions,
-    /// tenant -> block id -> (reader, when it was added: a value of `added`)
-    list: RwLock<HashMap<String, BTreeMap<String, (BlockReader, u64)>>>,
+    list: RwLock<HashMap<String, TenantBlocks>>,
     added: AtomicU64,
+    /// Budget for the footers and page indexes readers keep between lookups.
+    cache_bytes: usize,
 }
 
 impl Blocks {
-    pub fn new(store: Arc<dyn ObjectStore>, tmp_dir: PathBuf, options: WriteOptions) -> Blocks {
-        Blocks { store, tmp_dir, options, list: RwLock::new(HashMap::new()), added: AtomicU64::new(0) }
+    pub fn new(store: Arc<dyn ObjectStore>, tmp_dir: PathBuf, options: WriteOptions, cache_bytes: usize) -> Blocks {
+        Blocks { store, tmp_dir, options, list: RwLock::new(HashMap::new()), added: AtomicU64::new(0), cache_bytes }
+    }
+
+    /// Keeps cached footers within budget, least recently used out first. Called after lookups;
+    /// walks every listed block, which costs microseconds next to a lookup.
+    fn trim_cache(&self) {
+        let mut cached: Vec<(u64, usize, BlockReader)> = Vec::new();
+        for blocks in self.list.read().unwrap().values() {
+            for (b, _) in blocks.values() {
+                let bytes = b.cached_bytes();
+                if bytes > 0 {
+                    cached.push((b.last_used(), bytes, b.clone()));
+                }
+            }
+        }
+        let mut total: usize = cached.iter().map(|c| c.1).sum();
+        if total <= self.cache_bytes {
+            return;
+        }
+        cached.sort_by_key(|c| c.0);
+        for (_, bytes, b) in cached {
+            if total <= self.cache_bytes {
+                break;
+            }
+            b.evict();
+            total -= bytes;
+        }
+    }
+
+    /// Memory held by cached footers and page indexes, all blocks.
+    pub fn cached_bytes(&self) -> usize {
+        self.list.read().unwrap().values().flat_map(|b| b.values()).map(|(r, _)| r.cached_bytes()).sum()
     }
 
     pub fn tmp_dir(&self) -> &std::path::Path {
@@ -127,6 +162,9 @@ impl Blocks {
             }
         }))
         .await?;
+        if !candidates.is_empty() {
+            self.trim_cache();
+        }
         Ok(found.into_iter().flatten().collect())
     }
 
