@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 REPO = Path(__file__).resolve().parents[2]
 SPOOR_BIN = Path(os.environ.get("SPOOR_BIN", REPO / "target" / "debug" / "spoor"))
@@ -433,3 +434,23 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Moto:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class RecordingExporter(SpanExporter):
+    """Delegates to an OTLP exporter and records each result: the SDK only logs a failed
+    export, and a test must not mistake a rejected batch for a Spoor query bug."""
+
+    def __init__(self, inner: SpanExporter):
+        self.inner = inner
+        self.results: list[tuple[int, SpanExportResult]] = []
+
+    def export(self, spans):
+        result = self.inner.export(spans)
+        self.results.append((len(spans), result))
+        return result
+
+    def shutdown(self):
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)

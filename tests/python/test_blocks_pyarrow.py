@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from conftest import DATA_FILE, FILTER_FILE, META_FILE, Block, Spoor
+from conftest import DATA_FILE, FILTER_FILE, META_FILE, Block, RecordingExporter, Spoor
 
 TENANTS = {"tenant-a": "grpc", "tenant-b": "http"}  # tenant -> OTLP transport
 TRACES_PER_TENANT = {"tenant-a": 7, "tenant-b": 3}
@@ -84,25 +84,6 @@ def spoor_env() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------
 # Sending
-
-
-class RecordingExporter(SpanExporter):
-    """Records each export result: the SDK only logs a failed export."""
-
-    def __init__(self, inner: SpanExporter):
-        self.inner = inner
-        self.results: list[tuple[int, SpanExportResult]] = []
-
-    def export(self, spans):
-        result = self.inner.export(spans)
-        self.results.append((len(spans), result))
-        return result
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
 
 
 def exporter_for(spoor: Spoor, tenant: str) -> SpanExporter:

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from conftest import SINGLE_TENANT, Spoor, http_get
+from conftest import SINGLE_TENANT, RecordingExporter, Spoor, http_get
 
 EXPORTERS = ["grpc", "http"]
 VARIANTS = ["v1-json", "v1-protobuf", "v2-json", "v2-protobuf"]
@@ -112,26 +112,6 @@ class TraceStateSampler(Sampler):
 
     def get_description(self) -> str:
         return "TraceStateSampler"
-
-
-class RecordingExporter(SpanExporter):
-    """Delegates to the OTLP exporter and records each result: the SDK only logs a failed
-    export, and a test must not mistake a rejected batch for a Spoor query bug."""
-
-    def __init__(self, inner: SpanExporter):
-        self.inner = inner
-        self.results: list[tuple[int, SpanExportResult]] = []
-
-    def export(self, spans):
-        result = self.inner.export(spans)
-        self.results.append((len(spans), result))
-        return result
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
 
 
 def make_exporter(kind: str, spoor: Spoor) -> SpanExporter:
