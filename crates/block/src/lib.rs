@@ -4,13 +4,14 @@
 mod filter;
 mod meta;
 mod read;
-mod schema;
+pub mod schema;
 mod write;
 
-pub use meta::{BlockMeta, ColumnSize, DedicatedColumn, new_block_id};
+pub use meta::{AttributeKeys, BlockMeta, ColumnSize, DedicatedColumn, new_block_id};
 pub use read::{BlockReader, TraceIter};
 pub use schema::{ColumnEncoding, Encodings};
-pub use write::{BlockWriter, DedicatedPolicy, Finished, WriteOptions};
+pub use write::{BlockWriter, DedicatedPolicy, Finished, WriteOptions, encode_batch};
+pub use schema as columns;
 
 pub const DATA_FILE: &str = "data.parquet";
 pub const FILTER_FILE: &str = "filter.bin";

@@ -23,6 +23,33 @@ pub struct BlockMeta {
     pub dedicated_columns: Vec<DedicatedColumn>,
     #[serde(default)]
     pub columns: Vec<ColumnSize>,
+    /// Attribute keys in the block per scope, sorted: tag-name queries answer from here
+    /// instead of reading data.
+    #[serde(default)]
+    pub keys: AttributeKeys,
+}
+
+/// Distinct attribute keys per scope, at most [`AttributeKeys::MAX_PER_SCOPE`] each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeKeys {
+    #[serde(default)]
+    pub span: Vec<String>,
+    #[serde(default)]
+    pub resource: Vec<String>,
+    #[serde(default)]
+    pub event: Vec<String>,
+    #[serde(default)]
+    pub link: Vec<String>,
+    #[serde(default)]
+    pub instrumentation: Vec<String>,
+    /// Some scope had more keys than the cap (the lists are then incomplete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl AttributeKeys {
+    /// A runaway key space (IDs in keys) must not bloat every meta.json.
+    pub const MAX_PER_SCOPE: usize = 5_000;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -118,16 +118,7 @@ impl BlockReader {
 
     async fn read_trace(&self, id: &TraceId) -> Result<Vec<Bytes>> {
         self.inner.last_used.store(TICKS.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let cached = self.inner.footer.lock().unwrap().clone();
-        let footer = match cached {
-            Some(f) => f,
-            None => {
-                // Two lookups racing here both load it; the second store wins. Harmless.
-                let f = Arc::new(self.load_footer().await?);
-                *self.inner.footer.lock().unwrap() = Some(f.clone());
-                f
-            }
-        };
+        let footer = self.cached_footer().await?;
         let metadata = footer.metadata.metadata();
         let mut row_groups = Vec::new();
         let mut ranges: Vec<Range<usize>> = Vec::new();
@@ -167,6 +158,70 @@ impl BlockReader {
         fragments(rows)
     }
 
+    /// The footer (row-group statistics, schema), loaded and cached as for lookups.
+    pub async fn footer(&self) -> Result<Arc<ParquetMetaData>> {
+        Ok(self.cached_footer().await?.metadata.metadata().clone())
+    }
+
+    /// The block's Arrow schema (the dedicated columns vary per block).
+    pub async fn schema(&self) -> Result<arrow_schema::SchemaRef> {
+        Ok(self.cached_footer().await?.metadata.schema().clone())
+    }
+
+    /// Reads `columns` (top-level names) of one row group, only the rows of `selection` when
+    /// given, as one batch. Top-level string columns come back as `Dictionary(Int32, Utf8)`:
+    /// they are dictionary-encoded on disk, so filters compare each distinct value once.
+    pub async fn read_row_group(
+        &self,
+        row_group: usize,
+        columns: &[String],
+        selection: Option<RowSelection>,
+    ) -> Result<RecordBatch> {
+        let read = async {
+            self.inner.last_used.store(TICKS.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+            let footer = self.cached_footer().await?;
+            let metadata = footer.metadata.metadata();
+            let rows = metadata
+                .row_groups()
+                .get(row_group)
+                .ok_or_else(|| corrupt("row group out of range"))?
+                .num_rows()
+                .max(0) as usize;
+            let schema = footer.metadata.schema();
+            let hinted = dictionary_strings(schema);
+            let options = ArrowReaderOptions::new().with_schema(hinted.clone());
+            let arrow_meta = ArrowReaderMetadata::try_new(metadata.clone(), options)?;
+            let indices: Vec<usize> =
+                columns.iter().filter_map(|c| schema.fields().iter().position(|f| f.name() == c)).collect();
+            let mask = parquet::arrow::ProjectionMask::roots(metadata.file_metadata().schema_descr(), indices);
+            let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.store_reader(), arrow_meta)
+                .with_row_groups(vec![row_group])
+                .with_projection(mask)
+                .with_batch_size(rows.max(1));
+            if let Some(selection) = selection {
+                builder = builder.with_row_selection(selection);
+            }
+            let stream = builder.build()?;
+            let out_schema = stream.schema().clone();
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            Ok(arrow_select::concat::concat_batches(&out_schema, &batches)?)
+        };
+        AssertUnwindSafe(read).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(panic)))
+    }
+
+    async fn cached_footer(&self) -> Result<Arc<Footer>> {
+        let cached = self.inner.footer.lock().unwrap().clone();
+        match cached {
+            Some(f) => Ok(f),
+            None => {
+                // Two readers racing here both load it; the second store wins. Harmless.
+                let f = Arc::new(self.load_footer().await?);
+                *self.inner.footer.lock().unwrap() = Some(f.clone());
+                Ok(f)
+            }
+        }
+    }
+
     /// Bytes of `data.parquet` this reader (and its clones) fetched so far, footer included.
     pub fn bytes_fetched(&self) -> u64 {
         self.inner.fetched.load(Ordering::Relaxed)
@@ -192,6 +247,23 @@ impl BlockReader {
         layout.check(metadata.schema())?;
         Ok(Footer { metadata, layout })
     }
+}
+
+/// The schema with every top-level Utf8 column as `Dictionary(Int32, Utf8)`.
+fn dictionary_strings(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+    use arrow_schema::{DataType, Field};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The Parquet reader trusts some of what it reads and panics on a few kinds of damage (a page

@@ -19,7 +19,7 @@ use spoor_model::TraceId;
 use spoor_model::otlp::{AnyValue, Event, KeyValue, Link, ResourceSpans, Span, any_value};
 
 use crate::filter;
-use crate::meta::{BlockMeta, ColumnSize, DedicatedColumn, column_sizes, now_unix_nano};
+use crate::meta::{AttributeKeys, BlockMeta, ColumnSize, DedicatedColumn, column_sizes, now_unix_nano};
 use crate::schema::{self, AttrKind, AttrScope, Dedicated, Encodings};
 use crate::{Error, FORMAT, Result};
 
@@ -82,6 +82,7 @@ pub struct BlockWriter<W: Write + Send> {
     spans: u64,
     start: u64,
     end: u64,
+    keys: KeyCatalog,
 }
 
 enum State<W: Write + Send> {
@@ -124,6 +125,7 @@ impl<W: Write + Send> BlockWriter<W> {
             spans: 0,
             start: u64::MAX,
             end: 0,
+            keys: KeyCatalog::default(),
         })
     }
 
@@ -142,6 +144,9 @@ impl<W: Write + Send> BlockWriter<W> {
         self.last_trace = Some(trace_id);
         self.trace_ids.push(trace_id);
         for s in trace.view().spans {
+            let resource = s.rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default();
+            let scope = s.rs.scope_spans[s.scope].scope.as_ref().map(|sc| &sc.attributes[..]).unwrap_or_default();
+            self.keys.span(s.span, resource, scope);
             self.spans += 1;
             self.start = self.start.min(s.span.start_time_unix_nano);
             self.end = self.end.max(s.span.end_time_unix_nano);
@@ -210,8 +215,81 @@ impl<W: Write + Send> BlockWriter<W> {
             created_unix_nano: now_unix_nano(),
             dedicated_columns: written.dedicated.iter().map(Dedicated::to_meta).collect(),
             columns: written.columns,
+            keys: self.keys.finish(),
         };
         Ok(Finished { meta, filter })
+    }
+}
+
+/// Encodes traces into the Arrow layout of a block (`schema::block_schema` with only the
+/// always-dedicated resource `service.name`) without writing Parquet: how the query engine
+/// reads live traces with the same evaluator as blocks. Traces must be given in ascending ID
+/// order, as in a block; duplicates of a span (same ID and kind) are kept once.
+pub fn encode_batch<'a>(traces: impl IntoIterator<Item = (TraceId, &'a [Bytes])>) -> Result<RecordBatch> {
+    let dedicated = vec![Dedicated::new(AttrScope::Resource, "service.name", AttrKind::String)];
+    let schema = schema::block_schema(&dedicated);
+    let mut rows = Rows::new(&dedicated);
+    for (trace_id, fragments) in traces {
+        let trace = decode_trace(trace_id, fragments)?;
+        rows.push_trace(&trace.view());
+    }
+    rows.finish(&schema)
+}
+
+/// Distinct attribute keys per scope as rows are written (for `BlockMeta::keys`).
+#[derive(Default)]
+struct KeyCatalog {
+    scopes: [HashSet<String>; 5],
+    truncated: bool,
+}
+
+impl KeyCatalog {
+    const SPAN: usize = 0;
+    const RESOURCE: usize = 1;
+    const EVENT: usize = 2;
+    const LINK: usize = 3;
+    const INSTRUMENTATION: usize = 4;
+
+    fn add(&mut self, scope: usize, attrs: &[KeyValue]) {
+        let set = &mut self.scopes[scope];
+        for kv in attrs {
+            // Look up by &str first: allocating only for new keys keeps this cheap.
+            if !set.contains(kv.key.as_str()) {
+                if set.len() >= AttributeKeys::MAX_PER_SCOPE {
+                    self.truncated = true;
+                    continue;
+                }
+                set.insert(kv.key.clone());
+            }
+        }
+    }
+
+    fn span(&mut self, span: &Span, resource: &[KeyValue], scope: &[KeyValue]) {
+        self.add(Self::SPAN, &span.attributes);
+        self.add(Self::RESOURCE, resource);
+        self.add(Self::INSTRUMENTATION, scope);
+        for e in &span.events {
+            self.add(Self::EVENT, &e.attributes);
+        }
+        for l in &span.links {
+            self.add(Self::LINK, &l.attributes);
+        }
+    }
+
+    fn finish(&self) -> AttributeKeys {
+        let sorted = |i: usize| {
+            let mut v: Vec<String> = self.scopes[i].iter().cloned().collect();
+            v.sort();
+            v
+        };
+        AttributeKeys {
+            span: sorted(Self::SPAN),
+            resource: sorted(Self::RESOURCE),
+            event: sorted(Self::EVENT),
+            link: sorted(Self::LINK),
+            instrumentation: sorted(Self::INSTRUMENTATION),
+            truncated: self.truncated,
+        }
     }
 }
 

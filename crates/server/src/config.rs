@@ -19,6 +19,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub ingest: IngestConfig,
     pub limits: LimitsConfig,
+    pub search: SearchConfig,
     pub tenancy: TenancyConfig,
 }
 
@@ -223,6 +224,41 @@ impl Default for LimitsConfig {
             max_bytes_per_tenant: 400 << 20,
             max_live_bytes: 400 << 20,
             retry_after_secs: 5,
+        }
+    }
+}
+
+/// Search and tag queries (Tempo's names and defaults where it has them).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Traces returned when a search gives no `limit`.
+    pub default_result_limit: u32,
+    /// Largest `limit` accepted (more → 400).
+    pub max_result_limit: u32,
+    /// Spans per spanset when `spss` is absent or 0, and the largest accepted.
+    pub default_spans_per_span_set: u32,
+    pub max_spans_per_span_set: u32,
+    /// Longest `end - start` a search or tag query may cover.
+    pub max_search_duration_hours: u64,
+    /// Longest TraceQL text accepted.
+    pub max_query_expression_size_bytes: usize,
+    /// Tag values returned at most per request, and their total bytes.
+    pub max_tag_values: usize,
+    pub max_bytes_per_tag_values_query: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            default_result_limit: 20,
+            max_result_limit: 262_144,
+            default_spans_per_span_set: 3,
+            max_spans_per_span_set: 100,
+            max_search_duration_hours: 168,
+            max_query_expression_size_bytes: 128 << 10,
+            max_tag_values: 10_000,
+            max_bytes_per_tag_values_query: 1 << 20,
         }
     }
 }

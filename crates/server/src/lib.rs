@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod receive;
+pub mod search;
+pub mod tags;
 pub mod tenant;
 
 use std::future::Future;

@@ -29,11 +29,16 @@ pub fn router(p: Arc<Pipeline>) -> axum::Router {
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
+        .route("/api/search", get(crate::search::handler))
+        .route("/api/search/tags", get(crate::tags::names_v1))
+        .route("/api/v2/search/tags", get(crate::tags::names_v2))
+        .route("/api/search/tag/{*tag}", get(tag_values_v1))
+        .route("/api/v2/search/tag/{*tag}", get(tag_values_v2))
         .route("/flush", post(flush).get(flush))
         .with_state(p)
 }
 
-fn text_error(e: Error) -> Response {
+pub(crate) fn text_error(e: Error) -> Response {
     let status = e.http_status();
     if status == StatusCode::NOT_FOUND {
         return status.into_response();
@@ -77,6 +82,32 @@ async fn buildinfo() -> Response {
         "goVersion": "",
     }))
     .into_response()
+}
+
+/// `/api/search/tag/{tag}/values`, where the tag itself may contain `/` (Tempo's router
+/// pattern is `{tagName:.*}`).
+async fn tag_values_v1(
+    state: State<Arc<Pipeline>>,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+    raw: axum::extract::RawQuery,
+) -> Response {
+    match rest.strip_suffix("/values") {
+        Some(tag) => crate::tags::values_v1(state, headers, Path(tag.to_owned()), raw).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn tag_values_v2(
+    state: State<Arc<Pipeline>>,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+    raw: axum::extract::RawQuery,
+) -> Response {
+    match rest.strip_suffix("/values") {
+        Some(tag) => crate::tags::values_v2(state, headers, Path(tag.to_owned()), raw).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 fn wants_protobuf(headers: &HeaderMap) -> bool {

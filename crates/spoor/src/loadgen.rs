@@ -53,7 +53,14 @@ pub struct Args {
     /// `--record` or `--record-traces` write) by ID from the query API at --endpoint.
     #[arg(long)]
     query_traces: Option<PathBuf>,
-    /// Query mode: how many trace-by-ID requests to make.
+    /// Search mode: run each of these TraceQL queries `--queries` times, one after another,
+    /// against the query API at --endpoint; report latency and what each search inspected.
+    #[arg(long)]
+    search: Vec<String>,
+    /// Search mode: the `limit` parameter.
+    #[arg(long, default_value_t = 20)]
+    search_limit: u32,
+    /// Query mode: how many trace-by-ID requests to make (search mode: runs per query).
     #[arg(long, default_value_t = 1000)]
     queries: u64,
     /// Print the summary as JSON.
@@ -72,6 +79,9 @@ struct Totals {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(file) = &args.query_traces {
         return query(&args, file).await;
+    }
+    if !args.search.is_empty() {
+        return search(&args).await;
     }
     let transport = match args.transport.as_str() {
         "grpc" => Transport::Grpc,
@@ -273,6 +283,65 @@ async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
             l["p99"].as_f64().unwrap_or(0.0),
             l["max"].as_f64().unwrap_or(0.0)
         );
+    }
+    Ok(())
+}
+
+/// Each `--search` query `--queries` times in a row; latency percentiles, traces found and
+/// spans inspected per query (the server's own count).
+async fn search(args: &Args) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut results = Vec::new();
+    for q in &args.search {
+        let encoded: String =
+            q.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        let url = format!("{}/api/search?q={encoded}&limit={}", args.endpoint, args.search_limit);
+        let mut latencies = Vec::new();
+        let mut last = serde_json::Value::Null;
+        for _ in 0..args.queries.max(1) {
+            let mut req = hyper::Request::get(&url);
+            if let Some(t) = &args.tenant {
+                req = req.header("x-scope-orgid", t);
+            }
+            let t0 = Instant::now();
+            let resp = client.request(req.body(Empty::new())?).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            latencies.push(t0.elapsed().as_secs_f64());
+            anyhow::ensure!(status == 200, "{q}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            last = serde_json::from_slice(&body)?;
+        }
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let m = &last["metrics"];
+        let summary = serde_json::json!({
+            "query": q,
+            "runs": latencies.len(),
+            "traces": last["traces"].as_array().map_or(0, Vec::len),
+            "inspected_spans": m["inspectedSpans"].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+            "inspected_traces": m["inspectedTraces"].as_u64().unwrap_or(0),
+            "blocks_searched": m["completedJobs"].as_u64().unwrap_or(0),
+            "latency_ms": {
+                "p50": percentile_ms(&latencies, 0.5),
+                "p90": percentile_ms(&latencies, 0.9),
+                "max": percentile_ms(&latencies, 1.0),
+            },
+        });
+        if !args.json {
+            println!(
+                "{:>9.1} ms p50 {:>9.1} ms max  {:>4} traces  {:>10} spans inspected  {:>3} blocks  {q}",
+                summary["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+                summary["latency_ms"]["max"].as_f64().unwrap_or(0.0),
+                summary["traces"],
+                summary["inspected_spans"],
+                summary["blocks_searched"],
+            );
+        }
+        results.push(summary);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(results));
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod blocks;
 mod loadgen;
+mod query;
 
 // Ingest allocates and frees many small strings per span across threads; glibc's malloc spent
 // about half the server's CPU on that under load, mimalloc a small fraction (docs/performance.md).
@@ -31,6 +32,8 @@ enum Command {
     /// Look at the blocks in a data dir or bucket.
     #[command(subcommand)]
     Blocks(blocks::Command),
+    /// Search with TraceQL, against a running server or straight against the blocks.
+    Query(query::Args),
 }
 
 #[derive(clap::Args)]
@@ -87,6 +90,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Loadgen(args) => loadgen::run(args).await,
             Command::Blocks(command) => blocks::run(command).await,
+            Command::Query(args) => query::run(args).await,
             Command::Config(args) => {
                 print!("{}", args.load()?.to_yaml());
                 Ok(())

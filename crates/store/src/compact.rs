@@ -221,6 +221,7 @@ mod tests {
             created_unix_nano: 0,
             dedicated_columns: Vec::new(),
             columns: Vec::new(),
+            keys: Default::default(),
         }
     }
 

@@ -259,6 +259,33 @@ impl Head {
         (!out.is_empty()).then_some(out)
     }
 
+    /// Every trace of a tenant in memory, live and flushing, fragments merged per trace, in
+    /// ascending ID order (the order of a block): what a search reads of the head. Fragments
+    /// are reference-counted, so this copies pointers, not data.
+    pub fn snapshot(&self, tenant: &str) -> Vec<(TraceId, Vec<Bytes>)> {
+        let Some(th) = self.tenants.read().unwrap().get(tenant).cloned() else { return Vec::new() };
+        let mut all: HashMap<TraceId, Vec<Bytes>> = HashMap::new();
+        {
+            // Live before frozen, as in `get`: a racing cut can show a fragment twice, never zero times.
+            let live = th.live.read().unwrap();
+            for shard in &live.shards {
+                for (id, lt) in shard.lock().unwrap().iter() {
+                    all.entry(*id).or_default().extend(lt.fragments.iter().cloned());
+                }
+            }
+        }
+        for f in th.frozen.read().unwrap().iter() {
+            for shard in &f.shards {
+                for (id, lt) in shard {
+                    all.entry(*id).or_default().extend(lt.fragments.iter().cloned());
+                }
+            }
+        }
+        let mut out: Vec<(TraceId, Vec<Bytes>)> = all.into_iter().collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
     /// Tenants whose live data should become a block: at least `max_bytes`, or older than `max_age`.
     pub fn due(&self, max_bytes: usize, max_age: Duration) -> Vec<String> {
         let now = self.started.elapsed().as_millis() as u64;

@@ -1,0 +1,22 @@
+//! The TraceQL engine. One evaluator for live traces and blocks: both are presented as Arrow
+//! record batches in the block layout (`spoor_block::schema`), live ones through
+//! `spoor_block::encode_batch`.
+//!
+//! - [`Plan`] (plan.rs, eval.rs, spanset.rs): a checked query compiled for evaluation; which
+//!   columns it reads, a per-span prefilter for pruning, and evaluation over whole traces.
+//! - search.rs: a search over the head and the blocks of a tenant: pruning, newest traces
+//!   first, deterministic limits, merging fragments of a trace found in several places.
+
+mod error;
+mod eval;
+pub mod hit;
+mod plan;
+pub mod search;
+mod spanset;
+pub mod tags;
+
+pub use error::Error;
+pub use hit::{SpanHit, SpansetHit, TraceHit, Value};
+pub use plan::Plan;
+
+pub type Result<T> = std::result::Result<T, Error>;

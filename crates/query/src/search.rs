@@ -1,0 +1,349 @@
+//! A search over one tenant's head and blocks.
+//!
+//! Newest first, deterministically: the head, then blocks by descending end time, `PARALLEL`
+//! at a time; hits are ranked by (start descending, trace ID), and the search stops once it
+//! holds `limit` traces that start after the end of every block not yet searched, since none
+//! of those could rank higher. The same data always gives the same answer (Tempo returns the
+//! "first N found").
+//!
+//! Each block is read in two phases per row group (row groups never split a trace): the
+//! columns of the plan's prefilter decide which rows can take part in a match; only row groups
+//! with such rows read `trace_id`, and only the traces holding those rows are read in full and
+//! evaluated. A query that prunes nothing (`{ }`) reads whole row groups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, UInt32Array};
+use parquet::arrow::arrow_reader::RowSelection;
+use parquet::file::statistics::Statistics;
+use spoor_block::BlockReader;
+use spoor_block::schema as col;
+use spoor_model::TraceId;
+use spoor_store::blocks::Blocks;
+use spoor_store::head::Head;
+
+use crate::hit::{SpansetHit, TraceHit};
+use crate::{Error, Plan, Result};
+
+/// Blocks searched at once: one per core of the machines this is sized for; more would only
+/// queue behind the CPU.
+const PARALLEL: usize = 2;
+
+#[derive(Clone)]
+pub struct SearchRequest {
+    pub plan: Arc<Plan>,
+    pub limit: usize,
+    /// Spans per spanset.
+    pub spss: usize,
+    /// Only traces overlapping [start, end] (unix ns, inclusive).
+    pub range: Option<(u64, u64)>,
+    /// Trace duration bounds in ns (Tempo's legacy `minDuration` / `maxDuration`).
+    pub min_duration: Option<u64>,
+    pub max_duration: Option<u64>,
+}
+
+/// What Tempo reports as search `metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchMetrics {
+    /// Traces evaluated (candidates that passed the prefilter).
+    pub inspected_traces: u64,
+    pub inspected_spans: u64,
+    pub inspected_bytes: u64,
+    /// Blocks overlapping the range, and how many of them were searched before the limit.
+    pub total_blocks: u32,
+    pub completed_blocks: u32,
+    pub total_block_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SearchResult {
+    /// Newest first (start descending, then trace ID).
+    pub traces: Vec<TraceHit>,
+    pub metrics: SearchMetrics,
+}
+
+pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequest) -> Result<SearchResult> {
+    let mut ranked = Ranked::new(req);
+    let mut metrics = SearchMetrics::default();
+
+    let traces = head.snapshot(tenant);
+    if !traces.is_empty() {
+        let plan = req.plan.clone();
+        let spss = req.spss;
+        let (hits, inspected_traces, inspected_spans) = blocking(move || {
+            let batch = spoor_block::encode_batch(traces.iter().map(|(id, f)| (*id, &f[..])))?;
+            evaluate_in_memory(&plan, &batch, spss)
+        })
+        .await?;
+        metrics.inspected_traces += inspected_traces;
+        metrics.inspected_spans += inspected_spans;
+        ranked.add(hits);
+    }
+
+    let mut readers: Vec<BlockReader> = blocks
+        .visible(tenant)
+        .into_iter()
+        .filter(|b| {
+            let m = b.meta();
+            req.range.is_none_or(|(start, end)| m.start_unix_nano <= end && m.end_unix_nano >= start)
+        })
+        .collect();
+    readers.sort_by(|a, b| {
+        let (a, b) = (a.meta(), b.meta());
+        b.end_unix_nano.cmp(&a.end_unix_nano).then_with(|| b.block_id.cmp(&a.block_id))
+    });
+    metrics.total_blocks = readers.len() as u32;
+    metrics.total_block_bytes = readers.iter().map(|b| b.meta().data_bytes).sum();
+
+    for chunk in readers.chunks(PARALLEL) {
+        // Blocks are in descending end order: the first of this wave ends latest.
+        if ranked.complete_before(chunk[0].meta().end_unix_nano) {
+            break;
+        }
+        let jobs = chunk.iter().cloned().map(|reader| {
+            let req = req.clone();
+            tokio::spawn(async move { search_block(&reader, &req).await })
+        });
+        for job in futures_util::future::join_all(jobs).await {
+            let found = job.map_err(|e| Error::Invalid(format!("search task failed: {e}")))??;
+            metrics.inspected_traces += found.inspected_traces;
+            metrics.inspected_spans += found.inspected_spans;
+            metrics.inspected_bytes += found.inspected_bytes;
+            metrics.completed_blocks += 1;
+            ranked.add(found.hits);
+        }
+    }
+    Ok(SearchResult { traces: ranked.finish(), metrics })
+}
+
+/// Runs CPU-bound work off the async workers, which also serve ingest.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Invalid(format!("search task failed: {e}")))?
+}
+
+/// Prefilter, then evaluate only the traces holding a candidate row. Returns the hits, the
+/// traces evaluated and the rows looked at.
+pub fn evaluate_in_memory(plan: &Plan, batch: &RecordBatch, spss: usize) -> Result<(Vec<TraceHit>, u64, u64)> {
+    let rows = batch.num_rows() as u64;
+    if rows == 0 {
+        return Ok((Vec::new(), 0, 0));
+    }
+    let ids = trace_ids(batch)?;
+    let ranges = match plan.prefilter_columns(batch.schema().as_ref()) {
+        Some(_) => candidate_traces(ids, &plan.prefilter(batch)?),
+        None => trace_ranges(ids),
+    };
+    let traces = ranges.len() as u64;
+    if ranges.is_empty() {
+        return Ok((Vec::new(), 0, rows));
+    }
+    let candidates = if ranges.len() == 1 && ranges[0] == (0..batch.num_rows()) {
+        batch.clone()
+    } else {
+        let indices: UInt32Array = ranges.iter().flat_map(|r| r.start as u32..r.end as u32).collect();
+        arrow_select::take::take_record_batch(batch, &indices)?
+    };
+    Ok((plan.evaluate(&candidates, spss)?, traces, rows))
+}
+
+struct BlockHits {
+    hits: Vec<TraceHit>,
+    inspected_traces: u64,
+    inspected_spans: u64,
+    inspected_bytes: u64,
+}
+
+async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<BlockHits> {
+    let fetched_before = reader.bytes_fetched();
+    let footer = reader.footer().await?;
+    let schema = reader.schema().await?;
+    let columns = req.plan.columns(&schema);
+    let prefilter = req.plan.prefilter_columns(&schema);
+    let start_col = schema.fields().iter().position(|f| f.name() == col::START);
+    let mut out = BlockHits { hits: Vec::new(), inspected_traces: 0, inspected_spans: 0, inspected_bytes: 0 };
+    for (rg, meta) in footer.row_groups().iter().enumerate() {
+        // Spans in a row group that all start after the range cannot overlap it.
+        if let (Some((_, end)), Some(i)) = (req.range, start_col)
+            && let Some(Statistics::Int64(s)) = meta.column(i).statistics()
+            && s.min_opt().is_some_and(|&min| min as u64 > end)
+        {
+            continue;
+        }
+        out.inspected_spans += meta.num_rows().max(0) as u64;
+        let selection = match &prefilter {
+            None => None,
+            Some(pcols) => {
+                let batch = reader.read_row_group(rg, pcols, None).await?;
+                let plan = req.plan.clone();
+                let mask = blocking(move || plan.prefilter(&batch)).await?;
+                if mask.true_count() == 0 {
+                    continue;
+                }
+                let ids = reader.read_row_group(rg, &[col::TRACE_ID.to_owned()], None).await?;
+                let ranges = candidate_traces(trace_ids(&ids)?, &mask);
+                Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), mask.len()))
+            }
+        };
+        let batch = reader.read_row_group(rg, &columns, selection).await?;
+        let plan = req.plan.clone();
+        let spss = req.spss;
+        let (hits, traces) = blocking(move || {
+            let traces = trace_ranges(trace_ids(&batch)?).len() as u64;
+            Ok((plan.evaluate(&batch, spss)?, traces))
+        })
+        .await?;
+        out.inspected_traces += traces;
+        out.hits.extend(hits);
+    }
+    out.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
+    Ok(out)
+}
+
+fn trace_ids(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
+    batch
+        .column_by_name(col::TRACE_ID)
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+        .ok_or_else(|| Error::Corrupt("trace_id column missing or of the wrong type".into()))
+}
+
+/// Row ranges of consecutive equal trace IDs.
+fn trace_ranges(ids: &FixedSizeBinaryArray) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for row in 1..=ids.len() {
+        if row == ids.len() || ids.value(row) != ids.value(start) {
+            out.push(start..row);
+            start = row;
+        }
+    }
+    out
+}
+
+/// Row ranges of the traces holding at least one row of `mask`.
+fn candidate_traces(ids: &FixedSizeBinaryArray, mask: &BooleanArray) -> Vec<std::ops::Range<usize>> {
+    trace_ranges(ids)
+        .into_iter()
+        .filter(|r| r.clone().any(|row| mask.is_valid(row) && mask.value(row)))
+        .collect()
+}
+
+/// The best `limit` hits so far, merged per trace.
+struct Ranked<'a> {
+    req: &'a SearchRequest,
+    by_id: HashMap<TraceId, TraceHit>,
+}
+
+impl<'a> Ranked<'a> {
+    fn new(req: &'a SearchRequest) -> Self {
+        Ranked { req, by_id: HashMap::new() }
+    }
+
+    fn add(&mut self, hits: Vec<TraceHit>) {
+        for hit in hits {
+            match self.by_id.get_mut(&hit.trace_id) {
+                Some(existing) => merge(existing, hit, self.req.spss),
+                None => {
+                    self.by_id.insert(hit.trace_id, hit);
+                }
+            }
+        }
+    }
+
+    fn keeps(&self, hit: &TraceHit) -> bool {
+        Ranked::keeps_for(self.req, hit)
+    }
+
+    fn keeps_for(req: &SearchRequest, hit: &TraceHit) -> bool {
+        let duration = hit.end_unix_nano.saturating_sub(hit.start_unix_nano);
+        req.range.is_none_or(|(start, end)| hit.start_unix_nano <= end && hit.end_unix_nano >= start)
+            && req.min_duration.is_none_or(|min| duration >= min)
+            && req.max_duration.is_none_or(|max| duration <= max)
+    }
+
+    /// Whether `limit` kept hits all start after `end`.
+    fn complete_before(&self, end: u64) -> bool {
+        let mut starts: Vec<u64> =
+            self.by_id.values().filter(|h| self.keeps(h)).map(|h| h.start_unix_nano).collect();
+        if starts.len() < self.req.limit {
+            return false;
+        }
+        starts.sort_unstable_by(|a, b| b.cmp(a));
+        starts[self.req.limit - 1] > end
+    }
+
+    fn finish(self) -> Vec<TraceHit> {
+        let req = self.req;
+        let mut hits: Vec<TraceHit> = self.by_id.into_values().filter(|h| Ranked::keeps_for(req, h)).collect();
+        hits.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| a.trace_id.cmp(&b.trace_id)));
+        hits.truncate(self.req.limit);
+        hits
+    }
+}
+
+/// One trace found in several places (head and a block, or two blocks): earliest start, latest
+/// end, roots and per-service counts from whichever part has them, spansets with the same
+/// attributes unioned.
+fn merge(into: &mut TraceHit, other: TraceHit, spss: usize) {
+    into.start_unix_nano = into.start_unix_nano.min(other.start_unix_nano);
+    into.end_unix_nano = into.end_unix_nano.max(other.end_unix_nano);
+    if into.root_name.is_none() {
+        into.root_name = other.root_name;
+        into.root_service = other.root_service;
+    }
+    for (service, (spans, errors)) in other.service_stats {
+        let e = into.service_stats.entry(service).or_default();
+        e.0 = e.0.max(spans);
+        e.1 = e.1.max(errors);
+    }
+    for set in other.spansets {
+        match into.spansets.iter_mut().find(|s| s.attributes == set.attributes) {
+            Some(existing) => union_spans(existing, set, spss),
+            None => into.spansets.push(set),
+        }
+    }
+}
+
+fn union_spans(into: &mut SpansetHit, other: SpansetHit, spss: usize) {
+    let before = into.spans.len();
+    for span in other.spans {
+        if !into.spans.iter().any(|s| s.span_id == span.span_id) {
+            into.spans.push(span);
+        }
+    }
+    let added = (into.spans.len() - before) as u32;
+    into.matched = into.matched.max(other.matched).max(into.matched + added);
+    into.spans.sort_by(|a, b| a.start_unix_nano.cmp(&b.start_unix_nano).then_with(|| a.span_id.cmp(&b.span_id)));
+    into.spans.truncate(spss);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(rows: &[u8]) -> FixedSizeBinaryArray {
+        FixedSizeBinaryArray::try_from_iter(rows.iter().map(|&b| [b; 16])).unwrap()
+    }
+
+    #[test]
+    fn trace_ranges_split_on_id_changes() {
+        assert_eq!(trace_ranges(&ids(&[1, 1, 2, 3, 3, 3])), vec![0..2, 2..3, 3..6]);
+        assert_eq!(trace_ranges(&ids(&[])), Vec::<std::ops::Range<usize>>::new());
+    }
+
+    #[test]
+    fn candidates_are_whole_traces_with_a_matching_row() {
+        let mask = BooleanArray::from(vec![false, false, false, false, true, false]);
+        assert_eq!(candidate_traces(&ids(&[1, 1, 2, 3, 3, 3]), &mask), vec![3..6]);
+    }
+
+    #[test]
+    fn merged_spansets_keep_every_span_once() {
+        let span = |id: u8, start| crate::hit::SpanHit { span_id: vec![id], start_unix_nano: start, ..Default::default() };
+        let mut a = SpansetHit { spans: vec![span(1, 10), span(2, 20)], matched: 2, attributes: vec![] };
+        let b = SpansetHit { spans: vec![span(2, 20), span(3, 5)], matched: 2, attributes: vec![] };
+        union_spans(&mut a, b, 2);
+        assert_eq!(a.matched, 3);
+        assert_eq!(a.spans.iter().map(|s| s.span_id[0]).collect::<Vec<_>>(), vec![3, 1]);
+    }
+}

@@ -1,0 +1,68 @@
+//! Golden tests: every `tests/golden/NAME.traceql` is evaluated over the dataset of
+//! `common::dataset` (described in `tests/golden/README.md`) and must render exactly as
+//! `NAME.expected`. Each query runs on three batches (live traces; a block read back; the
+//! block with string columns as dictionaries) and two ways (one evaluation over the whole
+//! batch; the scanner's two phases, prefilter then candidate traces with `columns()` only).
+//!
+//! Lines of a `.traceql` file starting with `#` are comments, except `# spss: N` (spans per
+//! spanset, default 20). `SPOOR_BLESS=1` rewrites the `.expected` files; check them by hand.
+
+mod common;
+
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use spoor_query::Plan;
+
+fn run(query: &str, spss: usize, batch: &RecordBatch, two_phase: bool) -> String {
+    let plan = match spoor_traceql::parse(query).map_err(spoor_query::Error::from).and_then(|q| Plan::new(&q)) {
+        Ok(plan) => plan,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let hits = if two_phase { common::two_phase(&plan, batch, spss) } else { plan.evaluate(batch, spss).unwrap() };
+    common::render(&hits)
+}
+
+#[test]
+fn golden() {
+    let bless = std::env::var_os("SPOOR_BLESS").is_some();
+    let batches = [
+        ("live", common::live_batch()),
+        ("block", common::block_batch(false)),
+        ("block with dictionaries", common::block_batch(true)),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "traceql"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 80, "only {} golden queries", files.len());
+    let mut failures = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let spss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# spss:"))
+            .map_or(20, |n| n.trim().parse().expect("spss is a number"));
+        let query: String = text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+        let expected_path = path.with_extension("expected");
+        let got = run(&query, spss, &batches[0].1, false);
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        let name = path.file_stem().unwrap().to_string_lossy();
+        for (batch_name, batch) in &batches {
+            for two_phase in [false, true] {
+                let got = run(&query, spss, batch, two_phase);
+                if got != expected {
+                    let how = if two_phase { "prefilter + candidates" } else { "whole batch" };
+                    failures.push(format!("{name} ({batch_name}, {how}): {query}\n--- expected\n{expected}--- got\n{got}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

@@ -1,0 +1,231 @@
+//! `spoor query 'TRACEQL'`: a search against a running server (`--server`), or straight
+//! against the blocks of a data dir or bucket (`--config` / `--data-dir`), printed as a table
+//! or as the API's JSON.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use serde_json::Value as Json;
+use spoor_server::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The TraceQL query, e.g. '{ resource.service.name = "checkout" && duration > 1s }'.
+    query: String,
+    /// Query this server's HTTP API (e.g. http://127.0.0.1:3200) instead of reading blocks.
+    #[arg(long)]
+    server: Option<String>,
+    /// YAML configuration file whose `storage` section says where blocks are.
+    #[arg(long, conflicts_with = "server")]
+    config: Option<std::path::PathBuf>,
+    /// Data dir of a local backend [default: ./data].
+    #[arg(long, conflicts_with = "server")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Tenant (X-Scope-OrgID); `a|b` searches several.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Traces to return.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// Spans per spanset.
+    #[arg(long, default_value_t = 3)]
+    spss: u32,
+    /// Only the last DURATION (e.g. 15m, 2h); all data when neither this nor --start is given.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    since: Option<String>,
+    /// Range start and end, unix seconds.
+    #[arg(long)]
+    start: Option<u64>,
+    #[arg(long)]
+    end: Option<u64>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let range = match (&args.since, args.start, args.end) {
+        (Some(since), _, _) => {
+            let ns = spoor_server::search::go_duration(since)
+                .ok_or_else(|| anyhow::anyhow!("--since {since:?} is not a duration such as 15m or 2h"))?;
+            Some((now.saturating_sub(ns / 1_000_000_000), now + 1))
+        }
+        (None, None, None) => None,
+        (None, start, end) => Some((start.unwrap_or(0), end.unwrap_or(now + 1))),
+    };
+    let mut params = vec![
+        ("q".to_owned(), args.query.clone()),
+        ("limit".to_owned(), args.limit.to_string()),
+        ("spss".to_owned(), args.spss.to_string()),
+    ];
+    if let Some((start, end)) = range {
+        params.push(("start".into(), start.to_string()));
+        params.push(("end".into(), end.to_string()));
+    }
+    let body = match &args.server {
+        Some(server) => remote(server, &params, args.tenant.as_deref()).await?,
+        None => local(&args, &params).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", table(&body));
+    }
+    Ok(())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn remote(server: &str, params: &[(String, String)], tenant: Option<&str>) -> anyhow::Result<Json> {
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    let url = format!("{}/api/search?{}", server.trim_end_matches('/'), query.join("&"));
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::get(&url).header("accept", "application/json");
+    if let Some(t) = tenant {
+        req = req.header("x-scope-orgid", t);
+    }
+    let resp = client.request(req.body(Empty::new())?).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+    Ok(serde_json::from_slice(&body)?)
+}
+
+async fn local(args: &Args, params: &[(String, String)]) -> anyhow::Result<Json> {
+    let mut overrides = Vec::new();
+    if let Some(d) = &args.data_dir {
+        overrides.push(("storage.data_dir", d.display().to_string()));
+    }
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    let blocks = spoor_server::pipeline::open_blocks(&config, std::env::temp_dir())?;
+    blocks.poll().await?;
+    let tenants: Vec<String> = match &args.tenant {
+        Some(t) => t.split('|').map(str::to_owned).collect(),
+        None if config.tenancy.multitenancy_enabled => blocks.tenants(),
+        None => vec![spoor_server::tenant::SINGLE_TENANT.to_owned()],
+    };
+    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    // Nothing live: this process only reads blocks.
+    let head = spoor_store::Head::new(spoor_store::Limits {
+        max_live_traces: 0,
+        max_bytes_per_trace: 0,
+        max_bytes_per_tenant: 0,
+        max_bytes_total: 0,
+    });
+    Ok(spoor_server::search::search_json(&head, &blocks, &config.search, &tenants, &raw.join("&")).await?)
+}
+
+fn table(body: &Json) -> String {
+    let mut out = String::new();
+    let traces = body["traces"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "{:<32}  {:<24}  {:>10}  {:<20}  {}", "TRACE ID", "START (UTC)", "DURATION", "ROOT SERVICE", "ROOT NAME");
+    for t in &traces {
+        let start: u64 = t["startTimeUnixNano"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<24}  {:>10}  {:<20}  {}",
+            t["traceID"].as_str().unwrap_or(""),
+            utc(start),
+            format!("{}ms", t["durationMs"].as_u64().unwrap_or(0)),
+            t["rootServiceName"].as_str().unwrap_or(""),
+            t["rootTraceName"].as_str().unwrap_or(""),
+        );
+        for set in t["spanSets"].as_array().into_iter().flatten() {
+            let attrs = attributes(&set["attributes"]);
+            let _ = writeln!(
+                out,
+                "  spanset: {} matched{}",
+                set["matched"].as_u64().unwrap_or(0),
+                if attrs.is_empty() { String::new() } else { format!(", {attrs}") }
+            );
+            for s in set["spans"].as_array().into_iter().flatten() {
+                let ns: u64 = s["durationNanos"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "    {}  {:>10}  {}  {}",
+                    s["spanID"].as_str().unwrap_or(""),
+                    spoor_server::search::go_duration_string(ns as i64),
+                    s["name"].as_str().unwrap_or(""),
+                    attributes(&s["attributes"]),
+                );
+            }
+        }
+    }
+    let m = &body["metrics"];
+    let _ = writeln!(
+        out,
+        "{} traces; inspected {} traces, {} bytes; {} of {} blocks searched",
+        traces.len(),
+        m["inspectedTraces"].as_u64().unwrap_or(0),
+        m["inspectedBytes"].as_str().unwrap_or("0"),
+        m["completedJobs"].as_u64().unwrap_or(0),
+        m["totalJobs"].as_u64().unwrap_or(0),
+    );
+    out
+}
+
+/// `key=value key2=value2`, values as they would be written in TraceQL.
+fn attributes(list: &Json) -> String {
+    let mut parts = Vec::new();
+    for kv in list.as_array().into_iter().flatten() {
+        let v = &kv["value"];
+        let shown = if let Some(s) = v["stringValue"].as_str() {
+            format!("{s:?}")
+        } else if let Some(i) = v["intValue"].as_str() {
+            i.to_owned()
+        } else if let Some(x) = v.get("doubleValue") {
+            x.to_string()
+        } else if let Some(b) = v["boolValue"].as_bool() {
+            b.to_string()
+        } else {
+            v.to_string()
+        };
+        parts.push(format!("{}={shown}", kv["key"].as_str().unwrap_or("")));
+    }
+    parts.join(" ")
+}
+
+/// `2026-11-24T10:00:00.123Z` from unix nanoseconds (civil-from-days, proleptic Gregorian).
+fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ns % 1_000_000_000 / 1_000_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_684_778_327_699_392_724), "2023-05-22T17:58:47.699Z");
+        assert_eq!(utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,298 @@
+//! TraceQL search and tags through the real binary over loopback: whole responses compared,
+//! the same answers from live traces and from blocks, Tempo's error shapes.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{Value, json};
+
+const QUIET: &[(&str, &str)] = &[("SPOOR__BLOCKS__MAX_BLOCK_AGE_SECS", "3600"), ("SPOOR__COMPACTION__ENABLED", "false")];
+
+const T_CART: &str = "2f3e0cee77ae5dc9c17ade3689eb2e54";
+/// Leading zeros: search results strip them, as Tempo's do.
+const T_PORTAL: &str = "00000000000000000000000000000abc";
+const T_DEPLOY: &str = "7d1c0aa5e2b34c58a0c1f2e3d4b5a697";
+
+fn span(trace: &str, id: &str, parent: &str, name: &str, kind: u8, start: u64, ms: u64, status: u8, attrs: Value) -> Value {
+    json!({
+        "traceId": trace, "spanId": id, "parentSpanId": parent, "name": name, "kind": kind,
+        "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + ms * 1_000_000).to_string(),
+        "status": { "code": status }, "attributes": attrs,
+    })
+}
+
+fn resource(service: &str, spans: Vec<Value>) -> Value {
+    json!({
+        "resource": { "attributes": [
+            { "key": "service.name", "value": { "stringValue": service } },
+            { "key": "deployment.environment", "value": { "stringValue": "production" } },
+        ]},
+        "scopeSpans": [{ "scope": { "name": "checkout-lib", "version": "1.2.0" }, "spans": spans }],
+    })
+}
+
+fn kv(key: &str, value: Value) -> Value {
+    json!({ "key": key, "value": value })
+}
+
+/// Three traces: a cart request with a failing root and a database call (two services), a
+/// one-span portal render, and a CI pipeline deploying to production.
+fn dataset(base: u64) -> Value {
+    let s = 1_000_000_000;
+    json!({ "resourceSpans": [
+        resource("shop-backend", vec![
+            span(T_CART, "0000000000000001", "", "GET /cart", 2, base, 500, 2, json!([
+                kv("http.method", json!({"stringValue": "GET"})),
+                kv("http.status_code", json!({"intValue": "500"})),
+            ])),
+            span(T_CART, "0000000000000002", "0000000000000001", "SELECT cart", 3, base + 10_000_000, 300, 0, json!([
+                kv("db.system", json!({"stringValue": "postgresql"})),
+            ])),
+        ]),
+        resource("billing", vec![
+            span(T_CART, "0000000000000003", "0000000000000001", "charge", 2, base + 320_000_000, 160, 1, json!([])),
+        ]),
+        resource("portal", vec![
+            span(T_PORTAL, "00000000000000a1", "", "render", 1, base + s, 20, 0, json!([])),
+        ]),
+        resource("jenkins", vec![
+            span(T_DEPLOY, "00000000000000b1", "", "pipeline", 1, base + 2 * s, 3000, 0, json!([])),
+            span(T_DEPLOY, "00000000000000b2", "00000000000000b1", "deploy-to-production", 1, base + 2 * s + 500_000_000, 1000, 0, json!([
+                kv("deploy.target", json!({"stringValue": "prod-eu"})),
+            ])),
+        ]),
+    ]})
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+async fn search(s: &Server, query: &str) -> Response {
+    request("GET", &s.api_url(&format!("/api/search?q={}", encode(query))), &[], "").await
+}
+
+async fn traces(s: &Server, query: &str) -> Value {
+    let r = search(s, query).await;
+    assert_eq!(r.status, 200, "{query}: {}", r.text());
+    r.json()["traces"].clone()
+}
+
+/// The expected search answer for each query, given the dataset's base time.
+fn expectations(base: u64) -> Vec<(&'static str, Value)> {
+    let ns = |off: u64| (base + off).to_string();
+    let cart = |spansets: Value| {
+        json!({
+            "traceID": T_CART, "rootServiceName": "shop-backend", "rootTraceName": "GET /cart",
+            "startTimeUnixNano": ns(0), "durationMs": 500,
+            "spanSet": spansets[0].clone(), "spanSets": spansets,
+            "serviceStats": { "billing": { "spanCount": 1 }, "shop-backend": { "spanCount": 2, "errorCount": 1 } },
+        })
+    };
+    let deploy = |spansets: Value| {
+        json!({
+            "traceID": T_DEPLOY, "rootServiceName": "jenkins", "rootTraceName": "pipeline",
+            "startTimeUnixNano": ns(2_000_000_000), "durationMs": 3000,
+            "spanSet": spansets[0].clone(), "spanSets": spansets,
+            "serviceStats": { "jenkins": { "spanCount": 2 } },
+        })
+    };
+    let portal = |spansets: Value| {
+        json!({
+            "traceID": "abc", "rootServiceName": "portal", "rootTraceName": "render",
+            "startTimeUnixNano": ns(1_000_000_000), "durationMs": 20,
+            "spanSet": spansets[0].clone(), "spanSets": spansets,
+            "serviceStats": { "portal": { "spanCount": 1 } },
+        })
+    };
+    vec![
+        (
+            r#"{ span.db.system = "postgresql" }"#,
+            json!([cart(json!([{ "matched": 1, "spans": [{
+                "spanID": "0000000000000002", "name": "SELECT cart", "startTimeUnixNano": ns(10_000_000),
+                "durationNanos": "300000000", "attributes": [{ "key": "db.system", "value": { "stringValue": "postgresql" } }],
+            }]}]))]),
+        ),
+        (
+            "{ status = error && resource.deployment.environment = \"production\" }",
+            json!([cart(json!([{ "matched": 1, "spans": [{
+                "spanID": "0000000000000001", "name": "GET /cart", "startTimeUnixNano": ns(0), "durationNanos": "500000000",
+                "attributes": [
+                    { "key": "status", "value": { "stringValue": "error" } },
+                    { "key": "deployment.environment", "value": { "stringValue": "production" } },
+                ],
+            }]}]))]),
+        ),
+        (
+            r#"{ resource.service.name = "jenkins" } >> { span.name = "deploy-to-production" }"#,
+            json!([deploy(json!([{ "matched": 1, "spans": [{
+                "spanID": "00000000000000b2", "name": "deploy-to-production", "startTimeUnixNano": ns(2_500_000_000),
+                "durationNanos": "1000000000",
+                "attributes": [{ "key": "name", "value": { "stringValue": "deploy-to-production" } }],
+            }]}]))]),
+        ),
+        (
+            "{ duration >= 1s }",
+            json!([deploy(json!([{ "matched": 2, "spans": [
+                { "spanID": "00000000000000b1", "name": "pipeline", "startTimeUnixNano": ns(2_000_000_000),
+                  "durationNanos": "3000000000", "attributes": [{ "key": "duration", "value": { "stringValue": "3s" } }] },
+                { "spanID": "00000000000000b2", "name": "deploy-to-production", "startTimeUnixNano": ns(2_500_000_000),
+                  "durationNanos": "1000000000", "attributes": [{ "key": "duration", "value": { "stringValue": "1s" } }] },
+            ]}]))]),
+        ),
+        (
+            "{ } | count() > 2",
+            json!([cart(json!([{ "matched": 3, "attributes": [{ "key": "count()", "value": { "intValue": "3" } }], "spans": [
+                { "spanID": "0000000000000001", "name": "GET /cart", "startTimeUnixNano": ns(0), "durationNanos": "500000000" },
+                { "spanID": "0000000000000002", "name": "SELECT cart", "startTimeUnixNano": ns(10_000_000), "durationNanos": "300000000" },
+                { "spanID": "0000000000000003", "name": "charge", "startTimeUnixNano": ns(320_000_000), "durationNanos": "160000000" },
+            ]}]))]),
+        ),
+        (
+            r#"{ kind = server } | by(resource.service.name)"#,
+            json!([cart(json!([
+                { "matched": 1, "attributes": [{ "key": "by(resource.service.name)", "value": { "stringValue": "billing" } }], "spans": [
+                    { "spanID": "0000000000000003", "name": "charge", "startTimeUnixNano": ns(320_000_000), "durationNanos": "160000000",
+                      "attributes": [
+                          { "key": "kind", "value": { "stringValue": "server" } },
+                          { "key": "service.name", "value": { "stringValue": "billing" } },
+                      ] },
+                ]},
+                { "matched": 1, "attributes": [{ "key": "by(resource.service.name)", "value": { "stringValue": "shop-backend" } }], "spans": [
+                    { "spanID": "0000000000000001", "name": "GET /cart", "startTimeUnixNano": ns(0), "durationNanos": "500000000",
+                      "attributes": [
+                          { "key": "kind", "value": { "stringValue": "server" } },
+                          { "key": "service.name", "value": { "stringValue": "shop-backend" } },
+                      ] },
+                ]},
+            ]))]),
+        ),
+        (
+            r#"{ name = "render" } || { name = "pipeline" }"#,
+            json!([
+                deploy(json!([{ "matched": 1, "spans": [{ "spanID": "00000000000000b1", "name": "pipeline",
+                    "startTimeUnixNano": ns(2_000_000_000), "durationNanos": "3000000000",
+                    "attributes": [{ "key": "name", "value": { "stringValue": "pipeline" } }] }]}])),
+                portal(json!([{ "matched": 1, "spans": [{ "spanID": "00000000000000a1", "name": "render",
+                    "startTimeUnixNano": ns(1_000_000_000), "durationNanos": "20000000",
+                    "attributes": [{ "key": "name", "value": { "stringValue": "render" } }] }]}])),
+            ]),
+        ),
+        ("{ span.http.status_code = 404 }", json!([])),
+    ]
+}
+
+/// Attributes on a span or spanset are a set: compare them sorted by key.
+fn normalise(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                normalise(x);
+                if k == "attributes"
+                    && let Value::Array(a) = x
+                {
+                    a.sort_by_key(|kv| kv["key"].as_str().unwrap_or("").to_owned());
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+async fn check_all(s: &Server, base: u64, when: &str) {
+    for (query, mut want) in expectations(base) {
+        let mut got = traces(s, query).await;
+        normalise(&mut got);
+        normalise(&mut want);
+        assert_eq!(got, want, "{when}: {query}\ngot:  {got:#}\nwant: {want:#}");
+    }
+}
+
+fn base_time() -> u64 {
+    // Ten minutes ago, on a whole second, so ranges in unix seconds cover it exactly.
+    (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 600) * 1_000_000_000
+}
+
+async fn ingest(s: &Server, base: u64) {
+    let r = request(
+        "POST",
+        &s.otlp_url("/v1/traces"),
+        &[("content-type", "application/json")],
+        dataset(base).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_answers_the_same_from_live_traces_and_from_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUIET);
+    let base = base_time();
+    ingest(&s, base).await;
+
+    // Searchable at once: no 30-second wait, no start/end needed.
+    check_all(&s, base, "live").await;
+    let r = request("POST", &s.api_url("/flush"), &[], "").await;
+    assert_eq!(r.status, 204);
+    check_all(&s, base, "blocks").await;
+
+    // Newest first, and the limit takes the newest.
+    let r = request("GET", &s.api_url("/api/search?q=%7B%7D&limit=2"), &[], "").await;
+    let ids: Vec<String> = r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, vec![T_DEPLOY.to_owned(), "abc".to_owned()]);
+
+    // A range that ends before the pipeline started leaves it out.
+    let (start, end) = (base / 1_000_000_000 - 60, base / 1_000_000_000 + 1);
+    let r = request("GET", &s.api_url(&format!("/api/search?q=%7B%7D&start={start}&end={end}")), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, vec!["abc".to_owned(), T_CART.to_owned()]);
+    let m = &r.json()["metrics"];
+    assert!(m["totalBlocks"].as_u64().unwrap() >= 1, "{m}");
+
+    // Legacy parameters: tags (substring, case-insensitive) and durations.
+    let r = request("GET", &s.api_url("/api/search?tags=service.name%3DJENK&minDuration=2s"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, vec![T_DEPLOY.to_owned()]);
+    // Raw, unencoded braces and quotes, as one Grafana version sent them.
+    let r = request("GET", &s.api_url("/api/search?q={%20name=\"render\"%20}"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["traces"][0]["traceID"], "abc");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_searches_get_400_with_tempo_style_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUIET);
+    for (query, want) in [
+        ("{ durationn > 1s }", "invalid TraceQL query: parse error at line 1, col 3"),
+        ("{ durationn > 1s }", "did you mean 'duration'"),
+        ("{ name = 1 }", "invalid TraceQL query: "),
+        ("{ .a =~ \"[\" }", "invalid TraceQL query: "),
+    ] {
+        let r = search(&s, query).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        assert!(r.text().contains(want), "{query}: {:?} lacks {want:?}", r.text());
+        assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    }
+    for (params, want) in [
+        ("q=%7B%7D&limit=0", "limit"),
+        ("q=%7B%7D&spss=101", "spss"),
+        ("q=%7B%7D&start=20&end=10", "start must be before end"),
+        ("q=%7B%7D&start=1&end=1000000", "exceeds"),
+        ("q=%7B%7D&tags=a%3Db", "q and tags"),
+        ("minDuration=2s&maxDuration=1s", "maxDuration"),
+        ("minDuration=fast", "minDuration"),
+    ] {
+        let r = request("GET", &s.api_url(&format!("/api/search?{params}")), &[], "").await;
+        assert_eq!(r.status, 400, "{params}: {}", r.text());
+        assert!(r.text().contains(want), "{params}: {:?} lacks {want:?}", r.text());
+    }
+}
