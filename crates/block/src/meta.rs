@@ -45,6 +45,12 @@ pub struct AttributeKeys {
     /// Some scope had more keys than the cap (the lists are then incomplete).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Keys with values in the generic `attrs` / `resource_attrs` lists (the rest are only in
+    /// dedicated columns, or absent). None: unknown, the list may hold any key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic_span: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic_resource: Option<Vec<String>>,
 }
 
 impl AttributeKeys {

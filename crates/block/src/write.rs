@@ -215,7 +215,11 @@ impl<W: Write + Send> BlockWriter<W> {
             created_unix_nano: now_unix_nano(),
             dedicated_columns: written.dedicated.iter().map(Dedicated::to_meta).collect(),
             columns: written.columns,
-            keys: self.keys.finish(),
+            keys: AttributeKeys {
+                generic_span: written.generic_span,
+                generic_resource: written.generic_resource,
+                ..self.keys.finish()
+            },
         };
         Ok(Finished { meta, filter })
     }
@@ -289,6 +293,8 @@ impl KeyCatalog {
             link: sorted(Self::LINK),
             instrumentation: sorted(Self::INSTRUMENTATION),
             truncated: self.truncated,
+            generic_span: None,
+            generic_resource: None,
         }
     }
 }
@@ -496,6 +502,9 @@ struct Written {
     row_groups: u32,
     columns: Vec<ColumnSize>,
     dedicated: Vec<Dedicated>,
+    /// Keys in the generic span and resource lists, when known.
+    generic_span: Option<Vec<String>>,
+    generic_resource: Option<Vec<String>>,
 }
 
 /// Rows → Arrow batches → Parquet, once the schema is known.
@@ -552,7 +561,21 @@ impl<W: Write + Send> Encoder<W> {
         // finish() flushed everything through to `W`; dropping the writer drops `W`.
         let bytes = self.writer.bytes_written() as u64;
         let columns = column_sizes(&metadata);
-        Ok(Written { bytes, row_groups: metadata.num_row_groups() as u32, columns, dedicated: self.dedicated })
+        let sorted = |keys: &Option<HashSet<String>>| {
+            keys.as_ref().map(|k| {
+                let mut v: Vec<String> = k.iter().cloned().collect();
+                v.sort();
+                v
+            })
+        };
+        Ok(Written {
+            bytes,
+            row_groups: metadata.num_row_groups() as u32,
+            columns,
+            dedicated: self.dedicated,
+            generic_span: sorted(&self.rows.span_attrs.generic_keys),
+            generic_resource: sorted(&self.rows.resource_attrs.generic_keys),
+        })
     }
 }
 
@@ -783,6 +806,9 @@ struct ScopedAttrs {
     index: KeyIndex,
     filled: Vec<bool>,
     generic: AttrsBuilder,
+    /// Keys that went to the generic list (None once there are too many to be worth listing):
+    /// a query for any other key never needs to read that list.
+    generic_keys: Option<HashSet<String>>,
 }
 
 impl ScopedAttrs {
@@ -797,7 +823,7 @@ impl ScopedAttrs {
             });
         }
         let filled = vec![false; columns.len()];
-        ScopedAttrs { columns, index, filled, generic: AttrsBuilder::new() }
+        ScopedAttrs { columns, index, filled, generic: AttrsBuilder::new(), generic_keys: Some(HashSet::new()) }
     }
 
     /// One row: the first scalar of the dedicated type per dedicated key goes to its column,
@@ -826,6 +852,15 @@ impl ScopedAttrs {
                 }
             }
             self.generic.push(kv);
+            if let Some(keys) = &mut self.generic_keys
+                && !keys.contains(kv.key.as_str())
+            {
+                if keys.len() >= AttributeKeys::MAX_PER_SCOPE {
+                    self.generic_keys = None;
+                } else {
+                    keys.insert(kv.key.clone());
+                }
+            }
         }
         for (column, filled) in self.columns.iter_mut().zip(&self.filled) {
             if !filled {

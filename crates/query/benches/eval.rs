@@ -58,7 +58,9 @@ fn dictionary_field(f: &Field) -> Field {
     let t = match f.data_type() {
         DataType::Utf8 => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
         DataType::List(item) => DataType::List(Arc::new(dictionary_field(item))),
-        DataType::Struct(fields) => DataType::Struct(Fields::from(fields.iter().map(|f| dictionary_field(f)).collect::<Vec<_>>())),
+        DataType::Struct(fields) => {
+            DataType::Struct(Fields::from(fields.iter().map(|f| dictionary_field(f)).collect::<Vec<_>>()))
+        }
         other => other.clone(),
     };
     f.clone().with_data_type(t)

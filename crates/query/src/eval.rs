@@ -100,7 +100,9 @@ impl Field {
             Field::Attr { scope, key } => {
                 let (span, resource) = (format!("span.{key}"), dedicated_resource_column(key));
                 let scopes: &[Scope] = match scope {
-                    Scope::Unscoped => &[Scope::Span, Scope::Resource, Scope::Event, Scope::Link, Scope::Instrumentation],
+                    Scope::Unscoped => {
+                        &[Scope::Span, Scope::Resource, Scope::Event, Scope::Link, Scope::Instrumentation]
+                    }
                     other => std::slice::from_ref(other),
                 };
                 for scope in scopes {
@@ -236,16 +238,28 @@ impl ArrayVal {
         let values = array.values;
         let elems = match values.first()?.value.as_ref()? {
             V::StringValue(_) => Elems::Str(
-                values.into_iter().map(|v| if let Some(V::StringValue(s)) = v.value { Some(s) } else { None }).collect::<Option<_>>()?,
+                values
+                    .into_iter()
+                    .map(|v| if let Some(V::StringValue(s)) = v.value { Some(s) } else { None })
+                    .collect::<Option<_>>()?,
             ),
             V::IntValue(_) => Elems::Int(
-                values.into_iter().map(|v| if let Some(V::IntValue(i)) = v.value { Some(i) } else { None }).collect::<Option<_>>()?,
+                values
+                    .into_iter()
+                    .map(|v| if let Some(V::IntValue(i)) = v.value { Some(i) } else { None })
+                    .collect::<Option<_>>()?,
             ),
             V::DoubleValue(_) => Elems::Float(
-                values.into_iter().map(|v| if let Some(V::DoubleValue(f)) = v.value { Some(f) } else { None }).collect::<Option<_>>()?,
+                values
+                    .into_iter()
+                    .map(|v| if let Some(V::DoubleValue(f)) = v.value { Some(f) } else { None })
+                    .collect::<Option<_>>()?,
             ),
             V::BoolValue(_) => Elems::Bool(
-                values.into_iter().map(|v| if let Some(V::BoolValue(b)) = v.value { Some(b) } else { None }).collect::<Option<_>>()?,
+                values
+                    .into_iter()
+                    .map(|v| if let Some(V::BoolValue(b)) = v.value { Some(b) } else { None })
+                    .collect::<Option<_>>()?,
             ),
             _ => return None,
         };
@@ -376,7 +390,7 @@ pub(crate) fn cmp_scalar(op: Op, a: &Val, b: &Val) -> Option<bool> {
 
 /// Hex text of an ID, case-insensitive, with or without leading zeros (an odd length gets a
 /// leading zero). `None` if it is not hex.
-pub(crate) fn decode_id(text: &str) -> Option<Vec<u8>> {
+fn decode_id(text: &str) -> Option<Vec<u8>> {
     let padded = if text.len() % 2 == 1 { format!("0{text}") } else { text.to_owned() };
     spoor_model::ids::unhex(&padded).ok()
 }
@@ -428,6 +442,16 @@ impl Matcher {
                 Some(id_eq(b, self.id.as_deref()))
             }
             _ => cmp_scalar(self.op, v, &Val::of(&self.lit)),
+        }
+    }
+
+    /// The positive operator applied to a string (a regex, or bytewise against a string).
+    fn str(&self, s: &str) -> Option<bool> {
+        match (&self.regex, &self.lit) {
+            (Some(re), _) => Some(re.is_match(s)),
+            (None, Static::Str(l)) if self.op == Op::Eq => Some(s == l),
+            (None, Static::Str(l)) => Some(self.op.holds(s.as_bytes().cmp(l.as_bytes()))),
+            _ => None,
         }
     }
 
@@ -505,19 +529,40 @@ pub(crate) enum Expr {
     /// A bare reference (`{ .cached }`, an operand of arithmetic, a `by()` key).
     Field(Field),
     /// `field OP literal`: the fast path.
-    Match { field: Field, m: Matcher },
+    Match {
+        field: Field,
+        m: Matcher,
+    },
     /// `field = nil` (`nil: true`) or `field != nil`: absence is an answer here, never nil.
-    IsNil { field: Field, nil: bool },
+    IsNil {
+        field: Field,
+        nil: bool,
+    },
     /// `expr OP literal` for a computed left-hand side.
-    MatchValue { expr: Box<Expr>, m: Matcher },
-    ValueIsNil { expr: Box<Expr>, nil: bool },
+    MatchValue {
+        expr: Box<Expr>,
+        m: Matcher,
+    },
+    ValueIsNil {
+        expr: Box<Expr>,
+        nil: bool,
+    },
     /// Two computed operands.
-    Compare { op: Op, negated: bool, lhs: Box<Expr>, rhs: Box<Expr> },
+    Compare {
+        op: Op,
+        negated: bool,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Neg(Box<Expr>),
-    Arith { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Arith {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
 }
 
 impl Expr {
@@ -528,7 +573,10 @@ impl Expr {
             Expr::MatchValue { expr, .. } | Expr::ValueIsNil { expr, .. } | Expr::Not(expr) | Expr::Neg(expr) => {
                 expr.fields(out)
             }
-            Expr::Compare { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) | Expr::Arith { lhs, rhs, .. } => {
+            Expr::Compare { lhs, rhs, .. }
+            | Expr::And(lhs, rhs)
+            | Expr::Or(lhs, rhs)
+            | Expr::Arith { lhs, rhs, .. } => {
                 lhs.fields(out);
                 rhs.fields(out);
             }
@@ -638,7 +686,8 @@ impl<'c> Ctx<'c> {
             Scope::Resource => attrs(Some(dedicated_resource_column(key)), col::RESOURCE_ATTRS)?,
             Scope::Instrumentation => attrs(None, col::SCOPE_ATTRS)?,
             Scope::Event | Scope::Link => {
-                let (offsets, items) = self.list_of_structs(if scope == Scope::Event { col::EVENTS } else { col::LINKS })?;
+                let (offsets, items) =
+                    self.list_of_structs(if scope == Scope::Event { col::EVENTS } else { col::LINKS })?;
                 let list = AttrList::of(col::ATTRS, struct_field(items, col::ATTRS)?)?;
                 let inner = Source::Attrs(Attrs { key: list.key_matcher(key), dedicated: None, list });
                 Source::Each { offsets, len: items.len(), inner: Box::new(inner) }
@@ -669,14 +718,18 @@ impl<'c> Ctx<'c> {
             Kind => Source::Column(Col::Kind(num(col::KIND)?)),
             SpanId => Source::Column(Col::Id(IdCol::of(col::SPAN_ID, self.column(col::SPAN_ID)?)?)),
             TraceId => Source::Column(Col::Id(IdCol::of(col::TRACE_ID, self.column(col::TRACE_ID)?)?)),
-            ParentId => Source::Column(Col::Id(IdCol::Bin(derived("span:parentID")?.parent_id.as_ref().ok_or_else(missing)?))),
-            ChildCount => Source::Column(Col::Int(Num::I64(derived("span:childCount")?.child_count.as_ref().ok_or_else(missing)?))),
+            ParentId => {
+                Source::Column(Col::Id(IdCol::Bin(derived("span:parentID")?.parent_id.as_ref().ok_or_else(missing)?)))
+            }
+            ChildCount => Source::Column(Col::Int(Num::I64(
+                derived("span:childCount")?.child_count.as_ref().ok_or_else(missing)?,
+            ))),
             TraceDuration => Source::Column(Col::Duration(Num::I64(
                 derived("trace:duration")?.trace_duration.as_ref().ok_or_else(missing)?,
             ))),
-            TraceRootName => {
-                Source::Column(Col::Str(StrCol::Plain(derived("trace:rootName")?.root_name.as_ref().ok_or_else(missing)?)))
-            }
+            TraceRootName => Source::Column(Col::Str(StrCol::Plain(
+                derived("trace:rootName")?.root_name.as_ref().ok_or_else(missing)?,
+            ))),
             TraceRootService => Source::Column(Col::Str(StrCol::Plain(
                 derived("trace:rootService")?.root_service.as_ref().ok_or_else(missing)?,
             ))),
@@ -864,9 +917,22 @@ impl<'c> Col<'c> {
                         })
                         .collect()
                 }
+                (_, Op::Regex, Some(re)) => {
+                    let (hit, miss) = hit_miss(m);
+                    let mut recent = Recent::default();
+                    (0..n)
+                        .map(|i| match a.is_valid(i) {
+                            true if recent.is_match(re, a.value(i)) => hit,
+                            true => miss,
+                            false => Tri::N,
+                        })
+                        .collect()
+                }
                 _ => (0..n).map(|i| m.test(&self.value(i))).collect(),
             },
-            Col::Int(c) | Col::Duration(c) => numbers(c, m).unwrap_or_else(|| (0..n).map(|i| m.test(&self.value(i))).collect()),
+            Col::Int(c) | Col::Duration(c) => {
+                numbers(c, m).unwrap_or_else(|| (0..n).map(|i| m.test(&self.value(i))).collect())
+            }
             Col::Status(c) if m.op == Op::Eq && matches!(m.lit, Static::Status(_)) => {
                 let Static::Status(lit) = m.lit else { unreachable!("matched above") };
                 enums(c, m, |code| Status::from_otlp(code) == lit)
@@ -901,13 +967,19 @@ fn numbers(c: &Num, m: &Matcher) -> Option<Vec<Tri>> {
         (Num::I32(a), Static::Int(l) | Static::Duration(l)) => {
             with_nulls(ordered(a.values(), |v| v as i64, m.op, *l, hit, miss), a.nulls())
         }
-        (Num::I64(a), Static::Int(l) | Static::Duration(l)) => with_nulls(ordered(a.values(), |v| v, m.op, *l, hit, miss), a.nulls()),
+        (Num::I64(a), Static::Int(l) | Static::Duration(l)) => {
+            with_nulls(ordered(a.values(), |v| v, m.op, *l, hit, miss), a.nulls())
+        }
         // Durations past i64::MAX wrap, as `Num::get` reads them.
         (Num::U64(a), Static::Int(l) | Static::Duration(l)) => {
             with_nulls(ordered(a.values(), |v| v as i64, m.op, *l, hit, miss), a.nulls())
         }
-        (Num::I32(a), Static::Float(l)) => with_nulls(ordered(a.values(), |v| v as f64, m.op, *l, hit, miss), a.nulls()),
-        (Num::I64(a), Static::Float(l)) => with_nulls(ordered(a.values(), |v| v as f64, m.op, *l, hit, miss), a.nulls()),
+        (Num::I32(a), Static::Float(l)) => {
+            with_nulls(ordered(a.values(), |v| v as f64, m.op, *l, hit, miss), a.nulls())
+        }
+        (Num::I64(a), Static::Float(l)) => {
+            with_nulls(ordered(a.values(), |v| v as f64, m.op, *l, hit, miss), a.nulls())
+        }
         (Num::U64(a), Static::Float(l)) => {
             with_nulls(ordered(a.values(), |v| v as i64 as f64, m.op, *l, hit, miss), a.nulls())
         }
@@ -915,7 +987,14 @@ fn numbers(c: &Num, m: &Matcher) -> Option<Vec<Tri>> {
     })
 }
 
-fn ordered<T: Copy, K: PartialOrd>(values: &[T], key: impl Fn(T) -> K, op: Op, lit: K, hit: Tri, miss: Tri) -> Vec<Tri> {
+fn ordered<T: Copy, K: PartialOrd>(
+    values: &[T],
+    key: impl Fn(T) -> K,
+    op: Op,
+    lit: K,
+    hit: Tri,
+    miss: Tri,
+) -> Vec<Tri> {
     let pick = |b: bool| if b { hit } else { miss };
     match op {
         Op::Eq => values.iter().map(|&v| pick(key(v) == lit)).collect(),
@@ -939,6 +1018,68 @@ fn enums(c: &Num, m: &Matcher, same: impl Fn(i32) -> bool) -> Vec<Tri> {
     }
 }
 
+/// Regex results of recently seen strings, in slots picked by length and a few bytes. String
+/// columns repeat few values (names, services) and a regex costs far more than a lookup; a
+/// miss costs just the regex, so no input makes this slower than no cache.
+struct Recent<'a> {
+    slots: [Option<(&'a str, bool)>; 64],
+}
+
+impl Default for Recent<'_> {
+    fn default() -> Self {
+        Recent { slots: [None; 64] }
+    }
+}
+
+impl<'a> Recent<'a> {
+    fn is_match(&mut self, re: &Regex, s: &'a str) -> bool {
+        let b = s.as_bytes();
+        let byte = |i: usize| b.get(i).copied().unwrap_or(0) as usize;
+        let slot = (b.len() ^ (byte(0) << 1) ^ (byte(b.len() / 2) << 2) ^ (byte(b.len().wrapping_sub(1)) << 3)) % 64;
+        match self.slots[slot] {
+            Some((seen, matched)) if seen == s => matched,
+            _ => {
+                let matched = re.is_match(s);
+                self.slots[slot] = Some((s, matched));
+                matched
+            }
+        }
+    }
+}
+
+/// A comparison against the string values of an attribute list: once per distinct value
+/// for dictionaries.
+enum StrTest<'c> {
+    Plain(&'c StringArray, Box<Recent<'c>>),
+    /// Per dictionary value: `None` if it is null, else the comparison's result.
+    Dict(&'c Int32Array, Vec<Option<Option<bool>>>),
+}
+
+impl<'c> StrTest<'c> {
+    fn new(c: StrCol<'c>, m: &Matcher) -> StrTest<'c> {
+        match c {
+            StrCol::Plain(a) => StrTest::Plain(a, Box::default()),
+            StrCol::Dict(keys, values) => StrTest::Dict(
+                keys,
+                (0..values.len()).map(|k| values.is_valid(k).then(|| m.str(values.value(k)))).collect(),
+            ),
+        }
+    }
+
+    /// `None` when entry `j` holds no string; else the positive operator's result.
+    fn at(&mut self, m: &Matcher, j: usize) -> Option<Option<bool>> {
+        match self {
+            StrTest::Plain(a, recent) => a.is_valid(j).then(|| match &m.regex {
+                Some(re) => Some(recent.is_match(re, a.value(j))),
+                None => m.str(a.value(j)),
+            }),
+            StrTest::Dict(keys, table) => {
+                keys.is_valid(j).then(|| table.get(keys.value(j) as usize).copied().flatten()).flatten()
+            }
+        }
+    }
+}
+
 /// A list of attributes per row (span, resource, scope, event or link attributes).
 pub(crate) struct AttrList<'c> {
     offsets: &'c [i32],
@@ -955,7 +1096,11 @@ impl<'c> AttrList<'c> {
         let list = column.as_list_opt::<i32>().ok_or_else(|| type_error(name, column, "a list of attributes"))?;
         let attrs = list.values().as_struct_opt().ok_or_else(|| type_error(name, column, "a list of attributes"))?;
         let typed = |field: &str, ok: bool| -> Result<()> {
-            if ok { Ok(()) } else { Err(Error::Corrupt(format!("attribute field {field} of {name} has an unexpected type"))) }
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::Corrupt(format!("attribute field {field} of {name} has an unexpected type")))
+            }
         };
         let int = attrs.column_by_name(col::INT).map(|c| c.as_primitive_opt::<Int64Type>());
         let double = attrs.column_by_name(col::DOUBLE).map(|c| c.as_primitive_opt::<Float64Type>());
@@ -978,7 +1123,9 @@ impl<'c> AttrList<'c> {
 
     fn key_matcher(&self, key: &'c str) -> KeyMatch<'c> {
         match self.keys {
-            StrCol::Plain(a) => KeyMatch::Plain { offsets: a.value_offsets(), data: a.value_data(), key: key.as_bytes() },
+            StrCol::Plain(a) => {
+                KeyMatch::Plain { offsets: a.value_offsets(), data: a.value_data(), key: key.as_bytes() }
+            }
             // The key is compared once per distinct key, not once per attribute.
             StrCol::Dict(keys, values) => KeyMatch::Dict {
                 keys,
@@ -1021,8 +1168,8 @@ impl KeyMatch<'_> {
                 let Some(offsets) = offsets.get(entries.start..entries.end + 1) else { return out };
                 for (k, w) in offsets.windows(2).enumerate() {
                     let (s, e) = (w[0] as usize, w[1] as usize);
-                    // Lengths differ for most keys: compare bytes only when they agree.
-                    if e.wrapping_sub(s) == key.len() && data.get(s..e) == Some(*key) {
+                    // Lengths or first bytes differ for most keys: compare the rest only then.
+                    if e.wrapping_sub(s) == key.len() && data.get(s) == key.first() && data.get(s..e) == Some(*key) {
                         out.push(entries.start + k);
                     }
                 }
@@ -1074,8 +1221,12 @@ impl<'c> Attrs<'c> {
             Some(c) => c.test(m, n),
             None => vec![Tri::N; n],
         };
+        let mut strings = self.list.str.map(|c| StrTest::new(c, m));
         self.each_entry(0..n, |row, j| {
-            if let Some(v) = self.list.value(j) {
+            // Most values are strings: compare them without building a value.
+            if let Some(r) = strings.as_mut().and_then(|t| t.at(m, j)) {
+                out[row] = fold(m.negated, out[row], r);
+            } else if let Some(v) = self.list.value(j) {
                 out[row] = m.fold(out[row], &v);
             }
         });
@@ -1116,7 +1267,11 @@ pub(crate) enum Source<'c> {
     Attrs(Attrs<'c>),
     /// Events or links: `inner` has a row per event (link); a span satisfies a condition when
     /// at least one of its events does.
-    Each { offsets: &'c [i32], len: usize, inner: Box<Source<'c>> },
+    Each {
+        offsets: &'c [i32],
+        len: usize,
+        inner: Box<Source<'c>>,
+    },
     /// Unscoped attributes: the first scope (span, resource, event, link, scope) with a value.
     First(Vec<Source<'c>>),
 }
@@ -1150,7 +1305,9 @@ impl<'c> Source<'c> {
         match self {
             Source::Each { offsets, len, inner } => {
                 let items = inner.present(*len);
-                (0..n).map(|row| range(offsets, row).is_some_and(|r| items.get(r).is_some_and(|i| i.contains(&true)))).collect()
+                (0..n)
+                    .map(|row| range(offsets, row).is_some_and(|r| items.get(r).is_some_and(|i| i.contains(&true))))
+                    .collect()
             }
             Source::First(scopes) => {
                 let mut out = vec![false; n];
@@ -1214,9 +1371,12 @@ impl<'c> Source<'c> {
         match self {
             Source::Column(c) => c.value(row),
             Source::Attrs(a) => a.values(row..row + 1).pop().unwrap_or(Val::Nil),
-            Source::Each { offsets, inner, .. } => {
-                range(offsets, row).into_iter().flatten().map(|i| inner.value(i)).find(|v| !v.is_nil()).unwrap_or(Val::Nil)
-            }
+            Source::Each { offsets, inner, .. } => range(offsets, row)
+                .into_iter()
+                .flatten()
+                .map(|i| inner.value(i))
+                .find(|v| !v.is_nil())
+                .unwrap_or(Val::Nil),
             Source::First(scopes) => scopes.iter().map(|s| s.value(row)).find(|v| !v.is_nil()).unwrap_or(Val::Nil),
         }
     }
@@ -1225,7 +1385,7 @@ impl<'c> Source<'c> {
 /// The items of list row `row`, if its offsets are sane.
 fn range(offsets: &[i32], row: usize) -> Option<Range<usize>> {
     let (s, e) = (*offsets.get(row)?, *offsets.get(row + 1)?);
-    (0 <= s && s <= e).then(|| s as usize..e as usize)
+    (0 <= s && s <= e).then_some(s as usize..e as usize)
 }
 
 /// True if any item is, else false if any item is, else nil.
@@ -1301,7 +1461,10 @@ mod tests {
         assert_eq!(a(BinOp::Mod, Val::Float(1.0), Val::Int(0)), "Nil");
         assert_eq!(a(BinOp::Div, Val::Int(i64::MIN), Val::Int(-1)), format!("Int({})", i64::MIN));
         assert_eq!(a(BinOp::Add, Val::Int(i64::MAX), Val::Int(1)), format!("Int({})", i64::MIN));
-        assert_eq!(a(BinOp::Pow, Val::Int(3), Val::Int(i64::MAX)), a(BinOp::Pow, Val::Int(3), Val::Int(u32::MAX as i64)));
+        assert_eq!(
+            a(BinOp::Pow, Val::Int(3), Val::Int(i64::MAX)),
+            a(BinOp::Pow, Val::Int(3), Val::Int(u32::MAX as i64))
+        );
         assert_eq!(a(BinOp::Mul, Val::Duration(10), Val::Int(2)), "Float(20.0)");
         assert_eq!(a(BinOp::Add, Val::Str("a"), Val::Int(1)), "Nil");
         assert_eq!(format!("{:?}", negate(&Val::Int(i64::MIN))), format!("Int({})", i64::MIN));
@@ -1344,6 +1507,16 @@ mod tests {
             let b = Col::Str(StrCol::Dict(dict.keys(), dict_values)).test(&m, values.len());
             assert_eq!(a, b, "{op:?} {negated} {lit:?}");
             assert_eq!(a[1], Tri::N);
+        }
+    }
+
+    #[test]
+    fn recent_regex_results_are_the_regex_results() {
+        let re = Regex::new("^(?s:a.*)$").unwrap();
+        let words: Vec<String> = (0..500).map(|i| format!("{}{}", ["a", "b", "ab", ""][i % 4], i % 37)).collect();
+        let mut recent = Recent::default();
+        for w in words.iter().chain(words.iter().rev()) {
+            assert_eq!(recent.is_match(&re, w), re.is_match(w), "{w}");
         }
     }
 

@@ -7,8 +7,8 @@ use arrow_buffer::BooleanBuffer;
 use arrow_schema::Schema;
 use spoor_block::columns as col;
 use spoor_traceql::ast::{
-    Attribute, BinOp, FieldExpr, Hint, Intrinsic, MetricsExpr, Pipeline, Query, Root, ScalarExpr, SpansetExpr,
-    SpansetOp, SpansetQuery, Stage as AstStage, Static, UnaryOp,
+    Attribute, BinOp, FieldExpr, Hint, Intrinsic, MetricsExpr, Pipeline, Query, Root, ScalarExpr, Scope,
+    SpansetExpr, SpansetOp, SpansetQuery, Stage as AstStage, Static, UnaryOp,
 };
 
 use crate::eval::{Ctx, Expr, Field, Matcher, Op, Tri};
@@ -113,8 +113,7 @@ impl Plan {
     /// start, duration, name, status_code, service_name). In schema order.
     pub fn columns(&self, available: &Schema) -> Vec<String> {
         let names = column_names(available);
-        let mut out: Vec<String> =
-            BASE_COLUMNS.iter().filter(|c| names.contains(c)).map(|c| (*c).to_owned()).collect();
+        let mut out: Vec<String> = BASE_COLUMNS.iter().filter(|c| names.contains(c)).map(|c| (*c).to_owned()).collect();
         self.fields().into_iter().for_each(|f| f.columns(&names, &mut out));
         in_schema_order(out, &names)
     }
@@ -144,6 +143,23 @@ impl Plan {
     /// `spss` caps spans per spanset. Hits come in batch order.
     pub fn evaluate(&self, batch: &RecordBatch, spss: usize) -> Result<Vec<TraceHit>> {
         spanset::evaluate(self, batch, spss)
+    }
+
+    /// The attributes the plan reads, as (scope, key), and the intrinsics: a scanner can skip
+    /// an attribute list that a block's key catalog says holds none of these keys.
+    pub fn referenced(&self) -> (Vec<(Scope, String)>, Vec<Intrinsic>) {
+        let mut attrs: Vec<(Scope, String)> = Vec::new();
+        let mut intrinsics: Vec<Intrinsic> = Vec::new();
+        for f in self.fields() {
+            match f {
+                Field::Attr { scope, key } if !attrs.iter().any(|(s, k)| s == scope && k == key) => {
+                    attrs.push((*scope, key.clone()))
+                }
+                Field::Intrinsic(i) if !intrinsics.contains(i) => intrinsics.push(*i),
+                _ => {}
+            }
+        }
+        (attrs, intrinsics)
     }
 
     /// The query's `with(...)` hints, as written (unknown ones included).
@@ -230,7 +246,9 @@ fn combine(op: SpansetOp, l: Necessary, r: Necessary) -> Necessary {
             Necessary { all: r.all.clone(), some: r.best().or_else(|| l.best()) }
         }
         // Right-hand spans without a partner: the left side may well be empty.
-        NotChild | NotParent | NotDescendant | NotAncestor | NotSibling => Necessary { all: r.all.clone(), some: r.best() },
+        NotChild | NotParent | NotDescendant | NotAncestor | NotSibling => {
+            Necessary { all: r.all.clone(), some: r.best() }
+        }
         UnionChild | UnionParent | UnionDescendant | UnionAncestor | UnionSibling => {
             Necessary { all: all_either(), some: r.best().or_else(|| l.best()) }
         }
@@ -299,7 +317,9 @@ impl Compiler {
     fn query(&mut self, q: &SpansetQuery) -> Result<Node> {
         Ok(match q {
             SpansetQuery::Pipeline(p) => self.pipeline(p)?,
-            SpansetQuery::Op { op, lhs, rhs, .. } => Node::Op(*op, Box::new(self.query(lhs)?), Box::new(self.query(rhs)?)),
+            SpansetQuery::Op { op, lhs, rhs, .. } => {
+                Node::Op(*op, Box::new(self.query(lhs)?), Box::new(self.query(rhs)?))
+            }
         })
     }
 
@@ -336,7 +356,9 @@ impl Compiler {
                 self.filters.push(compiled);
                 SetExpr::Filter(self.filters.len() - 1)
             }
-            SpansetExpr::Op { op, lhs, rhs, .. } => SetExpr::Op(*op, Box::new(self.set(lhs)?), Box::new(self.set(rhs)?)),
+            SpansetExpr::Op { op, lhs, rhs, .. } => {
+                SetExpr::Op(*op, Box::new(self.set(lhs)?), Box::new(self.set(rhs)?))
+            }
         })
     }
 
@@ -375,8 +397,12 @@ impl Compiler {
             FieldExpr::Attr { attr, .. } => Expr::Field(self.field(attr)?),
             FieldExpr::Unary { op: UnaryOp::Not, expr, .. } => Expr::Not(Box::new(self.expr(expr)?)),
             FieldExpr::Unary { op: UnaryOp::Neg, expr, .. } => Expr::Neg(Box::new(self.expr(expr)?)),
-            FieldExpr::Binary { op: BinOp::And, lhs, rhs, .. } => Expr::And(Box::new(self.expr(lhs)?), Box::new(self.expr(rhs)?)),
-            FieldExpr::Binary { op: BinOp::Or, lhs, rhs, .. } => Expr::Or(Box::new(self.expr(lhs)?), Box::new(self.expr(rhs)?)),
+            FieldExpr::Binary { op: BinOp::And, lhs, rhs, .. } => {
+                Expr::And(Box::new(self.expr(lhs)?), Box::new(self.expr(rhs)?))
+            }
+            FieldExpr::Binary { op: BinOp::Or, lhs, rhs, .. } => {
+                Expr::Or(Box::new(self.expr(lhs)?), Box::new(self.expr(rhs)?))
+            }
             FieldExpr::Binary { op, lhs, rhs, .. } if op.is_arithmetic() => {
                 Expr::Arith { op: *op, lhs: Box::new(self.expr(lhs)?), rhs: Box::new(self.expr(rhs)?) }
             }
@@ -385,7 +411,8 @@ impl Compiler {
     }
 
     fn comparison(&mut self, op: BinOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr> {
-        let (op, negated) = Op::split(op).ok_or_else(|| Error::Invalid(format!("unexpected operator {}", op.as_str())))?;
+        let (op, negated) =
+            Op::split(op).ok_or_else(|| Error::Invalid(format!("unexpected operator {}", op.as_str())))?;
         let is_static = |e: &FieldExpr| matches!(e, FieldExpr::Static { .. });
         // A literal on the left: `3 < .a` is `.a > 3`.
         let (op, lhs, rhs) = if is_static(lhs) && !is_static(rhs) {
@@ -417,7 +444,9 @@ impl Compiler {
             (lhs, FieldExpr::Static { value, .. }) => {
                 Expr::MatchValue { expr: Box::new(self.expr(lhs)?), m: Matcher::new(op, negated, value.clone())? }
             }
-            _ if op == Op::Regex => return Err(Error::Invalid("the right-hand side of =~ and !~ must be a string".into())),
+            _ if op == Op::Regex => {
+                return Err(Error::Invalid("the right-hand side of =~ and !~ must be a string".into()));
+            }
             (lhs, rhs) => Expr::Compare { op, negated, lhs: Box::new(self.expr(lhs)?), rhs: Box::new(self.expr(rhs)?) },
         })
     }

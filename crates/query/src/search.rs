@@ -157,10 +157,12 @@ struct BlockHits {
 async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<BlockHits> {
     let fetched_before = reader.bytes_fetched();
     let footer = reader.footer().await?;
-    let schema = reader.schema().await?;
+    let full = reader.schema().await?;
+    let lists = Skipped::new(reader.meta(), &full, &req.plan);
+    let schema = lists.view(&full);
     let columns = req.plan.columns(&schema);
     let prefilter = req.plan.prefilter_columns(&schema);
-    let start_col = schema.fields().iter().position(|f| f.name() == col::START);
+    let start_col = full.fields().iter().position(|f| f.name() == col::START);
     let mut out = BlockHits { hits: Vec::new(), inspected_traces: 0, inspected_spans: 0, inspected_bytes: 0 };
     for (rg, meta) in footer.row_groups().iter().enumerate() {
         // Spans in a row group that all start after the range cannot overlap it.
@@ -170,11 +172,23 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
         {
             continue;
         }
-        out.inspected_spans += meta.num_rows().max(0) as u64;
+        let rows = meta.num_rows().max(0) as usize;
+        out.inspected_spans += rows as u64;
         let selection = match &prefilter {
             None => None,
             Some(pcols) => {
-                let batch = reader.read_row_group(rg, pcols, None).await?;
+                let batch = if pcols.is_empty() {
+                    // Every column the prefilter reads is absent from this block: it is
+                    // decided by the key catalog alone (usually: nothing can match).
+                    RecordBatch::try_new_with_options(
+                        Arc::new(arrow_schema::Schema::empty()),
+                        Vec::new(),
+                        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+                    )?
+                } else {
+                    reader.read_row_group(rg, pcols, None).await?
+                };
+                let batch = lists.complete(batch)?;
                 let plan = req.plan.clone();
                 let mask = blocking(move || plan.prefilter(&batch)).await?;
                 if mask.true_count() == 0 {
@@ -185,7 +199,7 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
                 Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), mask.len()))
             }
         };
-        let batch = reader.read_row_group(rg, &columns, selection).await?;
+        let batch = lists.complete(reader.read_row_group(rg, &columns, selection).await?)?;
         let plan = req.plan.clone();
         let spss = req.spss;
         let (hits, traces) = blocking(move || {
@@ -198,6 +212,80 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
     }
     out.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
     Ok(out)
+}
+
+/// Attribute lists of a block that cannot hold any key the plan reads, by the block's key
+/// catalog (`meta.keys`). They are not read; batches get them back as empty lists, so the
+/// evaluator sees the block's full layout. A dedicated key whose values all went to its
+/// column, or a key the block never saw, then costs nothing to look for.
+struct Skipped {
+    lists: Vec<arrow_schema::FieldRef>,
+}
+
+impl Skipped {
+    fn new(meta: &spoor_block::BlockMeta, schema: &arrow_schema::Schema, plan: &Plan) -> Skipped {
+        use spoor_traceql::ast::{Intrinsic, Scope};
+        let (attrs, intrinsics) = plan.referenced();
+        let keys = &meta.keys;
+        // Whether a list may hold one of the keys the plan reads in `scope` (unscoped reads all).
+        let may_hold = |scope: Scope, known: Option<&Vec<String>>| -> bool {
+            let Some(known) = known else { return true };
+            attrs.iter().any(|(s, k)| (*s == scope || *s == Scope::Unscoped) && known.binary_search(k).is_ok())
+        };
+        // The per-scope lists are complete unless the catalog overflowed.
+        let complete = !keys.truncated;
+        let mut skip = Vec::new();
+        if !may_hold(Scope::Span, keys.generic_span.as_ref()) {
+            skip.push(col::ATTRS);
+        }
+        if !may_hold(Scope::Resource, keys.generic_resource.as_ref()) {
+            skip.push(col::RESOURCE_ATTRS);
+        }
+        if !may_hold(Scope::Instrumentation, complete.then_some(&keys.instrumentation)) {
+            skip.push(col::SCOPE_ATTRS);
+        }
+        let uses = |list: &[Intrinsic]| intrinsics.iter().any(|i| list.contains(i));
+        if !uses(&[Intrinsic::EventName, Intrinsic::EventTimeSinceStart]) && !may_hold(Scope::Event, complete.then_some(&keys.event)) {
+            skip.push(col::EVENTS);
+        }
+        if !uses(&[Intrinsic::LinkTraceId, Intrinsic::LinkSpanId]) && !may_hold(Scope::Link, complete.then_some(&keys.link)) {
+            skip.push(col::LINKS);
+        }
+        let lists = schema.fields().iter().filter(|f| skip.contains(&f.name().as_str())).cloned().collect();
+        Skipped { lists }
+    }
+
+    /// The schema without the skipped lists: what the plan chooses its columns from.
+    fn view(&self, schema: &arrow_schema::Schema) -> arrow_schema::Schema {
+        let fields: Vec<_> = schema.fields().iter().filter(|f| !self.lists.contains(f)).cloned().collect();
+        arrow_schema::Schema::new(fields)
+    }
+
+    /// `batch` plus every skipped list, empty on every row.
+    fn complete(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.lists.is_empty() {
+            return Ok(batch);
+        }
+        let rows = batch.num_rows();
+        let mut fields: Vec<arrow_schema::FieldRef> = batch.schema().fields().iter().cloned().collect();
+        let mut columns = batch.columns().to_vec();
+        for field in &self.lists {
+            let arrow_schema::DataType::List(item) = field.data_type() else { continue };
+            let empty = arrow_array::ListArray::try_new(
+                item.clone(),
+                arrow_buffer::OffsetBuffer::new_zeroed(rows),
+                arrow_array::new_empty_array(item.data_type()),
+                None,
+            )?;
+            fields.push(field.clone());
+            columns.push(Arc::new(empty));
+        }
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(arrow_schema::Schema::new(fields)),
+            columns,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
 }
 
 fn trace_ids(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
@@ -322,6 +410,9 @@ mod tests {
     use super::*;
 
     fn ids(rows: &[u8]) -> FixedSizeBinaryArray {
+        if rows.is_empty() {
+            return FixedSizeBinaryArray::new_null(16, 0);
+        }
         FixedSizeBinaryArray::try_from_iter(rows.iter().map(|&b| [b; 16])).unwrap()
     }
 

@@ -15,7 +15,7 @@ use spoor_block::columns as col;
 use spoor_model::TraceId;
 use spoor_traceql::ast::{AggFunc, BinOp, Intrinsic, SpansetOp, Static};
 
-use crate::eval::{Ctx, Derived, Expr, Field, IdCol, Num, Op, Source, StrCol, Tri, Val, arith, cmp_scalar, fold};
+use crate::eval::{Ctx, Derived, Field, IdCol, Num, Op, Source, StrCol, Tri, Val, arith, cmp_scalar, fold};
 use crate::hit::{SpanHit, SpansetHit, TraceHit, Value};
 use crate::plan::Plan;
 use crate::{Error, Result};
@@ -32,9 +32,17 @@ pub(crate) enum Node {
 pub(crate) enum Stage {
     Set(SetExpr),
     /// `aggregate OP scalar`: keeps a spanset whole when true, attaching the aggregates.
-    Scalar { op: Op, negated: bool, lhs: Scalar, rhs: Scalar },
+    Scalar {
+        op: Op,
+        negated: bool,
+        lhs: Scalar,
+        rhs: Scalar,
+    },
     /// `by(expr)`: `value` indexes the plan's per-row values.
-    By { value: usize, key: String },
+    By {
+        value: usize,
+        key: String,
+    },
     Coalesce,
 }
 
@@ -49,7 +57,11 @@ pub(crate) enum SetExpr {
 pub(crate) enum Scalar {
     /// `value` indexes the plan's per-row values (`None` for `count()`); `key` is how the
     /// aggregate prints (`avg(duration)`), the spanset attribute it becomes.
-    Agg { func: AggFunc, value: Option<usize>, key: String },
+    Agg {
+        func: AggFunc,
+        value: Option<usize>,
+        key: String,
+    },
     Const(Static),
     Arith(BinOp, Box<Scalar>, Box<Scalar>),
 }
@@ -120,8 +132,16 @@ impl<'c> Base<'c> {
 fn traces(ids: &IdCol, rows: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
+    let same = |a: usize, b: usize| match ids {
+        // Block trace IDs: compare 16 bytes as one number, not through memcmp.
+        IdCol::Fixed(a16) if a16.value_length() == 16 => {
+            let id = |r: usize| u128::from_ne_bytes(a16.value(r).try_into().expect("16-byte values"));
+            id(a) == id(b)
+        }
+        _ => ids.get(a) == ids.get(b),
+    };
     for row in 1..=rows {
-        if row == rows || ids.get(row) != ids.get(start) {
+        if row == rows || !same(row, start) {
             out.push(start..row);
             start = row;
         }
@@ -450,24 +470,40 @@ impl<'c> Eval<'c> {
         }
     }
 
-    fn hit(&self, t: &Range<usize>, sets: Vec<Set>, reported: &[Reported], sources: &[Source], spss: usize) -> TraceHit {
+    fn hit(
+        &self,
+        t: &Range<usize>,
+        sets: Vec<Set>,
+        reported: &[Reported],
+        sources: &[Source],
+        spss: usize,
+    ) -> TraceHit {
         let b = self.base;
         let root = b.root(t);
-        let mut service_stats = BTreeMap::new();
+        // Per service of this trace (a handful): counted by reference, owned once at the end.
+        let mut services: Vec<(&str, (u32, u32))> = Vec::new();
         for r in t.clone() {
             if let Some(service) = b.service.get(r) {
-                let e: &mut (u32, u32) = service_stats.entry(service.to_owned()).or_default();
-                e.0 += 1;
+                let i = services.iter().position(|(s, _)| *s == service).unwrap_or_else(|| {
+                    services.push((service, (0, 0)));
+                    services.len() - 1
+                });
+                let counts = &mut services[i].1;
+                counts.0 += 1;
                 // OTLP status code 2 is an error.
-                e.1 += u32::from(b.status.get(r) == Some(2));
+                counts.1 += u32::from(b.status.get(r) == Some(2));
             }
         }
+        let service_stats: BTreeMap<String, (u32, u32)> =
+            services.into_iter().map(|(s, c)| (s.to_owned(), c)).collect();
         let spansets = sets
             .into_iter()
             .map(|s| {
                 let mut rows = s.rows;
+                // Rows are in start order already; span IDs only break ties.
                 rows.sort_by(|&x, &y| {
-                    (b.start[x as usize], b.span_id.get(x as usize)).cmp(&(b.start[y as usize], b.span_id.get(y as usize)))
+                    let (x, y) = (x as usize, y as usize);
+                    b.start[x].cmp(&b.start[y]).then_with(|| b.span_id.get(x).cmp(&b.span_id.get(y)))
                 });
                 let matched = rows.len() as u32;
                 rows.truncate(spss);
@@ -476,7 +512,12 @@ impl<'c> Eval<'c> {
             })
             .collect();
         TraceHit {
-            trace_id: b.trace_id.get(t.start).and_then(|id| <[u8; 16]>::try_from(id).ok()).map(TraceId).unwrap_or_default(),
+            trace_id: b
+                .trace_id
+                .get(t.start)
+                .and_then(|id| <[u8; 16]>::try_from(id).ok())
+                .map(TraceId)
+                .unwrap_or_default(),
             root_service: root.and_then(|r| b.service.get(r)).map(str::to_owned),
             root_name: root.and_then(|r| b.name.get(r)).map(str::to_owned),
             start_unix_nano: t.clone().map(|r| b.start[r]).min().unwrap_or(0),

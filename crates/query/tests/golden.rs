@@ -59,7 +59,8 @@ fn golden() {
                 let got = run(&query, spss, batch, two_phase);
                 if got != expected {
                     let how = if two_phase { "prefilter + candidates" } else { "whole batch" };
-                    failures.push(format!("{name} ({batch_name}, {how}): {query}\n--- expected\n{expected}--- got\n{got}"));
+                    failures
+                        .push(format!("{name} ({batch_name}, {how}): {query}\n--- expected\n{expected}--- got\n{got}"));
                 }
             }
         }

@@ -105,10 +105,7 @@ fn dictionary_columns_really_are_dictionaries() {
 
 #[test]
 fn queries_that_cannot_run_are_the_clients_fault() {
-    for (query, message) in [
-        (r#"{ .a =~ "[" }"#, "invalid regex"),
-        ("{ parent.x = 1 }", "parent not yet supported"),
-    ] {
+    for (query, message) in [(r#"{ .a =~ "[" }"#, "invalid regex"), ("{ parent.x = 1 }", "parent not yet supported")] {
         let err = Plan::new(&spoor_traceql::parse_unchecked(query).unwrap()).unwrap_err();
         assert!(err.is_bad_request(), "{query}: {err}");
         assert!(err.to_string().contains(message), "{query}: {err}");

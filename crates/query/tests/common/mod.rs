@@ -20,7 +20,8 @@ use spoor_query::{Plan, TraceHit, Value};
 pub const T0: u64 = 1_700_000_000_000_000_000;
 const MS: u64 = 1_000_000;
 
-pub const T1: [u8; 16] = [0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c];
+pub const T1: [u8; 16] =
+    [0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c];
 pub const T2: [u8; 16] = [0x22; 16];
 pub const T3: [u8; 16] = [0x33; 16];
 pub const T4: [u8; 16] = [0x44; 16];
@@ -108,7 +109,12 @@ pub fn dataset() -> Vec<(TraceId, Vec<Bytes>)> {
             attributes: vec![s("exception.type", "CardError"), s("exception.message", "declined")],
             dropped_attributes_count: 0,
         },
-        Event { time_unix_nano: T0 + 20 * MS, name: "retry".into(), attributes: vec![i("attempt", 1)], dropped_attributes_count: 0 },
+        Event {
+            time_unix_nano: T0 + 20 * MS,
+            name: "retry".into(),
+            attributes: vec![i("attempt", 1)],
+            dropped_attributes_count: 0,
+        },
     ];
     let mut c = span(T1, 0xa3, 0xa2, "SELECT payments", 3, (20, 40));
     c.status = status(1, "");
@@ -127,7 +133,12 @@ pub fn dataset() -> Vec<(TraceId, Vec<Bytes>)> {
     e.attributes = vec![s("http.status_code", "200"), i("retries", 1), s("note", "multi\nline")];
     let t1 = vec![
         resource(
-            vec![s("service.name", "frontend"), s("deployment.environment", "prod"), s("shadow", "from-resource"), i("host.cpus", 8)],
+            vec![
+                s("service.name", "frontend"),
+                s("deployment.environment", "prod"),
+                s("shadow", "from-resource"),
+                i("host.cpus", 8),
+            ],
             scope("io.opentelemetry.http", "1.2.3", vec![s("scope.flavor", "instrumented")]),
             vec![a, e],
         ),
@@ -156,7 +167,11 @@ pub fn dataset() -> Vec<(TraceId, Vec<Bytes>)> {
     let x = span(T2, 0xb8, 0xb9, "cycle-a", 1, (40, 45));
     let y = span(T2, 0xb9, 0xb8, "cycle-b", 1, (41, 44));
     let t2 = vec![
-        resource(vec![s("service.name", "worker")], scope("worker-lib", "0.1", vec![]), vec![r1, k1, o1, o2, o3, o4, x, y]),
+        resource(
+            vec![s("service.name", "worker")],
+            scope("worker-lib", "0.1", vec![]),
+            vec![r1, k1, o1, o2, o3, o4, x, y],
+        ),
         resource(vec![s("service.name", "cron")], scope("worker-lib", "0.1", vec![]), vec![r2]),
     ];
 
@@ -234,7 +249,8 @@ pub fn read_parquet(data: Bytes, dictionaries: bool) -> RecordBatch {
             builder.schema().fields().iter().map(|f| Arc::new(dictionary_field(f))).collect::<Vec<_>>(),
             builder.schema().metadata().clone(),
         ));
-        ParquetRecordBatchReaderBuilder::try_new_with_options(data, ArrowReaderOptions::new().with_schema(schema)).unwrap()
+        ParquetRecordBatchReaderBuilder::try_new_with_options(data, ArrowReaderOptions::new().with_schema(schema))
+            .unwrap()
     } else {
         builder
     };
@@ -269,7 +285,9 @@ pub fn two_phase(plan: &Plan, batch: &RecordBatch, spss: usize) -> Vec<TraceHit>
             let ids = batch.column_by_name("trace_id").unwrap();
             let ids = ids.as_any().downcast_ref::<arrow_array::FixedSizeBinaryArray>().unwrap();
             let wanted: Vec<&[u8]> = (0..batch.num_rows()).filter(|&r| mask.value(r)).map(|r| ids.value(r)).collect();
-            let keep = arrow_array::BooleanArray::from_iter((0..batch.num_rows()).map(|r| Some(wanted.contains(&ids.value(r)))));
+            let keep = arrow_array::BooleanArray::from_iter(
+                (0..batch.num_rows()).map(|r| Some(wanted.contains(&ids.value(r)))),
+            );
             arrow_select::filter::filter_record_batch(batch, &keep).unwrap()
         }
         None => batch.clone(),

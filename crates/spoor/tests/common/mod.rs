@@ -179,7 +179,7 @@ async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) ->
 }
 
 /// A plain HTTP/1.0 GET over std's TcpStream, so it works inside and outside a runtime.
-fn blocking_get(url: &str) -> Result<(u16, String), ()> {
+pub fn blocking_get(url: &str) -> Result<(u16, String), ()> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").ok_or(())?;
     let (host, path) = rest.split_once('/').ok_or(())?;
