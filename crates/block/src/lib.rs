@@ -9,9 +9,9 @@ mod write;
 
 pub use meta::{AttributeKeys, BlockMeta, ColumnSize, DedicatedColumn, new_block_id};
 pub use read::{BlockReader, TraceIter};
+pub use schema as columns;
 pub use schema::{ColumnEncoding, Encodings};
 pub use write::{BlockWriter, DedicatedPolicy, Finished, WriteOptions, encode_batch};
-pub use schema as columns;
 
 pub const DATA_FILE: &str = "data.parquet";
 pub const FILTER_FILE: &str = "filter.bin";

@@ -7,8 +7,8 @@ use arrow_buffer::BooleanBuffer;
 use arrow_schema::Schema;
 use spoor_block::columns as col;
 use spoor_traceql::ast::{
-    Attribute, BinOp, FieldExpr, Hint, Intrinsic, MetricsExpr, Pipeline, Query, Root, ScalarExpr, Scope,
-    SpansetExpr, SpansetOp, SpansetQuery, Stage as AstStage, Static, UnaryOp,
+    Attribute, BinOp, FieldExpr, Hint, Intrinsic, MetricsExpr, Pipeline, Query, Root, ScalarExpr, Scope, SpansetExpr,
+    SpansetOp, SpansetQuery, Stage as AstStage, Static, UnaryOp,
 };
 
 use crate::eval::{Ctx, Expr, Field, Matcher, Op, Tri};

@@ -174,7 +174,7 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
         }
         let rows = meta.num_rows().max(0) as usize;
         out.inspected_spans += rows as u64;
-        let selection = match &prefilter {
+        let mask = match &prefilter {
             None => None,
             Some(pcols) => {
                 let batch = if pcols.is_empty() {
@@ -194,21 +194,43 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
                 if mask.true_count() == 0 {
                     continue;
                 }
-                let ids = reader.read_row_group(rg, &[col::TRACE_ID.to_owned()], None).await?;
-                let ranges = candidate_traces(trace_ids(&ids)?, &mask);
-                Some(RowSelection::from_consecutive_ranges(ranges.into_iter(), mask.len()))
+                Some(mask)
             }
         };
-        let batch = lists.complete(reader.read_row_group(rg, &columns, selection).await?)?;
-        let plan = req.plan.clone();
-        let spss = req.spss;
-        let (hits, traces) = blocking(move || {
-            let traces = trace_ranges(trace_ids(&batch)?).len() as u64;
-            Ok((plan.evaluate(&batch, spss)?, traces))
-        })
-        .await?;
-        out.inspected_traces += traces;
-        out.hits.extend(hits);
+        // Candidate traces newest first (rows of a trace are in start order, so its first row
+        // starts it), evaluated a chunk at a time until `limit` of them match: every later
+        // candidate ranks below those, here and in the merged answer.
+        let keys = reader.read_row_group(rg, &[col::TRACE_ID.to_owned(), col::START.to_owned()], None).await?;
+        let ids = trace_ids(&keys)?;
+        let starts = keys
+            .column_by_name(col::START)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
+            .ok_or_else(|| Error::Corrupt("start_unix_nano column missing or of the wrong type".into()))?;
+        let mut candidates = match &mask {
+            Some(mask) => candidate_traces(ids, mask),
+            None => trace_ranges(ids),
+        };
+        candidates.sort_by(|a, b| {
+            starts.value(b.start).cmp(&starts.value(a.start)).then_with(|| ids.value(a.start).cmp(ids.value(b.start)))
+        });
+        let mut kept = 0;
+        let mut chunk = req.limit.clamp(16, 4096);
+        let mut rest = &candidates[..];
+        while !rest.is_empty() && kept < req.limit {
+            let (now, later) = rest.split_at(chunk.min(rest.len()));
+            rest = later;
+            chunk *= 2;
+            let mut ranges = now.to_vec();
+            ranges.sort_by_key(|r| r.start);
+            let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), rows);
+            let batch = lists.complete(reader.read_row_group(rg, &columns, Some(selection)).await?)?;
+            let plan = req.plan.clone();
+            let spss = req.spss;
+            let hits = blocking(move || plan.evaluate(&batch, spss)).await?;
+            out.inspected_traces += now.len() as u64;
+            kept += hits.iter().filter(|h| Ranked::keeps_for(req, h)).count();
+            out.hits.extend(hits);
+        }
     }
     out.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
     Ok(out)
@@ -245,10 +267,14 @@ impl Skipped {
             skip.push(col::SCOPE_ATTRS);
         }
         let uses = |list: &[Intrinsic]| intrinsics.iter().any(|i| list.contains(i));
-        if !uses(&[Intrinsic::EventName, Intrinsic::EventTimeSinceStart]) && !may_hold(Scope::Event, complete.then_some(&keys.event)) {
+        if !uses(&[Intrinsic::EventName, Intrinsic::EventTimeSinceStart])
+            && !may_hold(Scope::Event, complete.then_some(&keys.event))
+        {
             skip.push(col::EVENTS);
         }
-        if !uses(&[Intrinsic::LinkTraceId, Intrinsic::LinkSpanId]) && !may_hold(Scope::Link, complete.then_some(&keys.link)) {
+        if !uses(&[Intrinsic::LinkTraceId, Intrinsic::LinkSpanId])
+            && !may_hold(Scope::Link, complete.then_some(&keys.link))
+        {
             skip.push(col::LINKS);
         }
         let lists = schema.fields().iter().filter(|f| skip.contains(&f.name().as_str())).cloned().collect();
@@ -310,10 +336,7 @@ fn trace_ranges(ids: &FixedSizeBinaryArray) -> Vec<std::ops::Range<usize>> {
 
 /// Row ranges of the traces holding at least one row of `mask`.
 fn candidate_traces(ids: &FixedSizeBinaryArray, mask: &BooleanArray) -> Vec<std::ops::Range<usize>> {
-    trace_ranges(ids)
-        .into_iter()
-        .filter(|r| r.clone().any(|row| mask.is_valid(row) && mask.value(row)))
-        .collect()
+    trace_ranges(ids).into_iter().filter(|r| r.clone().any(|row| mask.is_valid(row) && mask.value(row))).collect()
 }
 
 /// The best `limit` hits so far, merged per trace.
@@ -351,8 +374,7 @@ impl<'a> Ranked<'a> {
 
     /// Whether `limit` kept hits all start after `end`.
     fn complete_before(&self, end: u64) -> bool {
-        let mut starts: Vec<u64> =
-            self.by_id.values().filter(|h| self.keeps(h)).map(|h| h.start_unix_nano).collect();
+        let mut starts: Vec<u64> = self.by_id.values().filter(|h| self.keeps(h)).map(|h| h.start_unix_nano).collect();
         if starts.len() < self.req.limit {
             return false;
         }
@@ -430,7 +452,8 @@ mod tests {
 
     #[test]
     fn merged_spansets_keep_every_span_once() {
-        let span = |id: u8, start| crate::hit::SpanHit { span_id: vec![id], start_unix_nano: start, ..Default::default() };
+        let span =
+            |id: u8, start| crate::hit::SpanHit { span_id: vec![id], start_unix_nano: start, ..Default::default() };
         let mut a = SpansetHit { spans: vec![span(1, 10), span(2, 20)], matched: 2, attributes: vec![] };
         let b = SpansetHit { spans: vec![span(2, 20), span(3, 5)], matched: 2, attributes: vec![] };
         union_spans(&mut a, b, 2);

@@ -15,7 +15,7 @@ use spoor_block::schema as col;
 use spoor_store::blocks::Blocks;
 use spoor_store::head::Head;
 use spoor_traceql::ast::{
-    Attribute, BinOp, FieldExpr, Pipeline, Query, Root, Span, SpansetExpr, SpansetQuery, Stage, Static,
+    Attribute, BinOp, FieldExpr, Intrinsic, Pipeline, Query, Root, Span, SpansetExpr, SpansetQuery, Stage, Static,
 };
 
 use crate::search::{SearchRequest, search};
@@ -162,21 +162,21 @@ fn is_dedicated(column: &str) -> bool {
 /// Keys of the rows of `batch` (all, or those set in `mask`).
 fn batch_names(batch: &RecordBatch, mask: Option<&BooleanArray>, out: &mut TagNames) {
     let keep = |row: usize| mask.is_none_or(|m| m.is_valid(row) && m.value(row));
+    // Dedicated columns: the key is present on a kept row where the column has a value.
     for field in batch.schema().fields() {
         let name = field.name();
         let Some(array) = batch.column_by_name(name) else { continue };
-        if let Some(key) = name.strip_prefix("span.") {
-            if (0..array.len()).any(|r| keep(r) && array.is_valid(r)) {
-                out.span.insert(key.to_owned());
-            }
+        let (set, key) = if let Some(key) = name.strip_prefix("span.") {
+            (&mut out.span, key)
         } else if let Some(key) = name.strip_prefix("resource.") {
-            if (0..array.len()).any(|r| keep(r) && array.is_valid(r)) {
-                out.resource.insert(key.to_owned());
-            }
+            (&mut out.resource, key)
         } else if name == col::SERVICE_NAME {
-            if (0..array.len()).any(|r| keep(r) && array.is_valid(r)) {
-                out.resource.insert("service.name".to_owned());
-            }
+            (&mut out.resource, "service.name")
+        } else {
+            continue;
+        };
+        if (0..array.len()).any(|r| keep(r) && array.is_valid(r)) {
+            set.insert(key.to_owned());
         }
     }
     let list = |name: &str| batch.column_by_name(name).and_then(|c| c.as_list_opt::<i32>());
@@ -241,7 +241,9 @@ pub async fn values(head: &Head, blocks: &Blocks, tenant: &str, attr: &Attribute
         span,
     };
     let expr = match &q.filter {
-        Some(filter) => FieldExpr::Binary { op: BinOp::And, lhs: Box::new(filter.clone()), rhs: Box::new(present), span },
+        Some(filter) => {
+            FieldExpr::Binary { op: BinOp::And, lhs: Box::new(filter.clone()), rhs: Box::new(present), span }
+        }
         None => present,
     };
     let query = filter_query(expr, Some(attr.clone()));
@@ -261,19 +263,27 @@ pub async fn values(head: &Head, blocks: &Blocks, tenant: &str, attr: &Attribute
     let mut out: Vec<Value> = Vec::new();
     let mut bytes = 0;
     for trace in &found.traces {
-        for set in &trace.spansets {
-            for span in &set.spans {
-                for (k, v) in &span.attributes {
-                    if *k != key || matches!(v, Value::Nil | Value::Any(_)) || out.contains(v) {
-                        continue;
-                    }
-                    bytes += value_bytes(v);
-                    if out.len() >= q.limit || bytes > q.max_bytes {
-                        return Ok(out);
-                    }
-                    out.push(v.clone());
-                }
+        // Results carry these in their own fields rather than as span attributes.
+        let own: Option<Value> = match attr {
+            Attribute::Intrinsic(Intrinsic::TraceRootName) => trace.root_name.clone().map(Value::Str),
+            Attribute::Intrinsic(Intrinsic::TraceRootService) => trace.root_service.clone().map(Value::Str),
+            _ => None,
+        };
+        let spans = trace.spansets.iter().flat_map(|set| &set.spans);
+        let values: Vec<Value> = match (attr, own) {
+            (_, Some(v)) => vec![v],
+            (Attribute::Intrinsic(Intrinsic::Name), _) => spans.map(|s| Value::Str(s.name.clone())).collect(),
+            _ => spans.flat_map(|s| &s.attributes).filter(|(k, _)| *k == key).map(|(_, v)| v.clone()).collect(),
+        };
+        for v in values {
+            if matches!(v, Value::Nil | Value::Any(_)) || out.contains(&v) {
+                continue;
             }
+            bytes += value_bytes(&v);
+            if out.len() >= q.limit || bytes > q.max_bytes {
+                return Ok(out);
+            }
+            out.push(v);
         }
     }
     Ok(out)

@@ -250,7 +250,8 @@ fn legacy_query(tags: &[(String, String)]) -> String {
     let conds: Vec<String> = tags
         .iter()
         .map(|(k, v)| {
-            let attr = spoor_traceql::ast::Attribute::Attr { scope: spoor_traceql::ast::Scope::Unscoped, name: k.clone() };
+            let attr =
+                spoor_traceql::ast::Attribute::Attr { scope: spoor_traceql::ast::Scope::Unscoped, name: k.clone() };
             let pattern = format!("(?i).*{}.*", regex::escape(v));
             format!("{attr} =~ {}", serde_json::to_string(&pattern).unwrap_or_default())
         })
@@ -331,7 +332,9 @@ pub fn value_json(v: &Value) -> Json {
         Value::Bool(b) => json!({ "boolValue": b }),
         Value::Int(i) => json!({ "intValue": i.to_string() }),
         Value::Float(f) if f.is_finite() => json!({ "doubleValue": f }),
-        Value::Float(f) => json!({ "doubleValue": if f.is_nan() { "NaN" } else if *f > 0.0 { "Infinity" } else { "-Infinity" } }),
+        Value::Float(f) => {
+            json!({ "doubleValue": if f.is_nan() { "NaN" } else if *f > 0.0 { "Infinity" } else { "-Infinity" } })
+        }
         Value::Str(s) => json!({ "stringValue": s }),
         Value::Duration(ns) => json!({ "stringValue": go_duration_string(*ns) }),
         Value::Status(s) => json!({ "stringValue": s.as_str() }),
@@ -481,10 +484,7 @@ mod tests {
     #[test]
     fn legacy_tags_become_traceql() {
         let tags = logfmt("service.name=shop http.url=\"/a b\"").unwrap();
-        assert_eq!(
-            legacy_query(&tags),
-            r#"{ .service.name =~ "(?i).*shop.*" && .http.url =~ "(?i).*/a b.*" }"#
-        );
+        assert_eq!(legacy_query(&tags), r#"{ .service.name =~ "(?i).*shop.*" && .http.url =~ "(?i).*/a b.*" }"#);
         assert!(logfmt("novalue").is_err());
     }
 }

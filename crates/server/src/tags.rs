@@ -9,8 +9,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
-use spoor_query::tags::{NameScope, TagQuery};
 use spoor_query::Value;
+use spoor_query::tags::{NameScope, TagQuery};
 use spoor_traceql::ast::{Attribute, FieldExpr, Intrinsic, Root, SpansetExpr, SpansetQuery, Stage};
 
 use crate::error::Error;
@@ -129,7 +129,14 @@ async fn names(p: &Pipeline, headers: &HeaderMap, raw: &str, version: u8) -> Res
         return Ok(json!({ "tagNames": names, "metrics": {} }));
     }
     let mut scopes = Vec::new();
-    for s in [NameScope::Resource, NameScope::Span, NameScope::Intrinsic, NameScope::Event, NameScope::Link, NameScope::Instrumentation] {
+    for s in [
+        NameScope::Resource,
+        NameScope::Span,
+        NameScope::Intrinsic,
+        NameScope::Event,
+        NameScope::Link,
+        NameScope::Instrumentation,
+    ] {
         if scope.is_some_and(|want| want != s) {
             continue;
         }

@@ -295,8 +295,10 @@ async fn search(args: &Args) -> anyhow::Result<()> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let mut results = Vec::new();
     for q in &args.search {
-        let encoded: String =
-            q.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        let encoded: String = q
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
         let url = format!("{}/api/search?q={encoded}&limit={}", args.endpoint, args.search_limit);
         let mut latencies = Vec::new();
         let mut last = serde_json::Value::Null;

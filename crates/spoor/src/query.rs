@@ -129,7 +129,11 @@ async fn local(args: &Args, params: &[(String, String)]) -> anyhow::Result<Json>
 fn table(body: &Json) -> String {
     let mut out = String::new();
     let traces = body["traces"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "{:<32}  {:<24}  {:>10}  {:<20}  {}", "TRACE ID", "START (UTC)", "DURATION", "ROOT SERVICE", "ROOT NAME");
+    let _ = writeln!(
+        out,
+        "{:<32}  {:<24}  {:>10}  {:<20}  ROOT NAME",
+        "TRACE ID", "START (UTC)", "DURATION", "ROOT SERVICE"
+    );
     for t in &traces {
         let start: u64 = t["startTimeUnixNano"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
         let _ = writeln!(

@@ -8,14 +8,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::*;
 use serde_json::{Value, json};
 
-const QUIET: &[(&str, &str)] = &[("SPOOR__BLOCKS__MAX_BLOCK_AGE_SECS", "3600"), ("SPOOR__COMPACTION__ENABLED", "false")];
+const QUIET: &[(&str, &str)] =
+    &[("SPOOR__BLOCKS__MAX_BLOCK_AGE_SECS", "3600"), ("SPOOR__COMPACTION__ENABLED", "false")];
 
 const T_CART: &str = "2f3e0cee77ae5dc9c17ade3689eb2e54";
 /// Leading zeros: search results strip them, as Tempo's do.
 const T_PORTAL: &str = "00000000000000000000000000000abc";
 const T_DEPLOY: &str = "7d1c0aa5e2b34c58a0c1f2e3d4b5a697";
 
-fn span(trace: &str, id: &str, parent: &str, name: &str, kind: u8, start: u64, ms: u64, status: u8, attrs: Value) -> Value {
+#[allow(clippy::too_many_arguments)] // one argument per OTLP span field the tests vary
+fn span(
+    trace: &str,
+    id: &str,
+    parent: &str,
+    name: &str,
+    kind: u8,
+    start: u64,
+    ms: u64,
+    status: u8,
+    attrs: Value,
+) -> Value {
     json!({
         "traceId": trace, "spanId": id, "parentSpanId": parent, "name": name, "kind": kind,
         "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + ms * 1_000_000).to_string(),
@@ -67,9 +79,7 @@ fn dataset(base: u64) -> Value {
 }
 
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 async fn search(s: &Server, query: &str) -> Response {
@@ -147,11 +157,13 @@ fn expectations(base: u64) -> Vec<(&'static str, Value)> {
         ),
         (
             "{ } | count() > 2",
-            json!([cart(json!([{ "matched": 3, "attributes": [{ "key": "count()", "value": { "intValue": "3" } }], "spans": [
-                { "spanID": "0000000000000001", "name": "GET /cart", "startTimeUnixNano": ns(0), "durationNanos": "500000000" },
-                { "spanID": "0000000000000002", "name": "SELECT cart", "startTimeUnixNano": ns(10_000_000), "durationNanos": "300000000" },
-                { "spanID": "0000000000000003", "name": "charge", "startTimeUnixNano": ns(320_000_000), "durationNanos": "160000000" },
-            ]}]))]),
+            json!([cart(
+                json!([{ "matched": 3, "attributes": [{ "key": "count()", "value": { "intValue": "3" } }], "spans": [
+                    { "spanID": "0000000000000001", "name": "GET /cart", "startTimeUnixNano": ns(0), "durationNanos": "500000000" },
+                    { "spanID": "0000000000000002", "name": "SELECT cart", "startTimeUnixNano": ns(10_000_000), "durationNanos": "300000000" },
+                    { "spanID": "0000000000000003", "name": "charge", "startTimeUnixNano": ns(320_000_000), "durationNanos": "160000000" },
+                ]}])
+            )]),
         ),
         (
             // Groups in order of first appearance (the root starts first).
@@ -219,13 +231,9 @@ fn base_time() -> u64 {
 }
 
 async fn ingest(s: &Server, base: u64) {
-    let r = request(
-        "POST",
-        &s.otlp_url("/v1/traces"),
-        &[("content-type", "application/json")],
-        dataset(base).to_string(),
-    )
-    .await;
+    let r =
+        request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], dataset(base).to_string())
+            .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -244,14 +252,16 @@ async fn search_answers_the_same_from_live_traces_and_from_blocks() {
 
     // Newest first, and the limit takes the newest.
     let r = request("GET", &s.api_url("/api/search?q=%7B%7D&limit=2"), &[], "").await;
-    let ids: Vec<String> = r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> =
+        r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec![T_DEPLOY.to_owned(), "abc".to_owned()]);
 
     // A range that ends before the pipeline started leaves it out.
     let (start, end) = (base / 1_000_000_000 - 60, base / 1_000_000_000 + 1);
     let r = request("GET", &s.api_url(&format!("/api/search?q=%7B%7D&start={start}&end={end}")), &[], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let ids: Vec<String> = r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> =
+        r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec!["abc".to_owned(), T_CART.to_owned()]);
     let m = &r.json()["metrics"];
     assert!(m["totalBlocks"].as_u64().unwrap() >= 1, "{m}");
@@ -259,7 +269,8 @@ async fn search_answers_the_same_from_live_traces_and_from_blocks() {
     // Legacy parameters: tags (substring, case-insensitive) and durations.
     let r = request("GET", &s.api_url("/api/search?tags=service.name%3DJENK&minDuration=2s"), &[], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let ids: Vec<String> = r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> =
+        r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec![T_DEPLOY.to_owned()]);
     // Raw, unencoded braces, as one Grafana version sent them (over a plain socket: HTTP
     // clients refuse to send such a URL).
@@ -300,7 +311,11 @@ async fn bad_searches_get_400_with_tempo_style_messages() {
 
 fn spoor_query(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoor")).arg("query").args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,4 +345,52 @@ async fn spoor_query_reads_a_server_or_the_blocks_directly() {
     assert!(out.contains("deploy.target=\"prod-eu\""), "{out}");
     let (ok, _, err) = spoor_query(&["--data-dir", data, "{ nope }"]);
     assert!(!ok && err.contains("invalid TraceQL query"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_take_the_newest_traces_across_blocks_and_live_data_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUIET);
+    let base = base_time();
+    // 240 one-span traces in 4 rounds: three become blocks, the last stays live. Trace IDs are
+    // scrambled against time, so ID order (the block order) says nothing about recency.
+    let mut all: Vec<(u64, String, bool)> = Vec::new();
+    for round in 0..4u64 {
+        let mut spans = Vec::new();
+        for i in 0..60u64 {
+            let n = round * 60 + i;
+            let trace = format!("{:032x}", (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8) | 1 << 60);
+            let start = base + ((n * 7919) % 240) * 1_000_000_000 / 4 + n;
+            let error = n % 3 == 0;
+            spans.push(span(&trace, "00000000000000c1", "", "op", 2, start, 5, if error { 2 } else { 0 }, json!([])));
+            all.push((start, trace, error));
+        }
+        let body = json!({ "resourceSpans": [resource("svc", spans)] });
+        let r =
+            request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], body.to_string()).await;
+        assert_eq!(r.status, 200);
+        if round < 3 {
+            assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 204);
+        }
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    for (query, only_errors) in [("{ }", false), ("{ status = error }", true)] {
+        let want: Vec<String> = all
+            .iter()
+            .filter(|t| !only_errors || t.2)
+            .take(25)
+            .map(|t| t.1.trim_start_matches('0').to_owned())
+            .collect();
+        for _ in 0..3 {
+            let r = request("GET", &s.api_url(&format!("/api/search?q={}&limit=25", encode(query))), &[], "").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let got: Vec<String> = r.json()["traces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["traceID"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(got, want, "{query}");
+        }
+    }
 }
