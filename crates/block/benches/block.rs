@@ -115,12 +115,7 @@ fn variants(corpus: &Corpus) {
         ("resource", "deployment.environment", "string"),
     ]
     .iter()
-    .map(|(scope, key, kind)| DedicatedColumn {
-        scope: scope.to_string(),
-        key: key.to_string(),
-        kind: kind.to_string(),
-        column: String::new(),
-    })
+    .map(|(scope, key, kind)| DedicatedColumn::new(scope, key, kind))
     .collect();
     let list: Vec<(&str, WriteOptions)> = vec![
         ("default", base.clone()),

@@ -69,6 +69,13 @@ pub struct DedicatedColumn {
     pub column: String,
 }
 
+impl DedicatedColumn {
+    /// A column to ask for with `DedicatedPolicy::Fixed` (the writer names the column).
+    pub fn new(scope: &str, key: &str, kind: &str) -> DedicatedColumn {
+        DedicatedColumn { scope: scope.into(), key: key.into(), kind: kind.into(), column: String::new() }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSize {
     pub name: String,

@@ -176,7 +176,7 @@ fn inspect_text(m: &BlockMeta, visible: bool) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, from unix nanoseconds (civil-from-days, no time crate needed).
-fn utc(nanos: u64) -> String {
+pub fn utc(nanos: u64) -> String {
     let secs = nanos / 1_000_000_000;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;

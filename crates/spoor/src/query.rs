@@ -131,16 +131,16 @@ fn table(body: &Json) -> String {
     let traces = body["traces"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         out,
-        "{:<32}  {:<24}  {:>10}  {:<20}  ROOT NAME",
+        "{:<32}  {:<19}  {:>10}  {:<20}  ROOT NAME",
         "TRACE ID", "START (UTC)", "DURATION", "ROOT SERVICE"
     );
     for t in &traces {
         let start: u64 = t["startTimeUnixNano"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
         let _ = writeln!(
             out,
-            "{:<32}  {:<24}  {:>10}  {:<20}  {}",
+            "{:<32}  {:<19}  {:>10}  {:<20}  {}",
             t["traceID"].as_str().unwrap_or(""),
-            utc(start),
+            crate::blocks::utc(start),
             format!("{}ms", t["durationMs"].as_u64().unwrap_or(0)),
             t["rootServiceName"].as_str().unwrap_or(""),
             t["rootTraceName"].as_str().unwrap_or(""),
@@ -198,38 +198,4 @@ fn attributes(list: &Json) -> String {
         parts.push(format!("{}={shown}", kv["key"].as_str().unwrap_or("")));
     }
     parts.join(" ")
-}
-
-/// `2026-11-24T10:00:00.123Z` from unix nanoseconds (civil-from-days, proleptic Gregorian).
-fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ns % 1_000_000_000 / 1_000_000
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(1_684_778_327_699_392_724), "2023-05-22T17:58:47.699Z");
-        assert_eq!(utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
-    }
 }

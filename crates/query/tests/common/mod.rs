@@ -225,12 +225,7 @@ pub fn block_batch(dictionaries: bool) -> RecordBatch {
         ("resource", "deployment.environment", "string"),
     ]
     .iter()
-    .map(|(scope, key, kind)| DedicatedColumn {
-        scope: scope.to_string(),
-        key: key.to_string(),
-        kind: kind.to_string(),
-        column: String::new(),
-    })
+    .map(|(scope, key, kind)| DedicatedColumn::new(scope, key, kind))
     .collect();
     let options = WriteOptions { dedicated: DedicatedPolicy::Fixed(dedicated), page_rows: 3, ..Default::default() };
     let mut out = Vec::new();
