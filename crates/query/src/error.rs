@@ -14,6 +14,9 @@ pub enum Error {
     Store(#[from] spoor_store::Error),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A search task died (a bug, not the query's fault).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -106,7 +106,7 @@ pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequ
             tokio::spawn(async move { search_block(&reader, &req).await })
         });
         for job in futures_util::future::join_all(jobs).await {
-            let found = job.map_err(|e| Error::Invalid(format!("search task failed: {e}")))??;
+            let found = job.map_err(|e| Error::Internal(format!("search task failed: {e}")))??;
             metrics.inspected_traces += found.inspected_traces;
             metrics.inspected_spans += found.inspected_spans;
             metrics.inspected_bytes += found.inspected_bytes;
@@ -119,7 +119,7 @@ pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequ
 
 /// Runs CPU-bound work off the async workers, which also serve ingest.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Invalid(format!("search task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("search task failed: {e}")))?
 }
 
 /// Prefilter, then evaluate only the traces holding a candidate row. Returns the hits, the

@@ -57,6 +57,10 @@ const HELP: &[(&str, &str, &str)] = &[
     ("spoor_compaction_duplicate_spans_total", "counter", "Duplicate spans dropped by compaction, by tenant."),
     ("spoor_blocks_deleted_total", "counter", "Blocks deleted, by tenant and reason (compacted, retention, cleanup)."),
     ("spoor_retention_deleted_bytes_total", "counter", "Bytes of blocks deleted by retention, by tenant."),
+    ("spoor_queries_total", "counter", "Search and tag queries, by endpoint and outcome (ok, bad_request, error)."),
+    ("spoor_query_seconds_total", "counter", "Time spent answering search and tag queries, by endpoint."),
+    ("spoor_search_inspected_spans_total", "counter", "Spans whose prefilter columns searches looked at."),
+    ("spoor_search_inspected_bytes_total", "counter", "Bytes of blocks searches fetched."),
     ("spoor_ready", "gauge", "1 when the server is ready to ingest and query."),
 ];
 

@@ -20,10 +20,30 @@ use crate::pipeline::Pipeline;
 use crate::tenant;
 
 pub async fn handler(State(p): State<Arc<Pipeline>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    match run(&p, &headers, raw.as_deref().unwrap_or("")).await {
+    let started = std::time::Instant::now();
+    let result = run(&p, &headers, raw.as_deref().unwrap_or("")).await;
+    if let Ok(body) = &result {
+        let m = &body["metrics"];
+        let count = |k: &str| m[k].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        p.metrics.inc("spoor_search_inspected_spans_total", &[], count("inspectedSpans"));
+        p.metrics.inc("spoor_search_inspected_bytes_total", &[], count("inspectedBytes"));
+    }
+    count_query(&p, "search", started, &result);
+    match result {
         Ok(body) => axum::Json(body).into_response(),
         Err(e) => crate::query::text_error(e),
     }
+}
+
+/// `spoor_queries_total` and `spoor_query_seconds_total` for one query.
+pub fn count_query<T>(p: &Pipeline, endpoint: &str, started: std::time::Instant, result: &Result<T, Error>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(Error::BadRequest(_) | Error::Unauthenticated(_)) => "bad_request",
+        Err(_) => "error",
+    };
+    p.metrics.inc("spoor_queries_total", &[("endpoint", endpoint), ("outcome", outcome)], 1.0);
+    p.metrics.inc("spoor_query_seconds_total", &[("endpoint", endpoint)], started.elapsed().as_secs_f64());
 }
 
 async fn run(p: &Pipeline, headers: &HeaderMap, raw: &str) -> Result<Json, Error> {

@@ -15,7 +15,7 @@ use spoor_traceql::ast::{Attribute, FieldExpr, Intrinsic, Root, SpansetExpr, Spa
 
 use crate::error::Error;
 use crate::pipeline::Pipeline;
-use crate::search::{Params, go_duration_string, query_error};
+use crate::search::{Params, count_query, go_duration_string, query_error};
 use crate::tenant;
 
 /// The intrinsic scope's fixed list, in Tempo's order.
@@ -51,11 +51,13 @@ const STATUS: [&str; 3] = ["ok", "error", "unset"];
 const KINDS: [&str; 6] = ["client", "server", "producer", "consumer", "internal", "unspecified"];
 
 pub async fn names_v1(State(p): State<Arc<Pipeline>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    respond(names(&p, &headers, raw.as_deref().unwrap_or(""), 1).await)
+    let started = std::time::Instant::now();
+    respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 1).await)
 }
 
 pub async fn names_v2(State(p): State<Arc<Pipeline>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    respond(names(&p, &headers, raw.as_deref().unwrap_or(""), 2).await)
+    let started = std::time::Instant::now();
+    respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 2).await)
 }
 
 pub async fn values_v1(
@@ -64,7 +66,8 @@ pub async fn values_v1(
     Path(tag): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    respond(values(&p, &headers, &tag, raw.as_deref().unwrap_or(""), 1).await)
+    let started = std::time::Instant::now();
+    respond(&p, "tag_values", started, values(&p, &headers, &tag, raw.as_deref().unwrap_or(""), 1).await)
 }
 
 pub async fn values_v2(
@@ -73,10 +76,12 @@ pub async fn values_v2(
     Path(tag): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    respond(values(&p, &headers, &tag, raw.as_deref().unwrap_or(""), 2).await)
+    let started = std::time::Instant::now();
+    respond(&p, "tag_values", started, values(&p, &headers, &tag, raw.as_deref().unwrap_or(""), 2).await)
 }
 
-fn respond(r: Result<Json, Error>) -> Response {
+fn respond(p: &Pipeline, endpoint: &str, started: std::time::Instant, r: Result<Json, Error>) -> Response {
+    count_query(p, endpoint, started, &r);
     match r {
         Ok(body) => axum::Json(body).into_response(),
         Err(e) => crate::query::text_error(e),

@@ -307,6 +307,9 @@ async fn bad_searches_get_400_with_tempo_style_messages() {
         assert_eq!(r.status, 400, "{params}: {}", r.text());
         assert!(r.text().contains(want), "{params}: {:?} lacks {want:?}", r.text());
     }
+    let metrics = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    let line = metrics.lines().find(|l| l.starts_with("spoor_queries_total{") && l.contains("bad_request"));
+    assert!(line.is_some_and(|l| l.ends_with(" 11")), "{metrics}");
 }
 
 fn spoor_query(args: &[&str]) -> (bool, String, String) {
