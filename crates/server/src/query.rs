@@ -32,8 +32,8 @@ pub fn router(p: Arc<Pipeline>) -> axum::Router {
         .route("/api/search", get(crate::search::handler))
         .route("/api/search/tags", get(crate::tags::names_v1))
         .route("/api/v2/search/tags", get(crate::tags::names_v2))
-        .route("/api/search/tag/{*tag}", get(tag_values_v1))
-        .route("/api/v2/search/tag/{*tag}", get(tag_values_v2))
+        .route("/api/search/tag/{*tag}", get(crate::tags::values_v1))
+        .route("/api/v2/search/tag/{*tag}", get(crate::tags::values_v2))
         .route("/flush", post(flush).get(flush))
         .with_state(p)
 }
@@ -82,32 +82,6 @@ async fn buildinfo() -> Response {
         "goVersion": "",
     }))
     .into_response()
-}
-
-/// `/api/search/tag/{tag}/values`, where the tag itself may contain `/` (Tempo's router
-/// pattern is `{tagName:.*}`).
-async fn tag_values_v1(
-    state: State<Arc<Pipeline>>,
-    headers: HeaderMap,
-    Path(rest): Path<String>,
-    raw: axum::extract::RawQuery,
-) -> Response {
-    match rest.strip_suffix("/values") {
-        Some(tag) => crate::tags::values_v1(state, headers, Path(tag.to_owned()), raw).await,
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn tag_values_v2(
-    state: State<Arc<Pipeline>>,
-    headers: HeaderMap,
-    Path(rest): Path<String>,
-    raw: axum::extract::RawQuery,
-) -> Response {
-    match rest.strip_suffix("/values") {
-        Some(tag) => crate::tags::values_v2(state, headers, Path(tag.to_owned()), raw).await,
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
 }
 
 fn wants_protobuf(headers: &HeaderMap) -> bool {

@@ -60,24 +60,30 @@ pub async fn names_v2(State(p): State<Arc<Pipeline>>, headers: HeaderMap, RawQue
     respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 2).await)
 }
 
+/// `/api/search/tag/{tag}/values`: the route captures `{tag}/values` whole, since the tag
+/// itself may contain `/` (Tempo's router pattern is `{tagName:.*}`).
 pub async fn values_v1(
     State(p): State<Arc<Pipeline>>,
     headers: HeaderMap,
-    Path(tag): Path<String>,
+    Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let started = std::time::Instant::now();
-    respond(&p, "tag_values", started, values(&p, &headers, &tag, raw.as_deref().unwrap_or(""), 1).await)
+    tag_values(&p, &headers, &rest, raw.as_deref().unwrap_or(""), 1).await
 }
 
 pub async fn values_v2(
     State(p): State<Arc<Pipeline>>,
     headers: HeaderMap,
-    Path(tag): Path<String>,
+    Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    tag_values(&p, &headers, &rest, raw.as_deref().unwrap_or(""), 2).await
+}
+
+async fn tag_values(p: &Pipeline, headers: &HeaderMap, rest: &str, raw: &str, version: u8) -> Response {
+    let Some(tag) = rest.strip_suffix("/values") else { return axum::http::StatusCode::NOT_FOUND.into_response() };
     let started = std::time::Instant::now();
-    respond(&p, "tag_values", started, values(&p, &headers, &tag, raw.as_deref().unwrap_or(""), 2).await)
+    respond(p, "tag_values", started, values(p, headers, tag, raw, version).await)
 }
 
 fn respond(p: &Pipeline, endpoint: &str, started: std::time::Instant, r: Result<Json, Error>) -> Response {
