@@ -397,3 +397,65 @@ async fn limits_take_the_newest_traces_across_blocks_and_live_data_every_time() 
         }
     }
 }
+
+/// A block skips attribute lists its key catalog rules out; values that did not fit the
+/// dedicated column (another type) must still be found in the generic list.
+#[tokio::test(flavor = "multi_thread")]
+async fn blocks_find_values_outside_their_dedicated_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUIET);
+    let base = base_time();
+    let trace = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+    let mut spans: Vec<Value> = (0..20u64)
+        .map(|i| {
+            let id = format!("{:016x}", 0x100 + i);
+            span(trace, &id, "", "op", 2, base + i, 5, 0, json!([kv("code", json!({"stringValue": format!("c{i}")}))]))
+        })
+        .collect();
+    // One span has `code` as an int: the block dedicates `code` as a string column, so this
+    // value goes to the generic list.
+    spans.push(span(
+        trace,
+        "00000000000001ff",
+        "",
+        "odd",
+        2,
+        base + 100,
+        5,
+        0,
+        json!([kv("code", json!({"intValue": "7"}))]),
+    ));
+    let body = json!({ "resourceSpans": [resource("svc", spans)] });
+    let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], body.to_string()).await;
+    assert_eq!(r.status, 200);
+    for when in ["live", "blocks"] {
+        if when == "blocks" {
+            assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 204);
+        }
+        let spans_of = |v: Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|t| {
+                    t["spanSets"][0]["spans"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s["name"].as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert_eq!(spans_of(traces(&s, "{ span.code = 7 }").await), vec!["odd"], "{when}");
+        assert_eq!(spans_of(traces(&s, "{ .code = 7 }").await), vec!["odd"], "{when}");
+        assert_eq!(spans_of(traces(&s, r#"{ span.code = "c3" }"#).await), vec!["op"], "{when}");
+        assert_eq!(traces(&s, r#"{ span.nowhere = "x" }"#).await, json!([]), "{when}");
+        assert_eq!(traces(&s, r#"{ event.code = "c3" }"#).await, json!([]), "{when}");
+        assert_eq!(spans_of(traces(&s, "{ span.nowhere = nil && span.code = 7 }").await), vec!["odd"], "{when}");
+    }
+    let metas: Vec<_> = std::fs::read_dir(dir.path().join("blocks/single-tenant")).unwrap().flatten().collect();
+    let meta: Value = serde_json::from_slice(&std::fs::read(metas[0].path().join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["keys"]["span"], json!(["code"]), "{meta}");
+    assert_eq!(meta["keys"]["generic_span"], json!(["code"]), "{meta}");
+    assert!(meta["dedicated_columns"].as_array().unwrap().iter().any(|d| d["key"] == "code"), "{meta}");
+}
