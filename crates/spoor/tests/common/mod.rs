@@ -18,7 +18,14 @@ use prost::Message;
 use spoor_model::otlp::TraceByIdResponse;
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports: the listeners stay open until all are chosen, so the kernel
+/// cannot hand the same port out twice (it did: a server's gRPC and HTTP ports collided).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 pub struct Server {
@@ -36,16 +43,8 @@ pub struct Server {
 impl Server {
     /// Starts `spoor serve` on `data_dir` with extra `SPOOR__…` variables, and waits until ready.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut s = Server {
-            child: None,
-            data_dir: data_dir.to_owned(),
-            grpc: format!("127.0.0.1:{}", free_port()),
-            http: format!("127.0.0.1:{}", free_port()),
-            api: format!("127.0.0.1:{}", free_port()),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            config: None,
-            log: data_dir.with_extension("log"),
-        };
+        let mut s = Server::unstarted(data_dir);
+        s.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         s.spawn();
         s.wait_ready();
         s
@@ -53,12 +52,13 @@ impl Server {
 
     /// A server description with fresh ports and no process yet.
     pub fn unstarted(data_dir: &Path) -> Server {
+        let [grpc, http, api] = free_ports::<3>();
         Server {
             child: None,
             data_dir: data_dir.to_owned(),
-            grpc: format!("127.0.0.1:{}", free_port()),
-            http: format!("127.0.0.1:{}", free_port()),
-            api: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{grpc}"),
+            http: format!("127.0.0.1:{http}"),
+            api: format!("127.0.0.1:{api}"),
             env: Vec::new(),
             config: None,
             log: data_dir.with_extension("log"),
