@@ -329,7 +329,7 @@ impl Compiler {
             match stage {
                 AstStage::Spanset(e) => stages.push(Stage::Set(self.set(e)?)),
                 AstStage::ScalarFilter { op, lhs, rhs, .. } => {
-                    let (op, negated) = Op::split(cmp_binop(*op)).expect("comparison operators split");
+                    let (op, negated) = Op::split(BinOp::from(*op)).expect("comparison operators split");
                     stages.push(Stage::Scalar { op, negated, lhs: self.scalar(lhs)?, rhs: self.scalar(rhs)? });
                 }
                 AstStage::By { expr, .. } => {
@@ -449,17 +449,5 @@ impl Compiler {
             }
             (lhs, rhs) => Expr::Compare { op, negated, lhs: Box::new(self.expr(lhs)?), rhs: Box::new(self.expr(rhs)?) },
         })
-    }
-}
-
-fn cmp_binop(op: spoor_traceql::ast::CmpOp) -> BinOp {
-    use spoor_traceql::ast::CmpOp;
-    match op {
-        CmpOp::Eq => BinOp::Eq,
-        CmpOp::Ne => BinOp::Ne,
-        CmpOp::Lt => BinOp::Lt,
-        CmpOp::Le => BinOp::Le,
-        CmpOp::Gt => BinOp::Gt,
-        CmpOp::Ge => BinOp::Ge,
     }
 }

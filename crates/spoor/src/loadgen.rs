@@ -295,11 +295,7 @@ async fn search(args: &Args) -> anyhow::Result<()> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let mut results = Vec::new();
     for q in &args.search {
-        let encoded: String = q
-            .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-            .collect();
-        let url = format!("{}/api/search?q={encoded}&limit={}", args.endpoint, args.search_limit);
+        let url = format!("{}/api/search?q={}&limit={}", args.endpoint, crate::query::encode(q), args.search_limit);
         let mut latencies = Vec::new();
         let mut last = serde_json::Value::Null;
         for _ in 0..args.queries.max(1) {

@@ -310,6 +310,19 @@ impl CmpOp {
     }
 }
 
+impl From<CmpOp> for BinOp {
+    fn from(op: CmpOp) -> BinOp {
+        match op {
+            CmpOp::Eq => BinOp::Eq,
+            CmpOp::Ne => BinOp::Ne,
+            CmpOp::Lt => BinOp::Lt,
+            CmpOp::Le => BinOp::Le,
+            CmpOp::Gt => BinOp::Gt,
+            CmpOp::Ge => BinOp::Ge,
+        }
+    }
+}
+
 /// A literal value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Static {

@@ -125,7 +125,7 @@ impl Checker<'_> {
             Stage::Spanset(e) => self.spans(e),
             Stage::ScalarFilter { op, lhs, rhs, span } => {
                 let (l, r) = (self.scalar(lhs)?, self.scalar(rhs)?);
-                self.operands(l, r, cmp_binop(*op), *span, stage)?;
+                self.operands(l, r, BinOp::from(*op), *span, stage)?;
                 if !matches!(lhs, ScalarExpr::Aggregate { .. }) {
                     return Err(self.fail(
                         lhs.span(),
@@ -325,17 +325,6 @@ impl Checker<'_> {
             }
         }
         Ok(())
-    }
-}
-
-fn cmp_binop(op: CmpOp) -> BinOp {
-    match op {
-        CmpOp::Eq => BinOp::Eq,
-        CmpOp::Ne => BinOp::Ne,
-        CmpOp::Lt => BinOp::Lt,
-        CmpOp::Le => BinOp::Le,
-        CmpOp::Gt => BinOp::Gt,
-        CmpOp::Ge => BinOp::Ge,
     }
 }
 
