@@ -197,6 +197,60 @@ mod tests {
 
 /// Version byte of the WAL record layout below.
 const RECORD_V1: u8 = 1;
+/// Tail-sampling decisions: `[2][tenant len u16][tenant][count u32]{[trace id 16][sampled u8]}`.
+const DECISIONS_V1: u8 = 2;
+
+/// A WAL record: spans, or the sampler's decisions about traces whose spans came earlier.
+/// Decisions make a replay after a crash keep exactly what was kept before it.
+#[derive(Debug, PartialEq)]
+pub enum Record {
+    Spans { tenant: String, fragments: Vec<Fragment> },
+    Decisions { tenant: String, decisions: Vec<(TraceId, bool)> },
+}
+
+/// Encodes sampling decisions (trace ID, sampled) as a WAL record payload.
+pub fn encode_decisions(tenant: &str, decisions: &[(TraceId, bool)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7 + tenant.len() + decisions.len() * 17);
+    out.push(DECISIONS_V1);
+    out.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
+    out.extend_from_slice(tenant.as_bytes());
+    out.extend_from_slice(&(decisions.len() as u32).to_le_bytes());
+    for (id, sampled) in decisions {
+        out.extend_from_slice(&id.0);
+        out.push(*sampled as u8);
+    }
+    out
+}
+
+/// Decodes any WAL record payload; `None` when it is not one of ours (or torn).
+pub fn decode_any(payload: &[u8]) -> Option<Record> {
+    match *payload.first()? {
+        RECORD_V1 => decode_record(payload).map(|(tenant, fragments)| Record::Spans { tenant, fragments }),
+        DECISIONS_V1 => {
+            let mut r = &payload[1..];
+            let mut take = |n: usize| -> Option<&[u8]> {
+                let (head, tail) = r.split_at_checked(n)?;
+                r = tail;
+                Some(head)
+            };
+            let tlen = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+            let tenant = std::str::from_utf8(take(tlen)?).ok()?.to_owned();
+            let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let mut decisions = Vec::with_capacity(count.min(1 << 16));
+            for _ in 0..count {
+                let id = TraceId(take(16)?.try_into().ok()?);
+                let sampled = match take(1)? {
+                    [0] => false,
+                    [1] => true,
+                    _ => return None,
+                };
+                decisions.push((id, sampled));
+            }
+            r.is_empty().then_some(Record::Decisions { tenant, decisions })
+        }
+        _ => None,
+    }
+}
 
 /// Encodes one tenant's accepted fragments as a WAL record payload:
 /// `[1][tenant len u16][tenant][count u32]{[trace id 16][spans u32][len u32][bytes]}`.
@@ -258,6 +312,15 @@ mod record_tests {
             if !payload.is_empty() {
                 prop_assert!(decode_record(&payload[..payload.len() - 1]).is_none());
             }
+        }
+
+        #[test]
+        fn decisions_round_trip(tenant in "[a-z0-9-]{0,20}", ds in proptest::collection::vec((any::<[u8; 16]>(), any::<bool>()), 0..8)) {
+            let decisions: Vec<(TraceId, bool)> = ds.into_iter().map(|(t, s)| (TraceId(t), s)).collect();
+            let payload = encode_decisions(&tenant, &decisions);
+            prop_assert_eq!(decode_any(&payload), Some(Record::Decisions { tenant: tenant.clone(), decisions }));
+            prop_assert!(decode_any(&payload[..payload.len() - 1]).is_none());
+            prop_assert!(decode_record(&payload).is_none());
         }
     }
 }

@@ -12,10 +12,61 @@ use crate::pipeline::Pipeline;
 pub fn spawn(p: &Arc<Pipeline>, tasks: &mut JoinSet<()>) {
     if p.config.ingest.enabled {
         tasks.spawn(flusher(p.clone()));
+        if p.sampling.is_some() {
+            tasks.spawn(sampler(p.clone()));
+        }
     }
     tasks.spawn(poller(p.clone()));
     if p.config.compaction.enabled {
         tasks.spawn(compactor(p.clone()));
+    }
+    if p.memory.is_some() {
+        tasks.spawn(memory_watch(p.clone()));
+    }
+    if !p.config.limits.overrides_file.as_os_str().is_empty() {
+        tasks.spawn(overrides_reloader(p.clone()));
+    }
+}
+
+/// Decides traces ten times a second (decisions are due `decision_wait` after a trace's first span).
+async fn sampler(p: Arc<Pipeline>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.sample_tick().await;
+    }
+}
+
+/// Samples resident memory every `check_interval`; the limiter refuses data above the soft limit.
+async fn memory_watch(p: Arc<Pipeline>) {
+    let Some(m) = &p.memory else { return };
+    let mut over_hard = false;
+    loop {
+        tokio::time::sleep(m.interval()).await;
+        let hard = m.check();
+        p.metrics.set("spoor_memory_resident_bytes", &[], m.rss() as f64);
+        if hard && !over_hard {
+            tracing::warn!(rss = m.rss(), hard_limit = m.hard_limit(), "memory over the hard limit");
+        }
+        over_hard = hard;
+    }
+}
+
+/// Re-reads the per-tenant overrides file when it changes; a broken file keeps the old limits.
+async fn overrides_reloader(p: Arc<Pipeline>) {
+    let every = Duration::from_secs(p.config.limits.overrides_poll_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match p.rate_limits.reload() {
+            Ok(true) => {
+                p.metrics.inc("spoor_overrides_reloads_total", &[("outcome", "ok")], 1.0);
+                tracing::info!(file = %p.config.limits.overrides_file.display(), "per-tenant overrides reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                p.metrics.inc("spoor_overrides_reloads_total", &[("outcome", "error")], 1.0);
+                tracing::warn!(error = %e, "cannot reload per-tenant overrides; keeping the previous ones");
+            }
+        }
     }
 }
 

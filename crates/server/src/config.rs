@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
+pub use crate::agent::AgentConfig;
+pub use crate::limits::{IngestionLimits, MemoryLimiterConfig};
+pub use crate::processors::{Processor, Processors};
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -21,6 +25,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub search: SearchConfig,
     pub tenancy: TenancyConfig,
+    /// The collector-shaped `processors:` block (scrubbing, tail sampling, memory limiter, batch).
+    pub processors: Processors,
+    /// `spoor agent` only: its queue and where it forwards.
+    pub agent: AgentConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -212,8 +220,18 @@ pub struct LimitsConfig {
     pub max_bytes_per_tenant: usize,
     /// All tenants together; over it: 503 / UNAVAILABLE (server-wide overload).
     pub max_live_bytes: usize,
-    /// Retry hint sent with 429/503 refusals.
+    /// Retry hint sent with 429/503 refusals (the smallest one, for rate limits).
     pub retry_after_secs: u64,
+    /// Per-tenant ingestion rates and bursts (0: unlimited); the overrides file sets them per
+    /// tenant. Bytes are measured after decompression.
+    pub ingestion_rate_limit_bytes: u64,
+    pub ingestion_burst_size_bytes: u64,
+    pub ingestion_rate_limit_spans: u64,
+    pub ingestion_burst_size_spans: u64,
+    /// Tempo-style per-tenant overrides (`overrides: {tenant: {ingestion: {...}}}`), re-read
+    /// when the file changes; empty: none.
+    pub overrides_file: PathBuf,
+    pub overrides_poll_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -224,6 +242,30 @@ impl Default for LimitsConfig {
             max_bytes_per_tenant: 400 << 20,
             max_live_bytes: 400 << 20,
             retry_after_secs: 5,
+            ingestion_rate_limit_bytes: 0,
+            ingestion_burst_size_bytes: 0,
+            ingestion_rate_limit_spans: 0,
+            ingestion_burst_size_spans: 0,
+            overrides_file: PathBuf::new(),
+            overrides_poll_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    /// The memory limiter's settings (off unless configured).
+    pub fn memory_limiter(&self) -> MemoryLimiterConfig {
+        self.processors.memory_limiter().cloned().unwrap_or_default()
+    }
+}
+
+impl LimitsConfig {
+    pub fn ingestion(&self) -> IngestionLimits {
+        IngestionLimits {
+            rate_limit_bytes: self.ingestion_rate_limit_bytes,
+            burst_size_bytes: self.ingestion_burst_size_bytes,
+            rate_limit_spans: self.ingestion_rate_limit_spans,
+            burst_size_spans: self.ingestion_burst_size_spans,
         }
     }
 }

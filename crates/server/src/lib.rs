@@ -1,15 +1,19 @@
 //! The Spoor server: receivers, the ingest pipeline, the Tempo query API, tenancy and self
 //! metrics, plus the OTLP client that `spoor loadgen` and the tests use.
 
+pub mod agent;
 pub mod background;
 pub mod body;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod processors;
 pub mod query;
 pub mod receive;
+pub mod sampling;
 pub mod search;
 pub mod tags;
 pub mod tenant;

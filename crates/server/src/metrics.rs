@@ -100,6 +100,15 @@ impl Metrics {
             self.set("spoor_block_bytes", &[("tenant", &tenant)], s.bytes as f64);
             self.set("spoor_block_spans", &[("tenant", &tenant)], s.spans as f64);
         }
+        self.render_with(wal)
+    }
+
+    /// Renders the registry alone (the agent has no WAL, head or blocks).
+    pub fn render_registry(&self) -> String {
+        self.render_with(None)
+    }
+
+    fn render_with(&self, wal: Option<&spoor_wal::Stats>) -> String {
         let mut samples: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let fmt_labels = |labels: &Labels| {
             if labels.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use spoor_model::{decode_record, encode_record, split_request};
+use spoor_model::{Record, decode_any, encode_record, split_request};
 use spoor_store::head::Admitted;
 use spoor_store::{Blocks, Frozen, Head, Limits, Refusal};
 use spoor_wal::{Wal, WriterThread};
@@ -22,7 +22,10 @@ use spoor_wal::{Wal, WriterThread};
 use crate::body::{self, Compression, Format};
 use crate::config::{Config, Durability};
 use crate::error::Error;
+use crate::limits::{MemoryLimiter, RateLimiter};
 use crate::metrics::Metrics;
+use crate::processors::Scrubbing;
+use crate::sampling::Sampling;
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -33,6 +36,12 @@ pub struct Pipeline {
     pub head: Head,
     pub blocks: Blocks,
     pub metrics: Metrics,
+    pub rate_limits: RateLimiter,
+    pub memory: Option<MemoryLimiter>,
+    /// Attribute actions, redaction and the default policy: before the WAL.
+    scrubbing: Scrubbing,
+    /// Tail sampling: after the WAL.
+    pub sampling: Option<Sampling>,
     /// One flush at a time: flushes are CPU-bound and ordered per tenant.
     flush_lock: tokio::sync::Mutex<()>,
     /// Cut traces whose block failed to upload; retried, and readable meanwhile.
@@ -81,6 +90,22 @@ pub struct Export {
     pub body: Vec<u8>,
     pub compression: Compression,
     pub format: Format,
+    /// Request headers (lowercase names) for processors that read them.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl crate::receive::Ingest for Pipeline {
+    fn multitenancy_enabled(&self) -> bool {
+        self.config.tenancy.multitenancy_enabled
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        self.config.ingest.max_request_bytes
+    }
+
+    async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        Pipeline::ingest(&self, export).await
+    }
 }
 
 /// The configured backend's blocks; `tmp` holds blocks being written or compacted.
@@ -124,11 +149,20 @@ impl Pipeline {
             max_bytes_per_tenant: l.max_bytes_per_tenant,
             max_bytes_total: l.max_live_bytes,
         });
+        let overrides = (!l.overrides_file.as_os_str().is_empty()).then(|| l.overrides_file.clone());
+        let rate_limits = RateLimiter::new(l.ingestion(), overrides, l.retry_after_secs)?;
+        let memory = MemoryLimiter::new(&config.memory_limiter())?;
+        let scrubbing = Scrubbing::new(&config.processors)?;
+        let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?;
         Ok(Pipeline {
             config,
             head,
             blocks,
             metrics: Metrics::default(),
+            rate_limits,
+            memory,
+            scrubbing,
+            sampling,
             flush_lock: tokio::sync::Mutex::new(()),
             unflushed: Mutex::new(Vec::new()),
             wal: RwLock::new(None),
@@ -153,8 +187,13 @@ impl Pipeline {
         let start = Instant::now();
         let cfg = self.wal_config();
         let mut unreadable = 0u64;
-        let stats = spoor_wal::replay(&cfg.dir, |segment, payload| match decode_record(payload) {
-            Some((tenant, fragments)) => self.head.insert(&tenant, &fragments, segment),
+        let stats = spoor_wal::replay(&cfg.dir, |segment, payload| match decode_any(payload) {
+            Some(Record::Spans { tenant, fragments }) => self.store(&tenant, &fragments, segment),
+            Some(Record::Decisions { tenant, decisions }) => match &self.sampling {
+                Some(s) => self.store_sampled(&s.apply(&tenant, &decisions)),
+                // Sampling was turned off since: everything in the WAL was already stored.
+                None => {}
+            },
             None => unreadable += 1,
         })?;
         let secs = start.elapsed().as_secs_f64();
@@ -248,14 +287,15 @@ impl Pipeline {
     /// Deletes the WAL segments whose every record is in a durable block.
     async fn release_wal(&self) {
         let Some(wal) = self.wal.read().unwrap().clone() else { return };
-        if self.head.low_water().is_none() {
+        if self.head.low_water().is_none() && self.sampling.as_ref().and_then(|s| s.low_water()).is_none() {
             // Everything is flushed: close the active segment so it can go too.
             if let Err(e) = wal.rotate().await {
                 tracing::warn!(error = %e, "cannot rotate the WAL");
                 return;
             }
         }
-        let low = self.head.low_water().unwrap_or(u64::MAX);
+        let sampler_low = self.sampling.as_ref().and_then(|s| s.low_water()).unwrap_or(u64::MAX);
+        let low = self.head.low_water().unwrap_or(u64::MAX).min(sampler_low);
         match wal.release_before(low) {
             Ok(n) => self.metrics.inc("spoor_wal_segments_released_total", &[], n as f64),
             Err(e) => tracing::warn!(error = %e, "cannot release WAL segments"),
@@ -324,6 +364,14 @@ impl Pipeline {
         if !self.is_ready() {
             return Err(self.unavailable(format!("not ready: {}; retry shortly", self.not_ready_reason())));
         }
+        if let Some(s) = &self.sampling
+            && !s.has_room()
+        {
+            return Err(Error::Unavailable {
+                message: "sampler_full: tail sampling holds num_traces (or max_bytes) undecided traces; retry later".into(),
+                retry_after_secs: 1,
+            });
+        }
         let Some(wal) = self.wal.read().unwrap().clone() else {
             return Err(self.unavailable("shutting down".into()));
         };
@@ -347,7 +395,7 @@ impl Pipeline {
                     return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")));
                 }
             };
-            self.head.insert(tenant, &prepared.admitted.fragments, segment);
+            self.store(tenant, &prepared.admitted.fragments, segment);
             self.metrics.inc("spoor_spans_accepted_total", &[("tenant", tenant)], accepted as f64);
         }
         Ok(prepared.response(self.config.limits.max_bytes_per_trace))
@@ -355,16 +403,27 @@ impl Pipeline {
 
     /// Decode, validate, split by trace and admit: everything before the WAL.
     fn prepare(&self, export: Export) -> Result<Prepared, Error> {
-        let Export { tenant, body, compression, format, .. } = export;
-        let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
-        let req = body::decode(&raw, format)?;
-        drop(raw);
-        let split = split_request(&req);
-        drop(req);
+        let Export { tenant, body, compression, format, metadata, .. } = export;
         let m = &self.metrics;
         let refused = |reason: &'static str, spans: usize| {
             m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", reason)], spans as f64);
         };
+        // Refused before decoding: an overloaded server must not spend memory to say no.
+        let _in_flight = match &self.memory {
+            Some(limiter) => Some(limiter.admit(body.len()).inspect_err(|_| {
+                m.inc("spoor_requests_refused_total", &[("tenant", &tenant), ("reason", "memory_limited")], 1.0)
+            })?),
+            None => None,
+        };
+        let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
+        let raw_bytes = raw.len() as u64;
+        let mut req = body::decode(&raw, format)?;
+        drop(raw);
+        // Scrubbed before anything touches disk.
+        let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
+        self.scrubbing.apply(&mut req, &ctx, &tenant, m);
+        let split = split_request(&req);
+        drop(req);
         m.inc(
             "spoor_spans_received_total",
             &[("tenant", &tenant)],
@@ -373,6 +432,9 @@ impl Pipeline {
         if split.rejected_spans > 0 {
             refused("invalid", split.rejected_spans);
         }
+        self.rate_limits.admit(&tenant, split.accepted_spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
+            refused("rate_limited", split.accepted_spans);
+        })?;
         let admitted = self.head.admit(&tenant, split.fragments).map_err(|refusal| {
             refused(refusal.reason(), split.accepted_spans);
             let retry_after_secs = self.config.limits.retry_after_secs;
@@ -397,6 +459,48 @@ impl Pipeline {
             refused("trace_too_large", admitted.too_large_spans);
         }
         Ok(Prepared { tenant, invalid_spans: split.rejected_spans, invalid_message: split.message, admitted })
+    }
+
+    /// Durable fragments from WAL segment `segment`: to the sampler when there is one (which
+    /// may store late spans of sampled traces at once), else straight to the head.
+    fn store(&self, tenant: &str, fragments: &[spoor_model::Fragment], segment: u64) {
+        match &self.sampling {
+            None => self.head.insert(tenant, fragments, segment),
+            Some(s) => {
+                let offered = s.offer(tenant, fragments, segment);
+                if !offered.forward.is_empty() {
+                    self.head.insert(tenant, &offered.forward, segment);
+                }
+            }
+        }
+    }
+
+    fn store_sampled(&self, decisions: &[spoor_process::sample::Decision]) {
+        for ((tenant, segment), fragments) in Sampling::sampled_by_segment(decisions) {
+            self.head.insert(&tenant, &fragments, segment);
+        }
+    }
+
+    /// Decides the traces whose wait is over: sampled ones go to the head, and the decisions
+    /// go to the WAL so a replay keeps the same traces.
+    pub async fn sample_tick(&self) {
+        let Some(s) = &self.sampling else { return };
+        // Keeps the sampler's segments while decided fragments move to the head.
+        let _pin = s.low_water().map(|low| self.head.pin(low));
+        let decisions = s.tick();
+        if !decisions.is_empty() {
+            self.store_sampled(&decisions);
+            let wal = self.wal.read().unwrap().clone();
+            if let Some(wal) = wal {
+                for record in Sampling::records(&decisions) {
+                    if let Err(e) = wal.append(record).await {
+                        // Only costs a re-decision of these traces after a crash.
+                        tracing::warn!(error = %e, "cannot log sampling decisions");
+                    }
+                }
+            }
+        }
+        s.publish(&self.metrics);
     }
 
     pub fn wal_stats(&self) -> Option<Arc<spoor_wal::Stats>> {

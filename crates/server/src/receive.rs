@@ -20,21 +20,31 @@ use spoor_model::otlp::{ExportTraceServiceResponse, ProtoAny, ProtoDuration, Ret
 
 use crate::body::{Compression, Format};
 use crate::error::{Error, code};
-use crate::pipeline::{Export, Pipeline};
+use crate::pipeline::Export;
 use crate::tenant;
 
 pub const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-pub fn http_router(p: Arc<Pipeline>) -> axum::Router {
+/// What the receivers hand requests to: the server's pipeline, or the agent.
+pub trait Ingest: Send + Sync + 'static {
+    fn multitenancy_enabled(&self) -> bool;
+    fn max_request_bytes(&self) -> usize;
+    fn ingest(
+        self: Arc<Self>,
+        export: Export,
+    ) -> impl std::future::Future<Output = Result<ExportTraceServiceResponse, Error>> + Send;
+}
+
+pub fn http_router<P: Ingest>(p: Arc<P>) -> axum::Router {
     axum::Router::new()
-        .route("/v1/traces", post(http_export))
+        .route("/v1/traces", post(http_export::<P>))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: OTLP/HTTP traces are accepted at POST /v1/traces\n") })
         .with_state(p)
 }
 
-pub fn grpc_router(p: Arc<Pipeline>) -> axum::Router {
+pub fn grpc_router<P: Ingest>(p: Arc<P>) -> axum::Router {
     axum::Router::new()
-        .route(GRPC_EXPORT_PATH, post(grpc_export))
+        .route(GRPC_EXPORT_PATH, post(grpc_export::<P>))
         .fallback(|req: Request| async move { grpc_error(&unimplemented(req.uri().path())) })
         .with_state(p)
 }
@@ -58,7 +68,15 @@ fn header_str(h: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Opt
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn http_export(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
+/// Request headers the processors may read (`from_context: metadata.<name>`), lowercase.
+fn metadata(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "cookie" | "content-length" | "content-type"))
+        .collect()
+}
+
+async fn http_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Response {
     let headers = req.headers().clone();
     let content_type = header_str(&headers, header::CONTENT_TYPE).unwrap_or("").to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim().to_owned();
@@ -74,10 +92,11 @@ async fn http_export(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
         }
     };
     let result = async {
-        let tenant = tenant::for_write(&headers, p.config.tenancy.multitenancy_enabled)?;
+        let tenant = tenant::for_write(&headers, p.multitenancy_enabled())?;
         let compression = Compression::parse(header_str(&headers, header::CONTENT_ENCODING))?;
-        let body = read_body(req.into_body(), p.config.ingest.max_request_bytes).await?;
-        p.ingest(Export { tenant, transport: "http", body, compression, format }).await
+        let body = read_body(req.into_body(), p.max_request_bytes()).await?;
+        let metadata = metadata(&headers);
+        p.ingest(Export { tenant, transport: "http", body, compression, format, metadata }).await
     }
     .await;
     match result {
@@ -129,15 +148,15 @@ pub fn rpc_status(e: &Error) -> RpcStatus {
     RpcStatus { code: e.grpc_code(), message: e.to_string(), details }
 }
 
-async fn grpc_export(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
+async fn grpc_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Response {
     let headers = req.headers().clone();
     let result = async {
         let ct = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
         if !ct.starts_with("application/grpc") {
             return Err(Error::BadRequest(format!("gRPC requires content-type application/grpc, got {ct:?}")));
         }
-        let tenant = tenant::for_write(&headers, p.config.tenancy.multitenancy_enabled)?;
-        let limit = p.config.ingest.max_request_bytes;
+        let tenant = tenant::for_write(&headers, p.multitenancy_enabled())?;
+        let limit = p.max_request_bytes();
         // One unary message: a 5-byte prefix (compressed flag, big-endian length) and the message.
         let frame = read_body(req.into_body(), limit.saturating_add(5)).await?;
         if frame.len() < 5 {
@@ -160,7 +179,8 @@ async fn grpc_export(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
         };
         let mut body = frame;
         body.drain(..5);
-        p.ingest(Export { tenant, transport: "grpc", body, compression, format: Format::Protobuf }).await
+        let metadata = metadata(&headers);
+        p.ingest(Export { tenant, transport: "grpc", body, compression, format: Format::Protobuf, metadata }).await
     }
     .await;
     match result {

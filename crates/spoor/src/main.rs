@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the server: OTLP receivers, WAL, live traces and the Tempo-compatible query API.
     Serve(ServeArgs),
+    /// Run the agent: OTLP receivers, scrubbing, a persistent queue, and forwarding to one or more
+    /// OTLP endpoints (load-balanced by trace ID).
+    Agent(ServeArgs),
     /// Send realistic multi-service traces to an OTLP endpoint and report throughput and latency.
     Loadgen(loadgen::Args),
     /// Print the effective configuration (defaults, file, environment and flags merged).
@@ -86,6 +89,11 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => {
                 let config = args.load()?;
                 spoor_server::serve(config, shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::Agent(args) => {
+                let config = args.load()?;
+                spoor_server::agent::run(config, shutdown_signal()).await?;
                 Ok(())
             }
             Command::Loadgen(args) => loadgen::run(args).await,

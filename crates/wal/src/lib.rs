@@ -13,9 +13,15 @@
 //!
 //! Each append reports the segment its record went to. Once everything in the segments below
 //! some number is durable elsewhere (in blocks), [`Wal::release_before`] deletes them.
+//!
+//! Other users of the same log format (the agent's persistent queue) need more: the exact
+//! [`Position`] of each record ([`Wal::append_at`]), a callback that sees each record in log
+//! order once it is durable ([`Wal::open_with_hook`]), and a reader that resumes at any record
+//! boundary of one segment ([`SegmentReader`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,10 +87,28 @@ impl Stats {
     }
 }
 
+/// Where a record landed: its segment and the byte offset of its header in the segment file.
+/// Ordered like the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Bytes a record of `payload_len` bytes takes in a segment, header included.
+pub fn framed_len(payload_len: usize) -> u64 {
+    (HEADER + payload_len) as u64
+}
+
+/// Called by the writer thread for each record once it is durable, in log order, before the
+/// appender is answered; gets the payload back. It runs on the writer thread between group
+/// commits, so it must be quick and must never wait for an append.
+pub type OnDurable = Box<dyn FnMut(Position, Vec<u8>) + Send>;
+
 enum Msg {
     Append {
         payload: Vec<u8>,
-        done: oneshot::Sender<Result<u64, Error>>,
+        done: oneshot::Sender<Result<Position, Error>>,
     },
     /// Start a new segment (if the open one holds anything) so the old one can be released.
     Rotate(oneshot::Sender<Result<u64, Error>>),
@@ -114,13 +138,29 @@ impl Wal {
     /// Opens the WAL for appending in a new segment numbered after every existing one.
     /// Replay (see [`replay`]) must run first.
     pub fn open(config: Config) -> Result<(Wal, WriterThread), Error> {
+        Self::open_inner(config, None)
+    }
+
+    /// Like [`Wal::open`], with `on_durable` called for every record once it is durable.
+    pub fn open_with_hook(config: Config, on_durable: OnDurable) -> Result<(Wal, WriterThread), Error> {
+        Self::open_inner(config, Some(on_durable))
+    }
+
+    fn open_inner(config: Config, on_durable: Option<OnDurable>) -> Result<(Wal, WriterThread), Error> {
         fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         let next = list_segments(&config.dir)?.last().map_or(1, |(n, _)| n + 1);
         let stats = Arc::new(Stats::default());
         let dir = config.dir.clone();
         let active = Arc::new(AtomicU64::new(next));
-        let mut writer =
-            Writer { config, next, file: None, stats: stats.clone(), buf: Vec::new(), active: active.clone() };
+        let mut writer = Writer {
+            config,
+            next,
+            file: None,
+            stats: stats.clone(),
+            buf: Vec::new(),
+            active: active.clone(),
+            on_durable,
+        };
         writer.rotate()?;
         let (tx, rx) = mpsc::channel(4096);
         let handle = std::thread::Builder::new()
@@ -133,6 +173,11 @@ impl Wal {
     /// Appends one record and returns, once it is durable (per the configured durability), the
     /// number of the segment that holds it.
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64, Error> {
+        self.append_at(payload).await.map(|p| p.segment)
+    }
+
+    /// Like [`Wal::append`], returning the record's exact position.
+    pub async fn append_at(&self, payload: Vec<u8>) -> Result<Position, Error> {
         if payload.len() > MAX_RECORD {
             return Err(Error::TooLarge(payload.len()));
         }
@@ -190,11 +235,12 @@ struct Writer {
     stats: Arc<Stats>,
     buf: Vec<u8>,
     active: Arc<AtomicU64>,
+    on_durable: Option<OnDurable>,
 }
 
 struct Append {
     payload: Vec<u8>,
-    done: oneshot::Sender<Result<u64, Error>>,
+    done: oneshot::Sender<Result<Position, Error>>,
 }
 
 impl Writer {
@@ -232,10 +278,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.write_batch(&batch);
+            let mut result = self.write_batch(&batch);
+            let segment = self.next - 1;
             for a in batch.drain(..) {
-                let _ = a.done.send(match &result {
-                    Ok(()) => Ok(self.next - 1),
+                let _ = a.done.send(match &mut result {
+                    Ok(offset) => {
+                        let pos = Position { segment, offset: *offset };
+                        *offset += framed_len(a.payload.len());
+                        if let Some(hook) = &mut self.on_durable {
+                            hook(pos, a.payload);
+                        }
+                        Ok(pos)
+                    }
                     Err(e) => {
                         Err(Error::Io { path: self.config.dir.clone(), source: std::io::Error::other(e.to_string()) })
                     }
@@ -247,7 +301,8 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &[Append]) -> Result<(), Error> {
+    /// Writes and syncs one batch; returns the offset of its first record.
+    fn write_batch(&mut self, batch: &[Append]) -> Result<u64, Error> {
         self.buf.clear();
         for a in batch {
             encode_record(&a.payload, &mut self.buf);
@@ -260,6 +315,7 @@ impl Writer {
             self.rotate()?;
         }
         let seg = self.file.as_mut().expect("rotate opened a segment");
+        let first = seg.len;
         let result = (|| {
             seg.file.write_all(&self.buf)?;
             if self.config.durability == Durability::Fsync {
@@ -275,7 +331,7 @@ impl Writer {
                 seg.len += self.buf.len() as u64;
                 self.stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.stats.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-                Ok(())
+                Ok(first)
             }
             Err(e) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -312,6 +368,11 @@ impl Writer {
 
 fn segment_name(n: u64) -> String {
     format!("{n:020}.wal")
+}
+
+/// The file of segment `n` in `dir`.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(segment_name(n))
 }
 
 /// Appends one framed record to `buf`.
@@ -422,6 +483,154 @@ fn scan(data: &[u8], stats: &mut ReplayStats, apply: &mut impl FnMut(&[u8])) -> 
     valid_end
 }
 
+/// Bytes read from a segment at a time by [`SegmentReader`].
+const READ_CHUNK: usize = 256 << 10;
+
+/// Reads the records of one segment in log order from any record boundary, a chunk at a time
+/// (the agent's queue reads back items that did not fit in memory, possibly from the segment
+/// still being written). Damage is handled like [`replay`] does, without changing the file: a
+/// corrupt record followed by a valid one is skipped and counted; damage with no valid record
+/// after it, up to the limit, ends the segment and is counted as trailing bytes.
+pub struct SegmentReader {
+    file: File,
+    path: PathBuf,
+    pos: u64,
+    /// Bytes of the file from `buf_start`.
+    buf: Vec<u8>,
+    buf_start: u64,
+    /// Corrupt records skipped so far.
+    pub corrupt_records: u64,
+    /// Damaged bytes at the end of the segment (or before the limit) with no valid record after them.
+    pub trailing_bytes: u64,
+}
+
+impl SegmentReader {
+    pub fn open(path: &Path) -> Result<SegmentReader, Error> {
+        let file = File::open(path).map_err(io(path))?;
+        Ok(SegmentReader {
+            file,
+            path: path.to_owned(),
+            pos: 0,
+            buf: Vec::new(),
+            buf_start: 0,
+            corrupt_records: 0,
+            trailing_bytes: 0,
+        })
+    }
+
+    /// Where the next record is looked for: the end of the last one returned or skipped.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Continues at `offset`, which must be a record boundary (an earlier [`Position`] or
+    /// [`SegmentReader::position`]).
+    pub fn seek(&mut self, offset: u64) {
+        self.pos = offset;
+    }
+
+    /// The next valid record at or after the position that ends at or before `limit` (a file
+    /// offset; `u64::MAX` for the whole file), as its offset and payload; `None` at the end.
+    pub fn next_record(&mut self, limit: u64) -> Result<Option<(u64, &[u8])>, Error> {
+        loop {
+            let pos = self.pos;
+            if let Some(len) = self.valid_at(pos, limit)? {
+                self.pos = pos + framed_len(len);
+                let start = (pos - self.buf_start) as usize + HEADER;
+                return Ok(Some((pos, &self.buf[start..start + len])));
+            }
+            if self.fill(pos, 1, limit)? == 0 {
+                return Ok(None); // a clean end: more may be appended later
+            }
+            match self.resync(pos + 1, limit)? {
+                Some(next) => {
+                    self.corrupt_records += 1;
+                    self.pos = next;
+                }
+                None => {
+                    let end = self.file.metadata().map_err(io(&self.path))?.len().min(limit).max(pos);
+                    self.trailing_bytes += end - pos;
+                    self.pos = end;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Makes the buffer hold the file from `start` on, at least `want` bytes where the file and
+    /// `limit` allow; returns how many bytes from `start` it holds (below `limit`).
+    fn fill(&mut self, start: u64, want: usize, limit: u64) -> Result<usize, Error> {
+        if start >= limit {
+            return Ok(0);
+        }
+        let want_end = start.saturating_add(want as u64).min(limit);
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if start >= self.buf_start && want_end <= buf_end {
+            return Ok((buf_end.min(limit) - start) as usize);
+        }
+        let len = (want.max(READ_CHUNK) as u64).min(limit - start) as usize;
+        if self.buf.capacity() > 4 * READ_CHUNK && len <= READ_CHUNK {
+            self.buf = Vec::new(); // don't keep a huge record's buffer around
+        }
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        self.buf_start = start;
+        let mut got = 0;
+        while got < len {
+            match self.file.read_at(&mut self.buf[got..], start + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(io(&self.path)(e));
+                }
+            }
+        }
+        self.buf.truncate(got);
+        Ok(got)
+    }
+
+    /// The payload length of the complete, checksum-valid record at `pos`, if there is one.
+    fn valid_at(&mut self, pos: u64, limit: u64) -> Result<Option<usize>, Error> {
+        if self.fill(pos, HEADER, limit)? < HEADER {
+            return Ok(None);
+        }
+        let i = (pos - self.buf_start) as usize;
+        let word = |buf: &[u8], at: usize| u32::from_le_bytes(buf[i + at..i + at + 4].try_into().unwrap());
+        let len = word(&self.buf, 4) as usize;
+        if word(&self.buf, 0) != MAGIC || len > MAX_RECORD || self.fill(pos, HEADER + len, limit)? < HEADER + len {
+            return Ok(None);
+        }
+        let i = (pos - self.buf_start) as usize;
+        let (header, payload) = self.buf[i..i + HEADER + len].split_at(HEADER);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..8]), payload);
+        Ok((crc.to_le_bytes() == header[8..12]).then_some(len))
+    }
+
+    /// The first valid record at or after `from`, if any before `limit`.
+    fn resync(&mut self, mut from: u64, limit: u64) -> Result<Option<u64>, Error> {
+        let magic = MAGIC.to_le_bytes();
+        loop {
+            let n = self.fill(from, HEADER, limit)?;
+            if n < HEADER {
+                return Ok(None);
+            }
+            let i = (from - self.buf_start) as usize;
+            match self.buf[i..i + n].windows(4).position(|w| w == magic) {
+                Some(k) => {
+                    let candidate = from + k as u64;
+                    if self.valid_at(candidate, limit)?.is_some() {
+                        return Ok(Some(candidate));
+                    }
+                    from = candidate + 1;
+                }
+                None => from += (n - 3) as u64,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +732,99 @@ mod tests {
         thread.join();
         let (got, _) = collect(dir.path());
         assert_eq!(got, vec![vec![3; 10]]);
+    }
+
+    /// Every record of `path` through a [`SegmentReader`]: (offset, payload), and the reader.
+    fn read_segment(path: &Path, from: u64, limit: u64) -> (Vec<(u64, Vec<u8>)>, SegmentReader) {
+        let mut reader = SegmentReader::open(path).unwrap();
+        reader.seek(from);
+        let mut out = Vec::new();
+        while let Some((offset, payload)) = reader.next_record(limit).unwrap() {
+            out.push((offset, payload.to_vec()));
+        }
+        (out, reader)
+    }
+
+    #[test]
+    fn positions_hook_and_segment_reader_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook_seen = seen.clone();
+        let (wal, thread) = Wal::open_with_hook(
+            Config { dir: dir.path().into(), segment_bytes: 1 << 20, durability: Durability::Os },
+            Box::new(move |pos, payload| hook_seen.lock().unwrap().push((pos, payload))),
+        )
+        .unwrap();
+        // Sizes around and above the reader's chunk, so records straddle its buffer.
+        let records: Vec<Vec<u8>> =
+            (0..40u32).map(|i| vec![i as u8; [10, 70_000, 300_000, 1][i as usize % 4] + i as usize]).collect();
+        let positions: Vec<Position> = rt.block_on(async {
+            let mut out = Vec::new();
+            for r in &records {
+                out.push(wal.append_at(r.clone()).await.unwrap());
+            }
+            out
+        });
+        drop(wal);
+        thread.join();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, positions.iter().copied().zip(records.iter().cloned()).collect::<Vec<_>>());
+        assert_eq!(positions[0].offset, 0);
+        for i in 1..positions.len() {
+            let want = if positions[i].segment == positions[i - 1].segment {
+                positions[i - 1].offset + framed_len(records[i - 1].len())
+            } else {
+                0
+            };
+            assert_eq!(positions[i].offset, want, "record {i}");
+        }
+        let segments: Vec<u64> = positions.iter().map(|p| p.segment).collect();
+        assert!(segments.first() != segments.last(), "the records span segments");
+
+        let mut got = Vec::new();
+        for (segment, path) in list_segments(dir.path()).unwrap() {
+            let (records, reader) = read_segment(&path, 0, u64::MAX);
+            assert_eq!((reader.corrupt_records, reader.trailing_bytes), (0, 0));
+            got.extend(records.into_iter().map(|(offset, p)| (Position { segment, offset }, p)));
+        }
+        assert_eq!(got, seen);
+
+        // Resuming at a record boundary, and stopping at a limit.
+        let first = positions[0].segment;
+        let in_first: Vec<_> = seen.iter().filter(|(p, _)| p.segment == first).collect();
+        let path = dir.path().join(segment_name(first));
+        let (rest, _) = read_segment(&path, in_first[3].0.offset, u64::MAX);
+        assert_eq!(rest.len(), in_first.len() - 3);
+        assert_eq!(rest[0].1, in_first[3].1);
+        let (head, reader) = read_segment(&path, 0, in_first[5].0.offset);
+        assert_eq!(head.len(), 5);
+        assert_eq!((reader.position(), reader.corrupt_records, reader.trailing_bytes), (in_first[5].0.offset, 0, 0));
+    }
+
+    #[test]
+    fn segment_reader_skips_corrupt_records_and_stops_at_torn_tails() {
+        let (_dir, records, path, full) = five_records();
+        let rec = HEADER + 40;
+        for bit in (2 * rec * 8)..(3 * rec * 8) {
+            let mut data = full.clone();
+            data[bit / 8] ^= 1 << (bit % 8);
+            fs::write(&path, &data).unwrap();
+            let (got, reader) = read_segment(&path, 0, u64::MAX);
+            let mut want: Vec<_> = records.iter().enumerate().map(|(i, r)| ((i * rec) as u64, r.clone())).collect();
+            want.remove(2);
+            assert_eq!(got, want, "bit {bit}");
+            assert_eq!((reader.corrupt_records, reader.trailing_bytes), (1, 0), "bit {bit}");
+        }
+        for cut in 0..full.len() {
+            fs::write(&path, &full[..cut]).unwrap();
+            let (got, reader) = read_segment(&path, 0, u64::MAX);
+            assert_eq!(got.len(), cut / rec, "cut at {cut}");
+            assert_eq!((reader.corrupt_records, reader.trailing_bytes as usize), (0, cut % rec), "cut at {cut}");
+            assert_eq!(reader.position() as usize, cut, "cut at {cut}");
+        }
+        // The reader never changes the file.
+        assert_eq!(fs::metadata(&path).unwrap().len() as usize, full.len() - 1);
     }
 
     #[test]

@@ -1,0 +1,569 @@
+//! `spoor agent`: a lightweight collector that runs next to applications.
+//!
+//! ```text
+//! receivers ─► admit (memory, tenant rates) ─► decode ─► drop invalid spans ─► scrub
+//!           ─► persistent queue (group-committed fsync) ─► acknowledge
+//!           ─► batch (size, timeout) ─► split by trace ID over the ring ─► OTLP export (retry, backoff)
+//! ```
+//!
+//! The queue holds encoded `ExportTraceServiceRequest`s, so batching items of one tenant is a
+//! concatenation (protobuf merges repeated fields) and only load balancing decodes them again.
+//! An item leaves the queue once every part of it is delivered or refused for good; a
+//! downstream outage fills the queue and then pushes back on clients (503 + Retry-After).
+//! Tail sampling is not run here: it needs whole traces, which is what the trace-ID routing
+//! gives each `spoor serve` behind the agents.
+
+pub mod export;
+pub mod queue;
+pub mod resolve;
+pub mod ring;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use tokio::sync::watch;
+
+use crate::body;
+use crate::config::{Config, Durability};
+use crate::error::Error;
+use crate::limits::{MemoryLimiter, RateLimiter};
+use crate::metrics::Metrics;
+use crate::pipeline::Export;
+use crate::processors::{BatchConfig, Scrubbing};
+use export::{Exporter, ExporterConfig, Failure, Protocol};
+use queue::{Item, Queue, QueueConfig, QueueError};
+use resolve::{Resolver, ResolverConfig};
+use ring::{Ring, RoutingKey};
+
+/// The `agent:` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub queue: QueueSettings,
+    /// Batches exported at once.
+    pub num_consumers: usize,
+    /// Where to forward: the collector's exporter shapes.
+    pub exporters: ExportersConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { queue: QueueSettings::default(), num_consumers: 4, exporters: ExportersConfig::default() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Empty: `<storage.data_dir>/queue`.
+    pub directory: PathBuf,
+    /// On-disk cap; beyond it clients get 503 + Retry-After until deliveries free space.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    /// `fsync`: acknowledge after fdatasync; `os`: after write(2).
+    pub durability: Durability,
+    /// Queued payloads kept in memory; the rest is read back from disk.
+    pub memory_bytes: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            directory: PathBuf::new(),
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            durability: Durability::Fsync,
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One of the collector's exporters: `otlp` (gRPC), `otlphttp`, or `loadbalancing`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportersConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<ExporterConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlphttp: Option<ExporterConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loadbalancing: Option<LoadBalancingConfig>,
+}
+
+/// The collector's `loadbalancing` exporter: `protocol.otlp` is the template for every backend.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadBalancingConfig {
+    pub routing_key: RoutingKey,
+    pub protocol: LoadBalancingProtocol,
+    pub resolver: ResolverConfig,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadBalancingProtocol {
+    pub otlp: ExporterConfig,
+}
+
+/// Where batches go.
+enum Route {
+    Single(Arc<Exporter>),
+    Balanced { key: RoutingKey, template: ExporterConfig, resolver: Resolver, exporters: Mutex<HashMap<String, Arc<Exporter>>> },
+}
+
+impl Route {
+    fn new(c: &ExportersConfig) -> Result<Route, Error> {
+        let bad = |m: String| Error::Startup(format!("agent.exporters: {m}"));
+        match (&c.otlp, &c.otlphttp, &c.loadbalancing) {
+            (Some(e), None, None) => Ok(Route::Single(Arc::new(Exporter::new(e.clone())?))),
+            (None, Some(e), None) => {
+                Ok(Route::Single(Arc::new(Exporter::new(ExporterConfig { protocol: Protocol::Http, ..e.clone() })?)))
+            }
+            (None, None, Some(lb)) => {
+                lb.resolver.validate().map_err(|e| bad(format!("loadbalancing.resolver: {e}")))?;
+                Ok(Route::Balanced {
+                    key: lb.routing_key,
+                    template: lb.protocol.otlp.clone(),
+                    resolver: Resolver::start(lb.resolver.clone())?,
+                    exporters: Mutex::new(HashMap::new()),
+                })
+            }
+            (None, None, None) => Err(bad("set one of otlp, otlphttp or loadbalancing".into())),
+            _ => Err(bad("set only one of otlp, otlphttp or loadbalancing".into())),
+        }
+    }
+
+    fn exporter(&self, endpoint: &str) -> Result<Arc<Exporter>, Error> {
+        match self {
+            Route::Single(e) => Ok(e.clone()),
+            Route::Balanced { template, exporters, .. } => {
+                let mut map = exporters.lock().unwrap();
+                if let Some(e) = map.get(endpoint) {
+                    return Ok(e.clone());
+                }
+                let e = Arc::new(Exporter::new(template.with_endpoint(endpoint))?);
+                map.insert(endpoint.to_owned(), e.clone());
+                Ok(e)
+            }
+        }
+    }
+
+    fn exporters(&self) -> Vec<(String, Arc<Exporter>)> {
+        match self {
+            Route::Single(e) => vec![(e.url().to_owned(), e.clone())],
+            Route::Balanced { exporters, .. } => {
+                exporters.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+        }
+    }
+}
+
+pub struct Agent {
+    pub config: Config,
+    pub metrics: Metrics,
+    scrubbing: Scrubbing,
+    memory: Option<MemoryLimiter>,
+    rate_limits: RateLimiter,
+    queue: Queue,
+    route: Route,
+    batch: BatchConfig,
+    ready: AtomicBool,
+}
+
+/// Queue item: `[1][tenant len u16][tenant][spans u32][ExportTraceServiceRequest]`.
+fn encode_item(tenant: &str, spans: u32, request: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(7 + tenant.len() + request.len());
+    out.put_u8(1);
+    out.put_u16_le(tenant.len() as u16);
+    out.put_slice(tenant.as_bytes());
+    out.put_u32_le(spans);
+    out.put_slice(request);
+    out.to_vec()
+}
+
+struct Decoded {
+    tenant: String,
+    spans: u32,
+    request: Bytes,
+}
+
+fn decode_item(payload: &Bytes) -> Option<Decoded> {
+    let (&version, rest) = payload.split_first()?;
+    if version != 1 || rest.len() < 2 {
+        return None;
+    }
+    let tlen = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+    let rest = rest.get(2..)?;
+    let tenant = std::str::from_utf8(rest.get(..tlen)?).ok()?.to_owned();
+    let spans = u32::from_le_bytes(rest.get(tlen..tlen + 4)?.try_into().ok()?);
+    let start = 1 + 2 + tlen + 4;
+    Some(Decoded { tenant, spans, request: payload.slice(start..) })
+}
+
+/// Drops spans with unusable IDs (as the server would), returning how many and why.
+fn retain_valid(req: &mut ExportTraceServiceRequest) -> (u32, u32) {
+    let (mut kept, mut rejected) = (0u32, 0u32);
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| {
+                let ok = spoor_model::TraceId::from_slice(&s.trace_id).is_some()
+                    && spoor_model::SpanId::from_slice(&s.span_id).is_some()
+                    && (s.parent_span_id.is_empty() || s.parent_span_id.len() == 8);
+                if ok { kept += 1 } else { rejected += 1 }
+                ok
+            });
+        }
+    }
+    (kept, rejected)
+}
+
+impl crate::receive::Ingest for Agent {
+    fn multitenancy_enabled(&self) -> bool {
+        self.config.tenancy.multitenancy_enabled
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        self.config.ingest.max_request_bytes
+    }
+
+    async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        let transport = export.transport;
+        let result = self.ingest_inner(export).await;
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.metrics.inc("spoor_requests_total", &[("transport", transport), ("code", code)], 1.0);
+        result
+    }
+}
+
+impl Agent {
+    pub fn new(config: Config) -> Result<Agent, Error> {
+        let scrubbing = Scrubbing::new(&config.processors)?;
+        if config.processors.tail_sampling().is_some() {
+            return Err(Error::Startup(
+                "processors.tail_sampling runs in `spoor serve` (after its WAL), not in the agent: route by trace ID \
+                 (agent.exporters.loadbalancing) so every server sees whole traces, and sample there"
+                    .into(),
+            ));
+        }
+        let l = &config.limits;
+        let overrides = (!l.overrides_file.as_os_str().is_empty()).then(|| l.overrides_file.clone());
+        let rate_limits = RateLimiter::new(l.ingestion(), overrides, l.retry_after_secs)?;
+        let memory = MemoryLimiter::new(&config.memory_limiter())?;
+        let q = &config.agent.queue;
+        let dir = if q.directory.as_os_str().is_empty() { config.storage.data_dir.join("queue") } else { q.directory.clone() };
+        let queue = Queue::open(QueueConfig {
+            dir: dir.clone(),
+            max_bytes: q.max_bytes,
+            segment_bytes: q.segment_bytes,
+            durability: match q.durability {
+                Durability::Fsync => spoor_wal::Durability::Fsync,
+                Durability::Os => spoor_wal::Durability::Os,
+            },
+            memory_bytes: q.memory_bytes,
+        })
+        .map_err(|e| Error::Startup(format!("cannot open the agent queue in {}: {e}", dir.display())))?;
+        let route = Route::new(&config.agent.exporters)?;
+        let batch = config.processors.batch().cloned().unwrap_or_default();
+        Ok(Agent {
+            config,
+            metrics: Metrics::default(),
+            scrubbing,
+            memory,
+            rate_limits,
+            queue,
+            route,
+            batch,
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    async fn ingest_inner(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable { message: "shutting down".into(), retry_after_secs: 1 });
+        }
+        let this = self.clone();
+        let (item, rejected, spans, tenant) = tokio::task::spawn_blocking(move || this.prepare(export))
+            .await
+            .map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
+        if spans > 0 {
+            match self.queue.push(item).await {
+                Ok(()) => {}
+                Err(e) => {
+                    let reason = if matches!(e, QueueError::Full { .. }) { "queue_full" } else { "queue_error" };
+                    self.metrics.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", reason)], spans as f64);
+                    return Err(Error::Unavailable {
+                        message: format!("{e}; the downstream is not keeping up"),
+                        retry_after_secs: self.config.limits.retry_after_secs,
+                    });
+                }
+            }
+            self.metrics.inc("spoor_spans_accepted_total", &[("tenant", &tenant)], spans as f64);
+        }
+        Ok(ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected as i64,
+                error_message: format!(
+                    "{rejected} spans rejected: invalid trace ID (16 bytes, not all zero), span ID (8 bytes, not all zero) or parent span ID"
+                ),
+            }),
+        })
+    }
+
+    /// Everything before the queue: limits, decode, validate, scrub, re-encode.
+    fn prepare(&self, export: Export) -> Result<(Vec<u8>, u32, u32, String), Error> {
+        let Export { tenant, body, compression, format, metadata, .. } = export;
+        let m = &self.metrics;
+        let _in_flight = match &self.memory {
+            Some(limiter) => Some(limiter.admit(body.len()).inspect_err(|_| {
+                m.inc("spoor_requests_refused_total", &[("tenant", &tenant), ("reason", "memory_limited")], 1.0)
+            })?),
+            None => None,
+        };
+        let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
+        let raw_bytes = raw.len() as u64;
+        let mut req = body::decode(&raw, format)?;
+        drop(raw);
+        let (spans, rejected) = retain_valid(&mut req);
+        m.inc("spoor_spans_received_total", &[("tenant", &tenant)], (spans + rejected) as f64);
+        if rejected > 0 {
+            m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "invalid")], rejected as f64);
+        }
+        self.rate_limits.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
+            m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "rate_limited")], spans as f64);
+        })?;
+        let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
+        self.scrubbing.apply(&mut req, &ctx, &tenant, m);
+        let item = encode_item(&tenant, spans, &req.encode_to_vec());
+        Ok((item, rejected, spans, tenant))
+    }
+
+    /// One consumer: takes a batch off the queue, exports it, acknowledges it.
+    async fn forward(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let Some(first) = self.queue.pop(&mut stop).await else { return };
+            let mut batch = vec![first];
+            let size = |items: &[Item]| items.iter().filter_map(|i| decode_item(&i.payload)).map(|d| d.spans as usize).sum::<usize>();
+            let mut spans = size(&batch);
+            let deadline = tokio::time::Instant::now() + self.batch.timeout;
+            let max = if self.batch.send_batch_max_size > 0 { self.batch.send_batch_max_size } else { usize::MAX };
+            while spans < self.batch.send_batch_size {
+                match tokio::time::timeout_at(deadline, self.queue.pop(&mut stop)).await {
+                    Ok(Some(item)) => {
+                        let n = size(std::slice::from_ref(&item));
+                        if spans + n > max {
+                            self.queue.nack(item);
+                            break;
+                        }
+                        spans += n;
+                        batch.push(item);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.export_batch(batch, &stop).await;
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn export_batch(&self, batch: Vec<Item>, stop: &watch::Receiver<bool>) {
+        // Items of one tenant concatenated: protobuf merges repeated fields.
+        let mut by_tenant: BTreeMap<String, (BytesMut, u64)> = BTreeMap::new();
+        for item in &batch {
+            match decode_item(&item.payload) {
+                Some(d) => {
+                    let e = by_tenant.entry(d.tenant).or_default();
+                    e.0.extend_from_slice(&d.request);
+                    e.1 += d.spans as u64;
+                }
+                None => {
+                    tracing::warn!(item = ?item.id, "unreadable queue item dropped");
+                    self.metrics.inc("spoor_agent_dropped_spans_total", &[("reason", "corrupt")], 0.0);
+                }
+            }
+        }
+        let mut stopped = false;
+        for (tenant, (body, spans)) in by_tenant {
+            match self.export_tenant(&tenant, body.freeze(), spans, stop).await {
+                Ok(()) => {}
+                Err(Failure::Stopped) => stopped = true,
+                Err(f) => {
+                    let reason = match f {
+                        Failure::Permanent(_) => "permanent",
+                        _ => "retries_exhausted",
+                    };
+                    tracing::warn!(tenant, spans, error = %f, "export failed for good; spans dropped");
+                    self.metrics.inc("spoor_agent_dropped_spans_total", &[("reason", reason)], spans as f64);
+                }
+            }
+        }
+        for item in batch {
+            if stopped {
+                // Shutdown mid-export: back in the queue (and on disk) for the next start.
+                self.queue.nack(item);
+            } else {
+                self.queue.ack(item.id);
+            }
+        }
+    }
+
+    /// Exports one tenant's batch: whole, or split over the ring with every part sent at once.
+    async fn export_tenant(&self, tenant: &str, body: Bytes, spans: u64, stop: &watch::Receiver<bool>) -> Result<(), Failure> {
+        let tenant_header = self.config.tenancy.multitenancy_enabled.then_some(tenant);
+        let parts: Vec<(String, Bytes, u64)> = match &self.route {
+            Route::Single(e) => vec![(e.url().to_owned(), body, spans)],
+            Route::Balanced { key, resolver, .. } => {
+                let req = ExportTraceServiceRequest::decode(body.clone())
+                    .map_err(|e| Failure::Permanent(format!("queued request does not decode: {e}")))?;
+                let ring = loop {
+                    let ring = Ring::new(&resolver.endpoints());
+                    if !ring.is_empty() {
+                        break ring;
+                    }
+                    // No backends yet: the batch waits (it is safe in the queue) rather than drop.
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.wait_for(|s| *s) => return Err(Failure::Stopped),
+                    }
+                };
+                ring::split(req, &ring, *key)
+                    .into_iter()
+                    .map(|(endpoint, part)| {
+                        let n = part.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
+                        (endpoint, Bytes::from(part.encode_to_vec()), n)
+                    })
+                    .collect()
+            }
+        };
+        let sends = parts.into_iter().map(|(endpoint, body, n)| async move {
+            let exporter = self.route.exporter(&endpoint).map_err(|e| Failure::Permanent(e.to_string()))?;
+            let delivery = exporter.send(body, tenant_header, stop).await?;
+            self.metrics.inc("spoor_agent_forwarded_spans_total", &[("endpoint", &endpoint)], n as f64);
+            if delivery.rejected_spans > 0 {
+                tracing::warn!(endpoint, rejected = delivery.rejected_spans, message = delivery.message, "downstream rejected spans");
+                self.metrics.inc("spoor_agent_dropped_spans_total", &[("reason", "rejected_downstream")], delivery.rejected_spans as f64);
+            }
+            Ok::<(), Failure>(())
+        });
+        let results = futures_util::future::join_all(sends).await;
+        // A stop wins (the whole batch goes back); otherwise the first failure is reported.
+        if results.iter().any(|r| matches!(r, Err(Failure::Stopped))) {
+            return Err(Failure::Stopped);
+        }
+        results.into_iter().collect::<Result<Vec<()>, Failure>>().map(|_| ())
+    }
+
+    /// The agent's own metrics: queue, exporters, resolver, and the request counters.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let q = self.queue.stats();
+        m.set("spoor_agent_queue_items", &[], q.items as f64);
+        m.set("spoor_agent_queue_bytes", &[], q.bytes as f64);
+        m.set("spoor_agent_queue_disk_bytes", &[], q.disk_bytes as f64);
+        m.set("spoor_agent_queue_in_flight", &[], q.in_flight as f64);
+        m.set("spoor_agent_queue_oldest_age_seconds", &[], q.oldest_age_seconds);
+        m.set("spoor_agent_queue_corrupt_items_total", &[], q.corrupt_total as f64);
+        m.set("spoor_agent_queue_full_total", &[], q.full_total as f64);
+        for (endpoint, e) in self.route.exporters() {
+            let s = e.stats().snapshot();
+            let l = [("endpoint", endpoint.as_str())];
+            m.set("spoor_agent_export_attempts_total", &l, s.attempts as f64);
+            m.set("spoor_agent_export_retries_total", &l, s.retries as f64);
+            m.set("spoor_agent_export_timeouts_total", &l, s.timeouts as f64);
+            m.set("spoor_agent_export_delivered_total", &l, s.delivered as f64);
+            m.set("spoor_agent_export_failed_total", &[("endpoint", endpoint.as_str()), ("reason", "permanent")], s.failed_permanent as f64);
+            m.set("spoor_agent_export_failed_total", &[("endpoint", endpoint.as_str()), ("reason", "retries_exhausted")], s.failed_gave_up as f64);
+            m.set("spoor_agent_export_latency_seconds", &l, s.last_latency_us as f64 / 1e6);
+        }
+        if let Route::Balanced { resolver, .. } = &self.route {
+            let st = resolver.stats();
+            m.set("spoor_agent_resolutions_total", &[("outcome", "ok")], st.resolutions_ok.load(Ordering::Relaxed) as f64);
+            m.set("spoor_agent_resolutions_total", &[("outcome", "error")], st.resolutions_failed.load(Ordering::Relaxed) as f64);
+            m.set("spoor_agent_backend_updates_total", &[], st.backend_updates.load(Ordering::Relaxed) as f64);
+            m.set("spoor_agent_backends", &[], resolver.endpoints().len() as f64);
+        }
+        m.render_registry()
+    }
+}
+
+/// Runs the agent until `shutdown` resolves: receivers, `/metrics` and `/ready` on the API
+/// address, and the forwarders. On shutdown, in-flight exports go back to the queue on disk.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    let bind = |addr: String, what: &'static str| async move {
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::Startup(format!("cannot listen for {what} on {addr}: {e}")))?;
+        tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or(addr), "listening for {what}");
+        Ok::<_, Error>(l)
+    };
+    let grpc = bind(config.server.otlp_grpc_listen.clone(), "OTLP/gRPC").await?;
+    let http = bind(config.server.otlp_http_listen.clone(), "OTLP/HTTP").await?;
+    let api = bind(config.server.http_listen.clone(), "/metrics and /ready").await?;
+    let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let agent = Arc::new(Agent::new(config)?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let a = agent.clone();
+    let admin = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || async move { a.render_metrics() }))
+        .route("/ready", axum::routing::get(|| async { "ready\n" }));
+    for (listener, router) in [
+        (grpc, crate::receive::grpc_router(agent.clone())),
+        (http, crate::receive::http_router(agent.clone())),
+        (api, admin),
+    ] {
+        let mut rx = stop_rx.clone();
+        servers.spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    let mut forwarders = tokio::task::JoinSet::new();
+    for _ in 0..agent.config.agent.num_consumers.max(1) {
+        forwarders.spawn(agent.clone().forward(stop_rx.clone()));
+    }
+    let mut overrides = tokio::task::JoinSet::new();
+    if let Some(m) = &agent.memory {
+        let a = agent.clone();
+        let every = m.interval();
+        overrides.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Some(m) = &a.memory {
+                    m.check();
+                }
+            }
+        });
+    }
+    tracing::info!("agent ready");
+    shutdown.await;
+    tracing::info!("shutting down: refusing new requests, returning in-flight batches to the queue");
+    agent.ready.store(false, Ordering::Relaxed);
+    overrides.abort_all();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(timeout, async {
+        while servers.join_next().await.is_some() {}
+        while forwarders.join_next().await.is_some() {}
+    })
+    .await;
+    let a = agent.clone();
+    let _ = tokio::task::spawn_blocking(move || a.queue.close()).await;
+    tracing::info!("queue synced; bye");
+    Ok(())
+}
