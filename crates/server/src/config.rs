@@ -447,4 +447,37 @@ mod tests {
         let c = Config::load(Some(std::path::Path::new(path)), vec![], &[]).unwrap();
         assert_eq!(c.wal.durability, Durability::Fsync);
     }
+
+    #[test]
+    fn shipped_processing_configs_load() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/");
+        let adr = Config::load(Some(&std::path::Path::new(dir).join("adr-sampling.yaml")), vec![], &[]).unwrap();
+        let ts = adr.processors.tail_sampling().expect("tail sampling");
+        assert_eq!(ts.policies.len(), 3);
+        assert!(matches!(adr.processors.0.get("scrub"), Some(Processor::Scrub(s)) if s.enabled), "default policy stays on");
+        let agent = Config::load(Some(&std::path::Path::new(dir).join("agent.yaml")), vec![], &[]).unwrap();
+        assert!(agent.agent.exporters.loadbalancing.is_some());
+        assert_eq!(agent.processors.batch().unwrap().send_batch_size, 8192);
+        // What `spoor config` prints loads back to the same configuration.
+        for c in [adr, agent] {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), c.to_yaml()).unwrap();
+            assert_eq!(Config::load(Some(file.path()), vec![], &[]).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn processor_mistakes_name_the_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        for (yaml, expect) in [
+            ("processors:\n  tail_sampling:\n    policies:\n      - {name: a, type: status_code, status_code: {status_codes: [FOO]}}\n", "FOO"),
+            ("processors:\n  transform:\n    x: 1\n", "unknown processor type \"transform\""),
+            ("processors:\n  redaction:\n    hash_function: sha256\n", "sha256"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
+            assert!(err.contains(expect) && err.contains("line"), "{yaml}: {err}");
+        }
+    }
 }

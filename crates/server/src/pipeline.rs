@@ -1,13 +1,16 @@
 //! The data path, on one screen:
 //!
 //! ```text
-//! receiver ─► decompress ─► decode ─► validate + split by trace ─► admit (limits)
-//!          ─► WAL (group-committed fsync) ─► acknowledge ─► head (live traces)
-//!          ─► cut by size/age ─► block (Parquet) in the backend ─► WAL segments released
+//! receiver ─► memory limiter ─► decompress ─► decode ─► tenant rate limit ─► scrub (attributes,
+//!          redaction, default policy) ─► validate + split by trace ─► head limits ─► WAL
+//!          (group-committed fsync) ─► acknowledge ─► tail sampler (decisions also to the WAL)
+//!          ─► head (live traces) ─► cut by size/age ─► block (Parquet) in the backend
+//!          ─► WAL segments released
 //! ```
 //!
 //! Everything after the WAL is rebuilt from it on start ([`Pipeline::replay`]), so the reply a
-//! client gets is a promise the WAL keeps until the block holding it is durable.
+//! client gets is a promise the WAL keeps until the block holding it is durable (or its trace
+//! is sampled out).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -189,11 +192,12 @@ impl Pipeline {
         let mut unreadable = 0u64;
         let stats = spoor_wal::replay(&cfg.dir, |segment, payload| match decode_any(payload) {
             Some(Record::Spans { tenant, fragments }) => self.store(&tenant, &fragments, segment),
-            Some(Record::Decisions { tenant, decisions }) => match &self.sampling {
-                Some(s) => self.store_sampled(&s.apply(&tenant, &decisions)),
-                // Sampling was turned off since: everything in the WAL was already stored.
-                None => {}
-            },
+            Some(Record::Decisions { tenant, decisions }) => {
+                // With sampling turned off since, everything in the WAL was already stored.
+                if let Some(s) = &self.sampling {
+                    self.store_sampled(&s.apply(&tenant, &decisions));
+                }
+            }
             None => unreadable += 1,
         })?;
         let secs = start.elapsed().as_secs_f64();
@@ -419,22 +423,20 @@ impl Pipeline {
         let raw_bytes = raw.len() as u64;
         let mut req = body::decode(&raw, format)?;
         drop(raw);
+        let spans: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        m.inc("spoor_spans_received_total", &[("tenant", &tenant)], spans as f64);
+        // Before any per-span work: a tenant over its rate costs a decode, nothing more.
+        self.rate_limits.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
+            refused("rate_limited", spans);
+        })?;
         // Scrubbed before anything touches disk.
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
         self.scrubbing.apply(&mut req, &ctx, &tenant, m);
         let split = split_request(&req);
         drop(req);
-        m.inc(
-            "spoor_spans_received_total",
-            &[("tenant", &tenant)],
-            (split.accepted_spans + split.rejected_spans) as f64,
-        );
         if split.rejected_spans > 0 {
             refused("invalid", split.rejected_spans);
         }
-        self.rate_limits.admit(&tenant, split.accepted_spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
-            refused("rate_limited", split.accepted_spans);
-        })?;
         let admitted = self.head.admit(&tenant, split.fragments).map_err(|refusal| {
             refused(refusal.reason(), split.accepted_spans);
             let retry_after_secs = self.config.limits.retry_after_secs;

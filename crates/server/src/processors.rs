@@ -53,12 +53,14 @@ impl Default for BatchConfig {
     }
 }
 
+// Built once from the config file; boxing the big variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Processor {
     Attributes(AttributesConfig),
     Redaction(RedactionConfig),
     Scrub(ScrubConfig),
-    TailSampling(Box<TailSamplingConfig>),
+    TailSampling(TailSamplingConfig),
     MemoryLimiter(MemoryLimiterConfig),
     Batch(BatchConfig),
 }
@@ -82,7 +84,7 @@ impl Processors {
     }
 
     pub fn tail_sampling(&self) -> Option<&TailSamplingConfig> {
-        self.of(|p| if let Processor::TailSampling(c) = p { Some(c.as_ref()) } else { None }).next().map(|(_, c)| c)
+        self.of(|p| if let Processor::TailSampling(c) = p { Some(c) } else { None }).next().map(|(_, c)| c)
     }
 
     pub fn memory_limiter(&self) -> Option<&MemoryLimiterConfig> {
@@ -112,7 +114,7 @@ impl<'de> Deserialize<'de> for Processors {
                         "attributes" => Processor::Attributes(map.next_value()?),
                         "redaction" => Processor::Redaction(map.next_value()?),
                         "scrub" => Processor::Scrub(map.next_value()?),
-                        "tail_sampling" => Processor::TailSampling(Box::new(map.next_value()?)),
+                        "tail_sampling" => Processor::TailSampling(map.next_value()?),
                         "memory_limiter" => Processor::MemoryLimiter(map.next_value()?),
                         "batch" => Processor::Batch(map.next_value()?),
                         _ => {

@@ -40,6 +40,11 @@ pub struct Args {
     /// Tenant to send as X-Scope-OrgID.
     #[arg(long)]
     tenant: Option<String>,
+    /// Sink mode: accept OTLP/gRPC on this address for --duration seconds, answer every export
+    /// with success without decoding it, and report requests and bytes received (a downstream
+    /// that costs nothing, for benchmarking `spoor agent`).
+    #[arg(long)]
+    sink: Option<String>,
     /// Append `<trace id> <span id>` for every acknowledged span to this file.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -76,7 +81,50 @@ struct Totals {
     errors: AtomicU64,
 }
 
+/// Accepts everything, decodes nothing.
+struct Sink {
+    requests: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl spoor_server::receive::Ingest for Sink {
+    fn multitenancy_enabled(&self) -> bool {
+        false
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        256 << 20
+    }
+
+    async fn ingest(
+        self: Arc<Self>,
+        export: spoor_server::pipeline::Export,
+    ) -> Result<spoor_model::otlp::ExportTraceServiceResponse, spoor_server::Error> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(export.body.len() as u64, Ordering::Relaxed);
+        Ok(Default::default())
+    }
+}
+
+async fn sink(args: &Args, addr: &str) -> anyhow::Result<()> {
+    let s = Arc::new(Sink { requests: Default::default(), bytes: Default::default() });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("sink listening on {addr} for {} s", args.duration);
+    let server = tokio::spawn(axum::serve(listener, spoor_server::receive::grpc_router(s.clone())).into_future());
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    server.abort();
+    println!(
+        "sink: {} requests, {:.1} MiB",
+        s.requests.load(Ordering::Relaxed),
+        s.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = &args.sink {
+        return sink(&args, addr).await;
+    }
     if let Some(file) = &args.query_traces {
         return query(&args, file).await;
     }

@@ -165,22 +165,8 @@ processors:
     assert!(err.contains("pattern") && err.contains("line"), "{err}");
 }
 
-/// The ADR policy: every error, every trace over 1 s, 10 % of the rest.
-const ADR: &str = r#"
-processors:
-  tail_sampling:
-    decision_wait: 1s
-    policies:
-      - name: errors
-        type: status_code
-        status_code: {status_codes: [ERROR]}
-      - name: slow
-        type: latency
-        latency: {threshold_ms: 1000}
-      - name: share
-        type: probabilistic
-        probabilistic: {sampling_percentage: 10}
-"#;
+/// The shipped ADR policy: every error, every trace over 1 s, 10 % of the rest.
+const ADR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/adr-sampling.yaml");
 
 async fn search_ids(s: &Server, q: &str) -> std::collections::BTreeSet<String> {
     let q: String = q.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
@@ -192,11 +178,10 @@ async fn search_ids(s: &Server, q: &str) -> std::collections::BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adr_sampling_keeps_errors_slow_and_a_tenth_and_survives_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("spoor.yaml");
-    std::fs::write(&config, ADR).unwrap();
     let mut s = Server::unstarted(&dir.path().join("data"));
-    s.config = Some(config);
+    s.config = Some(ADR.into());
     s.env = QUIET.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    s.env.push(("SPOOR__PROCESSORS__TAIL_SAMPLING__DECISION_WAIT".into(), "1s".into()));
     s.spawn();
     s.wait_ready();
 

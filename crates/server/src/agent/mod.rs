@@ -112,7 +112,8 @@ pub struct LoadBalancingProtocol {
     pub otlp: ExporterConfig,
 }
 
-/// Where batches go.
+/// Where batches go. Built once at start.
+#[allow(clippy::large_enum_variant)]
 enum Route {
     Single(Arc<Exporter>),
     Balanced { key: RoutingKey, template: ExporterConfig, resolver: Resolver, exporters: Mutex<HashMap<String, Arc<Exporter>>> },
