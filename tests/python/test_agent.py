@@ -37,7 +37,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from conftest import READY_TIMEOUT_S, SHUTDOWN_TIMEOUT_S, SPOOR_BIN, RecordingExporter, _free_ports, http_get, http_request
+from conftest import (
+    READY_TIMEOUT_S,
+    SHUTDOWN_TIMEOUT_S,
+    SPOOR_BIN,
+    RecordingExporter,
+    _free_ports,
+    http_get,
+    http_request,
+)
 
 # Fast retries so that an outage ends quickly once the server is back; never give up.
 RETRY = "{initial_interval: 100ms, max_interval: 1s, max_elapsed_time: 0}"
@@ -73,6 +81,10 @@ class Proc:
     @property
     def grpc_endpoint(self) -> str:
         return f"127.0.0.1:{self.ports[0]}"
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[1]}"
 
     @property
     def api_url(self) -> str:
@@ -195,14 +207,16 @@ def server_config(extra: str = "") -> str:
     return SERVER_BASE + extra
 
 
-def agent_config(server: Proc) -> str:
+def agent_config(server: Proc, exporter: str = "otlp") -> str:
+    """One downstream: `otlp` (gRPC, uncompressed) or `otlphttp` (protobuf, gzip: the default)."""
+    if exporter == "otlp":
+        settings = f"endpoint: {server.grpc_endpoint}, compression: none"
+    else:
+        settings = f"endpoint: {server.otlp_http_url}"
     return f"""\
 agent:
   exporters:
-    otlp:
-      endpoint: {server.grpc_endpoint}
-      compression: none
-      retry_on_failure: {RETRY}
+    {exporter}: {{{settings}, retry_on_failure: {RETRY}}}
 {AGENT_BATCH}"""
 
 
@@ -244,7 +258,9 @@ def sdk(endpoint: str, service: str, batch: bool = True) -> tuple[TracerProvider
     sent = RecordingExporter(OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=30))
     if batch:
         # A queue that never drops spans; batches of 512 spans, as the collector's defaults.
-        processor = BatchSpanProcessor(sent, max_queue_size=1 << 20, max_export_batch_size=512, schedule_delay_millis=100)
+        processor = BatchSpanProcessor(
+            sent, max_queue_size=1 << 20, max_export_batch_size=512, schedule_delay_millis=100
+        )
     else:
         processor = SimpleSpanProcessor(sent)
     provider.add_span_processor(processor)
@@ -306,7 +322,9 @@ def search_ids(server: Proc, q: str, limit: int) -> set[str]:
     return ids
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Callable[[], str], every: float = 0.1) -> float:
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float, logs: Callable[[], str], every: float = 0.1
+) -> float:
     """Polls `check` until true; returns the seconds it took."""
     start = time.monotonic()
     while not check():
@@ -347,6 +365,10 @@ def wait_delivered(servers: list[Proc], expected: dict[str, set[str]], logs: Cal
     return where
 
 
+def queue_items(agent: Proc) -> float:
+    return agent.metrics().sum("spoor_agent_queue_items")
+
+
 def all_bytes(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -358,6 +380,7 @@ def all_bytes(root: Path) -> dict[Path, bytes]:
 # What the SDK sends: each value must not appear anywhere downstream of the agent's receiver.
 AUTH_HEADER = "Bearer sekrit-xyz-123"
 COOKIE = "session=c00kie-monster-991"
+SET_COOKIE = "id=s3t-c00kie-4242; HttpOnly"
 DB_PASSWORD = "hunter2-pw-5150"
 API_TOKEN = "tok-9f8e7d6c5b4a"
 RESOURCE_SECRET = "res-s3cr3t-000"
@@ -367,6 +390,7 @@ SQL = "SELECT id FROM users WHERE name = 'robert-tables-77' AND pin = 3133742424
 SECRETS = [
     "sekrit-xyz-123",
     "c00kie-monster-991",
+    "s3t-c00kie-4242",
     DB_PASSWORD,
     API_TOKEN,
     RESOURCE_SECRET,
@@ -381,10 +405,11 @@ SECRETS = [
 MARKER = "marker-7c1f0d2e"
 
 
-def test_agent_scrubs_before_its_queue(launcher: Launcher):
+@pytest.mark.parametrize("exporter", ["otlp", "otlphttp"])
+def test_agent_scrubs_before_its_queue(launcher: Launcher, exporter: str):
     # The server's own scrubbing is off: whatever it stores is what the agent forwarded.
     server = launcher.start("serve", "server", server_config("processors:\n  scrub: {enabled: false}\n"))
-    agent = launcher.start("agent", "agent", agent_config(server))
+    agent = launcher.start("agent", "agent", agent_config(server, exporter))
 
     provider = TracerProvider(resource=Resource.create({"service.name": "checkout", "deploy.secret": RESOURCE_SECRET}))
     sent = RecordingExporter(OTLPSpanExporter(endpoint=agent.grpc_endpoint, insecure=True, timeout=30))
@@ -396,6 +421,7 @@ def test_agent_scrubs_before_its_queue(launcher: Launcher):
                 "http.request.method": "POST",
                 "http.request.header.authorization": AUTH_HEADER,
                 "http.request.header.cookie": COOKIE,
+                "http.response.header.set-cookie": SET_COOKIE,
                 "auth.api_token": API_TOKEN,
                 "test.marker": MARKER,
             }
@@ -462,7 +488,7 @@ def test_agent_scrubs_before_its_queue(launcher: Launcher):
         no_secrets(f"server file {p}", b)
 
     m = agent.metrics()
-    assert m.sum("spoor_processed_attributes_total", processor="scrub", action="deleted") >= 5, m.samples
+    assert m.sum("spoor_processed_attributes_total", processor="scrub", action="deleted") >= 6, m.samples
     assert m.sum("spoor_processed_attributes_total", processor="scrub", action="masked") >= 3, m.samples
     # The logs last: whatever the processes wrote up to now, shutdown included.
     assert not launcher.close()
@@ -524,11 +550,14 @@ def test_adr_sampling_policy_behind_the_agent(launcher: Launcher):
     errors = search_ids(server, "{ status = error }", 10_000)
     slow = search_ids(server, "{ duration > 1s }", 10_000)
     everything = search_ids(server, "{ }", 10_000)
-    assert errors == ids["error"], f"error traces: {len(ids['error'] - errors)} missing, {len(errors - ids['error'])} extra"
-    assert slow == ids["slow"], f"slow traces: {len(ids['slow'] - slow)} missing, {len(slow - ids['slow'])} extra"
+    for kind, found in (("error", errors), ("slow", slow)):
+        missing, extra = ids[kind] - found, found - ids[kind]
+        assert not missing and not extra, f"{kind} traces: {len(missing)} missing, {len(extra)} extra"
     sent_ids = set().union(*ids.values())
     assert everything <= sent_ids, f"{len(everything - sent_ids)} traces found that were never sent"
     assert ids["error"] | ids["slow"] <= everything
+    # Every sampled trace (two spans each) is searchable, and nothing else is.
+    assert m.sum("spoor_sampling_spans_total", decision="sampled") == 2 * len(everything), m.samples
     kept = len(everything & ids["normal"])
     p = 0.10
     mean, sd = N_NORMAL * p, math.sqrt(N_NORMAL * p * (1 - p))
@@ -587,8 +616,9 @@ def test_outage_queues_then_delivers(launcher: Launcher, agent_killed: bool):
     started = time.monotonic()
     wait_delivered([server], expected, launcher.logs)
     took = time.monotonic() - started
-    wait_for("the agent's queue to drain", lambda: agent.metrics().sum("spoor_agent_queue_items") == 0, 30, launcher.logs)
-    print(f"\nall {N_TRACES} traces delivered {took:.1f}s after the server started")
+    wait_for("the agent's queue to drain", lambda: queue_items(agent) == 0, 30, launcher.logs)
+    returned = sum(len(get_trace(server, tid)) for tid in expected)  # duplicates included
+    print(f"\nall {N_TRACES} traces delivered {took:.1f}s after the server started; {returned} spans returned")
 
 
 # ---------------------------------------------------------------------------------------
@@ -638,7 +668,7 @@ agent:
     provider.shutdown()
 
     where = wait_delivered(servers, expected, launcher.logs)
-    wait_for("the agent's queue to drain", lambda: agent.metrics().sum("spoor_agent_queue_items") == 0, 30, launcher.logs)
+    wait_for("the agent's queue to drain", lambda: queue_items(agent) == 0, 30, launcher.logs)
     per_server = {s.name: sum(1 for w in where.values() if w == s.name) for s in servers}
     assert all(n > 0 for n in per_server.values()), f"traces per server: {per_server}"
     for tid, name in where.items():
@@ -647,6 +677,13 @@ agent:
         assert len(get_trace(next(s for s in servers if s.name == name), tid)) == LB_SPANS, tid
     m = agent.metrics()
     assert m.sum("spoor_agent_backends") == 2, m.samples
-    forwarded = {s.name: m.sum("spoor_agent_forwarded_spans_total", endpoint=f"http://{s.grpc_endpoint}") for s in servers}
+    forwarded = {
+        s.name: sum(
+            v
+            for n, ls, v in m.samples
+            if n == "spoor_agent_forwarded_spans_total" and ls.get("endpoint", "").endswith(s.grpc_endpoint)
+        )
+        for s in servers
+    }
     assert forwarded == {name: n * LB_SPANS for name, n in per_server.items()}, (forwarded, per_server)
     print(f"\ntraces per server: {per_server}")

@@ -40,6 +40,11 @@ pub struct ServerConfig {
     pub otlp_http_listen: String,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send an HTTP/1 request head, and to send its first bytes
+    /// on a new connection (HTTP/1 or the HTTP/2 preface); slower connections are closed
+    /// (slowloris). An HTTP/1 keep-alive connection idle this long between requests is closed
+    /// too. 0: no limit.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +54,7 @@ impl Default for ServerConfig {
             otlp_grpc_listen: "127.0.0.1:4317".into(),
             otlp_http_listen: "127.0.0.1:4318".into(),
             shutdown_timeout_secs: 30,
+            header_read_timeout_secs: 30,
         }
     }
 }

@@ -20,10 +20,17 @@ pub mod tenant;
 
 use std::future::Future;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 pub use config::Config;
 pub use error::Error;
@@ -56,6 +63,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         None
     };
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
 
     let p = Arc::new(Pipeline::new(config)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -66,19 +74,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         listeners.push((http, receive::http_router(p.clone())));
     }
     for (listener, router) in listeners {
-        let mut rx = stop_rx.clone();
-        servers.spawn(async move {
-            // Small request/response exchanges: without TCP_NODELAY, Nagle plus delayed ACKs
-            // add ~40 ms to a fraction of replies.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-        });
+        servers.spawn(serve_http(listener, router, stop_rx.clone(), header_timeout));
     }
 
     // Replay runs while the listeners answer: /ready says 503 and ingest asks clients to retry.
@@ -116,6 +112,153 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Streams one HTTP/2 client may have open at once on a connection; more are refused
+/// (`REFUSED_STREAM`) and well-behaved clients queue them. hyper's default today, pinned
+/// because hyper does not promise to keep it.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// Serves `router` (HTTP/1.1 and h2c) on `listener` until `stop` turns true, then stops
+/// accepting and waits for open connections to finish their requests: what
+/// `axum::serve(..).with_graceful_shutdown(..)` does, plus a header read timeout, which
+/// axum::serve cannot have (hyper's needs a timer and axum installs none), so a client
+/// sending its request head a byte at a time held a connection and a task forever.
+///
+/// `header_read_timeout` (zero: none) bounds, separately: the wait for the first bytes that tell HTTP/1
+/// from HTTP/2 (see [`DetectDeadline`]); an HTTP/1 request head (hyper's timer, which also
+/// closes a keep-alive connection idle that long between requests). An HTTP/2 connection
+/// past its preface may idle: streams are bounded by [`HTTP2_MAX_CONCURRENT_STREAMS`].
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+) {
+    // Each connection holds a receiver; `closed()` resolves once all are gone.
+    let (conns_tx, conns_rx) = watch::channel(());
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                // The peer gave up before we accepted: nothing to do.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
+                // Out of file descriptors and the like: retry without spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        // Small request/response exchanges: without TCP_NODELAY, Nagle plus delayed ACKs add
+        // ~40 ms to a fraction of replies.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop.clone();
+        let conns_rx = conns_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            let timeout = (!header_read_timeout.is_zero()).then_some(header_read_timeout);
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+            builder.http2().max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+            let io = TokioIo::new(DetectDeadline::new(tcp, timeout));
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(conns_rx);
+        });
+    }
+    drop(listener);
+    drop(conns_rx);
+    conns_tx.closed().await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// hyper-util's `auto` builder reads up to the 24-byte HTTP/2 preface to choose the protocol,
+/// without a timer, and hyper's header read timeout only starts after that: a client sending
+/// nothing, or the preface a byte at a time, was never closed. This fails the read with
+/// `TimedOut` once `timeout` has passed while every byte so far could still be the preface;
+/// the first byte that cannot (any HTTP/1 request), or the whole preface, disarms it.
+pub struct DetectDeadline {
+    io: TcpStream,
+    matched: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl DetectDeadline {
+    /// `None`: no deadline.
+    pub fn new(io: TcpStream, timeout: Option<Duration>) -> DetectDeadline {
+        DetectDeadline { io, matched: 0, deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))) }
+    }
+}
+
+impl AsyncRead for DetectDeadline {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let Some(deadline) = this.deadline.as_mut() else { return Pin::new(&mut this.io).poll_read(cx, buf) };
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                let n = new.len().min(H2_PREFACE.len() - this.matched);
+                let end = this.matched + n;
+                if new.is_empty() || new[..n] != H2_PREFACE[this.matched..end] || end == H2_PREFACE.len() {
+                    this.deadline = None;
+                } else {
+                    this.matched = end;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no HTTP request started within the header read timeout",
+            ))),
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for DetectDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -208,6 +208,48 @@ fn decode_item(payload: &Bytes) -> Option<Decoded> {
     Some(Decoded { tenant, spans, request: payload.slice(start..) })
 }
 
+fn count(req: &ExportTraceServiceRequest) -> u64 {
+    req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
+}
+
+/// Cuts a request into requests of at most `max` spans, keeping every span's resource and
+/// scope and the order of spans.
+fn chunk(req: ExportTraceServiceRequest, max: usize) -> Vec<ExportTraceServiceRequest> {
+    let mut out = vec![ExportTraceServiceRequest::default()];
+    let mut room = max;
+    for rs in req.resource_spans {
+        let mut rs_open = false;
+        for ss in rs.scope_spans {
+            let mut spans = ss.spans.into_iter().peekable();
+            while spans.peek().is_some() {
+                if room == 0 {
+                    out.push(ExportTraceServiceRequest::default());
+                    room = max;
+                    rs_open = false;
+                }
+                let take: Vec<_> = spans.by_ref().take(room).collect();
+                room -= take.len();
+                let cur = out.last_mut().unwrap();
+                if !rs_open {
+                    cur.resource_spans.push(spoor_model::otlp::ResourceSpans {
+                        resource: rs.resource.clone(),
+                        scope_spans: Vec::new(),
+                        schema_url: rs.schema_url.clone(),
+                    });
+                    rs_open = true;
+                }
+                cur.resource_spans.last_mut().unwrap().scope_spans.push(spoor_model::otlp::ScopeSpans {
+                    scope: ss.scope.clone(),
+                    spans: take,
+                    schema_url: ss.schema_url.clone(),
+                });
+            }
+        }
+    }
+    out.retain(|r| !r.resource_spans.is_empty());
+    out
+}
+
 /// Drops spans with unusable IDs (as the server would), returning how many and why.
 fn retain_valid(req: &mut ExportTraceServiceRequest) -> (u32, u32) {
     let (mut kept, mut rejected) = (0u32, 0u32);
@@ -388,10 +430,8 @@ impl Agent {
                     e.0.extend_from_slice(&d.request);
                     e.1 += d.spans as u64;
                 }
-                None => {
-                    tracing::warn!(item = ?item.id, "unreadable queue item dropped");
-                    self.metrics.inc("spoor_agent_dropped_spans_total", &[("reason", "corrupt")], 0.0);
-                }
+                // Passed the queue's CRC, so only a different version writes these.
+                None => tracing::warn!(item = ?item.id, "queue item of an unknown layout dropped"),
             }
         }
         let mut stopped = false;
@@ -422,32 +462,41 @@ impl Agent {
     /// Exports one tenant's batch: whole, or split over the ring with every part sent at once.
     async fn export_tenant(&self, tenant: &str, body: Bytes, spans: u64, stop: &watch::Receiver<bool>) -> Result<(), Failure> {
         let tenant_header = self.config.tenancy.multitenancy_enabled.then_some(tenant);
-        let parts: Vec<(String, Bytes, u64)> = match &self.route {
-            Route::Single(e) => vec![(e.url().to_owned(), body, spans)],
-            Route::Balanced { key, resolver, .. } => {
-                let req = ExportTraceServiceRequest::decode(body.clone())
-                    .map_err(|e| Failure::Permanent(format!("queued request does not decode: {e}")))?;
-                let ring = loop {
-                    let ring = Ring::new(&resolver.endpoints());
-                    if !ring.is_empty() {
-                        break ring;
-                    }
-                    // No backends yet: the batch waits (it is safe in the queue) rather than drop.
-                    let mut stop = stop.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = stop.wait_for(|s| *s) => return Err(Failure::Stopped),
-                    }
-                };
-                ring::split(req, &ring, *key)
-                    .into_iter()
-                    .map(|(endpoint, part)| {
-                        let n = part.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
-                        (endpoint, Bytes::from(part.encode_to_vec()), n)
-                    })
-                    .collect()
-            }
+        let max = self.batch.send_batch_max_size as u64;
+        let decode = |body: &Bytes| {
+            ExportTraceServiceRequest::decode(body.clone())
+                .map_err(|e| Failure::Permanent(format!("queued request does not decode: {e}")))
         };
+        // Over send_batch_max_size: cut into requests of at most that many spans.
+        let requests: Vec<(Bytes, u64)> = if max > 0 && spans > max {
+            chunk(decode(&body)?, max as usize).into_iter().map(|r| (Bytes::from(r.encode_to_vec()), count(&r))).collect()
+        } else {
+            vec![(body, spans)]
+        };
+        let mut parts: Vec<(String, Bytes, u64)> = Vec::new();
+        for (body, spans) in requests {
+            match &self.route {
+                Route::Single(e) => parts.push((e.url().to_owned(), body, spans)),
+                Route::Balanced { key, resolver, .. } => {
+                    let ring = loop {
+                        let ring = Ring::new(&resolver.endpoints());
+                        if !ring.is_empty() {
+                            break ring;
+                        }
+                        // No backends yet: the batch waits (it is safe in the queue) rather than drop.
+                        let mut stop = stop.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = stop.wait_for(|s| *s) => return Err(Failure::Stopped),
+                        }
+                    };
+                    for (endpoint, part) in ring::split(decode(&body)?, &ring, *key) {
+                        let n = count(&part);
+                        parts.push((endpoint, Bytes::from(part.encode_to_vec()), n));
+                    }
+                }
+            }
+        }
         let sends = parts.into_iter().map(|(endpoint, body, n)| async move {
             let exporter = self.route.exporter(&endpoint).map_err(|e| Failure::Permanent(e.to_string()))?;
             let delivery = exporter.send(body, tenant_header, stop).await?;
@@ -513,7 +562,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let http = bind(config.server.otlp_http_listen.clone(), "OTLP/HTTP").await?;
     let api = bind(config.server.http_listen.clone(), "/metrics and /ready").await?;
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let agent = Arc::new(Agent::new(config)?);
+    // Opening the queue reads it from disk: off the async threads.
+    let agent = Arc::new(
+        tokio::task::spawn_blocking(move || Agent::new(config))
+            .await
+            .map_err(|e| Error::Startup(format!("agent start-up failed: {e}")))??,
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -567,4 +621,72 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let _ = tokio::task::spawn_blocking(move || a.queue.close()).await;
     tracing::info!("queue synced; bye");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spoor_model::otlp::{Resource, ResourceSpans, ScopeSpans, Span};
+
+    fn req(resources: &[(&str, &[usize])]) -> ExportTraceServiceRequest {
+        let mut n = 0u8;
+        ExportTraceServiceRequest {
+            resource_spans: resources
+                .iter()
+                .map(|(name, scopes)| ResourceSpans {
+                    resource: Some(Resource { attributes: vec![], dropped_attributes_count: name.len() as u32 }),
+                    scope_spans: scopes
+                        .iter()
+                        .map(|&k| ScopeSpans {
+                            scope: None,
+                            spans: (0..k)
+                                .map(|_| {
+                                    n += 1;
+                                    Span { name: format!("s{n}"), ..Default::default() }
+                                })
+                                .collect(),
+                            schema_url: String::new(),
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn chunks_keep_order_resources_and_the_cap() {
+        // §7.6: 250 spans with send_batch_max_size 100 → 100, 100, 50.
+        let r = req(&[("a", &[120, 30]), ("bb", &[100])]);
+        let parts = chunk(r.clone(), 100);
+        assert_eq!(parts.iter().map(count).collect::<Vec<_>>(), vec![100, 100, 50]);
+        let names = |r: &ExportTraceServiceRequest| -> Vec<(u32, String)> {
+            r.resource_spans
+                .iter()
+                .flat_map(|rs| {
+                    let res = rs.resource.as_ref().unwrap().dropped_attributes_count;
+                    rs.scope_spans.iter().flat_map(move |ss| ss.spans.iter().map(move |s| (res, s.name.clone())))
+                })
+                .collect()
+        };
+        let all: Vec<_> = parts.iter().flat_map(names).collect();
+        assert_eq!(all, names(&r), "every span once, in order, with its resource");
+        assert_eq!(chunk(req(&[("a", &[5])]), 100).len(), 1);
+        assert!(chunk(req(&[("a", &[0])]), 100).is_empty());
+    }
+
+    #[test]
+    fn queue_items_round_trip_and_invalid_spans_are_dropped() {
+        let item = Bytes::from(encode_item("team-a", 7, b"\x0a\x00"));
+        let d = decode_item(&item).unwrap();
+        assert_eq!((d.tenant.as_str(), d.spans, &d.request[..]), ("team-a", 7, &b"\x0a\x00"[..]));
+        assert!(decode_item(&Bytes::from_static(b"\x02abc")).is_none());
+        let mut r = req(&[("a", &[3])]);
+        let spans = &mut r.resource_spans[0].scope_spans[0].spans;
+        spans[0].trace_id = vec![1; 16];
+        spans[0].span_id = vec![1; 8];
+        spans[1].trace_id = vec![1; 16];
+        spans[1].span_id = vec![0; 8];
+        assert_eq!(retain_valid(&mut r), (1, 2));
+    }
 }
