@@ -192,7 +192,9 @@ impl Scrubbing {
     }
 
     /// Runs every stage over the request and counts what each one changed.
-    pub fn apply(&self, req: &mut ExportTraceServiceRequest, ctx: &Context, tenant: &str, m: &Metrics) {
+    /// Returns the total, so callers can tell an untouched request (and reuse its bytes).
+    pub fn apply(&self, req: &mut ExportTraceServiceRequest, ctx: &Context, tenant: &str, m: &Metrics) -> Counts {
+        let mut total = Counts::default();
         for (name, stage) in &self.stages {
             let counts: Counts = match stage {
                 Stage::Attributes(a) => a.apply(req, ctx),
@@ -210,6 +212,8 @@ impl Scrubbing {
                     );
                 }
             }
+            total += counts;
         }
+        total
     }
 }

@@ -505,7 +505,13 @@ impl Exporter {
                         return give_up(elapsed);
                     }
                     bump(&self.stats.retries);
-                    tracing::debug!(endpoint = %self.url, attempts, ?delay, error = %last, "export failed; retrying");
+                    // The first failure of a request says the downstream is in trouble; later
+                    // ones only repeat it.
+                    if attempts == 1 {
+                        tracing::warn!(endpoint = %self.url, ?delay, error = %last, "export failed; retrying (queued data is kept)");
+                    } else {
+                        tracing::debug!(endpoint = %self.url, attempts, ?delay, error = %last, "export failed; retrying");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop_requested(&mut stop) => return self.stopped(),

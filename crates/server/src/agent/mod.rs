@@ -375,7 +375,6 @@ impl Agent {
         let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
         let raw_bytes = raw.len() as u64;
         let mut req = body::decode(&raw, format)?;
-        drop(raw);
         let (spans, rejected) = retain_valid(&mut req);
         m.inc("spoor_spans_received_total", &[("tenant", &tenant)], (spans + rejected) as f64);
         if rejected > 0 {
@@ -385,8 +384,10 @@ impl Agent {
             m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "rate_limited")], spans as f64);
         })?;
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
-        self.scrubbing.apply(&mut req, &ctx, &tenant, m);
-        let item = encode_item(&tenant, spans, &req.encode_to_vec());
+        let changed = self.scrubbing.apply(&mut req, &ctx, &tenant, m);
+        // Most requests carry nothing to scrub: their protobuf bytes go to the queue as they came.
+        let untouched = changed == spoor_process::Counts::default() && rejected == 0 && format == body::Format::Protobuf;
+        let item = if untouched { encode_item(&tenant, spans, &raw) } else { encode_item(&tenant, spans, &req.encode_to_vec()) };
         Ok((item, rejected, spans, tenant))
     }
 
