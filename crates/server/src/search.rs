@@ -281,32 +281,7 @@ fn legacy_query(tags: &[(String, String)]) -> String {
 
 /// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, units ns us µs ms s m h.
 pub fn go_duration(s: &str) -> Option<u64> {
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let number: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += number * scale;
-        rest = &rest[u..];
-    }
-    (total.is_finite() && total < u64::MAX as f64).then_some(total as u64)
+    spoor_process::duration::parse(s).map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// Go's `time.Duration.String()`: `1h2m3.5s`, `716.666666ms`, `1.5µs`, `0s`. Tempo reports

@@ -96,7 +96,8 @@ async fn default_policy_keeps_secrets_off_disk_out_of_queries_and_logs() {
     }
     let live = request("GET", &s.api_url(&format!("/api/traces/{trace}")), &[("accept", "application/json")], "").await;
     assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 204);
-    let stored = request("GET", &s.api_url(&format!("/api/traces/{trace}")), &[("accept", "application/json")], "").await;
+    let stored =
+        request("GET", &s.api_url(&format!("/api/traces/{trace}")), &[("accept", "application/json")], "").await;
     for r in [&live, &stored] {
         assert_eq!(r.status, 200);
         let text = r.text();
@@ -111,7 +112,12 @@ async fn default_policy_keeps_secrets_off_disk_out_of_queries_and_logs() {
         assert!(!s.log().contains(secret), "{secret} reached the debug log");
     }
     let metrics = request("GET", &s.api_url("/metrics"), &[], "").await.text();
-    assert!(metrics.contains("spoor_processed_attributes_total{tenant=\"single-tenant\",processor=\"scrub\",action=\"deleted\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "spoor_processed_attributes_total{tenant=\"single-tenant\",processor=\"scrub\",action=\"deleted\"} 2"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,8 +150,14 @@ processors:
     s.spawn();
     s.wait_ready();
     let trace = "0102030405060708090a0b0c0d0e0f10";
-    assert_eq!(post(&s, export("shop", vec![span(trace, "0000000000000002", now_ns(), 5, 0, secret_attrs())]), &[]).await.status, 200);
-    let text = request("GET", &s.api_url(&format!("/api/traces/{trace}")), &[("accept", "application/json")], "").await.text();
+    assert_eq!(
+        post(&s, export("shop", vec![span(trace, "0000000000000002", now_ns(), 5, 0, secret_attrs())]), &[])
+            .await
+            .status,
+        200
+    );
+    let text =
+        request("GET", &s.api_url(&format!("/api/traces/{trace}")), &[("accept", "application/json")], "").await.text();
     assert!(!text.contains("hunter2-pass") && !text.contains("4111111111111111"), "{text}");
     assert!(text.contains("card **** charged") && text.contains("redaction.masked.count"), "{text}");
     // The default policy is off: the e-mail stays; the route is a SHA-256.
@@ -154,7 +166,8 @@ processors:
     drop(s);
 
     // A mistake names the key and the line.
-    std::fs::write(&config, "processors:\n  attributes:\n    actions:\n      - key: x\n        action: extract\n").unwrap();
+    std::fs::write(&config, "processors:\n  attributes:\n    actions:\n      - key: x\n        action: extract\n")
+        .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoor"))
         .args(["config", "--config"])
         .arg(&config)
@@ -169,7 +182,10 @@ processors:
 const ADR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/adr-sampling.yaml");
 
 async fn search_ids(s: &Server, q: &str) -> std::collections::BTreeSet<String> {
-    let q: String = q.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let q: String = q
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
     let url = s.api_url(&format!("/api/search?limit=100000&q={q}"));
     let v = request("GET", &url, &[], "").await.json();
     v["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect()
@@ -189,8 +205,18 @@ async fn adr_sampling_keeps_errors_slow_and_a_tenth_and_survives_a_crash() {
     let base = now_ns() - 60_000_000_000;
     let mut spans = Vec::new();
     for i in 0..errors + slow + normal {
-        let trace = format!("{:016x}{:016x}", 0x5eed_0000_0000_0000u64 + i as u64 * 7919, (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let (status, ms) = if i < errors { (2, 10) } else if i < errors + slow { (0, 1500) } else { (0, 20) };
+        let trace = format!(
+            "{:016x}{:016x}",
+            0x5eed_0000_0000_0000u64 + i as u64 * 7919,
+            (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
+        let (status, ms) = if i < errors {
+            (2, 10)
+        } else if i < errors + slow {
+            (0, 1500)
+        } else {
+            (0, 20)
+        };
         // Two spans per trace from two requests: the decision waits for both.
         spans.push((trace.clone(), span(&trace, "00000000000000a1", base + i as u64 * 1000, ms, status, vec![])));
         spans.push((trace.clone(), span(&trace, "00000000000000a2", base + i as u64 * 1000, 1, 0, vec![])));
@@ -219,7 +245,10 @@ async fn adr_sampling_keeps_errors_slow_and_a_tenth_and_survives_a_crash() {
     // A late span of a kept trace is stored at once; of a dropped one, dropped.
     let kept = errs.iter().next().unwrap().clone();
     let kept = format!("{kept:0>32}");
-    assert_eq!(post(&s, export("shop", vec![span(&kept, "00000000000000a3", base, 1, 0, vec![])]), &[]).await.status, 200);
+    assert_eq!(
+        post(&s, export("shop", vec![span(&kept, "00000000000000a3", base, 1, 0, vec![])]), &[]).await.status,
+        200
+    );
     let t = request("GET", &s.api_url(&format!("/api/traces/{kept}")), &[("accept", "application/json")], "").await;
     assert!(t.text().contains("AAAAAAAAAKM="), "late span of a sampled trace is stored: {}", t.text());
 }
@@ -228,7 +257,11 @@ async fn adr_sampling_keeps_errors_slow_and_a_tenth_and_survives_a_crash() {
 async fn tenant_rate_limits_refuse_with_hints_and_reload() {
     let dir = tempfile::tempdir().unwrap();
     let overrides = dir.path().join("overrides.yaml");
-    std::fs::write(&overrides, "overrides:\n  noisy:\n    ingestion:\n      rate_limit_spans: 100\n      burst_size_spans: 100\n").unwrap();
+    std::fs::write(
+        &overrides,
+        "overrides:\n  noisy:\n    ingestion:\n      rate_limit_spans: 100\n      burst_size_spans: 100\n",
+    )
+    .unwrap();
     let mut env = QUIET.to_vec();
     let path = overrides.to_str().unwrap().to_owned();
     env.extend([
@@ -245,12 +278,22 @@ async fn tenant_rate_limits_refuse_with_hints_and_reload() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.headers["retry-after"], "5");
     assert!(r.text().contains("rate_limited"), "{}", r.text());
+    // gRPC says RESOURCE_EXHAUSTED with a RetryInfo of the same 5 s...
+    assert_eq!(grpc_export(&s, Some("noisy"), &body).await, (8, Some(5)));
+    // ...and without one for a request larger than the burst: retrying cannot help.
+    let ids: Vec<String> = (1..=101).map(|i| format!("{i:016x}")).collect();
+    let huge = json_spans("0000000000000000000000000000beef", &ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(grpc_export(&s, Some("noisy"), &huge).await, (8, None));
     // Another tenant is not affected.
     for _ in 0..5 {
         assert_eq!(post(&s, body.clone(), &[("x-scope-orgid", "quiet")]).await.status, 200);
     }
     // Raised while running.
-    std::fs::write(&overrides, "overrides:\n  noisy:\n    ingestion:\n      rate_limit_spans: 100000\n      burst_size_spans: 100000\n").unwrap();
+    std::fs::write(
+        &overrides,
+        "overrides:\n  noisy:\n    ingestion:\n      rate_limit_spans: 100000\n      burst_size_spans: 100000\n",
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = post(&s, body.clone(), &[("x-scope-orgid", "noisy")]).await;
@@ -271,7 +314,11 @@ async fn memory_limiter_refuses_with_unavailable_and_retry_hints() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("spoor.yaml");
     // A hard limit below what the server itself takes: everything is refused.
-    std::fs::write(&config, "processors:\n  memory_limiter:\n    check_interval: 100ms\n    limit_mib: 4\n    spike_limit_mib: 1\n").unwrap();
+    std::fs::write(
+        &config,
+        "processors:\n  memory_limiter:\n    check_interval: 100ms\n    limit_mib: 4\n    spike_limit_mib: 1\n",
+    )
+    .unwrap();
     let mut s = Server::unstarted(&dir.path().join("data"));
     s.config = Some(config);
     s.spawn();
@@ -280,4 +327,20 @@ async fn memory_limiter_refuses_with_unavailable_and_retry_hints() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.headers.contains_key("retry-after"));
     assert!(r.text().contains("memory_limited"), "{}", r.text());
+    let (code, retry) =
+        grpc_export(&s, None, &json_spans("0000000000000000000000000000beef", &["0000000000000001"])).await;
+    assert_eq!(code, 14, "UNAVAILABLE");
+    assert!(retry.is_some(), "with RetryInfo");
+}
+
+/// Sends an OTLP/JSON body as protobuf over gRPC; returns (gRPC code, RetryInfo seconds).
+async fn grpc_export(s: &Server, tenant: Option<&str>, json: &str) -> (i32, Option<u64>) {
+    use prost::Message;
+    use spoor_server::client::{OtlpClient, Outcome, Transport};
+    let req = spoor_model::json::decode_export_request(json.as_bytes()).unwrap();
+    let client = OtlpClient::new(Transport::Grpc, &format!("http://{}", s.grpc), tenant.map(str::to_owned));
+    match client.export(req.encode_to_vec().into()).await.expect("gRPC call") {
+        Outcome::Accepted { .. } => (0, None),
+        Outcome::Refused { code, retry_after_secs, .. } => (code, retry_after_secs),
+    }
 }
