@@ -8,7 +8,9 @@ pub mod otlp;
 pub mod synth;
 pub mod trace;
 
-pub use fragment::{Fragment, Record, Split, decode_any, decode_record, encode_decisions, encode_record, split_request};
+pub use fragment::{
+    Fragment, Record, Split, decode_any, decode_record, encode_decisions, encode_record, split_request,
+};
 pub use ids::{SpanId, TraceId};
 
 /// Everything that can go wrong turning bytes into spans.

@@ -30,8 +30,8 @@ use std::marker::PhantomData;
 
 use base64::Engine as _;
 use regex::{Regex, RegexSet};
-use serde::{Deserialize, Serialize};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spoor_model::otlp::{
     AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, KeyValueList, Span,

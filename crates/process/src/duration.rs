@@ -41,7 +41,9 @@ pub fn format(d: Duration) -> String {
     if ns == 0 {
         return "0s".into();
     }
-    for (unit, scale) in [("h", 3_600_000_000_000u128), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+    for (unit, scale) in
+        [("h", 3_600_000_000_000u128), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)]
+    {
         if ns.is_multiple_of(scale) {
             return format!("{}{unit}", ns / scale);
         }
@@ -60,7 +62,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     match Raw::deserialize(d)? {
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => parse(&t).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid duration {t:?}: use a number with a unit, like 30s, 200ms or 1m30s"))
+            serde::de::Error::custom(format!(
+                "invalid duration {t:?}: use a number with a unit, like 30s, 200ms or 1m30s"
+            ))
         }),
     }
 }

@@ -37,8 +37,8 @@ use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
 use regex::{Regex, RegexSet};
-use serde::{Deserialize, Serialize, Serializer};
 use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Sha256, Sha512};
 use spoor_model::otlp::{AnyValue, ExportTraceServiceRequest, KeyValue, any_value::Value};
 

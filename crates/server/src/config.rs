@@ -460,7 +460,10 @@ mod tests {
         let adr = Config::load(Some(&std::path::Path::new(dir).join("adr-sampling.yaml")), vec![], &[]).unwrap();
         let ts = adr.processors.tail_sampling().expect("tail sampling");
         assert_eq!(ts.policies.len(), 3);
-        assert!(matches!(adr.processors.0.get("scrub"), Some(Processor::Scrub(s)) if s.enabled), "default policy stays on");
+        assert!(
+            matches!(adr.processors.0.get("scrub"), Some(Processor::Scrub(s)) if s.enabled),
+            "default policy stays on"
+        );
         let agent = Config::load(Some(&std::path::Path::new(dir).join("agent.yaml")), vec![], &[]).unwrap();
         assert!(agent.agent.exporters.loadbalancing.is_some());
         assert_eq!(agent.processors.batch().unwrap().send_batch_size, 8192);
@@ -477,7 +480,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");
         for (yaml, expect) in [
-            ("processors:\n  tail_sampling:\n    policies:\n      - {name: a, type: status_code, status_code: {status_codes: [FOO]}}\n", "FOO"),
+            (
+                "processors:\n  tail_sampling:\n    policies:\n      - {name: a, type: status_code, status_code: {status_codes: [FOO]}}\n",
+                "FOO",
+            ),
             ("processors:\n  transform:\n    x: 1\n", "unknown processor type \"transform\""),
             ("processors:\n  redaction:\n    hash_function: sha256\n", "sha256"),
         ] {

@@ -372,7 +372,8 @@ impl Pipeline {
             && !s.has_room()
         {
             return Err(Error::Unavailable {
-                message: "sampler_full: tail sampling holds num_traces (or max_bytes) undecided traces; retry later".into(),
+                message: "sampler_full: tail sampling holds num_traces (or max_bytes) undecided traces; retry later"
+                    .into(),
                 retry_after_secs: 1,
             });
         }

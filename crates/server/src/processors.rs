@@ -79,7 +79,10 @@ impl Default for Processors {
 }
 
 impl Processors {
-    fn of<'a, T: 'a>(&'a self, pick: impl Fn(&'a Processor) -> Option<&'a T>) -> impl Iterator<Item = (&'a str, &'a T)> {
+    fn of<'a, T: 'a>(
+        &'a self,
+        pick: impl Fn(&'a Processor) -> Option<&'a T>,
+    ) -> impl Iterator<Item = (&'a str, &'a T)> {
         self.0.iter().filter_map(move |(name, p)| pick(p).map(|c| (name.as_str(), c)))
     }
 

@@ -116,7 +116,12 @@ pub struct LoadBalancingProtocol {
 #[allow(clippy::large_enum_variant)]
 enum Route {
     Single(Arc<Exporter>),
-    Balanced { key: RoutingKey, template: ExporterConfig, resolver: Resolver, exporters: Mutex<HashMap<String, Arc<Exporter>>> },
+    Balanced {
+        key: RoutingKey,
+        template: ExporterConfig,
+        resolver: Resolver,
+        exporters: Mutex<HashMap<String, Arc<Exporter>>>,
+    },
 }
 
 impl Route {
@@ -259,7 +264,11 @@ fn retain_valid(req: &mut ExportTraceServiceRequest) -> (u32, u32) {
                 let ok = spoor_model::TraceId::from_slice(&s.trace_id).is_some()
                     && spoor_model::SpanId::from_slice(&s.span_id).is_some()
                     && (s.parent_span_id.is_empty() || s.parent_span_id.len() == 8);
-                if ok { kept += 1 } else { rejected += 1 }
+                if ok {
+                    kept += 1
+                } else {
+                    rejected += 1
+                }
                 ok
             });
         }
@@ -303,7 +312,11 @@ impl Agent {
         let rate_limits = RateLimiter::new(l.ingestion(), overrides, l.retry_after_secs)?;
         let memory = MemoryLimiter::new(&config.memory_limiter())?;
         let q = &config.agent.queue;
-        let dir = if q.directory.as_os_str().is_empty() { config.storage.data_dir.join("queue") } else { q.directory.clone() };
+        let dir = if q.directory.as_os_str().is_empty() {
+            config.storage.data_dir.join("queue")
+        } else {
+            q.directory.clone()
+        };
         let queue = Queue::open(QueueConfig {
             dir: dir.clone(),
             max_bytes: q.max_bytes,
@@ -343,7 +356,11 @@ impl Agent {
                 Ok(()) => {}
                 Err(e) => {
                     let reason = if matches!(e, QueueError::Full { .. }) { "queue_full" } else { "queue_error" };
-                    self.metrics.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", reason)], spans as f64);
+                    self.metrics.inc(
+                        "spoor_spans_refused_total",
+                        &[("tenant", &tenant), ("reason", reason)],
+                        spans as f64,
+                    );
                     return Err(Error::Unavailable {
                         message: format!("{e}; the downstream is not keeping up"),
                         retry_after_secs: self.config.limits.retry_after_secs,
@@ -386,8 +403,13 @@ impl Agent {
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
         let changed = self.scrubbing.apply(&mut req, &ctx, &tenant, m);
         // Most requests carry nothing to scrub: their protobuf bytes go to the queue as they came.
-        let untouched = changed == spoor_process::Counts::default() && rejected == 0 && format == body::Format::Protobuf;
-        let item = if untouched { encode_item(&tenant, spans, &raw) } else { encode_item(&tenant, spans, &req.encode_to_vec()) };
+        let untouched =
+            changed == spoor_process::Counts::default() && rejected == 0 && format == body::Format::Protobuf;
+        let item = if untouched {
+            encode_item(&tenant, spans, &raw)
+        } else {
+            encode_item(&tenant, spans, &req.encode_to_vec())
+        };
         Ok((item, rejected, spans, tenant))
     }
 
@@ -396,7 +418,9 @@ impl Agent {
         loop {
             let Some(first) = self.queue.pop(&mut stop).await else { return };
             let mut batch = vec![first];
-            let size = |items: &[Item]| items.iter().filter_map(|i| decode_item(&i.payload)).map(|d| d.spans as usize).sum::<usize>();
+            let size = |items: &[Item]| {
+                items.iter().filter_map(|i| decode_item(&i.payload)).map(|d| d.spans as usize).sum::<usize>()
+            };
             let mut spans = size(&batch);
             let deadline = tokio::time::Instant::now() + self.batch.timeout;
             let max = if self.batch.send_batch_max_size > 0 { self.batch.send_batch_max_size } else { usize::MAX };
@@ -461,7 +485,13 @@ impl Agent {
     }
 
     /// Exports one tenant's batch: whole, or split over the ring with every part sent at once.
-    async fn export_tenant(&self, tenant: &str, body: Bytes, spans: u64, stop: &watch::Receiver<bool>) -> Result<(), Failure> {
+    async fn export_tenant(
+        &self,
+        tenant: &str,
+        body: Bytes,
+        spans: u64,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
         let tenant_header = self.config.tenancy.multitenancy_enabled.then_some(tenant);
         let max = self.batch.send_batch_max_size as u64;
         let decode = |body: &Bytes| {
@@ -470,7 +500,10 @@ impl Agent {
         };
         // Over send_batch_max_size: cut into requests of at most that many spans.
         let requests: Vec<(Bytes, u64)> = if max > 0 && spans > max {
-            chunk(decode(&body)?, max as usize).into_iter().map(|r| (Bytes::from(r.encode_to_vec()), count(&r))).collect()
+            chunk(decode(&body)?, max as usize)
+                .into_iter()
+                .map(|r| (Bytes::from(r.encode_to_vec()), count(&r)))
+                .collect()
         } else {
             vec![(body, spans)]
         };
@@ -503,8 +536,17 @@ impl Agent {
             let delivery = exporter.send(body, tenant_header, stop).await?;
             self.metrics.inc("spoor_agent_forwarded_spans_total", &[("endpoint", &endpoint)], n as f64);
             if delivery.rejected_spans > 0 {
-                tracing::warn!(endpoint, rejected = delivery.rejected_spans, message = delivery.message, "downstream rejected spans");
-                self.metrics.inc("spoor_agent_dropped_spans_total", &[("reason", "rejected_downstream")], delivery.rejected_spans as f64);
+                tracing::warn!(
+                    endpoint,
+                    rejected = delivery.rejected_spans,
+                    message = delivery.message,
+                    "downstream rejected spans"
+                );
+                self.metrics.inc(
+                    "spoor_agent_dropped_spans_total",
+                    &[("reason", "rejected_downstream")],
+                    delivery.rejected_spans as f64,
+                );
             }
             Ok::<(), Failure>(())
         });
@@ -534,14 +576,30 @@ impl Agent {
             m.set("spoor_agent_export_retries_total", &l, s.retries as f64);
             m.set("spoor_agent_export_timeouts_total", &l, s.timeouts as f64);
             m.set("spoor_agent_export_delivered_total", &l, s.delivered as f64);
-            m.set("spoor_agent_export_failed_total", &[("endpoint", endpoint.as_str()), ("reason", "permanent")], s.failed_permanent as f64);
-            m.set("spoor_agent_export_failed_total", &[("endpoint", endpoint.as_str()), ("reason", "retries_exhausted")], s.failed_gave_up as f64);
+            m.set(
+                "spoor_agent_export_failed_total",
+                &[("endpoint", endpoint.as_str()), ("reason", "permanent")],
+                s.failed_permanent as f64,
+            );
+            m.set(
+                "spoor_agent_export_failed_total",
+                &[("endpoint", endpoint.as_str()), ("reason", "retries_exhausted")],
+                s.failed_gave_up as f64,
+            );
             m.set("spoor_agent_export_latency_seconds", &l, s.last_latency_us as f64 / 1e6);
         }
         if let Route::Balanced { resolver, .. } = &self.route {
             let st = resolver.stats();
-            m.set("spoor_agent_resolutions_total", &[("outcome", "ok")], st.resolutions_ok.load(Ordering::Relaxed) as f64);
-            m.set("spoor_agent_resolutions_total", &[("outcome", "error")], st.resolutions_failed.load(Ordering::Relaxed) as f64);
+            m.set(
+                "spoor_agent_resolutions_total",
+                &[("outcome", "ok")],
+                st.resolutions_ok.load(Ordering::Relaxed) as f64,
+            );
+            m.set(
+                "spoor_agent_resolutions_total",
+                &[("outcome", "error")],
+                st.resolutions_failed.load(Ordering::Relaxed) as f64,
+            );
             m.set("spoor_agent_backend_updates_total", &[], st.backend_updates.load(Ordering::Relaxed) as f64);
             m.set("spoor_agent_backends", &[], resolver.endpoints().len() as f64);
         }
