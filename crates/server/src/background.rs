@@ -48,6 +48,14 @@ async fn memory_watch(p: Arc<Pipeline>) {
             tracing::warn!(rss = m.rss(), hard_limit = m.hard_limit(), "memory over the hard limit");
         }
         over_hard = hard;
+        // Live traces are most of what the server holds and all it can give back on its own:
+        // while refusing, write them to blocks (the WAL keeps them safe either way).
+        if m.is_refusing() && p.head.total_bytes() > 0 {
+            tracing::info!(rss = m.rss(), live_bytes = p.head.total_bytes(), "memory pressure: flushing live traces");
+            if let Err(e) = p.flush(None).await {
+                tracing::warn!(error = %e, "flush under memory pressure failed");
+            }
+        }
     }
 }
 

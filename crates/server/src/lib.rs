@@ -126,10 +126,11 @@ pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 /// axum::serve cannot have (hyper's needs a timer and axum installs none), so a client
 /// sending its request head a byte at a time held a connection and a task forever.
 ///
-/// `header_read_timeout` (zero: none) bounds, separately: the wait for the first bytes that tell HTTP/1
-/// from HTTP/2 (see [`DetectDeadline`]); an HTTP/1 request head (hyper's timer, which also
-/// closes a keep-alive connection idle that long between requests). An HTTP/2 connection
-/// past its preface may idle: streams are bounded by [`HTTP2_MAX_CONCURRENT_STREAMS`].
+/// `header_read_timeout` (zero: none) bounds, separately: the wait for the first bytes that
+/// tell HTTP/1 from HTTP/2 (see [`DetectDeadline`]); an HTTP/1 request head (hyper's timer,
+/// which also closes a keep-alive connection idle that long between requests). An HTTP/2
+/// connection past its preface may idle: streams are bounded by [`HTTP2_MAX_CONCURRENT_STREAMS`].
+/// Used by `spoor serve` and `spoor agent` for every listener.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,

@@ -106,6 +106,14 @@ impl crate::receive::Ingest for Pipeline {
         self.config.ingest.max_request_bytes
     }
 
+    fn admit_early(&self, tenant: &str) -> Result<(), Error> {
+        let refused = self.memory.as_ref().map(|m| m.check_refusing()).transpose();
+        if refused.is_err() {
+            self.metrics.inc("spoor_requests_refused_total", &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
+        }
+        refused.map(|_| ())
+    }
+
     async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
         Pipeline::ingest(&self, export).await
     }

@@ -29,6 +29,10 @@ pub const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.Trac
 pub trait Ingest: Send + Sync + 'static {
     fn multitenancy_enabled(&self) -> bool;
     fn max_request_bytes(&self) -> usize;
+    /// Checked before the body is read: a refusal here costs no memory.
+    fn admit_early(&self, _tenant: &str) -> Result<(), Error> {
+        Ok(())
+    }
     fn ingest(
         self: Arc<Self>,
         export: Export,
@@ -51,6 +55,18 @@ pub fn grpc_router<P: Ingest>(p: Arc<P>) -> axum::Router {
 
 fn unimplemented(path: &str) -> Error {
     Error::UnsupportedEncoding(format!("unknown gRPC method {path}; this port serves {GRPC_EXPORT_PATH}"))
+}
+
+/// Reads a refused request's body without keeping it, so an HTTP/1 client hears the refusal
+/// instead of a reset connection (it is still writing when the answer is ready).
+async fn discard(mut body: Body, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 /// Reads a body, refusing it once it passes `limit` bytes.
@@ -94,7 +110,12 @@ async fn http_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Respon
     let result = async {
         let tenant = tenant::for_write(&headers, p.multitenancy_enabled())?;
         let compression = Compression::parse(header_str(&headers, header::CONTENT_ENCODING))?;
-        let body = read_body(req.into_body(), p.max_request_bytes()).await?;
+        let body = req.into_body();
+        if let Err(e) = p.admit_early(&tenant) {
+            discard(body, p.max_request_bytes()).await;
+            return Err(e);
+        }
+        let body = read_body(body, p.max_request_bytes()).await?;
         let metadata = metadata(&headers);
         p.ingest(Export { tenant, transport: "http", body, compression, format, metadata }).await
     }
@@ -156,6 +177,7 @@ async fn grpc_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Respon
             return Err(Error::BadRequest(format!("gRPC requires content-type application/grpc, got {ct:?}")));
         }
         let tenant = tenant::for_write(&headers, p.multitenancy_enabled())?;
+        p.admit_early(&tenant)?;
         let limit = p.max_request_bytes();
         // One unary message: a 5-byte prefix (compressed flag, big-endian length) and the message.
         let frame = read_body(req.into_body(), limit.saturating_add(5)).await?;

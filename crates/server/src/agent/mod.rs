@@ -285,6 +285,14 @@ impl crate::receive::Ingest for Agent {
         self.config.ingest.max_request_bytes
     }
 
+    fn admit_early(&self, tenant: &str) -> Result<(), Error> {
+        let refused = self.memory.as_ref().map(|m| m.check_refusing()).transpose();
+        if refused.is_err() {
+            self.metrics.inc("spoor_requests_refused_total", &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
+        }
+        refused.map(|_| ())
+    }
+
     async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
         let transport = export.transport;
         let result = self.ingest_inner(export).await;
@@ -621,6 +629,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let http = bind(config.server.otlp_http_listen.clone(), "OTLP/HTTP").await?;
     let api = bind(config.server.http_listen.clone(), "/metrics and /ready").await?;
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
     // Opening the queue reads it from disk: off the async threads.
     let agent = Arc::new(
         tokio::task::spawn_blocking(move || Agent::new(config))
@@ -639,14 +648,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         (http, crate::receive::http_router(agent.clone())),
         (api, admin),
     ] {
-        let mut rx = stop_rx.clone();
-        servers.spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-        });
+        servers.spawn(crate::serve_http(listener, router, stop_rx.clone(), header_timeout));
     }
     let mut forwarders = tokio::task::JoinSet::new();
     for _ in 0..agent.config.agent.num_consumers.max(1) {
