@@ -20,7 +20,7 @@ pub fn spawn(p: &Arc<Pipeline>, tasks: &mut JoinSet<()>) {
     if p.config.compaction.enabled {
         tasks.spawn(compactor(p.clone()));
     }
-    if p.memory.is_some() {
+    if p.admission.memory.is_some() {
         tasks.spawn(memory_watch(p.clone()));
     }
     if !p.config.limits.overrides_file.as_os_str().is_empty() {
@@ -38,7 +38,7 @@ async fn sampler(p: Arc<Pipeline>) {
 
 /// Samples resident memory every `check_interval`; the limiter refuses data above the soft limit.
 async fn memory_watch(p: Arc<Pipeline>) {
-    let Some(m) = &p.memory else { return };
+    let Some(m) = &p.admission.memory else { return };
     let mut over_hard = false;
     loop {
         tokio::time::sleep(m.interval()).await;
@@ -64,7 +64,7 @@ async fn overrides_reloader(p: Arc<Pipeline>) {
     let every = Duration::from_secs(p.config.limits.overrides_poll_secs.max(1));
     loop {
         tokio::time::sleep(every).await;
-        match p.rate_limits.reload() {
+        match p.admission.rate.reload() {
             Ok(true) => {
                 p.metrics.inc("spoor_overrides_reloads_total", &[("outcome", "ok")], 1.0);
                 tracing::info!(file = %p.config.limits.overrides_file.display(), "per-tenant overrides reloaded");

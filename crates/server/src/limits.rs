@@ -48,6 +48,49 @@ impl OverridesFile {
     }
 }
 
+/// The limits every receiving process applies before it spends work on a request (the
+/// server's pipeline and the agent share it).
+pub struct Admission {
+    pub rate: RateLimiter,
+    pub memory: Option<MemoryLimiter>,
+}
+
+impl Admission {
+    pub fn new(config: &crate::Config) -> Result<Admission, Error> {
+        let l = &config.limits;
+        let overrides = (!l.overrides_file.as_os_str().is_empty()).then(|| l.overrides_file.clone());
+        Ok(Admission {
+            rate: RateLimiter::new(l.ingestion(), overrides, l.retry_after_secs)?,
+            memory: MemoryLimiter::new(&config.memory_limiter())?,
+        })
+    }
+
+    /// Before the body is read: refuses while memory is over the soft limit.
+    pub fn early(&self, tenant: &str, m: &crate::metrics::Metrics) -> Result<(), Error> {
+        match &self.memory {
+            Some(limiter) => limiter.check_refusing().inspect_err(|_| refused_for_memory(m, tenant)),
+            None => Ok(()),
+        }
+    }
+
+    /// A body of `bytes` about to be decoded; its share of the estimate lasts as long as the guard.
+    pub fn request<'a>(
+        &'a self,
+        tenant: &str,
+        bytes: usize,
+        m: &crate::metrics::Metrics,
+    ) -> Result<Option<InFlight<'a>>, Error> {
+        match &self.memory {
+            Some(limiter) => limiter.admit(bytes).map(Some).inspect_err(|_| refused_for_memory(m, tenant)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn refused_for_memory(m: &crate::metrics::Metrics, tenant: &str) {
+    m.inc("spoor_requests_refused_total", &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
+}
+
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug)]
 struct Bucket {

@@ -25,7 +25,7 @@ use spoor_wal::{Wal, WriterThread};
 use crate::body::{self, Compression, Format};
 use crate::config::{Config, Durability};
 use crate::error::Error;
-use crate::limits::{MemoryLimiter, RateLimiter};
+use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::processors::Scrubbing;
 use crate::sampling::Sampling;
@@ -39,8 +39,8 @@ pub struct Pipeline {
     pub head: Head,
     pub blocks: Blocks,
     pub metrics: Metrics,
-    pub rate_limits: RateLimiter,
-    pub memory: Option<MemoryLimiter>,
+    /// Memory limiter and per-tenant rates.
+    pub admission: Admission,
     /// Attribute actions, redaction and the default policy: before the WAL.
     scrubbing: Scrubbing,
     /// Tail sampling: after the WAL.
@@ -107,11 +107,7 @@ impl crate::receive::Ingest for Pipeline {
     }
 
     fn admit_early(&self, tenant: &str) -> Result<(), Error> {
-        let refused = self.memory.as_ref().map(|m| m.check_refusing()).transpose();
-        if refused.is_err() {
-            self.metrics.inc("spoor_requests_refused_total", &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
-        }
-        refused.map(|_| ())
+        self.admission.early(tenant, &self.metrics)
     }
 
     async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
@@ -160,9 +156,7 @@ impl Pipeline {
             max_bytes_per_tenant: l.max_bytes_per_tenant,
             max_bytes_total: l.max_live_bytes,
         });
-        let overrides = (!l.overrides_file.as_os_str().is_empty()).then(|| l.overrides_file.clone());
-        let rate_limits = RateLimiter::new(l.ingestion(), overrides, l.retry_after_secs)?;
-        let memory = MemoryLimiter::new(&config.memory_limiter())?;
+        let admission = Admission::new(&config)?;
         let scrubbing = Scrubbing::new(&config.processors)?;
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?;
         Ok(Pipeline {
@@ -170,8 +164,7 @@ impl Pipeline {
             head,
             blocks,
             metrics: Metrics::default(),
-            rate_limits,
-            memory,
+            admission,
             scrubbing,
             sampling,
             flush_lock: tokio::sync::Mutex::new(()),
@@ -422,12 +415,7 @@ impl Pipeline {
             m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", reason)], spans as f64);
         };
         // Refused before decoding: an overloaded server must not spend memory to say no.
-        let _in_flight = match &self.memory {
-            Some(limiter) => Some(limiter.admit(body.len()).inspect_err(|_| {
-                m.inc("spoor_requests_refused_total", &[("tenant", &tenant), ("reason", "memory_limited")], 1.0)
-            })?),
-            None => None,
-        };
+        let _in_flight = self.admission.request(&tenant, body.len(), m)?;
         let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
         let raw_bytes = raw.len() as u64;
         let mut req = body::decode(&raw, format)?;
@@ -435,7 +423,7 @@ impl Pipeline {
         let spans: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
         m.inc("spoor_spans_received_total", &[("tenant", &tenant)], spans as f64);
         // Before any per-span work: a tenant over its rate costs a decode, nothing more.
-        self.rate_limits.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
+        self.admission.rate.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
             refused("rate_limited", spans);
         })?;
         // Scrubbed before anything touches disk.

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use crate::body;
 use crate::config::{Config, Durability};
 use crate::error::Error;
-use crate::limits::{MemoryLimiter, RateLimiter};
+use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::pipeline::Export;
 use crate::processors::{BatchConfig, Scrubbing};
@@ -175,8 +175,7 @@ pub struct Agent {
     pub config: Config,
     pub metrics: Metrics,
     scrubbing: Scrubbing,
-    memory: Option<MemoryLimiter>,
-    rate_limits: RateLimiter,
+    admission: Admission,
     queue: Queue,
     route: Route,
     batch: BatchConfig,
@@ -286,11 +285,7 @@ impl crate::receive::Ingest for Agent {
     }
 
     fn admit_early(&self, tenant: &str) -> Result<(), Error> {
-        let refused = self.memory.as_ref().map(|m| m.check_refusing()).transpose();
-        if refused.is_err() {
-            self.metrics.inc("spoor_requests_refused_total", &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
-        }
-        refused.map(|_| ())
+        self.admission.early(tenant, &self.metrics)
     }
 
     async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
@@ -315,10 +310,7 @@ impl Agent {
                     .into(),
             ));
         }
-        let l = &config.limits;
-        let overrides = (!l.overrides_file.as_os_str().is_empty()).then(|| l.overrides_file.clone());
-        let rate_limits = RateLimiter::new(l.ingestion(), overrides, l.retry_after_secs)?;
-        let memory = MemoryLimiter::new(&config.memory_limiter())?;
+        let admission = Admission::new(&config)?;
         let q = &config.agent.queue;
         let dir = if q.directory.as_os_str().is_empty() {
             config.storage.data_dir.join("queue")
@@ -342,8 +334,7 @@ impl Agent {
             config,
             metrics: Metrics::default(),
             scrubbing,
-            memory,
-            rate_limits,
+            admission,
             queue,
             route,
             batch,
@@ -391,12 +382,7 @@ impl Agent {
     fn prepare(&self, export: Export) -> Result<(Vec<u8>, u32, u32, String), Error> {
         let Export { tenant, body, compression, format, metadata, .. } = export;
         let m = &self.metrics;
-        let _in_flight = match &self.memory {
-            Some(limiter) => Some(limiter.admit(body.len()).inspect_err(|_| {
-                m.inc("spoor_requests_refused_total", &[("tenant", &tenant), ("reason", "memory_limited")], 1.0)
-            })?),
-            None => None,
-        };
+        let _in_flight = self.admission.request(&tenant, body.len(), m)?;
         let raw = body::decompress(body, compression, self.config.ingest.max_request_bytes)?;
         let raw_bytes = raw.len() as u64;
         let mut req = body::decode(&raw, format)?;
@@ -405,7 +391,7 @@ impl Agent {
         if rejected > 0 {
             m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "invalid")], rejected as f64);
         }
-        self.rate_limits.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
+        self.admission.rate.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
             m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "rate_limited")], spans as f64);
         })?;
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
@@ -654,15 +640,28 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     for _ in 0..agent.config.agent.num_consumers.max(1) {
         forwarders.spawn(agent.clone().forward(stop_rx.clone()));
     }
-    let mut overrides = tokio::task::JoinSet::new();
-    if let Some(m) = &agent.memory {
+    // Beside the forwarders: memory sampling and the per-tenant overrides file.
+    let mut watchers = tokio::task::JoinSet::new();
+    if let Some(m) = &agent.admission.memory {
         let a = agent.clone();
         let every = m.interval();
-        overrides.spawn(async move {
+        watchers.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Some(m) = &a.memory {
+                if let Some(m) = &a.admission.memory {
                     m.check();
+                }
+            }
+        });
+    }
+    if !agent.config.limits.overrides_file.as_os_str().is_empty() {
+        let a = agent.clone();
+        let every = Duration::from_secs(a.config.limits.overrides_poll_secs.max(1));
+        watchers.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = a.admission.rate.reload() {
+                    tracing::warn!(error = %e, "cannot reload per-tenant overrides; keeping the previous ones");
                 }
             }
         });
@@ -671,7 +670,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     shutdown.await;
     tracing::info!("shutting down: refusing new requests, returning in-flight batches to the queue");
     agent.ready.store(false, Ordering::Relaxed);
-    overrides.abort_all();
+    watchers.abort_all();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(timeout, async {
         while servers.join_next().await.is_some() {}
