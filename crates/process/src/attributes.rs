@@ -750,14 +750,8 @@ fn compile_action(a: &ActionConfig, at: &str) -> Result<Action, Error> {
 
 // ----- include / exclude ---------------------------------------------------------------------
 
-const SPAN_KINDS: [&str; 6] = [
-    "SPAN_KIND_UNSPECIFIED",
-    "SPAN_KIND_INTERNAL",
-    "SPAN_KIND_SERVER",
-    "SPAN_KIND_CLIENT",
-    "SPAN_KIND_PRODUCER",
-    "SPAN_KIND_CONSUMER",
-];
+/// The collector's kind names, as OTLP/JSON spells them.
+const SPAN_KINDS: [&str; 6] = spoor_model::otlp::SPAN_KIND_NAMES;
 
 fn kind_name(kind: i32) -> &'static str {
     usize::try_from(kind).ok().and_then(|k| SPAN_KINDS.get(k)).copied().unwrap_or("")
