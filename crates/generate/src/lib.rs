@@ -5,7 +5,182 @@
 //! No network stack here: the server feeds decoded requests in, ticks the clock, and ships
 //! [`Family`] snapshots out.
 
+pub mod error;
+pub mod config;
+pub mod expose;
+mod labels;
+mod registry;
 pub mod remote;
+pub mod servicegraph;
+pub mod spanmetrics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use config::GeneratorConfig;
+use registry::Budget;
+use servicegraph::{Graph, ServiceGraph};
+use spanmetrics::{Observation, SpanMetrics, SpanSeries};
+use spoor_model::otlp::ExportTraceServiceRequest;
+
+/// The generator: one per server, holding every tenant's series.
+pub struct Generator {
+    span_metrics: Option<SpanMetrics>,
+    service_graph: Option<ServiceGraph>,
+    slack_ns: u64,
+    stale_ms: i64,
+    max_active_series: usize,
+    trace_id_label: String,
+    tenants: Mutex<HashMap<String, Arc<Mutex<Tenant>>>>,
+}
+
+struct Tenant {
+    budget: Budget,
+    spans: Option<registry::SeriesMap<SpanSeries>>,
+    graph: Option<Graph>,
+    /// Reused for every series key this tenant builds.
+    key: String,
+    counts: Counts,
+}
+
+/// What a tenant's generator has done, for Spoor's own `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// Spans fed to the processors.
+    pub spans: u64,
+    /// Spans not counted: ended longer ago than the slack, or no `service.name` (graphs only).
+    pub spans_too_old: u64,
+    /// Observations folded into overflow series because the series budget was spent.
+    pub series_limited: u64,
+    pub active_series: usize,
+    pub pending_edges: usize,
+    pub expired_edges: u64,
+    pub dropped_spans: u64,
+}
+
+impl Generator {
+    pub fn new(config: &GeneratorConfig) -> Result<Generator, Error> {
+        config.validate()?;
+        Ok(Generator {
+            span_metrics: config.enabled(config::SPAN_METRICS).then(|| SpanMetrics::new(&config.span_metrics)),
+            service_graph: config.enabled(config::SERVICE_GRAPHS).then(|| ServiceGraph::new(&config.service_graphs)),
+            slack_ns: config.ingestion_time_range_slack.as_nanos().min(u64::MAX as u128) as u64,
+            stale_ms: config.registry.stale_duration.as_millis().min(i64::MAX as u128) as i64,
+            max_active_series: config.registry.max_active_series,
+            trace_id_label: config.registry.trace_id_label_name.clone(),
+            tenants: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether any processor runs (else the pipeline need not call [`Generator::observe`]).
+    pub fn is_enabled(&self) -> bool {
+        self.span_metrics.is_some() || self.service_graph.is_some()
+    }
+
+    fn tenant(&self, tenant: &str) -> Arc<Mutex<Tenant>> {
+        let mut tenants = self.tenants.lock().unwrap();
+        if let Some(t) = tenants.get(tenant) {
+            return t.clone();
+        }
+        let t = Arc::new(Mutex::new(Tenant {
+            budget: Budget { max: self.max_active_series, ..Budget::default() },
+            spans: self.span_metrics.as_ref().map(SpanMetrics::series),
+            graph: self.service_graph.as_ref().map(ServiceGraph::graph),
+            key: String::new(),
+            counts: Counts::default(),
+        }));
+        tenants.insert(tenant.to_string(), t.clone());
+        t
+    }
+
+    /// Counts every span of a request at wall-clock time `now_ns` (unix nanoseconds).
+    pub fn observe(&self, tenant: &str, req: &ExportTraceServiceRequest, now_ns: u64) {
+        if !self.is_enabled() {
+            return;
+        }
+        let now_ms = (now_ns / 1_000_000) as i64;
+        let oldest_end = if self.slack_ns == 0 { 0 } else { now_ns.saturating_sub(self.slack_ns) };
+        let t = self.tenant(tenant);
+        let mut guard = t.lock().unwrap();
+        let Tenant { budget, spans, graph, key, counts } = &mut *guard;
+        for rs in &req.resource_spans {
+            let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            let service = labels::str_value(resource, "service.name");
+            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                counts.spans += 1;
+                if span.end_time_unix_nano < oldest_end {
+                    counts.spans_too_old += 1;
+                    continue;
+                }
+                if let (Some(sm), Some(map)) = (&self.span_metrics, spans.as_mut()) {
+                    let o = Observation { service: service.unwrap_or(""), resource, span, now_ms };
+                    sm.observe(map, budget, key, &o);
+                }
+                if let (Some(sg), Some(g), Some(service)) = (&self.service_graph, graph.as_mut(), service) {
+                    sg.observe(g, budget, key, resource, service, span, now_ns);
+                }
+            }
+        }
+    }
+
+    /// Expires service-graph halves whose wait is over and drops stale series. Call it often
+    /// (every collection interval, or more).
+    pub fn tick(&self, now_ns: u64) {
+        let tenants: Vec<_> = self.tenants.lock().unwrap().values().cloned().collect();
+        let before_ms = (now_ns / 1_000_000) as i64 - self.stale_ms;
+        for t in tenants {
+            let mut guard = t.lock().unwrap();
+            let Tenant { budget, spans, graph, key, .. } = &mut *guard;
+            if let (Some(sg), Some(g)) = (&self.service_graph, graph.as_mut()) {
+                sg.expire(g, budget, key, now_ns);
+                sg.remove_stale(g, before_ms, budget);
+            }
+            if let Some(map) = spans.as_mut() {
+                map.remove_stale(before_ms, budget);
+            }
+        }
+    }
+
+    pub fn tenants(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tenants.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The tenant's series now (empty families left out).
+    pub fn snapshot(&self, tenant: &str) -> Vec<Family> {
+        let Some(t) = self.tenants.lock().unwrap().get(tenant).cloned() else { return Vec::new() };
+        let guard = t.lock().unwrap();
+        let mut out = Vec::new();
+        if let (Some(sm), Some(map)) = (&self.span_metrics, &guard.spans) {
+            sm.families(map, &self.trace_id_label, &mut out);
+        }
+        if let (Some(sg), Some(g)) = (&self.service_graph, &guard.graph) {
+            sg.families(g, &mut out);
+        }
+        out.retain(|f| !f.series.is_empty());
+        for f in &mut out {
+            f.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        out
+    }
+
+    pub fn counts(&self, tenant: &str) -> Counts {
+        let Some(t) = self.tenants.lock().unwrap().get(tenant).cloned() else { return Counts::default() };
+        let g = t.lock().unwrap();
+        let mut c = g.counts.clone();
+        c.series_limited = g.budget.limited;
+        c.active_series = g.budget.used;
+        if let Some(graph) = &g.graph {
+            c.pending_edges = graph.store.len();
+            c.expired_edges = graph.expired;
+            c.dropped_spans = graph.dropped_spans;
+        }
+        c
+    }
+}
+
+pub use error::Error;
 
 /// What a series counts: the Prometheus metric types the generator produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,13 +220,14 @@ pub enum Value {
 }
 
 /// A classic histogram. `counts[i]` is the number of observations in bucket `i` alone (not
-/// cumulative); there is one more count than bounds, the last for `+Inf`.
+/// cumulative); there is one more count than bounds, the last for `+Inf`. Counts are floats
+/// because a sampled span may stand for several (a span multiplier).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Histogram {
     pub bounds: std::sync::Arc<[f64]>,
-    pub counts: Vec<u64>,
+    pub counts: Vec<f64>,
     pub sum: f64,
-    pub count: u64,
+    pub count: f64,
     /// At most one exemplar per bucket (the latest), `None` where there is none.
     pub exemplars: Vec<Option<Exemplar>>,
 }

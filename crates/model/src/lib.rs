@@ -1,6 +1,7 @@
 //! Spoor's data model: OTLP trace messages, IDs, the OTLP/JSON and Tempo JSON codecs, and
 //! per-trace fragments (the unit the WAL persists and the head holds).
 
+pub mod duration;
 pub mod fragment;
 pub mod ids;
 pub mod json;

@@ -8,10 +8,10 @@
 //! - [`scrub`]: Spoor's default policy (on unless turned off): secret headers and keys dropped,
 //!   card numbers and e-mail addresses masked, SQL literals replaced.
 //! - [`sample`]: tail sampling with every collector policy type.
-//! - [`duration`]: Go-style durations (`30s`, `200ms`, `1m30s`) as the collector writes them.
+//! - [`duration`]: Go-style durations (`30s`, `200ms`, `1m30s`), re-exported from the model.
 
 pub mod attributes;
-pub mod duration;
+pub use spoor_model::duration;
 pub mod error;
 pub mod redact;
 pub mod sample;

@@ -51,7 +51,7 @@ pub fn format(d: Duration) -> String {
     format!("{ns}ns")
 }
 
-/// `#[serde(with = "spoor_process::duration")]` for `Duration` fields.
+/// `#[serde(with = "spoor_model::duration")]` for `Duration` fields.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

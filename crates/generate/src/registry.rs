@@ -1,0 +1,258 @@
+//! Bounded series storage: one map per label-set shape, a per-tenant series budget shared by
+//! all of them, overflow folding, staleness, and histograms with exemplars.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::{Exemplar, Histogram, Labels, Series};
+
+/// Separates label values inside a series key (a NUL inside a value is replaced, so the key
+/// alone identifies the values and they need not be stored twice).
+pub(crate) const SEP: char = '\0';
+
+/// Appends one label value and its separator to a series key.
+pub(crate) fn push_key(key: &mut String, value: &str) {
+    if value.contains(SEP) {
+        key.push_str(&value.replace(SEP, "\u{fffd}"));
+    } else {
+        key.push_str(value);
+    }
+    key.push(SEP);
+}
+
+/// The tenant's series budget, counted the way Prometheus counts series.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    /// 0: unlimited.
+    pub max: usize,
+    pub used: usize,
+    /// Observations folded into an overflow series because the budget was spent.
+    pub limited: u64,
+}
+
+impl Budget {
+    fn take(&mut self, cost: usize) -> bool {
+        if self.max > 0 && self.used + cost > self.max {
+            return false;
+        }
+        self.used += cost;
+        true
+    }
+}
+
+pub(crate) struct Entry<T> {
+    pub updated_ms: i64,
+    pub data: T,
+}
+
+/// Series of one shape (one set of label names), keyed by their joined label values.
+pub(crate) struct SeriesMap<T> {
+    pub names: Arc<[String]>,
+    /// Prometheus series per entry (a histogram counts its buckets, `_sum` and `_count`).
+    pub cost: usize,
+    map: HashMap<Box<str>, Entry<T>>,
+    /// Where observations go once the budget is spent: `metric_overflow="true"`.
+    overflow: Option<Entry<T>>,
+}
+
+impl<T> SeriesMap<T> {
+    pub fn new(names: Vec<String>, cost: usize) -> SeriesMap<T> {
+        SeriesMap { names: names.into(), cost, map: HashMap::new(), overflow: None }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len() + usize::from(self.overflow.is_some())
+    }
+
+    /// The series for `key`, created with `make` while the budget allows, else the overflow
+    /// series (which is outside the budget: one per shape).
+    pub fn entry(&mut self, key: &str, budget: &mut Budget, now_ms: i64, make: impl FnOnce() -> T) -> &mut T {
+        // Two lookups on the rare miss keep the common hit free of allocation.
+        let e = if self.map.contains_key(key) {
+            self.map.get_mut(key).expect("present")
+        } else if budget.take(self.cost) {
+            self.map.entry(key.into()).or_insert_with(|| Entry { updated_ms: now_ms, data: make() })
+        } else {
+            budget.limited += 1;
+            self.overflow.get_or_insert_with(|| Entry { updated_ms: now_ms, data: make() })
+        };
+        e.updated_ms = now_ms;
+        &mut e.data
+    }
+
+    /// Drops series last updated before `before_ms`, returning their budget.
+    pub fn remove_stale(&mut self, before_ms: i64, budget: &mut Budget) {
+        let cost = self.cost;
+        self.map.retain(|_, e| {
+            let keep = e.updated_ms >= before_ms;
+            if !keep {
+                budget.used -= cost;
+            }
+            keep
+        });
+        if self.overflow.as_ref().is_some_and(|e| e.updated_ms < before_ms) {
+            self.overflow = None;
+        }
+    }
+
+    /// Every series as labels (empty values left out, as Prometheus treats them) and data.
+    pub fn each(&self, mut f: impl FnMut(Labels, i64, &T)) {
+        for (key, e) in &self.map {
+            let labels = self
+                .names
+                .iter()
+                .zip(key.split(SEP))
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(n, v)| (n.clone(), v.to_string()))
+                .collect();
+            f(sorted(labels), e.updated_ms, &e.data);
+        }
+        if let Some(e) = &self.overflow {
+            f(vec![("metric_overflow".into(), "true".into())], e.updated_ms, &e.data);
+        }
+    }
+}
+
+pub(crate) fn sorted(mut labels: Labels) -> Labels {
+    labels.sort();
+    labels
+}
+
+/// Builds counter series from one field of each entry.
+pub(crate) fn counters<T>(map: &SeriesMap<T>, get: impl Fn(&T) -> f64) -> Vec<Series> {
+    let mut out = Vec::with_capacity(map.len());
+    map.each(|labels, updated_ms, d| out.push(Series { labels, value: crate::Value::Counter(get(d)), updated_ms }));
+    out
+}
+
+/// An exemplar as stored: the span behind one observation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Ex {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub value: f64,
+    pub timestamp_ms: i64,
+}
+
+/// A classic histogram's running state.
+#[derive(Clone, Debug)]
+pub(crate) struct Hist {
+    counts: Box<[f64]>,
+    sum: f64,
+    count: f64,
+    /// The latest exemplar per bucket; empty when exemplars are off.
+    exemplars: Box<[Option<Ex>]>,
+}
+
+impl Hist {
+    pub fn new(bounds: &[f64], exemplars: bool) -> Hist {
+        let n = bounds.len() + 1;
+        Hist {
+            counts: vec![0.0; n].into(),
+            sum: 0.0,
+            count: 0.0,
+            exemplars: if exemplars { vec![None; n].into() } else { Box::default() },
+        }
+    }
+
+    /// Counts `value` (seconds) with `weight`; a bucket's bound is inclusive (`le`).
+    pub fn observe(&mut self, bounds: &[f64], value: f64, weight: f64, exemplar: Option<Ex>) {
+        let i = bounds.partition_point(|b| *b < value);
+        self.counts[i] += weight;
+        self.sum += value * weight;
+        self.count += weight;
+        if let (Some(slot), Some(ex)) = (self.exemplars.get_mut(i), exemplar) {
+            *slot = Some(ex);
+        }
+    }
+
+    pub fn to_value(&self, bounds: &Arc<[f64]>, trace_label: &str) -> Histogram {
+        Histogram {
+            bounds: bounds.clone(),
+            counts: self.counts.to_vec(),
+            sum: self.sum,
+            count: self.count,
+            exemplars: if self.exemplars.is_empty() {
+                vec![None; self.counts.len()]
+            } else {
+                self.exemplars.iter().map(|e| e.map(|e| exemplar(&e, trace_label))).collect()
+            },
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn exemplar(e: &Ex, trace_label: &str) -> Exemplar {
+    Exemplar {
+        labels: vec![(trace_label.to_string(), hex(&e.trace_id)), ("spanID".into(), hex(&e.span_id))],
+        value: e.value,
+        timestamp_ms: e.timestamp_ms,
+    }
+}
+
+/// Builds histogram series from one histogram of each entry.
+pub(crate) fn histograms<T>(
+    map: &SeriesMap<T>,
+    bounds: &Arc<[f64]>,
+    trace_label: &str,
+    get: impl Fn(&T) -> Option<&Hist>,
+) -> Vec<Series> {
+    let mut out = Vec::with_capacity(map.len());
+    map.each(|labels, updated_ms, d| {
+        if let Some(h) = get(d) {
+            out.push(Series { labels, value: crate::Value::Histogram(h.to_value(bounds, trace_label)), updated_ms });
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bounds_are_inclusive() {
+        let bounds = [0.1, 0.2];
+        let mut h = Hist::new(&bounds, false);
+        for v in [0.05, 0.1, 0.15, 0.2, 5.0] {
+            h.observe(&bounds, v, 1.0, None);
+        }
+        let v = h.to_value(&Arc::from(&bounds[..]), "traceID");
+        assert_eq!(v.counts, [2.0, 2.0, 1.0]);
+        assert_eq!(v.count, 5.0);
+        assert!((v.sum - 5.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn budget_folds_new_series_into_overflow_and_stale_series_return_it() {
+        let mut budget = Budget { max: 4, ..Budget::default() };
+        let mut m: SeriesMap<f64> = SeriesMap::new(vec!["service".into()], 2);
+        *m.entry("a\0", &mut budget, 0, || 0.0) += 1.0;
+        *m.entry("b\0", &mut budget, 0, || 0.0) += 1.0;
+        *m.entry("c\0", &mut budget, 5, || 0.0) += 1.0;
+        *m.entry("a\0", &mut budget, 5, || 0.0) += 1.0;
+        assert_eq!((budget.used, budget.limited), (4, 1));
+        let mut seen = Vec::new();
+        m.each(|labels, _, v| seen.push((labels, *v)));
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            seen,
+            [
+                (vec![("metric_overflow".to_string(), "true".to_string())], 1.0),
+                (vec![("service".to_string(), "a".to_string())], 2.0),
+                (vec![("service".to_string(), "b".to_string())], 1.0),
+            ]
+        );
+        m.remove_stale(1, &mut budget);
+        assert_eq!(budget.used, 2, "b went stale");
+        *m.entry("c\0", &mut budget, 6, || 0.0) += 1.0;
+        assert_eq!((budget.used, m.len()), (4, 3), "c now fits: a, c and the overflow series");
+    }
+}
