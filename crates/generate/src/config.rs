@@ -16,9 +16,11 @@ pub const SPAN_METRICS_BUCKETS: [f64; 14] =
 /// Tempo's service-graph latency buckets: 100 ms doubling to 12.8 s.
 pub const SERVICE_GRAPH_BUCKETS: [f64; 8] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8];
 
+/// `R` is the remote_write endpoint configuration, which belongs to the crate that sends (this
+/// one has no network stack); `()` where there is none.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct GeneratorConfig {
+pub struct GeneratorConfig<R = ()> {
     /// Which processors run: `span-metrics`, `service-graphs` (both by default; `[]` turns the
     /// generator off).
     pub processors: Vec<String>,
@@ -32,9 +34,11 @@ pub struct GeneratorConfig {
     pub registry: RegistryConfig,
     pub span_metrics: SpanMetricsConfig,
     pub service_graphs: ServiceGraphConfig,
+    /// Where to push every collection interval, each tenant with its own requests.
+    pub remote_write: Vec<R>,
 }
 
-impl Default for GeneratorConfig {
+impl<R> Default for GeneratorConfig<R> {
     fn default() -> Self {
         GeneratorConfig {
             processors: vec![SPAN_METRICS.into(), SERVICE_GRAPHS.into()],
@@ -43,6 +47,7 @@ impl Default for GeneratorConfig {
             registry: RegistryConfig::default(),
             span_metrics: SpanMetricsConfig::default(),
             service_graphs: ServiceGraphConfig::default(),
+            remote_write: Vec::new(),
         }
     }
 }
@@ -198,7 +203,7 @@ impl Default for ServiceGraphConfig {
     }
 }
 
-impl GeneratorConfig {
+impl<R> GeneratorConfig<R> {
     pub fn enabled(&self, processor: &str) -> bool {
         self.processors.iter().any(|p| p == processor)
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::remote::format_float;
 use crate::{Exemplar, Family, Kind, Labels, Series, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +60,7 @@ pub fn render(parts: &[(Labels, Vec<Family>)], format: Format) -> String {
                     let mut cumulative = 0.0;
                     for (i, count) in h.counts.iter().enumerate() {
                         cumulative += count;
-                        let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| number(*b));
+                        let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
                         let ex = match format {
                             Format::OpenMetrics => h.exemplars.get(i).and_then(Option::as_ref),
                             Format::Text => None,
@@ -103,7 +104,7 @@ fn sample(out: &mut String, name: &str, labels: &Labels, le: Option<&str>, value
         }
         out.push('}');
     }
-    let _ = write!(out, " {}", number(value));
+    let _ = write!(out, " {}", format_float(value));
     if let Some(e) = ex {
         out.push_str(" # {");
         for (i, (k, v)) in e.labels.iter().enumerate() {
@@ -112,20 +113,9 @@ fn sample(out: &mut String, name: &str, labels: &Labels, le: Option<&str>, value
             }
             let _ = write!(out, "{k}=\"{}\"", escape(v));
         }
-        let _ = write!(out, "}} {} {}.{:03}", number(e.value), e.timestamp_ms.div_euclid(1000), e.timestamp_ms.rem_euclid(1000));
+        let _ = write!(out, "}} {} {}.{:03}", format_float(e.value), e.timestamp_ms.div_euclid(1000), e.timestamp_ms.rem_euclid(1000));
     }
     out.push('\n');
-}
-
-/// A float as Prometheus writes it: `+Inf`, `-Inf`, `NaN`, else the shortest decimal.
-pub fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v}")
-    }
 }
 
 fn escape(v: &str) -> String {

@@ -59,7 +59,7 @@ pub struct Counts {
 }
 
 impl Generator {
-    pub fn new(config: &GeneratorConfig) -> Result<Generator, Error> {
+    pub fn new<R>(config: &GeneratorConfig<R>) -> Result<Generator, Error> {
         config.validate()?;
         Ok(Generator {
             span_metrics: config.enabled(config::SPAN_METRICS).then(|| SpanMetrics::new(&config.span_metrics)),

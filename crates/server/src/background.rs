@@ -15,6 +15,12 @@ pub fn spawn(p: &Arc<Pipeline>, tasks: &mut JoinSet<()>) {
         if p.sampling.is_some() {
             tasks.spawn(sampler(p.clone()));
         }
+        if p.generator.is_some() {
+            tasks.spawn(crate::generated::run(p.clone()));
+            if !p.remote_write.is_empty() {
+                tasks.spawn(crate::generated::push(p.clone()));
+            }
+        }
     }
     tasks.spawn(poller(p.clone()));
     if p.config.compaction.enabled {

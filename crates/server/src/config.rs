@@ -29,6 +29,9 @@ pub struct Config {
     pub processors: Processors,
     /// `spoor agent` only: its queue and where it forwards.
     pub agent: AgentConfig,
+    /// Span metrics and service graphs from every span before sampling (Tempo's
+    /// metrics-generator), for the scrape endpoint and remote_write.
+    pub metrics_generator: spoor_generate::GeneratorConfig<crate::remote_write::RemoteWriteConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -349,10 +352,16 @@ impl Config {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set(&mut value, &path, raw).map_err(|e| ConfigError(format!("flag for {key}: {e}")))?;
         }
-        serde_json::from_value(value.clone()).map_err(|e| match bad_key(&value) {
+        let config: Config = serde_json::from_value(value.clone()).map_err(|e| match bad_key(&value) {
             Some(key) => ConfigError(format!("invalid configuration: {key}: {e}")),
             None => ConfigError(format!("invalid configuration: {e}")),
-        })
+        })?;
+        config.metrics_generator.validate().map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+        for (i, rw) in config.metrics_generator.remote_write.iter().enumerate() {
+            rw.validate()
+                .map_err(|e| ConfigError(format!("invalid configuration: metrics_generator.remote_write[{i}]: {e}")))?;
+        }
+        Ok(config)
     }
 
     pub fn to_yaml(&self) -> String {
@@ -407,6 +416,10 @@ fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
             raw.parse::<u64>().map_err(|_| format!("{key} must be a non-negative integer, got {raw:?}"))?.into(),
         ),
         Value::Object(_) => return Err(format!("{key} is a section, not a key")),
+        // A comma-separated list; empty for none.
+        Value::Array(_) => {
+            Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.into()).collect())
+        }
         _ => Value::String(raw.to_owned()),
     };
     Ok(())

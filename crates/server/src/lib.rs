@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod background;
+pub mod generated;
 pub mod body;
 pub mod client;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod pipeline;
 pub mod processors;
 pub mod query;
 pub mod receive;
+pub mod remote_write;
 pub mod sampling;
 pub mod search;
 pub mod tags;

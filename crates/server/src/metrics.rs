@@ -62,6 +62,42 @@ const HELP: &[(&str, &str, &str)] = &[
     ("spoor_search_inspected_spans_total", "counter", "Spans whose prefilter columns searches looked at."),
     ("spoor_search_inspected_bytes_total", "counter", "Bytes of blocks searches fetched."),
     ("spoor_ready", "gauge", "1 when the server is ready to ingest and query."),
+    ("spoor_generator_spans_total", "counter", "Spans the metrics generator counted, by tenant."),
+    (
+        "spoor_generator_spans_discarded_total",
+        "counter",
+        "Spans the metrics generator left out, by tenant and reason (too_old: ended before the ingestion slack).",
+    ),
+    ("spoor_generator_active_series", "gauge", "Generated series held, by tenant (a histogram counts its buckets, _sum and _count)."),
+    (
+        "spoor_generator_series_limited_total",
+        "counter",
+        "Observations folded into metric_overflow series because the tenant's max_active_series was reached.",
+    ),
+    (
+        "spoor_remote_write_requests_total",
+        "counter",
+        "remote_write requests, by endpoint and outcome (ok, retried, failed_permanent, failed_retries_exhausted).",
+    ),
+    ("spoor_remote_write_samples_total", "counter", "Samples delivered to remote_write endpoints, by endpoint."),
+    (
+        "spoor_remote_write_samples_failed_total",
+        "counter",
+        "Samples dropped after a permanent error or the last retry, by endpoint.",
+    ),
+    ("spoor_remote_write_bytes_total", "counter", "Compressed bytes delivered to remote_write endpoints, by endpoint."),
+    ("spoor_remote_write_seconds_total", "counter", "Time spent in remote_write requests (not waits between retries)."),
+    ("spoor_generator_pending_edges", "gauge", "Service-graph half edges waiting for their other half, by tenant."),
+    (
+        "spoor_generator_expired_edges_total",
+        "counter",
+        "Service-graph half edges that expired with no peer to name, by tenant.",
+    ),
+    (
+        "spoor_generator_dropped_spans_total",
+        "counter",
+        "Spans the service graph dropped because the pending-edge store was full, by tenant.",
+    ),
     (
         "spoor_requests_refused_total",
         "counter",

@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! receiver ─► memory limiter ─► decompress ─► decode ─► tenant rate limit ─► scrub (attributes,
-//!          redaction, default policy) ─► validate + split by trace ─► head limits ─► WAL
-//!          (group-committed fsync) ─► acknowledge ─► tail sampler (decisions also to the WAL)
-//!          ─► head (live traces) ─► cut by size/age ─► block (Parquet) in the backend
-//!          ─► WAL segments released
+//!          redaction, default policy) ─► validate + split by trace ─► head limits
+//!          ─► metrics generator (every span, before sampling) ─► WAL (group-committed fsync)
+//!          ─► acknowledge ─► tail sampler (decisions also to the WAL) ─► head (live traces)
+//!          ─► cut by size/age ─► block (Parquet) in the backend ─► WAL segments released
 //! ```
 //!
 //! Everything after the WAL is rebuilt from it on start ([`Pipeline::replay`]), so the reply a
@@ -45,6 +45,10 @@ pub struct Pipeline {
     scrubbing: Scrubbing,
     /// Tail sampling: after the WAL.
     pub sampling: Option<Sampling>,
+    /// Span metrics and service graphs, from every admitted span (None when turned off).
+    pub generator: Option<spoor_generate::Generator>,
+    /// Where generated series are pushed (possibly nowhere).
+    pub remote_write: crate::remote_write::RemoteWrite,
     /// One flush at a time: flushes are CPU-bound and ordered per tenant.
     flush_lock: tokio::sync::Mutex<()>,
     /// Cut traces whose block failed to upload; retried, and readable meanwhile.
@@ -159,6 +163,10 @@ impl Pipeline {
         let admission = Admission::new(&config)?;
         let scrubbing = Scrubbing::new(&config.processors)?;
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?;
+        let generator = spoor_generate::Generator::new(&config.metrics_generator)
+            .map_err(|e| Error::Startup(e.to_string()))?;
+        let generator = (generator.is_enabled() && config.ingest.enabled).then_some(generator);
+        let remote_write = crate::remote_write::RemoteWrite::new(&config.metrics_generator.remote_write)?;
         Ok(Pipeline {
             config,
             head,
@@ -167,6 +175,8 @@ impl Pipeline {
             admission,
             scrubbing,
             sampling,
+            generator,
+            remote_write,
             flush_lock: tokio::sync::Mutex::new(()),
             unflushed: Mutex::new(Vec::new()),
             wal: RwLock::new(None),
@@ -430,7 +440,6 @@ impl Pipeline {
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
         self.scrubbing.apply(&mut req, &ctx, &tenant, m);
         let split = split_request(&req);
-        drop(req);
         if split.rejected_spans > 0 {
             refused("invalid", split.rejected_spans);
         }
@@ -457,6 +466,12 @@ impl Pipeline {
         if admitted.too_large_spans > 0 {
             refused("trace_too_large", admitted.too_large_spans);
         }
+        // Counted once admitted, from the spans already decoded: metrics see every span,
+        // whatever tail sampling keeps. (Not on replay: those spans were counted before.)
+        if let Some(g) = &self.generator {
+            g.observe(&tenant, &req, unix_nanos());
+        }
+        drop(req);
         Ok(Prepared { tenant, invalid_spans: split.rejected_spans, invalid_message: split.message, admitted })
     }
 
@@ -520,4 +535,8 @@ impl Pipeline {
         self.state.store(STOPPING, Ordering::SeqCst);
         self.metrics.set("spoor_ready", &[], 0.0);
     }
+}
+
+pub(crate) fn unix_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }

@@ -26,6 +26,7 @@ pub fn router(p: Arc<Pipeline>) -> axum::Router {
         .route("/api/echo", get(|| async { "echo\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/metrics/generated", get(crate::generated::scrape))
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))

@@ -535,7 +535,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Exponential backoff with jitter (the collector's, capped at `max_interval` after jitter).
-struct Backoff {
+pub(crate) struct Backoff {
     current: Duration,
     multiplier: f64,
     randomization: f64,
@@ -544,7 +544,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(cfg: &RetryConfig, rng: Rng) -> Backoff {
+    pub(crate) fn new(cfg: &RetryConfig, rng: Rng) -> Backoff {
         Backoff {
             current: cfg.initial_interval.min(cfg.max_interval),
             multiplier: cfg.multiplier,
@@ -554,7 +554,7 @@ impl Backoff {
         }
     }
 
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let base = self.current;
         self.current = base.mul_f64(self.multiplier).min(self.max);
         let factor = 1.0 - self.randomization + 2.0 * self.randomization * self.rng.unit();
@@ -563,10 +563,10 @@ impl Backoff {
 }
 
 /// xorshift64* — jitter needs spread, not quality.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn seeded() -> Rng {
+    pub(crate) fn seeded() -> Rng {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         // splitmix64 of time and a per-call counter, so concurrent senders do not move in step.

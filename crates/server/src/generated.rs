@@ -1,0 +1,116 @@
+//! Metrics generated from traces, on their way out: the scrape endpoint
+//! (`GET /metrics/generated`, Prometheus text or OpenMetrics with exemplars), the clock that
+//! expires service-graph edges and stale series, and remote_write pushes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use spoor_generate::expose::{self, Format};
+use spoor_generate::{Family, Generator, Labels, remote};
+
+use crate::pipeline::{Pipeline, unix_nanos};
+
+/// Extra labels for one tenant's series: external labels, and the tenant when asked for (or,
+/// for a scrape of several tenants, always, so their series stay apart).
+pub fn extra_labels(p: &Pipeline, tenant: &str, for_scrape: bool) -> Labels {
+    let r = &p.config.metrics_generator.registry;
+    let mut labels: Labels = r.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let tenant_label = match r.inject_tenant_id_as.as_str() {
+        "" if for_scrape && p.config.tenancy.multitenancy_enabled => "tenant",
+        "" => "",
+        name => name,
+    };
+    if !tenant_label.is_empty() {
+        labels.push((tenant_label.to_string(), tenant.to_string()));
+    }
+    labels
+}
+
+/// `GET /metrics/generated[?tenant=ID]`: every tenant's series, or one tenant's.
+pub async fn scrape(
+    State(p): State<Arc<Pipeline>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
+    let Some(g) = &p.generator else {
+        return ([(header::CONTENT_TYPE, format.content_type())], expose::render(&[], format)).into_response();
+    };
+    let tenants = match params.get("tenant") {
+        Some(t) => vec![t.clone()],
+        None => g.tenants(),
+    };
+    let parts: Vec<(Labels, Vec<Family>)> =
+        tenants.iter().map(|t| (extra_labels(&p, t, true), g.snapshot(t))).collect();
+    ([(header::CONTENT_TYPE, format.content_type())], expose::render(&parts, format)).into_response()
+}
+
+/// Spoor's own view of the generator, per tenant, on `/metrics`.
+fn publish(g: &Generator, m: &crate::metrics::Metrics) {
+    for tenant in g.tenants() {
+        let c = g.counts(&tenant);
+        let t = [("tenant", tenant.as_str())];
+        m.set("spoor_generator_spans_total", &t, c.spans as f64);
+        m.set("spoor_generator_spans_discarded_total", &[("tenant", &tenant), ("reason", "too_old")], c.spans_too_old as f64);
+        m.set("spoor_generator_active_series", &t, c.active_series as f64);
+        m.set("spoor_generator_series_limited_total", &t, c.series_limited as f64);
+        m.set("spoor_generator_pending_edges", &t, c.pending_edges as f64);
+        m.set("spoor_generator_expired_edges_total", &t, c.expired_edges as f64);
+        m.set("spoor_generator_dropped_spans_total", &t, c.dropped_spans as f64);
+    }
+}
+
+/// Expires service-graph halves every second (their wait is seconds long) and publishes the
+/// generator's counts.
+pub async fn run(p: Arc<Pipeline>) {
+    let Some(g) = &p.generator else { return };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1).min(p.config.metrics_generator.collection_interval)).await;
+        g.tick(unix_nanos());
+        publish(g, &p.metrics);
+    }
+}
+
+/// Series per remote_write request: Prometheus's own default batch size.
+const SERIES_PER_REQUEST: usize = 2000;
+
+/// Every collection interval, each tenant's series go to every remote_write endpoint: one
+/// sample per series stamped now, and the exemplars recorded since the last delivered push.
+pub async fn push(p: Arc<Pipeline>) {
+    let Some(g) = &p.generator else { return };
+    let mut exemplars_since: HashMap<String, i64> = HashMap::new();
+    loop {
+        tokio::time::sleep(p.config.metrics_generator.collection_interval).await;
+        for tenant in g.tenants() {
+            let families = g.snapshot(&tenant);
+            if families.is_empty() {
+                continue;
+            }
+            let now_ms = (unix_nanos() / 1_000_000) as i64;
+            let since = exemplars_since.get(&tenant).copied().unwrap_or(i64::MIN);
+            let req = remote::write_request(&families, &extra_labels(&p, &tenant, false), now_ms, since);
+            let newest = remote::newest_exemplar_ms(&req);
+            let mut delivered = true;
+            for part in remote::split(req, SERIES_PER_REQUEST) {
+                let samples = remote::sample_count(&part);
+                let body = match remote::encode(&part) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(tenant, error = %e, "cannot encode a remote_write request");
+                        delivered = false;
+                        continue;
+                    }
+                };
+                let outcomes = p.remote_write.push(&tenant, body.into(), samples, &p.metrics).await;
+                delivered &= outcomes.iter().all(|o| o.is_delivered());
+            }
+            if delivered && let Some(newest) = newest {
+                exemplars_since.insert(tenant, newest);
+            }
+        }
+    }
+}
