@@ -454,3 +454,60 @@ class RecordingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+# ---------------------------------------------------------------------------------------
+# Prometheus: a real server (tests/python/prometheus.py)
+
+# The servers started by prometheus_factory that are still running; their logs go into the
+# report of a test that fails meanwhile.
+_RUNNING_PROMETHEUS: list = []
+
+
+@pytest.fixture(scope="module")
+def prometheus_factory(tmp_path_factory: pytest.TempPathFactory):
+    """Starts real Prometheus servers: call it with `scrape=[ScrapeJob([...])]`, `rule_files=[...]`
+    (and optionally `evaluation_interval`, `extra_args`); it returns a prometheus.Prometheus
+    (`url`, `query`, `query_exemplars`, `series`, `wait_for`, `remote_write`, ...). Each runs on a
+    free 127.0.0.1 port with the remote-write receiver and exemplar storage on, and is stopped
+    (SIGTERM, then SIGKILL) at the end of the module. Module-scoped so that a module-scoped
+    fixture can hold one server for its tests; a test that fails while one is running gets its
+    log in the report."""
+    from prometheus import PrometheusError, prometheus_binary, start_prometheus
+
+    if prometheus_binary() is None:
+        pytest.fail("prometheus not found on PATH (scripts/test installs Debian's package) and $PROMETHEUS_BIN unset")
+    started = []
+
+    def start(**kwargs):
+        workdir = tmp_path_factory.mktemp("prometheus")
+        try:
+            prom = start_prometheus(workdir, **kwargs)
+        except PrometheusError as e:
+            pytest.fail(str(e))
+        started.append(prom)
+        _RUNNING_PROMETHEUS.append(prom)
+        return prom
+
+    yield start
+    problems = []
+    for prom in started:
+        _RUNNING_PROMETHEUS.remove(prom)
+        killed_at = prom.proc.poll()
+        code = prom.stop()
+        if killed_at is not None:
+            problems.append(f"prometheus at {prom.url} had exited with {killed_at} before teardown\n{prom.log_tail()}")
+        elif code != 0:
+            problems.append(f"prometheus at {prom.url} exited with {code} after SIGTERM\n{prom.log_tail()}")
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Adds the log tail of every running Prometheus (prometheus_factory) to a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _RUNNING_PROMETHEUS:
+        for prom in _RUNNING_PROMETHEUS:
+            report.sections.append((f"prometheus log {prom.url} ({prom.log_path})", prom.log_tail(200)))

@@ -465,6 +465,29 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/example.yaml");
         let c = Config::load(Some(std::path::Path::new(path)), vec![], &[]).unwrap();
         assert_eq!(c.wal.durability, Durability::Fsync);
+        assert_eq!(c.metrics_generator, Config::default().metrics_generator, "the example shows the defaults");
+    }
+
+    #[test]
+    fn metrics_generator_keys() {
+        let off = Config::load(None, vec![("SPOOR__METRICS_GENERATOR__PROCESSORS".into(), "".into())], &[]).unwrap();
+        assert!(off.metrics_generator.processors.is_empty());
+        let one = Config::load(None, vec![], &[("metrics_generator.processors", "span-metrics".into())]).unwrap();
+        assert_eq!(one.metrics_generator.processors, ["span-metrics"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        for (yaml, expected) in [
+            ("metrics_generator:\n  processors: [local-blocks]\n", "metrics_generator.processors: unknown processor"),
+            ("metrics_generator:\n  remote_write: [{url: \"https://p:9090/api/v1/write\"}]\n", "remote_write[0]"),
+            ("metrics_generator:\n  service_graphs: {wait: soon}\n", "invalid duration"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
+        std::fs::write(&file, "metrics_generator:\n  remote_write:\n    - url: http://127.0.0.1:9090/api/v1/write\n").unwrap();
+        let c = Config::load(Some(&file), vec![], &[]).unwrap();
+        assert_eq!(c.metrics_generator.remote_write[0].url, "http://127.0.0.1:9090/api/v1/write");
     }
 
     #[test]
