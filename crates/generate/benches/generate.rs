@@ -16,10 +16,15 @@ fn bench(c: &mut Criterion) {
     let spans: u64 = req.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len() as u64).sum();
     let mut group = c.benchmark_group("generator");
     group.throughput(Throughput::Elements(spans));
-    for (name, processors) in
-        [("span-metrics", vec!["span-metrics"]), ("service-graphs", vec!["service-graphs"]), ("both", vec!["span-metrics", "service-graphs"])]
-    {
-        let config = GeneratorConfig { processors: processors.into_iter().map(String::from).collect(), ..GeneratorConfig::default() };
+    for (name, processors) in [
+        ("span-metrics", vec!["span-metrics"]),
+        ("service-graphs", vec!["service-graphs"]),
+        ("both", vec!["span-metrics", "service-graphs"]),
+    ] {
+        let config = GeneratorConfig::<()> {
+            processors: processors.into_iter().map(String::from).collect(),
+            ..GeneratorConfig::default()
+        };
         let g = Generator::new(&config).unwrap();
         group.bench_function(name, |b| {
             b.iter(|| {

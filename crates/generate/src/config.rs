@@ -125,7 +125,13 @@ pub struct IntrinsicDimensions {
 
 impl Default for IntrinsicDimensions {
     fn default() -> Self {
-        IntrinsicDimensions { service: true, span_name: true, span_kind: true, status_code: true, status_message: false }
+        IntrinsicDimensions {
+            service: true,
+            span_name: true,
+            span_kind: true,
+            status_code: true,
+            status_message: false,
+        }
     }
 }
 
@@ -223,7 +229,8 @@ impl<R> GeneratorConfig<R> {
             ("span_metrics.histogram_buckets", &self.span_metrics.histogram_buckets),
             ("service_graphs.histogram_buckets", &self.service_graphs.histogram_buckets),
         ] {
-            if buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
+            if buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1])
+            {
                 return bad(key, "needs finite bounds in strictly ascending order".into());
             }
         }
@@ -243,7 +250,7 @@ impl<R> GeneratorConfig<R> {
         if self.service_graphs.wait.is_zero() {
             return bad("service_graphs.wait", "must be more than 0s".into());
         }
-        for (name, _) in &self.registry.external_labels {
+        for name in self.registry.external_labels.keys() {
             if crate::labels::sanitize(name) != *name {
                 return bad("registry.external_labels", format!("{name:?} is not a valid label name"));
             }

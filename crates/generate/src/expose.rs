@@ -27,11 +27,14 @@ impl Format {
     }
 }
 
+/// A family merged across tenants: its type, help and every tenant's series with their labels.
+type Merged<'a> = (Kind, &'a str, Vec<(Labels, &'a Series)>);
+
 /// Renders the families of several tenants as one exposition: families of the same name are
 /// merged, and each part's series get that part's `extra` labels (a tenant label, external
 /// labels) unless they carry the label already.
 pub fn render(parts: &[(Labels, Vec<Family>)], format: Format) -> String {
-    let mut families: BTreeMap<&str, (Kind, &str, Vec<(Labels, &Series)>)> = BTreeMap::new();
+    let mut families: BTreeMap<&str, Merged> = BTreeMap::new();
     for (extra, fams) in parts {
         for f in fams {
             let entry = families.entry(&f.name).or_insert((f.kind, f.help, Vec::new()));
@@ -113,7 +116,13 @@ fn sample(out: &mut String, name: &str, labels: &Labels, le: Option<&str>, value
             }
             let _ = write!(out, "{k}=\"{}\"", escape(v));
         }
-        let _ = write!(out, "}} {} {}.{:03}", format_float(e.value), e.timestamp_ms.div_euclid(1000), e.timestamp_ms.rem_euclid(1000));
+        let _ = write!(
+            out,
+            "}} {} {}.{:03}",
+            format_float(e.value),
+            e.timestamp_ms.div_euclid(1000),
+            e.timestamp_ms.rem_euclid(1000)
+        );
     }
     out.push('\n');
 }
@@ -143,6 +152,7 @@ mod tests {
                     labels: l(&[("service", "a\"b"), ("span_name", "GET /x")]),
                     value: Value::Counter(3.0),
                     updated_ms: 0,
+                    created_ms: 0,
                 }],
             },
             Family {
@@ -158,7 +168,10 @@ mod tests {
                         count: 3.0,
                         exemplars: vec![
                             Some(Exemplar {
-                                labels: l(&[("traceID", "0af7651916cd43dd8448eb211c80319c"), ("spanID", "b7ad6b7169203331")]),
+                                labels: l(&[
+                                    ("traceID", "0af7651916cd43dd8448eb211c80319c"),
+                                    ("spanID", "b7ad6b7169203331"),
+                                ]),
                                 value: 0.0015,
                                 timestamp_ms: 1_700_000_000_123,
                             }),
@@ -167,6 +180,7 @@ mod tests {
                         ],
                     }),
                     updated_ms: 0,
+                    created_ms: 0,
                 }],
             },
         ]
@@ -199,7 +213,10 @@ mod tests {
         ));
         assert!(text.contains("traces_spanmetrics_latency_bucket{service=\"a\",le=\"0.004\"} 1\n"));
         assert!(text.ends_with("# EOF\n"));
-        assert_eq!(Format::from_accept("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"), Format::OpenMetrics);
+        assert_eq!(
+            Format::from_accept("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"),
+            Format::OpenMetrics
+        );
         assert_eq!(Format::from_accept("text/plain"), Format::Text);
     }
 }

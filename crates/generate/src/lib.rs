@@ -5,8 +5,8 @@
 //! No network stack here: the server feeds decoded requests in, ticks the clock, and ships
 //! [`Family`] snapshots out.
 
-pub mod error;
 pub mod config;
+pub mod error;
 pub mod expose;
 mod labels;
 mod registry;
@@ -20,8 +20,24 @@ use std::sync::{Arc, Mutex};
 pub use config::GeneratorConfig;
 use registry::Budget;
 use servicegraph::{Graph, ServiceGraph};
-use spanmetrics::{Observation, SpanMetrics, SpanSeries};
-use spoor_model::otlp::ExportTraceServiceRequest;
+use spanmetrics::{SpanMetrics, SpanSeries};
+use spoor_model::otlp::{ExportTraceServiceRequest, KeyValue, Span};
+
+/// One span as the processors see it.
+pub(crate) struct Observation<'a> {
+    /// The resource's `service.name`.
+    pub service: Option<&'a str>,
+    pub resource: &'a [KeyValue],
+    pub span: &'a Span,
+    /// Wall-clock time of the observation, unix nanoseconds.
+    pub now_ns: u64,
+}
+
+impl Observation<'_> {
+    pub fn now_ms(&self) -> i64 {
+        (self.now_ns / 1_000_000) as i64
+    }
+}
 
 /// The generator: one per server, holding every tenant's series.
 pub struct Generator {
@@ -98,7 +114,6 @@ impl Generator {
         if !self.is_enabled() {
             return;
         }
-        let now_ms = (now_ns / 1_000_000) as i64;
         let oldest_end = if self.slack_ns == 0 { 0 } else { now_ns.saturating_sub(self.slack_ns) };
         let t = self.tenant(tenant);
         let mut guard = t.lock().unwrap();
@@ -112,12 +127,12 @@ impl Generator {
                     counts.spans_too_old += 1;
                     continue;
                 }
+                let o = Observation { service, resource, span, now_ns };
                 if let (Some(sm), Some(map)) = (&self.span_metrics, spans.as_mut()) {
-                    let o = Observation { service: service.unwrap_or(""), resource, span, now_ms };
                     sm.observe(map, budget, key, &o);
                 }
-                if let (Some(sg), Some(g), Some(service)) = (&self.service_graph, graph.as_mut(), service) {
-                    sg.observe(g, budget, key, resource, service, span, now_ns);
+                if let (Some(sg), Some(g)) = (&self.service_graph, graph.as_mut()) {
+                    sg.observe(g, budget, key, &o);
                 }
             }
         }
@@ -210,6 +225,8 @@ pub struct Series {
     pub value: Value,
     /// Unix milliseconds of the last update.
     pub updated_ms: i64,
+    /// Unix milliseconds of the series' first observation (it started from 0 just before).
+    pub created_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

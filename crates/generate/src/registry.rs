@@ -41,6 +41,7 @@ impl Budget {
 }
 
 pub(crate) struct Entry<T> {
+    pub created_ms: i64,
     pub updated_ms: i64,
     pub data: T,
 }
@@ -71,10 +72,10 @@ impl<T> SeriesMap<T> {
         let e = if self.map.contains_key(key) {
             self.map.get_mut(key).expect("present")
         } else if budget.take(self.cost) {
-            self.map.entry(key.into()).or_insert_with(|| Entry { updated_ms: now_ms, data: make() })
+            self.map.entry(key.into()).or_insert_with(|| Entry { created_ms: now_ms, updated_ms: now_ms, data: make() })
         } else {
             budget.limited += 1;
-            self.overflow.get_or_insert_with(|| Entry { updated_ms: now_ms, data: make() })
+            self.overflow.get_or_insert_with(|| Entry { created_ms: now_ms, updated_ms: now_ms, data: make() })
         };
         e.updated_ms = now_ms;
         &mut e.data
@@ -96,7 +97,7 @@ impl<T> SeriesMap<T> {
     }
 
     /// Every series as labels (empty values left out, as Prometheus treats them) and data.
-    pub fn each(&self, mut f: impl FnMut(Labels, i64, &T)) {
+    pub fn each(&self, mut f: impl FnMut(Labels, &Entry<T>)) {
         for (key, e) in &self.map {
             let labels = self
                 .names
@@ -105,10 +106,10 @@ impl<T> SeriesMap<T> {
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(n, v)| (n.clone(), v.to_string()))
                 .collect();
-            f(sorted(labels), e.updated_ms, &e.data);
+            f(sorted(labels), e);
         }
         if let Some(e) = &self.overflow {
-            f(vec![("metric_overflow".into(), "true".into())], e.updated_ms, &e.data);
+            f(vec![("metric_overflow".into(), "true".into())], e);
         }
     }
 }
@@ -121,7 +122,10 @@ pub(crate) fn sorted(mut labels: Labels) -> Labels {
 /// Builds counter series from one field of each entry.
 pub(crate) fn counters<T>(map: &SeriesMap<T>, get: impl Fn(&T) -> f64) -> Vec<Series> {
     let mut out = Vec::with_capacity(map.len());
-    map.each(|labels, updated_ms, d| out.push(Series { labels, value: crate::Value::Counter(get(d)), updated_ms }));
+    map.each(|labels, e| {
+        let value = crate::Value::Counter(get(&e.data));
+        out.push(Series { labels, value, updated_ms: e.updated_ms, created_ms: e.created_ms })
+    });
     out
 }
 
@@ -205,9 +209,10 @@ pub(crate) fn histograms<T>(
     get: impl Fn(&T) -> Option<&Hist>,
 ) -> Vec<Series> {
     let mut out = Vec::with_capacity(map.len());
-    map.each(|labels, updated_ms, d| {
-        if let Some(h) = get(d) {
-            out.push(Series { labels, value: crate::Value::Histogram(h.to_value(bounds, trace_label)), updated_ms });
+    map.each(|labels, e| {
+        if let Some(h) = get(&e.data) {
+            let value = crate::Value::Histogram(h.to_value(bounds, trace_label));
+            out.push(Series { labels, value, updated_ms: e.updated_ms, created_ms: e.created_ms });
         }
     });
     out
@@ -240,7 +245,7 @@ mod tests {
         *m.entry("a\0", &mut budget, 5, || 0.0) += 1.0;
         assert_eq!((budget.used, budget.limited), (4, 1));
         let mut seen = Vec::new();
-        m.each(|labels, _, v| seen.push((labels, *v)));
+        m.each(|labels, e| seen.push((labels, e.data)));
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             seen,

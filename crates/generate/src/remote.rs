@@ -121,7 +121,16 @@ pub const EXEMPLAR_MAX_LABEL_SET_LENGTH: usize = 128;
 ///   sent ([`newest_exemplar_ms`]) and not send it again; `i64::MIN` sends them all. An
 ///   exemplar older than one already sent for the same series would be refused as out of
 ///   order by Prometheus anyway.
-pub fn write_request(families: &[Family], extra_labels: &Labels, now_ms: i64, exemplars_since_ms: i64) -> WriteRequest {
+/// * A series created after `previous_push_ms` (the last push's `now_ms`; `i64::MIN` for the
+///   first) starts with a 0 sample just before its first observation, so `rate()` and
+///   `increase()` see the first spans too rather than taking the first value as the baseline.
+pub fn write_request(
+    families: &[Family],
+    extra_labels: &Labels,
+    now_ms: i64,
+    exemplars_since_ms: i64,
+    previous_push_ms: i64,
+) -> WriteRequest {
     let mut extra: Vec<(&str, &str)> =
         extra_labels.iter().filter(|(_, v)| !v.is_empty()).map(|(n, v)| (n.as_str(), v.as_str())).collect();
     extra.sort_by(|a, b| a.0.cmp(b.0));
@@ -140,7 +149,8 @@ pub fn write_request(families: &[Family], extra_labels: &Labels, now_ms: i64, ex
         });
         for series in &family.series {
             let base = merge(&series.labels, &extra);
-            let sample = |value: f64| vec![Sample { value, timestamp: now_ms }];
+            let zero_at = (series.created_ms > previous_push_ms).then(|| (series.created_ms - 1).min(now_ms - 1));
+            let sample = |value: f64| samples(value, now_ms, zero_at);
             match &series.value {
                 Value::Counter(v) | Value::Gauge(v) => req.timeseries.push(TimeSeries {
                     labels: labels(&base, &family.name, None),
@@ -148,7 +158,7 @@ pub fn write_request(families: &[Family], extra_labels: &Labels, now_ms: i64, ex
                     exemplars: Vec::new(),
                 }),
                 Value::Histogram(h) => {
-                    push_histogram(&mut req.timeseries, &family.name, &base, h, now_ms, exemplars_since_ms)
+                    push_histogram(&mut req.timeseries, &family.name, &base, h, (now_ms, zero_at), exemplars_since_ms)
                 }
             }
         }
@@ -156,12 +166,18 @@ pub fn write_request(families: &[Family], extra_labels: &Labels, now_ms: i64, ex
     req
 }
 
+/// The sample at `now_ms`, after a 0 at `zero_at` for a new series.
+fn samples(value: f64, now_ms: i64, zero_at: Option<i64>) -> Vec<Sample> {
+    let zero = zero_at.map(|t| Sample { value: 0.0, timestamp: t });
+    zero.into_iter().chain([Sample { value, timestamp: now_ms }]).collect()
+}
+
 fn push_histogram(
     out: &mut Vec<TimeSeries>,
     name: &str,
     base: &[(&str, &str)],
     h: &Histogram,
-    now_ms: i64,
+    (now_ms, zero_at): (i64, Option<i64>),
     exemplars_since_ms: i64,
 ) {
     let bucket_name = format!("{name}_bucket");
@@ -186,7 +202,7 @@ fn push_histogram(
         cumulative += h.counts.get(i).copied().unwrap_or(0.0);
         out.push(TimeSeries {
             labels: labels(base, &bucket_name, Some(&format_float(*bound))),
-            samples: vec![Sample { value: cumulative, timestamp: now_ms }],
+            samples: samples(cumulative, now_ms, zero_at),
             exemplars: exemplar(i),
         });
     }
@@ -195,17 +211,17 @@ fn push_histogram(
     cumulative += h.counts.iter().skip(h.bounds.len()).sum::<f64>();
     out.push(TimeSeries {
         labels: labels(base, &bucket_name, Some("+Inf")),
-        samples: vec![Sample { value: cumulative, timestamp: now_ms }],
+        samples: samples(cumulative, now_ms, zero_at),
         exemplars: exemplar(h.bounds.len()),
     });
     out.push(TimeSeries {
         labels: labels(base, &format!("{name}_sum"), None),
-        samples: vec![Sample { value: h.sum, timestamp: now_ms }],
+        samples: samples(h.sum, now_ms, zero_at),
         exemplars: Vec::new(),
     });
     out.push(TimeSeries {
         labels: labels(base, &format!("{name}_count"), None),
-        samples: vec![Sample { value: h.count, timestamp: now_ms }],
+        samples: samples(h.count, now_ms, zero_at),
         exemplars: Vec::new(),
     });
 }
@@ -364,6 +380,7 @@ mod tests {
                     exemplars: vec![Some(exemplar("aa", 0.05, 1_000)), None, None, Some(exemplar("bb", 9.0, 2_000))],
                 }),
                 updated_ms: 5,
+                created_ms: 5,
             }],
         }
     }
@@ -375,15 +392,25 @@ mod tests {
                 kind: Kind::Counter,
                 help: "calls",
                 series: vec![
-                    Series { labels: l(&[("service", "api")]), value: Value::Counter(3.0), updated_ms: 1 },
-                    Series { labels: l(&[("service", "db")]), value: Value::Counter(1.0), updated_ms: 1 },
+                    Series {
+                        labels: l(&[("service", "api")]),
+                        value: Value::Counter(3.0),
+                        updated_ms: 1,
+                        created_ms: 1,
+                    },
+                    Series {
+                        labels: l(&[("service", "db")]),
+                        value: Value::Counter(1.0),
+                        updated_ms: 1,
+                        created_ms: 1,
+                    },
                 ],
             },
             Family {
                 name: "traces_service_graph_unpaired".into(),
                 kind: Kind::Gauge,
                 help: "unpaired",
-                series: vec![Series { labels: vec![], value: Value::Gauge(-2.5), updated_ms: 1 }],
+                series: vec![Series { labels: vec![], value: Value::Gauge(-2.5), updated_ms: 1, created_ms: 1 }],
             },
             histogram_family(),
             Family { name: "empty".into(), kind: Kind::Gauge, help: "", series: vec![] },
@@ -392,7 +419,7 @@ mod tests {
 
     #[test]
     fn round_trip_through_snappy_and_protobuf() {
-        let req = write_request(&families(), &l(&[("cluster", "eu")]), 42_000, i64::MIN);
+        let req = write_request(&families(), &l(&[("cluster", "eu")]), 42_000, i64::MIN, i64::MAX);
         let body = encode(&req).unwrap();
         // The block format: a varint length first, no stream identifier chunk.
         assert_eq!(snap::raw::decompress_len(&body).unwrap(), prost::Message::encoded_len(&req));
@@ -410,7 +437,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_with_prometheus_le() {
-        let req = write_request(&[histogram_family()], &vec![], 7, i64::MIN);
+        let req = write_request(&[histogram_family()], &vec![], 7, i64::MIN, i64::MAX);
         let got: Vec<(&str, Option<&str>, f64)> =
             req.timeseries.iter().map(|t| (get(t, "__name__").unwrap(), get(t, "le"), t.samples[0].value)).collect();
         assert_eq!(
@@ -439,13 +466,13 @@ mod tests {
             h.counts = vec![1.0]; // too short
             h.exemplars = vec![];
         }
-        let req = write_request(&[f.clone()], &vec![], 0, i64::MIN);
+        let req = write_request(&[f.clone()], &vec![], 0, i64::MIN, i64::MAX);
         let buckets: Vec<f64> = req.timeseries.iter().take(4).map(|t| t.samples[0].value).collect();
         assert_eq!(buckets, [1.0, 1.0, 1.0, 1.0]);
         if let Value::Histogram(h) = &mut f.series[0].value {
             h.counts = vec![1.0, 1.0, 1.0, 1.0, 5.0]; // one too many: folded into +Inf
         }
-        let req = write_request(&[f], &vec![], 0, i64::MIN);
+        let req = write_request(&[f], &vec![], 0, i64::MIN, i64::MAX);
         assert_eq!(req.timeseries[3].samples[0].value, 9.0);
         assert_eq!(get(&req.timeseries[3], "le"), Some("+Inf"));
     }
@@ -461,10 +488,11 @@ mod tests {
                 labels: l(&[("zone", "a"), ("Alpha", "x"), ("cluster", "mine"), ("empty", ""), ("__name__", "bogus")]),
                 value: Value::Counter(1.0),
                 updated_ms: 0,
+                created_ms: 0,
             }],
         }];
         let extra = l(&[("tenant", "t1"), ("cluster", "theirs"), ("empty", "filled"), ("__name__", "x"), ("b", "")]);
-        let req = write_request(&fams, &extra, 0, i64::MIN);
+        let req = write_request(&fams, &extra, 0, i64::MIN, i64::MAX);
         assert_eq!(
             names(&req.timeseries[0]),
             [
@@ -479,7 +507,7 @@ mod tests {
         // Histograms: `le` is ours even when a series or extra label is named so.
         let mut h = histogram_family();
         h.series[0].labels = l(&[("le", "bogus"), ("service", "api")]);
-        let req = write_request(&[h], &l(&[("a", "1"), ("le", "x")]), 0, i64::MIN);
+        let req = write_request(&[h], &l(&[("a", "1"), ("le", "x")]), 0, i64::MIN, i64::MAX);
         for ts in &req.timeseries {
             let n = names(ts);
             assert!(n.windows(2).all(|w| w[0].0 < w[1].0), "{n:?}");
@@ -498,7 +526,7 @@ mod tests {
 
     #[test]
     fn exemplars_on_their_bucket_and_not_resent() {
-        let req = write_request(&[histogram_family()], &vec![], 3_000, i64::MIN);
+        let req = write_request(&[histogram_family()], &vec![], 3_000, i64::MIN, i64::MAX);
         let with: Vec<(Option<&str>, &Vec<Exemplar>)> =
             req.timeseries.iter().filter(|t| !t.exemplars.is_empty()).map(|t| (get(t, "le"), &t.exemplars)).collect();
         assert_eq!(with.len(), 2);
@@ -515,10 +543,10 @@ mod tests {
         assert_eq!(with[1].1[0].timestamp, 2_000);
         assert_eq!(newest_exemplar_ms(&req), Some(2_000));
         // Since 1000: only the newer one.
-        let req = write_request(&[histogram_family()], &vec![], 3_000, 1_000);
+        let req = write_request(&[histogram_family()], &vec![], 3_000, 1_000, i64::MAX);
         assert_eq!(exemplar_count(&req), 1);
         assert_eq!(get(req.timeseries.iter().find(|t| !t.exemplars.is_empty()).unwrap(), "le"), Some("+Inf"));
-        let req = write_request(&[histogram_family()], &vec![], 3_000, 2_000);
+        let req = write_request(&[histogram_family()], &vec![], 3_000, 2_000, i64::MAX);
         assert_eq!(exemplar_count(&req), 0);
         assert_eq!(newest_exemplar_ms(&req), None);
         // Over Prometheus' label set length: left out.
@@ -526,12 +554,12 @@ mod tests {
         if let Value::Histogram(h) = &mut f.series[0].value {
             h.exemplars[0] = Some(exemplar(&"a".repeat(200), 1.0, 5_000));
         }
-        assert_eq!(exemplar_count(&write_request(&[f], &vec![], 0, i64::MIN)), 1);
+        assert_eq!(exemplar_count(&write_request(&[f], &vec![], 0, i64::MIN, i64::MAX)), 1);
     }
 
     #[test]
     fn metadata_per_family_with_proto_type_numbers() {
-        let req = write_request(&families(), &vec![], 0, i64::MIN);
+        let req = write_request(&families(), &vec![], 0, i64::MIN, i64::MAX);
         let meta: Vec<(&str, i32, &str)> =
             req.metadata.iter().map(|m| (m.metric_family_name.as_str(), m.r#type, m.help.as_str())).collect();
         assert_eq!(
@@ -549,7 +577,7 @@ mod tests {
 
     #[test]
     fn split_keeps_order_and_puts_metadata_first() {
-        let req = write_request(&families(), &vec![], 0, i64::MIN);
+        let req = write_request(&families(), &vec![], 0, i64::MIN, i64::MAX);
         let parts = split(req.clone(), 4);
         assert_eq!(parts.iter().map(|p| p.timeseries.len()).collect::<Vec<_>>(), [4, 4, 1]);
         assert_eq!(parts[0].metadata, req.metadata);
@@ -586,5 +614,24 @@ mod tests {
         let mut want = ts;
         want.extend_from_slice(&meta);
         assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn new_series_start_from_zero() {
+        let mut f = histogram_family();
+        f.series[0].created_ms = 2_500;
+        let req = write_request(&[f.clone()], &vec![], 3_000, i64::MIN, 2_000);
+        for ts in &req.timeseries {
+            assert_eq!(ts.samples.len(), 2, "{:?}", ts.labels);
+            assert_eq!((ts.samples[0].value, ts.samples[0].timestamp), (0.0, 2_499));
+            assert_eq!(ts.samples[1].timestamp, 3_000);
+        }
+        // Created before the previous push: already sent, no zero.
+        let req = write_request(&[f.clone()], &vec![], 4_000, i64::MIN, 3_000);
+        assert!(req.timeseries.iter().all(|ts| ts.samples.len() == 1));
+        // A zero never lands at or after the push itself.
+        f.series[0].created_ms = 9_000;
+        let req = write_request(&[f], &vec![], 5_000, i64::MIN, 4_000);
+        assert_eq!(req.timeseries[0].samples[0].timestamp, 4_999);
     }
 }

@@ -12,7 +12,7 @@ use crate::config::ServiceGraphConfig;
 use crate::labels;
 use crate::registry::{Budget, Hist, SeriesMap, counters, histograms, push_key};
 use crate::spanmetrics::{duration_secs, id, multiplier};
-use crate::{Family, Kind};
+use crate::{Family, Kind, Observation};
 
 pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";
 pub const REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_total";
@@ -172,18 +172,11 @@ impl ServiceGraph {
         }
     }
 
-    /// Feeds one span of a resource with `service.name` = `service`.
-    pub fn observe(
-        &self,
-        g: &mut Graph,
-        budget: &mut Budget,
-        key: &mut String,
-        resource: &[KeyValue],
-        service: &str,
-        span: &Span,
-        now_ns: u64,
-    ) {
-        let now_ms = (now_ns / 1_000_000) as i64;
+    /// Feeds one span.
+    pub fn observe(&self, g: &mut Graph, budget: &mut Budget, key: &mut String, o: &Observation) {
+        // Spans of a resource without a service name belong to no node.
+        let Some(service) = o.service else { return };
+        let (resource, span, now_ns, now_ms) = (o.resource, o.span, o.now_ns, o.now_ms());
         let (is_client, messaging) = match span.kind {
             SPAN_KIND_CLIENT => (true, false),
             SPAN_KIND_PRODUCER => (true, true),
@@ -247,9 +240,11 @@ impl ServiceGraph {
         let peer = labels::text_value(attrs, "peer.service")
             .or_else(|| labels::text_value(attrs, "server.address"))
             .or_else(|| {
-                labels::text_value(attrs, "network.peer.address").map(|a| match labels::text_value(attrs, "network.peer.port") {
-                    Some(p) => format!("{a}:{p}"),
-                    None => a,
+                labels::text_value(attrs, "network.peer.address").map(|a| {
+                    match labels::text_value(attrs, "network.peer.port") {
+                        Some(p) => format!("{a}:{p}"),
+                        None => a,
+                    }
                 })
             });
         Some(peer.unwrap_or(db))

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use prost::Message;
-use spoor_model::otlp::{KeyValue, STATUS_CODE_NAMES, SPAN_KIND_NAMES, Span};
+use spoor_model::otlp::{KeyValue, SPAN_KIND_NAMES, STATUS_CODE_NAMES, Span};
 
 use crate::config::SpanMetricsConfig;
 use crate::labels;
 use crate::registry::{Budget, Ex, Hist, SeriesMap, counters, histograms, push_key};
-use crate::{Family, Kind};
+use crate::{Family, Kind, Observation};
 
 pub const CALLS: &str = "traces_spanmetrics_calls_total";
 pub const LATENCY: &str = "traces_spanmetrics_latency";
@@ -33,14 +33,6 @@ pub(crate) struct SpanSeries {
     calls: f64,
     size: f64,
     latency: Option<Hist>,
-}
-
-/// What one span contributes, resolved before the series lookup.
-pub(crate) struct Observation<'a> {
-    pub service: &'a str,
-    pub resource: &'a [KeyValue],
-    pub span: &'a Span,
-    pub now_ms: i64,
 }
 
 impl SpanMetrics {
@@ -74,7 +66,8 @@ impl SpanMetrics {
     }
 
     pub fn series(&self) -> SeriesMap<SpanSeries> {
-        let cost = usize::from(self.calls) + usize::from(self.size) + if self.latency { self.bounds.len() + 3 } else { 0 };
+        let cost =
+            usize::from(self.calls) + usize::from(self.size) + if self.latency { self.bounds.len() + 3 } else { 0 };
         SeriesMap::new(self.label_names.clone(), cost)
     }
 
@@ -83,7 +76,7 @@ impl SpanMetrics {
         key.clear();
         let i = &self.intrinsics;
         if i.service {
-            push_key(key, o.service);
+            push_key(key, o.service.unwrap_or(""));
         }
         if i.span_name {
             push_key(key, &span.name);
@@ -116,7 +109,7 @@ impl SpanMetrics {
         let weight = multiplier(&span.attributes, &self.multiplier_key);
         let (bounds, exemplars) = (&self.bounds, self.exemplars && self.latency);
         let latency = self.latency;
-        let s = map.entry(key, budget, o.now_ms, || SpanSeries {
+        let s = map.entry(key, budget, o.now_ms(), || SpanSeries {
             calls: 0.0,
             size: 0.0,
             latency: latency.then(|| Hist::new(bounds, exemplars)),
@@ -131,7 +124,7 @@ impl SpanMetrics {
                 trace_id: id(&span.trace_id),
                 span_id: id(&span.span_id),
                 value: secs,
-                timestamp_ms: o.now_ms,
+                timestamp_ms: o.now_ms(),
             });
             h.observe(bounds, secs, weight, ex);
         }

@@ -110,8 +110,11 @@ const A_GET_X: &str = "service=A,span_kind=SPAN_KIND_SERVER,span_name=GET /x,sta
 #[test]
 fn c9_1_three_server_spans_one_series_with_buckets() {
     let g = generator(|c| c.span_metrics.histogram_buckets = vec![0.002, 0.004, 0.006, 0.008, 0.01, 0.05]);
-    let spans: Vec<S> =
-        [1, 3, 20].iter().enumerate().map(|(i, ms)| S { name: "GET /x", ms: *ms, ..span(1, i as u8 + 1, 0, SERVER) }).collect();
+    let spans: Vec<S> = [1, 3, 20]
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| S { name: "GET /x", ms: *ms, ..span(1, i as u8 + 1, 0, SERVER) })
+        .collect();
     g.observe(T, &request(svc("A"), &spans), NOW);
     let snap = g.snapshot(T);
     assert_eq!(counter(&snap, "traces_spanmetrics_calls_total"), [(A_GET_X.to_string(), 3.0)]);
@@ -130,7 +133,8 @@ fn c9_1_three_server_spans_one_series_with_buckets() {
 #[test]
 fn c9_2_error_span_is_its_own_series() {
     let g = generator(|_| {});
-    let spans = [S { name: "GET /x", ..span(1, 1, 0, SERVER) }, S { name: "GET /x", error: true, ..span(1, 2, 0, SERVER) }];
+    let spans =
+        [S { name: "GET /x", ..span(1, 1, 0, SERVER) }, S { name: "GET /x", error: true, ..span(1, 2, 0, SERVER) }];
     g.observe(T, &request(svc("A"), &spans), NOW);
     let calls = counter(&g.snapshot(T), "traces_spanmetrics_calls_total");
     assert_eq!(
@@ -153,7 +157,10 @@ fn c9_3_dimension_defaults_and_missing_dimensions() {
     g.observe(T, &request(svc("A"), &[span(1, 1, 0, SERVER)]), NOW);
     let calls = counter(&g.snapshot(T), "traces_spanmetrics_calls_total");
     // A missing dimension without a default is an empty label, which Prometheus drops.
-    assert_eq!(calls[0].0, "http_method=GET,service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET");
+    assert_eq!(
+        calls[0].0,
+        "http_method=GET,service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET"
+    );
 }
 
 #[test]
@@ -162,7 +169,8 @@ fn c9_4_span_attribute_wins_over_resource_attribute() {
     let resource = vec![kv("service.name", "A"), kv("env", "from-resource")];
     let spans = [S { attrs: vec![kv("env", "from-span")], ..span(1, 1, 0, SERVER) }, span(1, 2, 0, SERVER)];
     g.observe(T, &request(resource, &spans), NOW);
-    let calls: Vec<String> = counter(&g.snapshot(T), "traces_spanmetrics_calls_total").into_iter().map(|c| c.0).collect();
+    let calls: Vec<String> =
+        counter(&g.snapshot(T), "traces_spanmetrics_calls_total").into_iter().map(|c| c.0).collect();
     assert!(calls[0].starts_with("env=from-resource,"), "{calls:?}");
     assert!(calls[1].starts_with("env=from-span,"), "{calls:?}");
 }
@@ -195,7 +203,11 @@ fn c9_7_end_before_start_counts_as_zero() {
     let s = &mut req.resource_spans[0].scope_spans[0].spans[0];
     s.start_time_unix_nano = NOW + 5 * MS;
     g.observe(T, &req, NOW);
-    let h = histogram(&g.snapshot(T), "traces_spanmetrics_latency", "service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET");
+    let h = histogram(
+        &g.snapshot(T),
+        "traces_spanmetrics_latency",
+        "service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET",
+    );
     assert_eq!((h.sum, h.counts[0]), (0.0, 1.0));
 }
 
@@ -203,18 +215,23 @@ fn c9_7_end_before_start_counts_as_zero() {
 fn c9_8_exemplars_carry_trace_and_span_ids() {
     let g = generator(|_| {});
     g.observe(T, &request(svc("A"), &[S { ms: 3, ..span(0xab, 0xcd, 0, SERVER) }]), NOW);
-    let h = histogram(&g.snapshot(T), "traces_spanmetrics_latency", "service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET");
-    let ex = h.exemplars[1].as_ref().expect("an exemplar on the ≤4ms bucket");
-    assert_eq!(
-        ex.labels,
-        [("traceID".to_string(), "ab".repeat(16)), ("spanID".to_string(), "cd".repeat(8))]
+    let h = histogram(
+        &g.snapshot(T),
+        "traces_spanmetrics_latency",
+        "service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET",
     );
+    let ex = h.exemplars[1].as_ref().expect("an exemplar on the ≤4ms bucket");
+    assert_eq!(ex.labels, [("traceID".to_string(), "ab".repeat(16)), ("spanID".to_string(), "cd".repeat(8))]);
     assert!((ex.value - 0.003).abs() < 1e-12);
     assert_eq!(ex.timestamp_ms, (NOW / MS) as i64);
     assert!(h.exemplars[0].is_none());
     let g = generator(|c| c.span_metrics.exemplars = false);
     g.observe(T, &request(svc("A"), &[span(1, 1, 0, SERVER)]), NOW);
-    let h = histogram(&g.snapshot(T), "traces_spanmetrics_latency", "service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET");
+    let h = histogram(
+        &g.snapshot(T),
+        "traces_spanmetrics_latency",
+        "service=A,span_kind=SPAN_KIND_SERVER,span_name=op,status_code=STATUS_CODE_UNSET",
+    );
     assert!(h.exemplars.iter().all(Option::is_none));
 }
 
@@ -268,8 +285,11 @@ fn series_limit_folds_into_overflow_and_counts() {
         c.registry.max_active_series = 2 * 19;
         c.processors = vec!["span-metrics".into()];
     });
-    let spans: Vec<S> =
-        ["a", "b", "c", "d"].iter().enumerate().map(|(i, n)| S { name: n, ..span(1, i as u8 + 1, 0, SERVER) }).collect();
+    let spans: Vec<S> = ["a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| S { name: n, ..span(1, i as u8 + 1, 0, SERVER) })
+        .collect();
     g.observe(T, &request(svc("A"), &spans), NOW);
     let calls = counter(&g.snapshot(T), "traces_spanmetrics_calls_total");
     assert_eq!(calls.len(), 3);
@@ -374,7 +394,10 @@ fn c10_5_database_client_completes_at_once() {
         attrs: vec![
             kv("db.system", "redis"),
             kv("network.peer.address", "10.0.0.5"),
-            KeyValue { key: "network.peer.port".into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(6379)) }) },
+            KeyValue {
+                key: "network.peer.port".into(),
+                value: Some(AnyValue { value: Some(any_value::Value::IntValue(6379)) }),
+            },
         ],
         ..span(1, 10, 0, CLIENT)
     };
@@ -391,7 +414,11 @@ fn c10_5_database_client_completes_at_once() {
             "client=A,connection_type=database,server=pg-1",
         ]
     );
-    let h = histogram(&snap, "traces_service_graph_request_server_seconds", "client=A,connection_type=database,server=orders");
+    let h = histogram(
+        &snap,
+        "traces_service_graph_request_server_seconds",
+        "client=A,connection_type=database,server=orders",
+    );
     assert!((h.sum - 0.01).abs() < 1e-9, "server latency is the client span's duration");
     assert_eq!(g.counts(T).pending_edges, 0);
 }
@@ -399,7 +426,11 @@ fn c10_5_database_client_completes_at_once() {
 #[test]
 fn c10_6_client_with_peer_becomes_virtual_server_after_wait() {
     let g = graph_only(|c| c.service_graphs.enable_virtual_node_label = true);
-    g.observe(T, &request(svc("A"), &[S { attrs: vec![kv("peer.service", "stripe-api")], ..span(1, 7, 0, CLIENT) }]), NOW);
+    g.observe(
+        T,
+        &request(svc("A"), &[S { attrs: vec![kv("peer.service", "stripe-api")], ..span(1, 7, 0, CLIENT) }]),
+        NOW,
+    );
     g.tick(NOW + 9_000 * MS);
     assert!(g.snapshot(T).is_empty(), "still waiting for a server span");
     g.tick(NOW + 10_000 * MS);
@@ -413,7 +444,11 @@ fn c10_6_client_with_peer_becomes_virtual_server_after_wait() {
 fn c10_7_root_server_span_is_called_by_user_or_its_peer() {
     let g = graph_only(|_| {});
     g.observe(T, &request(svc("B"), &[span(1, 8, 0, SERVER)]), NOW);
-    g.observe(T, &request(svc("C"), &[S { attrs: vec![kv("peer.service", "mobile-app")], ..span(2, 8, 0, SERVER) }]), NOW);
+    g.observe(
+        T,
+        &request(svc("C"), &[S { attrs: vec![kv("peer.service", "mobile-app")], ..span(2, 8, 0, SERVER) }]),
+        NOW,
+    );
     g.tick(NOW + 10_000 * MS);
     let snap = g.snapshot(T);
     assert_eq!(
@@ -424,7 +459,11 @@ fn c10_7_root_server_span_is_called_by_user_or_its_peer() {
         ]
     );
     // A virtual client measured nothing.
-    let c = histogram(&snap, "traces_service_graph_request_client_seconds", "client=user,connection_type=virtual_node,server=B");
+    let c = histogram(
+        &snap,
+        "traces_service_graph_request_client_seconds",
+        "client=user,connection_type=virtual_node,server=B",
+    );
     assert_eq!(c.count, 0.0);
 }
 
@@ -504,7 +543,9 @@ fn config_mistakes_name_their_key() {
         edit(&mut c);
         Generator::new(&c).err().map(|e| e.to_string()).unwrap_or_default()
     };
-    assert!(bad(|c| c.processors = vec!["host-info".into()]).contains("metrics_generator.processors: unknown processor"));
+    assert!(
+        bad(|c| c.processors = vec!["host-info".into()]).contains("metrics_generator.processors: unknown processor")
+    );
     assert!(bad(|c| c.span_metrics.histogram_buckets = vec![1.0, 0.5]).contains("span_metrics.histogram_buckets"));
     assert!(bad(|c| c.registry.inject_tenant_id_as = "a.b".into()).contains("inject_tenant_id_as"));
     let yaml = "processors: [span-metrics]\nspan_metrics:\n  dimensions: [http.method, {name: env, default: dev}]\n";

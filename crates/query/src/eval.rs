@@ -1153,6 +1153,17 @@ impl<'c> AttrList<'c> {
     }
 }
 
+/// The distinct keys of an attribute list column (span or resource attributes), sorted.
+pub(crate) fn list_keys(name: &str, column: &ArrayRef) -> Result<Vec<String>> {
+    let list = AttrList::of(name, column)?;
+    let (first, last) = (list.offsets.first().copied().unwrap_or(0), list.offsets.last().copied().unwrap_or(0));
+    let entries = first.max(0) as usize..last.max(first).max(0) as usize;
+    let mut keys: Vec<&str> = entries.filter_map(|j| list.keys.get(j)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys.into_iter().map(str::to_owned).collect())
+}
+
 /// Finds the entries of one key in an attribute list's key column.
 pub(crate) enum KeyMatch<'c> {
     Plain { offsets: &'c [i32], data: &'c [u8], key: &'c [u8] },

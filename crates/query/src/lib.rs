@@ -6,10 +6,13 @@
 //!   columns it reads, a per-span prefilter for pruning, and evaluation over whole traces.
 //! - search.rs: a search over the head and the blocks of a tenant: pruning, newest traces
 //!   first, deterministic limits, merging fragments of a trace found in several places.
+//! - metrics.rs: TraceQL metrics queries (`| rate() by (...)`) over the same scan, as
+//!   partial aggregates per block that merge.
 
 mod error;
 mod eval;
 pub mod hit;
+pub mod metrics;
 mod plan;
 pub mod search;
 mod spanset;

@@ -69,6 +69,27 @@ impl Plan {
                 first_spanset(m).ok_or_else(|| Error::Invalid("a metrics query without a spanset query".into()))?
             }
         };
+        Ok(Plan::compile(spans, &query.hints, &[])?.0)
+    }
+
+    /// The spanset part of one metrics query, plus a per-span value for each of `extra` (the
+    /// metrics function's argument, the `by()` keys). Returns the plan and the index of each
+    /// extra value in [`Plan::matched`]'s values. Extras are read, never reported.
+    pub(crate) fn for_metrics(spans: &SpansetQuery, hints: &[Hint], extra: &[Attribute]) -> Result<(Plan, Vec<usize>)> {
+        Plan::compile(spans, hints, extra)
+    }
+
+    /// Every span in a result of the plan (the union of each trace's spansets), as ascending
+    /// rows of `batch`, handed to `f` with the plan's per-row values.
+    pub(crate) fn matched<R>(
+        &self,
+        batch: &RecordBatch,
+        f: impl for<'c> FnOnce(&[u32], &[Vec<crate::eval::Val<'c>>]) -> Result<R>,
+    ) -> Result<R> {
+        spanset::matched(self, batch, f)
+    }
+
+    fn compile(spans: &SpansetQuery, hints: &[Hint], extra: &[Attribute]) -> Result<(Plan, Vec<usize>)> {
         let mut c = Compiler::default();
         let node = c.query(spans)?;
         let mut reported: Vec<Reported> = Vec::new();
@@ -84,6 +105,10 @@ impl Plan {
                 reported.push(Reported { key, field, nil });
             }
         }
+        let extra = extra
+            .iter()
+            .map(|attr| c.value(&FieldExpr::Attr { attr: attr.clone(), span: Default::default() }))
+            .collect::<Result<Vec<usize>>>()?;
         let mut plan = Plan {
             node,
             filters: c.filters,
@@ -91,7 +116,7 @@ impl Plan {
             reported,
             needs: Vec::new(),
             prefilter: None,
-            hints: query.hints.clone(),
+            hints: hints.to_vec(),
         };
         let mut needs = Vec::new();
         for f in plan.fields() {
@@ -104,7 +129,7 @@ impl Plan {
         }
         plan.needs = needs;
         plan.prefilter = plan.necessary_node(&plan.node).best();
-        Ok(plan)
+        Ok((plan, extra))
     }
 
     /// Top-level block columns full evaluation reads, given the batch schema's columns (which

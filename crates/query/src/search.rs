@@ -125,9 +125,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// Prefilter, then evaluate only the traces holding a candidate row. Returns the hits, the
 /// traces evaluated and the rows looked at.
 pub fn evaluate_in_memory(plan: &Plan, batch: &RecordBatch, spss: usize) -> Result<(Vec<TraceHit>, u64, u64)> {
+    let (candidates, traces, rows) = candidates_in_memory(plan, batch)?;
+    let hits = match candidates {
+        Some(c) => plan.evaluate(&c, spss)?,
+        None => Vec::new(),
+    };
+    Ok((hits, traces, rows))
+}
+
+/// The rows of `batch` in traces holding a prefilter candidate (`None`: no such trace), the
+/// number of those traces and the rows looked at.
+fn candidates_in_memory(plan: &Plan, batch: &RecordBatch) -> Result<(Option<RecordBatch>, u64, u64)> {
     let rows = batch.num_rows() as u64;
     if rows == 0 {
-        return Ok((Vec::new(), 0, 0));
+        return Ok((None, 0, 0));
     }
     let ids = trace_ids(batch)?;
     let ranges = match plan.prefilter_columns(batch.schema().as_ref()) {
@@ -136,7 +147,7 @@ pub fn evaluate_in_memory(plan: &Plan, batch: &RecordBatch, spss: usize) -> Resu
     };
     let traces = ranges.len() as u64;
     if ranges.is_empty() {
-        return Ok((Vec::new(), 0, rows));
+        return Ok((None, 0, rows));
     }
     let candidates = if ranges.len() == 1 && ranges[0] == (0..batch.num_rows()) {
         batch.clone()
@@ -144,7 +155,7 @@ pub fn evaluate_in_memory(plan: &Plan, batch: &RecordBatch, spss: usize) -> Resu
         let indices: UInt32Array = ranges.iter().flat_map(|r| r.start as u32..r.end as u32).collect();
         arrow_select::take::take_record_batch(batch, &indices)?
     };
-    Ok((plan.evaluate(&candidates, spss)?, traces, rows))
+    Ok((Some(candidates), traces, rows))
 }
 
 struct BlockHits {
@@ -156,47 +167,12 @@ struct BlockHits {
 
 async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<BlockHits> {
     let fetched_before = reader.bytes_fetched();
-    let footer = reader.footer().await?;
-    let full = reader.schema().await?;
-    let lists = Skipped::new(reader.meta(), &full, &req.plan);
-    let schema = lists.view(&full);
-    let columns = req.plan.columns(&schema);
-    let prefilter = req.plan.prefilter_columns(&schema);
-    let start_col = full.fields().iter().position(|f| f.name() == col::START);
+    let scan = BlockScan::open(reader, req.plan.clone(), false).await?;
     let mut out = BlockHits { hits: Vec::new(), inspected_traces: 0, inspected_spans: 0, inspected_bytes: 0 };
-    for (rg, meta) in footer.row_groups().iter().enumerate() {
-        // Spans in a row group that all start after the range cannot overlap it.
-        if let (Some((_, end)), Some(i)) = (req.range, start_col)
-            && let Some(Statistics::Int64(s)) = meta.column(i).statistics()
-            && s.min_opt().is_some_and(|&min| min as u64 > end)
-        {
-            continue;
-        }
-        let rows = meta.num_rows().max(0) as usize;
+    for rg in scan.row_groups(req.range, false) {
+        let rows = scan.rows(rg);
         out.inspected_spans += rows as u64;
-        let mask = match &prefilter {
-            None => None,
-            Some(pcols) => {
-                let batch = if pcols.is_empty() {
-                    // Every column the prefilter reads is absent from this block: it is
-                    // decided by the key catalog alone (usually: nothing can match).
-                    RecordBatch::try_new_with_options(
-                        Arc::new(arrow_schema::Schema::empty()),
-                        Vec::new(),
-                        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
-                    )?
-                } else {
-                    reader.read_row_group(rg, pcols, None).await?
-                };
-                let batch = lists.complete(batch)?;
-                let plan = req.plan.clone();
-                let mask = blocking(move || plan.prefilter(&batch)).await?;
-                if mask.true_count() == 0 {
-                    continue;
-                }
-                Some(mask)
-            }
-        };
+        let Some(mask) = scan.prefilter(rg).await? else { continue };
         // Candidate traces newest first (rows of a trace are in start order, so its first row
         // starts it), evaluated a chunk at a time until `limit` of them match: every later
         // candidate ranks below those, here and in the merged answer.
@@ -220,10 +196,7 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
             let (now, later) = rest.split_at(chunk.min(rest.len()));
             rest = later;
             chunk *= 2;
-            let mut ranges = now.to_vec();
-            ranges.sort_by_key(|r| r.start);
-            let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), rows);
-            let batch = lists.complete(reader.read_row_group(rg, &columns, Some(selection)).await?)?;
+            let batch = scan.read(rg, now.to_vec()).await?;
             let plan = req.plan.clone();
             let spss = req.spss;
             let hits = blocking(move || plan.evaluate(&batch, spss)).await?;
@@ -234,6 +207,178 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
     }
     out.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
     Ok(out)
+}
+
+/// A scan of every trace that may match a plan, for evaluations that need all of them
+/// (metrics) rather than the newest few (search).
+#[derive(Clone)]
+pub(crate) struct Scan {
+    pub(crate) plan: Arc<Plan>,
+    /// Only spans that start in [start, end] (unix ns) count: row groups, blocks and live
+    /// traces without such spans are skipped.
+    pub(crate) range: (u64, u64),
+    /// Read every column, not just the plan's (`compare()` looks at every attribute).
+    pub(crate) all_columns: bool,
+}
+
+/// Calls `each` (off the async workers) on every batch of candidate traces of one tenant: the
+/// live ones, then every block overlapping the range, `PARALLEL` at a time. Returns the
+/// results in no particular order, with what was read.
+pub(crate) async fn scan<T: Send + 'static>(
+    head: &Head,
+    blocks: &Blocks,
+    tenant: &str,
+    scan: &Scan,
+    each: Arc<dyn Fn(RecordBatch) -> Result<T> + Send + Sync>,
+) -> Result<(Vec<T>, SearchMetrics)> {
+    let mut out = Vec::new();
+    let mut metrics = SearchMetrics::default();
+    let (start, end) = scan.range;
+
+    let traces = head.snapshot(tenant);
+    if !traces.is_empty() {
+        let plan = scan.plan.clone();
+        let f = each.clone();
+        let (found, inspected_traces, inspected_spans) = blocking(move || {
+            let batch = spoor_block::encode_batch(traces.iter().map(|(id, f)| (*id, &f[..])))?;
+            match candidates_in_memory(&plan, &batch)? {
+                (Some(c), traces, rows) => Ok((Some(f(c)?), traces, rows)),
+                (None, traces, rows) => Ok((None, traces, rows)),
+            }
+        })
+        .await?;
+        metrics.inspected_traces += inspected_traces;
+        metrics.inspected_spans += inspected_spans;
+        out.extend(found);
+    }
+
+    let readers: Vec<BlockReader> = blocks
+        .visible(tenant)
+        .into_iter()
+        .filter(|b| {
+            // A block holds whole traces: a span starting in range lies in a trace overlapping it.
+            let m = b.meta();
+            m.start_unix_nano <= end && m.end_unix_nano >= start
+        })
+        .collect();
+    metrics.total_blocks = readers.len() as u32;
+    metrics.total_block_bytes = readers.iter().map(|b| b.meta().data_bytes).sum();
+    for chunk in readers.chunks(PARALLEL) {
+        let jobs = chunk.iter().cloned().map(|reader| {
+            let (scan, each) = (scan.clone(), each.clone());
+            tokio::spawn(async move { scan_block(&reader, &scan, each).await })
+        });
+        for job in futures_util::future::join_all(jobs).await {
+            let (found, m) = job.map_err(|e| Error::Internal(format!("scan task failed: {e}")))??;
+            out.extend(found);
+            metrics.inspected_traces += m.inspected_traces;
+            metrics.inspected_spans += m.inspected_spans;
+            metrics.inspected_bytes += m.inspected_bytes;
+            metrics.completed_blocks += 1;
+        }
+    }
+    Ok((out, metrics))
+}
+
+async fn scan_block<T: Send + 'static>(
+    reader: &BlockReader,
+    scan: &Scan,
+    each: Arc<dyn Fn(RecordBatch) -> Result<T> + Send + Sync>,
+) -> Result<(Vec<T>, SearchMetrics)> {
+    let fetched_before = reader.bytes_fetched();
+    let block = BlockScan::open(reader, scan.plan.clone(), scan.all_columns).await?;
+    let mut out = Vec::new();
+    let mut metrics = SearchMetrics::default();
+    for rg in block.row_groups(Some(scan.range), true) {
+        metrics.inspected_spans += block.rows(rg) as u64;
+        let Some(mask) = block.prefilter(rg).await? else { continue };
+        let keys = reader.read_row_group(rg, &[col::TRACE_ID.to_owned()], None).await?;
+        let ids = trace_ids(&keys)?;
+        let candidates = match &mask {
+            Some(mask) => candidate_traces(ids, mask),
+            None => trace_ranges(ids),
+        };
+        metrics.inspected_traces += candidates.len() as u64;
+        let batch = block.read(rg, candidates).await?;
+        let f = each.clone();
+        out.push(blocking(move || f(batch)).await?);
+    }
+    metrics.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
+    Ok((out, metrics))
+}
+
+/// One block opened for a plan: which columns to read, which attribute lists to skip, and the
+/// two phases (prefilter, then candidate traces) per row group.
+struct BlockScan<'r> {
+    reader: &'r BlockReader,
+    footer: Arc<parquet::file::metadata::ParquetMetaData>,
+    plan: Arc<Plan>,
+    lists: Skipped,
+    columns: Vec<String>,
+    prefilter: Option<Vec<String>>,
+    start_col: Option<usize>,
+}
+
+impl<'r> BlockScan<'r> {
+    async fn open(reader: &'r BlockReader, plan: Arc<Plan>, all_columns: bool) -> Result<BlockScan<'r>> {
+        let footer = reader.footer().await?;
+        let full = reader.schema().await?;
+        let lists = if all_columns { Skipped { lists: Vec::new() } } else { Skipped::new(reader.meta(), &full, &plan) };
+        let schema = lists.view(&full);
+        let columns =
+            if all_columns { full.fields().iter().map(|f| f.name().clone()).collect() } else { plan.columns(&schema) };
+        let prefilter = plan.prefilter_columns(&schema);
+        let start_col = full.fields().iter().position(|f| f.name() == col::START);
+        Ok(BlockScan { reader, footer, plan, lists, columns, prefilter, start_col })
+    }
+
+    fn rows(&self, rg: usize) -> usize {
+        self.footer.row_group(rg).num_rows().max(0) as usize
+    }
+
+    /// The row groups that may hold spans of `range`, by their span start statistics: those
+    /// whose spans all start after it, and with `by_span_start` also those whose spans all start
+    /// before it (row groups never split a trace, so no other row group needs them).
+    fn row_groups(&self, range: Option<(u64, u64)>, by_span_start: bool) -> Vec<usize> {
+        (0..self.footer.num_row_groups())
+            .filter(|&rg| {
+                let (Some((start, end)), Some(i)) = (range, self.start_col) else { return true };
+                let Some(Statistics::Int64(s)) = self.footer.row_group(rg).column(i).statistics() else { return true };
+                let after = s.min_opt().is_some_and(|&min| min as u64 > end);
+                let before = by_span_start && s.max_opt().is_some_and(|&max| (max as u64) < start);
+                !after && !before
+            })
+            .collect()
+    }
+
+    /// Phase one: which rows of row group `rg` may take part in a match. `None`: none can;
+    /// `Some(None)`: the plan prunes nothing, every row may.
+    async fn prefilter(&self, rg: usize) -> Result<Option<Option<BooleanArray>>> {
+        let Some(pcols) = &self.prefilter else { return Ok(Some(None)) };
+        let rows = self.rows(rg);
+        let batch = if pcols.is_empty() {
+            // Every column the prefilter reads is absent from this block: it is decided by
+            // the key catalog alone (usually: nothing can match).
+            RecordBatch::try_new_with_options(
+                Arc::new(arrow_schema::Schema::empty()),
+                Vec::new(),
+                &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?
+        } else {
+            self.reader.read_row_group(rg, pcols, None).await?
+        };
+        let batch = self.lists.complete(batch)?;
+        let plan = self.plan.clone();
+        let mask = blocking(move || plan.prefilter(&batch)).await?;
+        Ok((mask.true_count() > 0).then_some(Some(mask)))
+    }
+
+    /// Phase two: the rows of the given traces (any order), with the scan's columns.
+    async fn read(&self, rg: usize, mut ranges: Vec<std::ops::Range<usize>>) -> Result<RecordBatch> {
+        ranges.sort_by_key(|r| r.start);
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), self.rows(rg));
+        self.lists.complete(self.reader.read_row_group(rg, &self.columns, Some(selection)).await?)
+    }
 }
 
 /// Attribute lists of a block that cannot hold any key the plan reads, by the block's key

@@ -217,6 +217,48 @@ pub(crate) fn evaluate(plan: &Plan, batch: &RecordBatch, spss: usize) -> Result<
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
+    with_eval(plan, batch, |eval, traces, ctx| {
+        let reported = plan.reported.iter().map(|r| ctx.source(&r.field)).collect::<Result<Vec<_>>>()?;
+        let mut hits = Vec::new();
+        for t in traces {
+            let all: Vec<u32> = (t.start as u32..t.end as u32).collect();
+            let sets = eval.node(&plan.node, &all);
+            if !sets.is_empty() {
+                hits.push(eval.hit(t, sets, &plan.reported, &reported, spss));
+            }
+        }
+        Ok(hits)
+    })
+}
+
+/// The rows of every span in a result: see [`Plan::matched`].
+pub(crate) fn matched<R>(
+    plan: &Plan,
+    batch: &RecordBatch,
+    f: impl for<'c> FnOnce(&[u32], &[Vec<Val<'c>>]) -> Result<R>,
+) -> Result<R> {
+    if batch.num_rows() == 0 {
+        return f(&[], &vec![Vec::new(); plan.values.len()]);
+    }
+    with_eval(plan, batch, |eval, traces, _| {
+        let mut rows = Vec::new();
+        for t in traces {
+            let all: Vec<u32> = (t.start as u32..t.end as u32).collect();
+            let sets = eval.node(&plan.node, &all);
+            // A span in several spansets (after `by()`) is still one span.
+            rows.extend(sets.iter().fold(Vec::new(), |acc, s| union(&acc, &s.rows)));
+        }
+        f(&rows, &eval.values)
+    })
+}
+
+/// Groups a non-empty batch into traces, computes the per-trace values, the filters and the
+/// values of every row, and hands them to `f`.
+fn with_eval<R>(
+    plan: &Plan,
+    batch: &RecordBatch,
+    f: impl for<'c> FnOnce(&Eval<'c>, &[Range<usize>], &Ctx<'c>) -> Result<R>,
+) -> Result<R> {
     let plain = Ctx::new(batch, None);
     let base = Base::of(&plain)?;
     let traces = traces(&base.trace_id, plain.rows);
@@ -228,17 +270,8 @@ pub(crate) fn evaluate(plan: &Plan, batch: &RecordBatch, spss: usize) -> Result<
         .map(|e| Ok(e.tri(&ctx)?.into_iter().map(|t| t == Tri::T).collect()))
         .collect::<Result<Vec<Vec<bool>>>>()?;
     let values = plan.values.iter().map(|e| e.vals(&ctx)).collect::<Result<Vec<_>>>()?;
-    let reported = plan.reported.iter().map(|r| ctx.source(&r.field)).collect::<Result<Vec<_>>>()?;
     let eval = Eval { filters, values, base: &base };
-    let mut hits = Vec::new();
-    for t in &traces {
-        let all: Vec<u32> = (t.start as u32..t.end as u32).collect();
-        let sets = eval.node(&plan.node, &all);
-        if !sets.is_empty() {
-            hits.push(eval.hit(t, sets, &plan.reported, &reported, spss));
-        }
-    }
-    Ok(hits)
+    f(&eval, &traces, &ctx)
 }
 
 /// A spanset while the pipeline runs: rows of one trace, ascending, and its attributes.

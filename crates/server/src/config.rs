@@ -485,7 +485,8 @@ mod tests {
             let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
             assert!(err.contains(expected), "{yaml}: {err}");
         }
-        std::fs::write(&file, "metrics_generator:\n  remote_write:\n    - url: http://127.0.0.1:9090/api/v1/write\n").unwrap();
+        std::fs::write(&file, "metrics_generator:\n  remote_write:\n    - url: http://127.0.0.1:9090/api/v1/write\n")
+            .unwrap();
         let c = Config::load(Some(&file), vec![], &[]).unwrap();
         assert_eq!(c.metrics_generator.remote_write[0].url, "http://127.0.0.1:9090/api/v1/write");
     }

@@ -55,7 +55,11 @@ fn publish(g: &Generator, m: &crate::metrics::Metrics) {
         let c = g.counts(&tenant);
         let t = [("tenant", tenant.as_str())];
         m.set("spoor_generator_spans_total", &t, c.spans as f64);
-        m.set("spoor_generator_spans_discarded_total", &[("tenant", &tenant), ("reason", "too_old")], c.spans_too_old as f64);
+        m.set(
+            "spoor_generator_spans_discarded_total",
+            &[("tenant", &tenant), ("reason", "too_old")],
+            c.spans_too_old as f64,
+        );
         m.set("spoor_generator_active_series", &t, c.active_series as f64);
         m.set("spoor_generator_series_limited_total", &t, c.series_limited as f64);
         m.set("spoor_generator_pending_edges", &t, c.pending_edges as f64);
@@ -79,10 +83,12 @@ pub async fn run(p: Arc<Pipeline>) {
 const SERIES_PER_REQUEST: usize = 2000;
 
 /// Every collection interval, each tenant's series go to every remote_write endpoint: one
-/// sample per series stamped now, and the exemplars recorded since the last delivered push.
+/// sample per series stamped now (after a 0 for series new since the last push), and the
+/// exemplars recorded since the last delivered push.
 pub async fn push(p: Arc<Pipeline>) {
     let Some(g) = &p.generator else { return };
     let mut exemplars_since: HashMap<String, i64> = HashMap::new();
+    let mut previous_push: HashMap<String, i64> = HashMap::new();
     loop {
         tokio::time::sleep(p.config.metrics_generator.collection_interval).await;
         for tenant in g.tenants() {
@@ -92,7 +98,8 @@ pub async fn push(p: Arc<Pipeline>) {
             }
             let now_ms = (unix_nanos() / 1_000_000) as i64;
             let since = exemplars_since.get(&tenant).copied().unwrap_or(i64::MIN);
-            let req = remote::write_request(&families, &extra_labels(&p, &tenant, false), now_ms, since);
+            let previous = previous_push.get(&tenant).copied().unwrap_or(i64::MIN);
+            let req = remote::write_request(&families, &extra_labels(&p, &tenant, false), now_ms, since, previous);
             let newest = remote::newest_exemplar_ms(&req);
             let mut delivered = true;
             for part in remote::split(req, SERIES_PER_REQUEST) {
@@ -108,8 +115,12 @@ pub async fn push(p: Arc<Pipeline>) {
                 let outcomes = p.remote_write.push(&tenant, body.into(), samples, &p.metrics).await;
                 delivered &= outcomes.iter().all(|o| o.is_delivered());
             }
-            if delivered && let Some(newest) = newest {
-                exemplars_since.insert(tenant, newest);
+            // After a failed push, new series get their zero sample again next time.
+            if delivered {
+                previous_push.insert(tenant.clone(), now_ms);
+                if let Some(newest) = newest {
+                    exemplars_since.insert(tenant, newest);
+                }
             }
         }
     }

@@ -3,13 +3,14 @@
 
 pub mod agent;
 pub mod background;
-pub mod generated;
 pub mod body;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod generated;
 pub mod limits;
 pub mod metrics;
+pub mod metrics_query;
 pub mod pipeline;
 pub mod processors;
 pub mod query;

@@ -68,7 +68,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Spans the metrics generator left out, by tenant and reason (too_old: ended before the ingestion slack).",
     ),
-    ("spoor_generator_active_series", "gauge", "Generated series held, by tenant (a histogram counts its buckets, _sum and _count)."),
+    (
+        "spoor_generator_active_series",
+        "gauge",
+        "Generated series held, by tenant (a histogram counts its buckets, _sum and _count).",
+    ),
     (
         "spoor_generator_series_limited_total",
         "counter",

@@ -163,8 +163,8 @@ impl Pipeline {
         let admission = Admission::new(&config)?;
         let scrubbing = Scrubbing::new(&config.processors)?;
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?;
-        let generator = spoor_generate::Generator::new(&config.metrics_generator)
-            .map_err(|e| Error::Startup(e.to_string()))?;
+        let generator =
+            spoor_generate::Generator::new(&config.metrics_generator).map_err(|e| Error::Startup(e.to_string()))?;
         let generator = (generator.is_enabled() && config.ingest.enabled).then_some(generator);
         let remote_write = crate::remote_write::RemoteWrite::new(&config.metrics_generator.remote_write)?;
         Ok(Pipeline {

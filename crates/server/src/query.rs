@@ -31,6 +31,8 @@ pub fn router(p: Arc<Pipeline>) -> axum::Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(crate::search::handler))
+        .route("/api/metrics/query_range", get(crate::metrics_query::range))
+        .route("/api/metrics/query", get(crate::metrics_query::instant))
         .route("/api/search/tags", get(crate::tags::names_v1))
         .route("/api/v2/search/tags", get(crate::tags::names_v2))
         .route("/api/search/tag/{*tag}", get(crate::tags::values_v1))

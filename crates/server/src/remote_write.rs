@@ -658,11 +658,21 @@ mod tests {
             kind: Kind::Counter,
             help: "calls",
             series: vec![
-                Series { labels: vec![("service".into(), "api".into())], value: Value::Counter(3.0), updated_ms: 0 },
-                Series { labels: vec![("service".into(), "db".into())], value: Value::Counter(1.0), updated_ms: 0 },
+                Series {
+                    labels: vec![("service".into(), "api".into())],
+                    value: Value::Counter(3.0),
+                    updated_ms: 0,
+                    created_ms: 0,
+                },
+                Series {
+                    labels: vec![("service".into(), "db".into())],
+                    value: Value::Counter(1.0),
+                    updated_ms: 0,
+                    created_ms: 0,
+                },
             ],
         };
-        remote::write_request(&[family], &vec![], 1_000, i64::MIN)
+        remote::write_request(&[family], &vec![], 1_000, i64::MIN, i64::MIN)
     }
 
     fn body() -> Bytes {
