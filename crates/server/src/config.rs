@@ -292,6 +292,10 @@ pub struct SearchConfig {
     pub max_spans_per_span_set: u32,
     /// Longest `end - start` a search or tag query may cover.
     pub max_search_duration_hours: u64,
+    /// Longest `end - start` a TraceQL metrics query may cover.
+    pub max_metrics_duration_hours: u64,
+    /// Most exemplars a TraceQL metrics query returns per series (`exemplars=N` is capped).
+    pub max_exemplars: usize,
     /// Longest TraceQL text accepted.
     pub max_query_expression_size_bytes: usize,
     /// Tag values returned at most per request, and their total bytes.
@@ -307,6 +311,8 @@ impl Default for SearchConfig {
             default_spans_per_span_set: 3,
             max_spans_per_span_set: 100,
             max_search_duration_hours: 168,
+            max_metrics_duration_hours: 24,
+            max_exemplars: 100,
             max_query_expression_size_bytes: 128 << 10,
             max_tag_values: 10_000,
             max_bytes_per_tag_values_query: 1 << 20,

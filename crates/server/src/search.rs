@@ -186,13 +186,7 @@ fn request(params: &Params, cfg: &SearchConfig) -> Result<SearchRequest, Error> 
         Some(q) => q.to_owned(),
         None => legacy_query(&legacy),
     };
-    if text.len() > cfg.max_query_expression_size_bytes {
-        return Err(Error::BadRequest(format!(
-            "query is {} bytes, more than max_query_expression_size_bytes ({})",
-            text.len(),
-            cfg.max_query_expression_size_bytes
-        )));
-    }
+    check_size(&text, cfg)?;
     let query = spoor_traceql::parse(&text).map_err(|e| Error::BadRequest(format!("invalid TraceQL query: {e}")))?;
     let plan = Arc::new(Plan::new(&query).map_err(query_error)?);
     let limit = match params.uint("limit")? {
@@ -446,6 +440,18 @@ fn response_json(r: &SearchResult) -> Json {
         "traces": r.traces.iter().map(trace_json).collect::<Vec<_>>(),
         "metrics": metrics_json(&r.metrics),
     })
+}
+
+/// Refuses a TraceQL text longer than `search.max_query_expression_size_bytes`.
+pub(crate) fn check_size(text: &str, cfg: &SearchConfig) -> Result<(), Error> {
+    if text.len() > cfg.max_query_expression_size_bytes {
+        return Err(Error::BadRequest(format!(
+            "query is {} bytes, more than max_query_expression_size_bytes ({})",
+            text.len(),
+            cfg.max_query_expression_size_bytes
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
