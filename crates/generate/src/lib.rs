@@ -46,6 +46,8 @@ pub struct Generator {
     slack_ns: u64,
     stale_ms: i64,
     max_active_series: usize,
+    /// Tenants with a series budget of their own (per-tenant overrides).
+    series_limits: Mutex<HashMap<String, usize>>,
     trace_id_label: String,
     tenants: Mutex<HashMap<String, Arc<Mutex<Tenant>>>>,
 }
@@ -83,6 +85,7 @@ impl Generator {
             slack_ns: config.ingestion_time_range_slack.as_nanos().min(u64::MAX as u128) as u64,
             stale_ms: config.registry.stale_duration.as_millis().min(i64::MAX as u128) as i64,
             max_active_series: config.registry.max_active_series,
+            series_limits: Mutex::new(HashMap::new()),
             trace_id_label: config.registry.trace_id_label_name.clone(),
             tenants: Mutex::new(HashMap::new()),
         })
@@ -98,8 +101,9 @@ impl Generator {
         if let Some(t) = tenants.get(tenant) {
             return t.clone();
         }
+        let max = self.series_limits.lock().unwrap().get(tenant).copied().unwrap_or(self.max_active_series);
         let t = Arc::new(Mutex::new(Tenant {
-            budget: Budget { max: self.max_active_series, ..Budget::default() },
+            budget: Budget { max, ..Budget::default() },
             spans: self.span_metrics.as_ref().map(SpanMetrics::series),
             graph: self.service_graph.as_ref().map(ServiceGraph::graph),
             key: String::new(),
@@ -107,6 +111,16 @@ impl Generator {
         }));
         tenants.insert(tenant.to_string(), t.clone());
         t
+    }
+
+    /// Sets the tenants' own series budgets (others keep `registry.max_active_series`). A
+    /// lowered budget stops new series at once; existing ones stay until they go stale.
+    pub fn set_series_limits(&self, limits: HashMap<String, usize>) {
+        let tenants = self.tenants.lock().unwrap();
+        for (name, t) in tenants.iter() {
+            t.lock().unwrap().budget.max = limits.get(name).copied().unwrap_or(self.max_active_series);
+        }
+        *self.series_limits.lock().unwrap() = limits;
     }
 
     /// Counts every span of a request at wall-clock time `now_ns` (unix nanoseconds).

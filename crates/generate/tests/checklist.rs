@@ -299,6 +299,23 @@ fn series_limit_folds_into_overflow_and_counts() {
 }
 
 #[test]
+fn a_tenant_can_have_its_own_series_budget() {
+    let g = generator(|c| c.processors = vec!["span-metrics".into()]);
+    g.set_series_limits([("small".to_string(), 19)].into());
+    let spans: Vec<S> =
+        ["a", "b"].iter().enumerate().map(|(i, n)| S { name: n, ..span(1, i as u8 + 1, 0, SERVER) }).collect();
+    for t in ["small", "big"] {
+        g.observe(t, &request(svc("A"), &spans), NOW);
+    }
+    assert_eq!(g.counts("small").series_limited, 1);
+    assert_eq!(g.counts("big").series_limited, 0);
+    // Lifted while running: new series fit again.
+    g.set_series_limits(Default::default());
+    g.observe("small", &request(svc("A"), &[S { name: "c", ..span(1, 3, 0, SERVER) }]), NOW);
+    assert_eq!((g.counts("small").series_limited, g.counts("small").active_series), (1, 38));
+}
+
+#[test]
 fn old_spans_are_not_counted() {
     let g = generator(|_| {});
     g.observe(T, &request(svc("A"), &[span(1, 1, 0, SERVER)]), NOW + 31_000 * MS);

@@ -73,6 +73,9 @@ async fn overrides_reloader(p: Arc<Pipeline>) {
         match p.admission.rate.reload() {
             Ok(true) => {
                 p.metrics.inc("spoor_overrides_reloads_total", &[("outcome", "ok")], 1.0);
+                if let Some(g) = &p.generator {
+                    g.set_series_limits(p.admission.rate.series_limits());
+                }
                 tracing::info!(file = %p.config.limits.overrides_file.display(), "per-tenant overrides reloaded");
             }
             Ok(false) => {}

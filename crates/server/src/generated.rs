@@ -49,8 +49,8 @@ pub async fn scrape(
     ([(header::CONTENT_TYPE, format.content_type())], expose::render(&parts, format)).into_response()
 }
 
-/// Spoor's own view of the generator, per tenant, on `/metrics`.
-fn publish(g: &Generator, m: &crate::metrics::Metrics) {
+/// Spoor's own view of the generator, per tenant: set just before `/metrics` renders.
+pub fn publish(g: &Generator, m: &crate::metrics::Metrics) {
     for tenant in g.tenants() {
         let c = g.counts(&tenant);
         let t = [("tenant", tenant.as_str())];
@@ -68,14 +68,12 @@ fn publish(g: &Generator, m: &crate::metrics::Metrics) {
     }
 }
 
-/// Expires service-graph halves every second (their wait is seconds long) and publishes the
-/// generator's counts.
+/// Expires service-graph halves every second (their wait is seconds long) and stale series.
 pub async fn run(p: Arc<Pipeline>) {
     let Some(g) = &p.generator else { return };
     loop {
         tokio::time::sleep(Duration::from_secs(1).min(p.config.metrics_generator.collection_interval)).await;
         g.tick(unix_nanos());
-        publish(g, &p.metrics);
     }
 }
 

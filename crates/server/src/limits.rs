@@ -28,11 +28,21 @@ pub struct IngestionLimits {
     pub burst_size_spans: u64,
 }
 
-/// One tenant's entry in the overrides file (Tempo's layout: `overrides: {tenant: {ingestion: …}}`).
+/// One tenant's entry in the overrides file (Tempo's layout: `overrides: {tenant: {ingestion:
+/// …, metrics_generator: …}}`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantOverrides {
     pub ingestion: IngestionLimits,
+    pub metrics_generator: GeneratorOverrides,
+}
+
+/// A tenant's own metrics-generator limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorOverrides {
+    /// Replaces `metrics_generator.registry.max_active_series` for this tenant (0: unlimited).
+    pub max_active_series: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -128,6 +138,8 @@ pub struct RateLimiter {
     defaults: IngestionLimits,
     overrides_path: Option<PathBuf>,
     overrides: RwLock<HashMap<String, IngestionLimits>>,
+    /// Per-tenant generator series budgets from the same file.
+    series_limits: RwLock<HashMap<String, usize>>,
     /// The overrides file's modification time when last read.
     loaded_mtime: Mutex<Option<SystemTime>>,
     buckets: Mutex<HashMap<String, TenantBuckets>>,
@@ -149,6 +161,7 @@ impl RateLimiter {
             retry_after_secs: retry_after_secs.max(1),
             overrides_path,
             overrides: RwLock::new(HashMap::new()),
+            series_limits: RwLock::new(HashMap::new()),
             loaded_mtime: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
             reloads_ok: AtomicU64::new(0),
@@ -163,6 +176,11 @@ impl RateLimiter {
         self.overrides.read().unwrap().get(tenant).copied().unwrap_or(self.defaults)
     }
 
+    /// Tenants whose generator series budget is overridden, and their budgets.
+    pub fn series_limits(&self) -> HashMap<String, usize> {
+        self.series_limits.read().unwrap().clone()
+    }
+
     /// Re-reads the overrides file if it changed. A broken file keeps the previous overrides
     /// (and is reported), so a typo never lifts or tightens limits by accident.
     pub fn reload(&self) -> Result<bool, String> {
@@ -174,9 +192,15 @@ impl RateLimiter {
         }
         match OverridesFile::load(path) {
             Ok(file) => {
+                let series = file
+                    .overrides
+                    .iter()
+                    .filter_map(|(t, o)| o.metrics_generator.max_active_series.map(|n| (t.clone(), n)))
+                    .collect();
                 let map: HashMap<String, IngestionLimits> =
                     file.overrides.into_iter().map(|(t, o)| (t, o.ingestion)).collect();
                 *self.overrides.write().unwrap() = map;
+                *self.series_limits.write().unwrap() = series;
                 *loaded = mtime;
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 Ok(true)

@@ -166,6 +166,9 @@ impl Pipeline {
         let generator =
             spoor_generate::Generator::new(&config.metrics_generator).map_err(|e| Error::Startup(e.to_string()))?;
         let generator = (generator.is_enabled() && config.ingest.enabled).then_some(generator);
+        if let Some(g) = &generator {
+            g.set_series_limits(admission.rate.series_limits());
+        }
         let remote_write = crate::remote_write::RemoteWrite::new(&config.metrics_generator.remote_write)?;
         Ok(Pipeline {
             config,

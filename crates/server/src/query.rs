@@ -70,6 +70,9 @@ async fn flush(State(p): State<Arc<Pipeline>>) -> Response {
 }
 
 async fn metrics(State(p): State<Arc<Pipeline>>) -> Response {
+    if let Some(g) = &p.generator {
+        crate::generated::publish(g, &p.metrics);
+    }
     let wal = p.wal_stats();
     let body = p.metrics.render(wal.as_deref(), &p.head, &p.blocks);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
