@@ -9,17 +9,16 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json, json};
 use spoor_query::metrics::{self, Exemplar, Grid, Label, MetricsRequest, MetricsResult, Series};
+use spoor_store::{Blocks, Head};
 use spoor_traceql::ast::Root;
 
+use crate::config::SearchConfig;
 use crate::error::Error;
 use crate::pipeline::Pipeline;
-use crate::search::{Params, count_query, go_duration, go_duration_string, metrics_json, query_error};
+use crate::search::{Params, check_size, count_query, go_duration, go_duration_string, metrics_json, query_error};
 use crate::tenant;
 
 const SECOND: u64 = 1_000_000_000;
-/// Longest range a metrics query may cover: Tempo's `max_duration` default. A constant until
-/// the configuration has a knob for it.
-const MAX_RANGE: u64 = 24 * 3600 * SECOND;
 /// `start` defaults to `end` minus this (or `since`).
 const DEFAULT_SINCE: u64 = 3600 * SECOND;
 
@@ -43,9 +42,29 @@ async fn handle(p: &Pipeline, headers: &HeaderMap, raw: &str, instant: bool) -> 
 
 async fn run(p: &Pipeline, headers: &HeaderMap, raw: &str, instant: bool) -> Result<Json, Error> {
     let tenants = tenant::for_read(headers, p.config.tenancy.multitenancy_enabled)?;
-    let req = request(&Params::parse(raw), instant, now())?;
-    let result = metrics::query_range(&p.head, &p.blocks, &tenants, &req).await.map_err(query_error)?;
+    query_json(&p.head, &p.blocks, &p.config.search, &tenants, raw, instant).await
+}
+
+/// A metrics query from its raw query string to the response body (range, or instant when
+/// `instant`); the HTTP handlers and `spoor query` (reading blocks directly) share it.
+pub async fn query_json(
+    head: &Head,
+    blocks: &Blocks,
+    cfg: &SearchConfig,
+    tenants: &[String],
+    raw: &str,
+    instant: bool,
+) -> Result<Json, Error> {
+    let req = request(&Params::parse(raw), instant, now(), cfg)?;
+    let result = metrics::query_range(head, blocks, tenants, &req).await.map_err(query_error)?;
     Ok(if instant { instant_json(&result) } else { range_json(&result, &req.grid) })
+}
+
+/// Whether `text` parses as a TraceQL metrics query (`{ } | rate()`), so a client can pick the
+/// metrics endpoints over search; a query that does not parse is not one, and whichever
+/// endpoint gets it reports the parse error.
+pub fn is_metrics_query(text: &str) -> bool {
+    spoor_traceql::parse(text).is_ok_and(|q| matches!(q.root, Root::Metrics(_)))
 }
 
 fn now() -> u64 {
@@ -53,9 +72,11 @@ fn now() -> u64 {
 }
 
 /// The request from its parameters; `now` (unix ns) is the default end.
-fn request(params: &Params, instant: bool, now: u64) -> Result<MetricsRequest, Error> {
+fn request(params: &Params, instant: bool, now: u64, cfg: &SearchConfig) -> Result<MetricsRequest, Error> {
     let given = |name: &str| params.get(name).filter(|v| !v.trim().is_empty());
     let text = given("q").or_else(|| given("query")).ok_or_else(|| Error::BadRequest("missing query: q".into()))?;
+    check_size(text, cfg)?;
+    let max_range = cfg.max_metrics_duration_hours.saturating_mul(3600 * SECOND);
     let end = given("end").map(|v| timestamp("end", v)).transpose()?.unwrap_or(now);
     let start = match given("start") {
         Some(v) => timestamp("start", v)?,
@@ -64,10 +85,10 @@ fn request(params: &Params, instant: bool, now: u64) -> Result<MetricsRequest, E
     if end <= start {
         return Err(Error::BadRequest("end must be greater than start".into()));
     }
-    if end - start > MAX_RANGE {
+    if max_range > 0 && end - start > max_range {
         return Err(Error::BadRequest(format!(
             "metrics query time range exceeds the maximum allowed duration of {}",
-            go_duration_string(MAX_RANGE as i64)
+            go_duration_string(max_range.min(i64::MAX as u64) as i64)
         )));
     }
     let query = spoor_traceql::parse(text).map_err(|e| Error::BadRequest(format!("invalid TraceQL query: {e}")))?;
@@ -91,7 +112,7 @@ fn request(params: &Params, instant: bool, now: u64) -> Result<MetricsRequest, E
         Grid::range(start, end, step)
     }
     .map_err(query_error)?;
-    let exemplars = (params.uint("exemplars")?.unwrap_or(0) as usize).min(metrics::MAX_EXEMPLARS);
+    let exemplars = (params.uint("exemplars")?.unwrap_or(0) as usize).min(cfg.max_exemplars);
     Ok(MetricsRequest { query, grid, exemplars })
 }
 
@@ -310,7 +331,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000 * SECOND;
 
     fn req(query: &str, instant: bool) -> Result<MetricsRequest, Error> {
-        request(&Params::parse(query), instant, NOW)
+        request(&Params::parse(query), instant, NOW, &SearchConfig::default())
     }
 
     fn err(query: &str) -> String {
@@ -357,7 +378,7 @@ mod tests {
         assert_eq!(r.grid.timestamps().last(), Some(&(1_700_000_040 * SECOND)));
         assert_eq!(r.grid.len(), 12);
         let r = req("query={}|rate()&start=1700000000&end=1700000010&exemplars=500", true).unwrap();
-        assert_eq!((r.grid.len(), r.exemplars), (1, metrics::MAX_EXEMPLARS));
+        assert_eq!((r.grid.len(), r.exemplars), (1, SearchConfig::default().max_exemplars));
     }
 
     #[test]
@@ -375,6 +396,14 @@ mod tests {
         assert_eq!(err("q={ }&start=1&end=2"), "not a metrics query");
         assert!(err("q={}|rate()&step=soon").contains("invalid step"));
         assert!(err("start=1&end=2").contains("missing query"));
+    }
+
+    #[test]
+    fn metrics_queries_are_told_from_searches() {
+        assert!(is_metrics_query("{ } | rate() by (resource.service.name)"));
+        assert!(is_metrics_query("{ status = error } | count_over_time()"));
+        assert!(!is_metrics_query("{ status = error }"));
+        assert!(!is_metrics_query("{ nope } | rate()"));
     }
 
     #[test]
