@@ -33,6 +33,10 @@ use crate::{Error, Plan, Result};
 
 /// Most exemplars a query may ask for, per series (Tempo's `max_exemplars` default).
 pub const MAX_EXEMPLARS: usize = 100;
+/// Most distinct `by()` groups a query aggregates (Tempo's `max_response_series`); spans of
+/// further groups are left out and the answer is marked partial, so memory stays bounded
+/// whatever the grouping (`by(span:id)`).
+pub const MAX_SERIES: usize = 1000;
 /// Most intervals a range query may have; a smaller step is refused.
 pub const MAX_INTERVALS: u64 = 10_000;
 /// `compare()`'s default number of values per attribute.
@@ -221,6 +225,8 @@ pub struct MetricsRequest {
 pub struct MetricsResult {
     /// Sorted by labels; series without samples left out.
     pub series: Vec<Series>,
+    /// Groups past [`MAX_SERIES`] were left out.
+    pub truncated: bool,
     pub metrics: SearchMetrics,
 }
 
@@ -249,7 +255,8 @@ pub async fn query_range(
         }
         partials.push(partial);
     }
-    Ok(MetricsResult { series: compiled.finish(partials, &grid)?, metrics })
+    let truncated = partials.iter().any(|p| p.truncated);
+    Ok(MetricsResult { series: compiled.finish(partials, &grid)?, truncated, metrics })
 }
 
 /// The same over in-memory batches, each aggregated on its own and merged as blocks are.
@@ -479,6 +486,10 @@ impl Leaf {
                 key.extend(self.by.iter().map(|(_, v)| LabelRef::of(&values[*v][row])));
                 let i = match index.get(key.as_slice()) {
                     Some(&i) => i,
+                    None if accs.len() >= MAX_SERIES => {
+                        out.truncated = true;
+                        continue;
+                    }
                     None => {
                         accs.push((key.clone(), Acc::new(&self.func, grid.len)));
                         index.insert(key.clone(), accs.len() - 1);
@@ -813,15 +824,20 @@ fn log2_quantile(q: f64, buckets: &[(f64, u64)]) -> f64 {
 #[derive(Default)]
 pub(crate) struct Partial {
     series: HashMap<Vec<Label>, Acc>,
+    /// Some group did not fit under [`MAX_SERIES`].
+    truncated: bool,
     /// `compare()`: per (selected, attribute label key).
     compare: HashMap<(bool, String), CompareCounts<Label>>,
 }
 
 impl Partial {
     fn merge(&mut self, other: Partial) {
+        self.truncated |= other.truncated;
         for (key, acc) in other.series {
+            let full = self.series.len() >= MAX_SERIES;
             match self.series.get_mut(&key) {
                 Some(mine) => mine.merge(acc),
+                None if full => self.truncated = true,
                 None => {
                     self.series.insert(key, acc);
                 }
@@ -1126,6 +1142,27 @@ mod tests {
     use super::*;
 
     const S: u64 = SECOND;
+
+    #[test]
+    fn groups_past_the_series_limit_are_left_out_and_flagged() {
+        let one = |i: usize| {
+            let mut p = Partial::default();
+            p.series.insert(vec![Label::Int(i as i64)], Acc::new(&Func::Count, 1));
+            p
+        };
+        let mut all = Partial::default();
+        for i in 0..MAX_SERIES {
+            all.merge(one(i));
+        }
+        assert!(!all.truncated);
+        all.merge(one(0));
+        assert!(!all.truncated, "a known group still merges");
+        all.merge(one(MAX_SERIES));
+        assert_eq!((all.series.len(), all.truncated), (MAX_SERIES, true));
+        let mut fresh = Partial::default();
+        fresh.merge(all);
+        assert!(fresh.truncated, "the flag survives merging");
+    }
 
     #[test]
     fn default_steps_follow_tempo() {

@@ -300,10 +300,25 @@ fn series_json(s: &Series, timestamps: &[u64]) -> Json {
 
 fn range_json(r: &MetricsResult, grid: &Grid) -> Json {
     let timestamps = grid.timestamps();
-    json!({
-        "series": r.series.iter().map(|s| series_json(s, &timestamps)).collect::<Vec<_>>(),
-        "metrics": metrics_json(&r.metrics),
-    })
+    partial(
+        r,
+        json!({
+            "series": r.series.iter().map(|s| series_json(s, &timestamps)).collect::<Vec<_>>(),
+            "metrics": metrics_json(&r.metrics),
+        }),
+    )
+}
+
+/// Marks an answer that left groups out, in Tempo's words.
+fn partial(r: &MetricsResult, mut body: Json) -> Json {
+    if r.truncated {
+        body["status"] = json!("PARTIAL");
+        body["message"] = json!(format!(
+            "Response exceeds maximum series limit of {}, a partial response is returned. Warning: the accuracy of each individual value is not guaranteed.",
+            metrics::MAX_SERIES
+        ));
+    }
+    body
 }
 
 /// One value per series: its first sample.
@@ -321,7 +336,7 @@ fn instant_json(r: &MetricsResult) -> Json {
             Some(Json::Object(m))
         })
         .collect();
-    json!({ "series": series, "metrics": metrics_json(&r.metrics) })
+    partial(r, json!({ "series": series, "metrics": metrics_json(&r.metrics) }))
 }
 
 #[cfg(test)]
@@ -419,7 +434,7 @@ mod tests {
                 value: f64::NAN,
             }],
         };
-        let r = MetricsResult { series: vec![series], metrics: Default::default() };
+        let r = MetricsResult { series: vec![series], truncated: false, metrics: Default::default() };
         assert_eq!(
             range_json(&r, &grid),
             json!({
