@@ -200,7 +200,11 @@ impl Default for ServiceGraphConfig {
             enable_client_server_prefix: false,
             enable_virtual_node_label: false,
             enable_messaging_system_latency_histogram: false,
-            peer_attributes: ["peer.service", "db.name", "db.system", "db.system.name"].map(String::from).to_vec(),
+            // Tempo's, plus the messaging system, so a producer whose consumer is not instrumented
+            // (or a consumer fed by an uninstrumented producer) links to its broker node.
+            peer_attributes: ["peer.service", "db.name", "db.system", "db.system.name", "messaging.system"]
+                .map(String::from)
+                .to_vec(),
             database_name_attributes: ["db.namespace", "db.name", "db.system", "db.system.name"]
                 .map(String::from)
                 .to_vec(),

@@ -485,6 +485,30 @@ fn c10_7_root_server_span_is_called_by_user_or_its_peer() {
 }
 
 #[test]
+fn uninstrumented_messaging_is_a_broker_node() {
+    let g = graph_only(|_| {});
+    // A producer nobody consumed (yet), and a root consumer fed by an uninstrumented producer.
+    g.observe(
+        T,
+        &request(svc("A"), &[S { attrs: vec![kv("messaging.system", "kafka")], ..span(1, 7, 0, PRODUCER) }]),
+        NOW,
+    );
+    g.observe(
+        T,
+        &request(svc("B"), &[S { attrs: vec![kv("messaging.system", "kafka")], ..span(2, 8, 0, CONSUMER) }]),
+        NOW,
+    );
+    g.tick(NOW + 10_000 * MS);
+    assert_eq!(
+        counter(&g.snapshot(T), "traces_service_graph_request_total"),
+        [
+            ("client=A,connection_type=virtual_node,server=kafka".to_string(), 1.0),
+            ("client=kafka,connection_type=virtual_node,server=B".to_string(), 1.0)
+        ]
+    );
+}
+
+#[test]
 fn c10_8_unpaired_client_without_peer_expires_counted() {
     let g = graph_only(|_| {});
     g.observe(T, &request(svc("A"), &[span(1, 7, 0, CLIENT)]), NOW);
