@@ -65,6 +65,10 @@ pub struct RegistryConfig {
     /// A series not updated for this long is dropped.
     #[serde(with = "duration")]
     pub stale_duration: Duration,
+    /// Distinct values a label may take per tenant and metric (a span name with an ID in it
+    /// would otherwise spend the whole budget); further values become
+    /// `__cardinality_overflow__`. 0: no cap.
+    pub max_cardinality_per_label: usize,
     /// Added to every series exported.
     pub external_labels: BTreeMap<String, String>,
     /// Adds the tenant ID as this label (for example `tenant`). Empty: no label, except that the
@@ -79,6 +83,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             max_active_series: 100_000,
             stale_duration: Duration::from_secs(15 * 60),
+            max_cardinality_per_label: 0,
             external_labels: BTreeMap::new(),
             inject_tenant_id_as: String::new(),
             trace_id_label_name: "traceID".into(),

@@ -46,6 +46,7 @@ pub struct Generator {
     slack_ns: u64,
     stale_ms: i64,
     max_active_series: usize,
+    max_cardinality_per_label: usize,
     /// Tenants with a series budget of their own (per-tenant overrides).
     series_limits: Mutex<HashMap<String, usize>>,
     trace_id_label: String,
@@ -70,6 +71,8 @@ pub struct Counts {
     pub spans_too_old: u64,
     /// Observations folded into overflow series because the series budget was spent.
     pub series_limited: u64,
+    /// Observations with a label value replaced by `__cardinality_overflow__`.
+    pub label_values_limited: u64,
     pub active_series: usize,
     pub pending_edges: usize,
     pub expired_edges: u64,
@@ -85,6 +88,7 @@ impl Generator {
             slack_ns: config.ingestion_time_range_slack.as_nanos().min(u64::MAX as u128) as u64,
             stale_ms: config.registry.stale_duration.as_millis().min(i64::MAX as u128) as i64,
             max_active_series: config.registry.max_active_series,
+            max_cardinality_per_label: config.registry.max_cardinality_per_label,
             series_limits: Mutex::new(HashMap::new()),
             trace_id_label: config.registry.trace_id_label_name.clone(),
             tenants: Mutex::new(HashMap::new()),
@@ -104,8 +108,8 @@ impl Generator {
         let max = self.series_limits.lock().unwrap().get(tenant).copied().unwrap_or(self.max_active_series);
         let t = Arc::new(Mutex::new(Tenant {
             budget: Budget { max, ..Budget::default() },
-            spans: self.span_metrics.as_ref().map(SpanMetrics::series),
-            graph: self.service_graph.as_ref().map(ServiceGraph::graph),
+            spans: self.span_metrics.as_ref().map(|s| s.series().with_cardinality(self.max_cardinality_per_label)),
+            graph: self.service_graph.as_ref().map(|s| s.graph(self.max_cardinality_per_label)),
             key: String::new(),
             counts: Counts::default(),
         }));
@@ -199,6 +203,8 @@ impl Generator {
         let g = t.lock().unwrap();
         let mut c = g.counts.clone();
         c.series_limited = g.budget.limited;
+        c.label_values_limited = g.spans.as_ref().map_or(0, |m| m.cardinality_limited())
+            + g.graph.as_ref().map_or(0, |gr| gr.edges.cardinality_limited());
         c.active_series = g.budget.used;
         if let Some(graph) = &g.graph {
             c.pending_edges = graph.store.len();

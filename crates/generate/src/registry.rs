@@ -1,7 +1,7 @@
 //! Bounded series storage: one map per label-set shape, a per-tenant series budget shared by
 //! all of them, overflow folding, staleness, and histograms with exemplars.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::{Exemplar, Histogram, Labels, Series};
@@ -46,6 +46,63 @@ pub(crate) struct Entry<T> {
     pub data: T,
 }
 
+/// The value a label takes once it has `max_cardinality_per_label` others (Tempo's).
+pub const CARDINALITY_OVERFLOW: &str = "__cardinality_overflow__";
+
+/// Distinct values per label position, each capped: a new value past the cap is replaced by
+/// [`CARDINALITY_OVERFLOW`], so one runaway label (a span name with an ID in it) cannot use
+/// the whole series budget.
+struct Cardinality {
+    limit: usize,
+    seen: Vec<HashSet<Box<str>>>,
+    /// Observations whose labels were capped.
+    limited: u64,
+}
+
+impl Cardinality {
+    /// The key with over-limit values replaced, or None when every value is allowed.
+    fn cap(&mut self, key: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut changed = false;
+        for (i, v) in key.split_terminator(SEP).enumerate() {
+            if i >= self.seen.len() {
+                self.seen.push(HashSet::new());
+            }
+            let seen = &mut self.seen[i];
+            let v = if seen.contains(v) || v.is_empty() {
+                v
+            } else if seen.len() < self.limit {
+                seen.insert(v.into());
+                v
+            } else {
+                changed = true;
+                CARDINALITY_OVERFLOW
+            };
+            out.push_str(v);
+            out.push(SEP);
+        }
+        if changed {
+            self.limited += 1;
+        }
+        changed.then_some(out)
+    }
+
+    /// Forgets values no series holds any more.
+    fn rebuild<'a>(&mut self, keys: impl Iterator<Item = &'a str>) {
+        self.seen.iter_mut().for_each(HashSet::clear);
+        for key in keys {
+            for (i, v) in key.split_terminator(SEP).enumerate() {
+                if let Some(seen) = self.seen.get_mut(i)
+                    && !v.is_empty()
+                    && v != CARDINALITY_OVERFLOW
+                {
+                    seen.insert(v.into());
+                }
+            }
+        }
+    }
+}
+
 /// Series of one shape (one set of label names), keyed by their joined label values.
 pub(crate) struct SeriesMap<T> {
     pub names: Arc<[String]>,
@@ -54,11 +111,23 @@ pub(crate) struct SeriesMap<T> {
     map: HashMap<Box<str>, Entry<T>>,
     /// Where observations go once the budget is spent: `metric_overflow="true"`.
     overflow: Option<Entry<T>>,
+    cardinality: Option<Cardinality>,
 }
 
 impl<T> SeriesMap<T> {
     pub fn new(names: Vec<String>, cost: usize) -> SeriesMap<T> {
-        SeriesMap { names: names.into(), cost, map: HashMap::new(), overflow: None }
+        SeriesMap { names: names.into(), cost, map: HashMap::new(), overflow: None, cardinality: None }
+    }
+
+    /// Caps every label at `limit` distinct values (0: no cap).
+    pub fn with_cardinality(mut self, limit: usize) -> SeriesMap<T> {
+        self.cardinality = (limit > 0).then(|| Cardinality { limit, seen: Vec::new(), limited: 0 });
+        self
+    }
+
+    /// Observations whose labels were capped.
+    pub fn cardinality_limited(&self) -> u64 {
+        self.cardinality.as_ref().map_or(0, |c| c.limited)
     }
 
     pub fn len(&self) -> usize {
@@ -68,6 +137,12 @@ impl<T> SeriesMap<T> {
     /// The series for `key`, created with `make` while the budget allows, else the overflow
     /// series (which is outside the budget: one per shape).
     pub fn entry(&mut self, key: &str, budget: &mut Budget, now_ms: i64, make: impl FnOnce() -> T) -> &mut T {
+        // Only a new series can bring a new label value.
+        let capped = match &mut self.cardinality {
+            Some(c) if !self.map.contains_key(key) => c.cap(key),
+            _ => None,
+        };
+        let key = capped.as_deref().unwrap_or(key);
         // Two lookups on the rare miss keep the common hit free of allocation.
         let e = if self.map.contains_key(key) {
             self.map.get_mut(key).expect("present")
@@ -84,6 +159,7 @@ impl<T> SeriesMap<T> {
     /// Drops series last updated before `before_ms`, returning their budget.
     pub fn remove_stale(&mut self, before_ms: i64, budget: &mut Budget) {
         let cost = self.cost;
+        let before = self.map.len();
         self.map.retain(|_, e| {
             let keep = e.updated_ms >= before_ms;
             if !keep {
@@ -91,6 +167,11 @@ impl<T> SeriesMap<T> {
             }
             keep
         });
+        if let Some(c) = &mut self.cardinality
+            && self.map.len() < before
+        {
+            c.rebuild(self.map.keys().map(|k| &**k));
+        }
         if self.overflow.as_ref().is_some_and(|e| e.updated_ms < before_ms) {
             self.overflow = None;
         }
@@ -233,6 +314,30 @@ mod tests {
         assert_eq!(v.counts, [2.0, 2.0, 1.0]);
         assert_eq!(v.count, 5.0);
         assert!((v.sum - 5.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn label_values_past_the_cap_become_one_overflow_value() {
+        let mut budget = Budget::default();
+        let mut m: SeriesMap<f64> = SeriesMap::new(vec!["service".into(), "span_name".into()], 1).with_cardinality(2);
+        for (i, key) in ["a\0/1\0", "a\0/2\0", "a\0/3\0", "b\0/4\0", "a\0/1\0"].iter().enumerate() {
+            *m.entry(key, &mut budget, i as i64, || 0.0) += 1.0;
+        }
+        let mut seen = Vec::new();
+        m.each(|labels, e| seen.push((labels.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" "), e.data)));
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        let o = CARDINALITY_OVERFLOW;
+        assert_eq!(
+            seen,
+            [("a /1".into(), 2.0), ("a /2".into(), 1.0), (format!("a {o}"), 1.0), (format!("b {o}"), 1.0)]
+        );
+        assert_eq!(m.cardinality_limited(), 2, "/3 and /4");
+        // Once /1 and /2 go stale, new values fit again.
+        m.remove_stale(4, &mut budget);
+        *m.entry("a\0/5\0", &mut budget, 5, || 0.0) += 1.0;
+        let mut names = Vec::new();
+        m.each(|labels, _| names.push(labels[1].1.clone()));
+        assert!(names.contains(&"/5".to_string()), "{names:?}");
     }
 
     #[test]

@@ -138,13 +138,13 @@ impl ServiceGraph {
         }
     }
 
-    pub fn graph(&self) -> Graph {
+    pub fn graph(&self, max_cardinality_per_label: usize) -> Graph {
         let hist = self.bounds.len() + 3;
         let cost = 2 + 2 * hist + if self.messaging_latency { hist } else { 0 };
         let side = |n: &str| SeriesMap::new(vec![n.to_string()], 1);
         Graph {
             store: Store::default(),
-            edges: SeriesMap::new(self.label_names.clone(), cost),
+            edges: SeriesMap::new(self.label_names.clone(), cost).with_cardinality(max_cardinality_per_label),
             unpaired: [side("client"), side("server")],
             dropped: [side("client"), side("server")],
             expired: 0,

@@ -316,6 +316,25 @@ fn a_tenant_can_have_its_own_series_budget() {
 }
 
 #[test]
+fn a_runaway_label_is_capped() {
+    let g = generator(|c| {
+        c.registry.max_cardinality_per_label = 3;
+        c.processors = vec!["span-metrics".into()];
+    });
+    // A span name with an ID in it: every span a new value.
+    let spans: Vec<S> = (1..=10u8)
+        .map(|i| S { name: Box::leak(format!("GET /users/{i}").into_boxed_str()), ..span(1, i, 0, SERVER) })
+        .collect();
+    g.observe(T, &request(svc("A"), &spans), NOW);
+    let calls = counter(&g.snapshot(T), "traces_spanmetrics_calls_total");
+    let names: Vec<&str> =
+        calls.iter().map(|(l, _)| l.split(",span_name=").nth(1).unwrap().split(',').next().unwrap()).collect();
+    assert_eq!(names, ["GET /users/1", "GET /users/2", "GET /users/3", "__cardinality_overflow__"]);
+    assert_eq!(calls[3].1, 7.0, "every span is still counted");
+    assert_eq!(g.counts(T).label_values_limited, 7);
+}
+
+#[test]
 fn old_spans_are_not_counted() {
     let g = generator(|_| {});
     g.observe(T, &request(svc("A"), &[span(1, 1, 0, SERVER)]), NOW + 31_000 * MS);

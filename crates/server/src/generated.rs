@@ -62,6 +62,7 @@ pub fn publish(g: &Generator, m: &crate::metrics::Metrics) {
         );
         m.set("spoor_generator_active_series", &t, c.active_series as f64);
         m.set("spoor_generator_series_limited_total", &t, c.series_limited as f64);
+        m.set("spoor_generator_label_values_limited_total", &t, c.label_values_limited as f64);
         m.set("spoor_generator_pending_edges", &t, c.pending_edges as f64);
         m.set("spoor_generator_expired_edges_total", &t, c.expired_edges as f64);
         m.set("spoor_generator_dropped_spans_total", &t, c.dropped_spans as f64);

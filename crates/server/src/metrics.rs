@@ -91,6 +91,11 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     ("spoor_remote_write_bytes_total", "counter", "Compressed bytes delivered to remote_write endpoints, by endpoint."),
     ("spoor_remote_write_seconds_total", "counter", "Time spent in remote_write requests (not waits between retries)."),
+    (
+        "spoor_generator_label_values_limited_total",
+        "counter",
+        "Observations whose label value became __cardinality_overflow__ (max_cardinality_per_label), by tenant.",
+    ),
     ("spoor_generator_pending_edges", "gauge", "Service-graph half edges waiting for their other half, by tenant."),
     (
         "spoor_generator_expired_edges_total",

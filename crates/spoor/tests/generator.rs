@@ -170,3 +170,22 @@ async fn spans_are_counted_before_tail_sampling_and_generator_can_be_off() {
     let (_, text) = scrape(&s, "", "text/plain").await;
     assert_eq!(text, "", "the generator is off");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_label_values_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = QUIET.to_vec();
+    env.push(("SPOOR__METRICS_GENERATOR__REGISTRY__MAX_CARDINALITY_PER_LABEL", "2"));
+    let s = Server::start(&dir.path().join("data"), &env);
+    send(&s, None, body("users", 1, &["GET /u/1", "GET /u/2", "GET /u/3", "GET /u/4", "GET /u/5"], false)).await;
+    let (_, text) = scrape(&s, "", "text/plain").await;
+    let prefix = "traces_spanmetrics_calls_total{service=\"users\",span_kind=\"SPAN_KIND_SERVER\",span_name=";
+    let names: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+    assert_eq!(names.len(), 3, "{text}");
+    assert_eq!(
+        sample(&text, &format!("{prefix}\"__cardinality_overflow__\",status_code=\"STATUS_CODE_UNSET\"}}")),
+        Some(3.0)
+    );
+    let own = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(own.contains("spoor_generator_label_values_limited_total{tenant=\"single-tenant\"} 3"), "{own}");
+}
