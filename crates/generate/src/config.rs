@@ -156,6 +156,8 @@ pub struct SpanMetricsConfig {
     pub span_multiplier_key: String,
     /// Attach trace and span IDs to latency observations.
     pub exemplars: bool,
+    /// Which spans count (all when empty): see [`crate::filter`].
+    pub filter_policies: Vec<crate::filter::FilterPolicy>,
 }
 
 impl Default for SpanMetricsConfig {
@@ -167,6 +169,7 @@ impl Default for SpanMetricsConfig {
             subprocessors: vec!["calls".into(), "latency".into(), "size".into()],
             span_multiplier_key: String::new(),
             exemplars: true,
+            filter_policies: Vec::new(),
         }
     }
 }
@@ -253,6 +256,7 @@ impl<R> GeneratorConfig<R> {
                 return bad("span_metrics.dimensions", "an empty attribute name".into());
             }
         }
+        crate::filter::Filter::new(&self.span_metrics.filter_policies)?;
         if self.service_graphs.max_items == 0 {
             return bad("service_graphs.max_items", "must be at least 1".into());
         }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod expose;
+pub mod filter;
 mod labels;
 mod registry;
 pub mod remote;
@@ -83,7 +84,10 @@ impl Generator {
     pub fn new<R>(config: &GeneratorConfig<R>) -> Result<Generator, Error> {
         config.validate()?;
         Ok(Generator {
-            span_metrics: config.enabled(config::SPAN_METRICS).then(|| SpanMetrics::new(&config.span_metrics)),
+            span_metrics: config
+                .enabled(config::SPAN_METRICS)
+                .then(|| SpanMetrics::new(&config.span_metrics))
+                .transpose()?,
             service_graph: config.enabled(config::SERVICE_GRAPHS).then(|| ServiceGraph::new(&config.service_graphs)),
             slack_ns: config.ingestion_time_range_slack.as_nanos().min(u64::MAX as u128) as u64,
             stale_ms: config.registry.stale_duration.as_millis().min(i64::MAX as u128) as i64,

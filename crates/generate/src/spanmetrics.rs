@@ -27,6 +27,7 @@ pub(crate) struct SpanMetrics {
     size: bool,
     exemplars: bool,
     multiplier_key: String,
+    filter: crate::filter::Filter,
 }
 
 pub(crate) struct SpanSeries {
@@ -36,7 +37,7 @@ pub(crate) struct SpanSeries {
 }
 
 impl SpanMetrics {
-    pub fn new(cfg: &SpanMetricsConfig) -> SpanMetrics {
+    pub fn new(cfg: &SpanMetricsConfig) -> Result<SpanMetrics, crate::Error> {
         let i = &cfg.intrinsic_dimensions;
         let mut names: Vec<String> = [
             (i.service, "service"),
@@ -52,7 +53,8 @@ impl SpanMetrics {
         let intrinsic = ["service", "span_name", "span_kind", "status_code", "status_message"];
         names.extend(labels::dimension_labels(cfg.dimensions.iter().map(|d| d.name()), &intrinsic));
         let has = |s: &str| cfg.subprocessors.iter().any(|p| p == s);
-        SpanMetrics {
+        Ok(SpanMetrics {
+            filter: crate::filter::Filter::new(&cfg.filter_policies)?,
             bounds: cfg.histogram_buckets.clone().into(),
             intrinsics: i.clone(),
             dimensions: cfg.dimensions.iter().map(|d| (d.name().to_string(), d.default_value().to_string())).collect(),
@@ -62,7 +64,7 @@ impl SpanMetrics {
             size: has("size"),
             exemplars: cfg.exemplars,
             multiplier_key: cfg.span_multiplier_key.clone(),
-        }
+        })
     }
 
     pub fn series(&self) -> SeriesMap<SpanSeries> {
@@ -73,6 +75,9 @@ impl SpanMetrics {
 
     pub fn observe(&self, map: &mut SeriesMap<SpanSeries>, budget: &mut Budget, key: &mut String, o: &Observation) {
         let span = o.span;
+        if !self.filter.is_empty() && !self.filter.keeps(o.resource, span) {
+            return;
+        }
         key.clear();
         let i = &self.intrinsics;
         if i.service {

@@ -335,6 +335,26 @@ fn a_runaway_label_is_capped() {
 }
 
 #[test]
+fn filter_policies_choose_the_spans_counted() {
+    let yaml = "span_metrics:\n  filter_policies:\n    - include: {match_type: strict, attributes: [{key: kind, value: SPAN_KIND_SERVER}]}\n      exclude: {match_type: regex, attributes: [{key: name, value: health}]}\n";
+    let c: GeneratorConfig = serde_saphyr::from_str(yaml).unwrap();
+    let g = Generator::new(&c).unwrap();
+    let spans = [
+        S { name: "GET /x", ..span(1, 1, 0, SERVER) },
+        S { name: "GET /healthz", ..span(1, 2, 0, SERVER) },
+        S { name: "SELECT", ..span(1, 3, 1, CLIENT) },
+    ];
+    g.observe(T, &request(svc("A"), &spans), NOW);
+    let calls = counter(&g.snapshot(T), "traces_spanmetrics_calls_total");
+    assert_eq!(
+        calls,
+        [("service=A,span_kind=SPAN_KIND_SERVER,span_name=GET /x,status_code=STATUS_CODE_UNSET".to_string(), 1.0)]
+    );
+    // The service graph still sees every span.
+    assert_eq!(counter(&g.snapshot(T), "traces_service_graph_request_total").len(), 1);
+}
+
+#[test]
 fn old_spans_are_not_counted() {
     let g = generator(|_| {});
     g.observe(T, &request(svc("A"), &[span(1, 1, 0, SERVER)]), NOW + 31_000 * MS);

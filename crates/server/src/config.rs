@@ -486,6 +486,10 @@ mod tests {
             ("metrics_generator:\n  processors: [local-blocks]\n", "metrics_generator.processors: unknown processor"),
             ("metrics_generator:\n  remote_write: [{url: \"https://p:9090/api/v1/write\"}]\n", "remote_write[0]"),
             ("metrics_generator:\n  service_graphs: {wait: soon}\n", "invalid duration"),
+            (
+                "metrics_generator:\n  span_metrics:\n    filter_policies: [{include: {attributes: [{key: http.method, value: GET}]}}]\n",
+                "span_metrics.filter_policies[0].include: key \"http.method\"",
+            ),
         ] {
             std::fs::write(&file, yaml).unwrap();
             let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
