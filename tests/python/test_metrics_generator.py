@@ -48,12 +48,23 @@ SCRAPED = 'job="spoor"'
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, prometheus_factory):
     """Spoor (multi-tenant, generator pushing every second) and a Prometheus scraping it."""
+    yield from start_stack(tmp_path_factory, prometheus_factory, native=False)
+
+
+@pytest.fixture(scope="module")
+def native_stack(tmp_path_factory: pytest.TempPathFactory, prometheus_factory):
+    """The same with native histograms pushed too, to a Prometheus that stores them."""
+    yield from start_stack(tmp_path_factory, prometheus_factory, native=True)
+
+
+def start_stack(tmp_path_factory, prometheus_factory, native: bool):
     base = tmp_path_factory.mktemp("generator")
     grpc_port, http_port, api_port = _free_ports(3)
     api = f"127.0.0.1:{api_port}"
     prom = prometheus_factory(
         scrape=[ScrapeJob([api], job_name="spoor", metrics_path="/metrics/generated")],
         rule_files=sorted((REPO / "deploy" / "prometheus").glob("*.rules.yml")),
+        extra_args=["--enable-feature=native-histograms"] if native else [],
     )
     config = base / "spoor.yaml"
     config.write_text(
@@ -62,6 +73,7 @@ tenancy:
   multitenancy_enabled: true
 metrics_generator:
   collection_interval: 1s
+  generate_native_histograms: {"both" if native else "classic"}
   service_graphs:
     wait: 2s
   remote_write:
@@ -327,3 +339,25 @@ def test_spoor_reports_its_generator(stack):
     assert f'spoor_generator_spans_total{{tenant="{TENANT}"}} {total_spans}' in body
     assert 'spoor_remote_write_requests_total{endpoint="prometheus",outcome="ok"}' in body
     assert 'outcome="failed_permanent"' not in body
+
+
+def test_native_histograms_reach_prometheus(native_stack):
+    """With `generate_native_histograms: both`, remote_write carries native histograms that
+    Prometheus (with --enable-feature=native-histograms) stores and PromQL reads, beside the
+    classic bucket series."""
+    _, prom, _ = native_stack
+    selector = f'traces_spanmetrics_latency{{{REMOTE},service="backstage",span_name="GET /api/catalog"}}'
+    count = prom.wait_for(f"histogram_count({selector})", has_value(PORTAL_FLOWS), timeout=60)
+    assert float(count[0]["value"][1]) == PORTAL_FLOWS
+    total = prom.query(f"histogram_sum({selector})")
+    assert abs(float(total[0]["value"][1]) - PORTAL_FLOWS * 0.030) < 1e-6
+    # 30 ms spans: the median lies in the native bucket holding 0.030 (buckets ~9 % wide).
+    p50 = prom.query(f"histogram_quantile(0.5, {selector})")
+    assert 0.030 / 1.1 < float(p50[0]["value"][1]) < 0.030 * 1.1, p50
+    # Grafana's service map on native histograms: server latency of jenkins -> argocd (250 ms).
+    edge = f'traces_service_graph_request_server_seconds{{{REMOTE},client="jenkins",server="argocd"}}'
+    prom.wait_for(f"histogram_count({edge})", has_value(PIPELINES), timeout=60)
+    # The classic series are still there ("both").
+    classic = prom.query(f'traces_spanmetrics_latency_count{{{REMOTE},service="backstage",span_name="GET /api/catalog"}}')
+    assert [float(r["value"][1]) for r in classic] == [PORTAL_FLOWS]
+

@@ -31,6 +31,10 @@ pub struct GeneratorConfig<R = ()> {
     /// otherwise land in the current rate). `0s`: count everything.
     #[serde(with = "duration")]
     pub ingestion_time_range_slack: Duration,
+    /// Histograms as classic `_bucket` series, native (exponential) histograms, or both.
+    /// Native ones go out through remote_write only (Prometheus needs
+    /// `--enable-feature=native-histograms`); a scrape always shows the classic ones.
+    pub generate_native_histograms: HistogramKinds,
     pub registry: RegistryConfig,
     pub span_metrics: SpanMetricsConfig,
     pub service_graphs: ServiceGraphConfig,
@@ -44,11 +48,27 @@ impl<R> Default for GeneratorConfig<R> {
             processors: vec![SPAN_METRICS.into(), SERVICE_GRAPHS.into()],
             collection_interval: Duration::from_secs(15),
             ingestion_time_range_slack: Duration::from_secs(30),
+            generate_native_histograms: HistogramKinds::Classic,
             registry: RegistryConfig::default(),
             span_metrics: SpanMetricsConfig::default(),
             service_graphs: ServiceGraphConfig::default(),
             remote_write: Vec::new(),
         }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HistogramKinds {
+    #[default]
+    Classic,
+    Native,
+    Both,
+}
+
+impl HistogramKinds {
+    pub(crate) fn kinds(self) -> crate::registry::Kinds {
+        crate::registry::Kinds { classic: self != HistogramKinds::Native, native: self != HistogramKinds::Classic }
     }
 }
 

@@ -178,6 +178,8 @@ mod tests {
                             None,
                             None,
                         ],
+                        classic: true,
+                        native: None,
                     }),
                     updated_ms: 0,
                     created_ms: 0,

@@ -86,9 +86,11 @@ impl Generator {
         Ok(Generator {
             span_metrics: config
                 .enabled(config::SPAN_METRICS)
-                .then(|| SpanMetrics::new(&config.span_metrics))
+                .then(|| SpanMetrics::new(&config.span_metrics, config.generate_native_histograms.kinds()))
                 .transpose()?,
-            service_graph: config.enabled(config::SERVICE_GRAPHS).then(|| ServiceGraph::new(&config.service_graphs)),
+            service_graph: config
+                .enabled(config::SERVICE_GRAPHS)
+                .then(|| ServiceGraph::new(&config.service_graphs, config.generate_native_histograms.kinds())),
             slack_ns: config.ingestion_time_range_slack.as_nanos().min(u64::MAX as u128) as u64,
             stale_ms: config.registry.stale_duration.as_millis().min(i64::MAX as u128) as i64,
             max_active_series: config.registry.max_active_series,
@@ -271,6 +273,23 @@ pub struct Histogram {
     pub count: f64,
     /// At most one exemplar per bucket (the latest), `None` where there is none.
     pub exemplars: Vec<Option<Exemplar>>,
+    /// Whether remote_write sends the classic `_bucket`/`_sum`/`_count` series (a scrape
+    /// always shows them: the text formats cannot carry native histograms).
+    pub classic: bool,
+    /// The same observations as a native (exponential) histogram, when enabled.
+    pub native: Option<NativeHistogram>,
+}
+
+/// An exponential ("native") histogram: bucket `i` holds values in
+/// `(base^(i-1), base^i]` with `base = 2^(2^-schema)`; values up to `zero_threshold` go to
+/// the zero bucket. Only positive values occur (durations).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NativeHistogram {
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: f64,
+    /// (bucket index, count), ascending by index, counts not cumulative.
+    pub buckets: Vec<(i32, f64)>,
 }
 
 /// A sample pointing at the span behind it: labels `traceID` and `spanID` (hex).

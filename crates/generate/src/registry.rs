@@ -227,16 +227,67 @@ pub(crate) struct Hist {
     count: f64,
     /// The latest exemplar per bucket; empty when exemplars are off.
     exemplars: Box<[Option<Ex>]>,
+    classic: bool,
+    native: Option<Native>,
+}
+
+/// Which histograms a series keeps (Tempo's `generate_native_histograms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kinds {
+    pub classic: bool,
+    pub native: bool,
+}
+
+/// Native histogram state: sparse exponential buckets, coarsened when there are too many.
+#[derive(Clone, Debug)]
+struct Native {
+    schema: i32,
+    zero_count: f64,
+    buckets: std::collections::BTreeMap<i32, f64>,
+}
+
+/// The finest schema used: buckets grow by 2^(1/8), about 9 % apart.
+const NATIVE_SCHEMA: i32 = 3;
+/// Past this many buckets the schema halves its resolution (Prometheus clients' default).
+const NATIVE_MAX_BUCKETS: usize = 160;
+/// Values at or below this go to the zero bucket (Prometheus clients' default, 2^-128).
+pub(crate) const NATIVE_ZERO_THRESHOLD: f64 = 2.938735877055719e-39;
+
+impl Native {
+    fn observe(&mut self, value: f64, weight: f64) {
+        if value <= NATIVE_ZERO_THRESHOLD {
+            self.zero_count += weight;
+            return;
+        }
+        // Bucket i holds (base^(i-1), base^i]: i = ceil(log2(v) * 2^schema).
+        let index = (value.log2() * 2f64.powi(self.schema)).ceil();
+        let index = index.clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+        *self.buckets.entry(index).or_insert(0.0) += weight;
+        while self.buckets.len() > NATIVE_MAX_BUCKETS && self.schema > -4 {
+            // Each bucket of the coarser schema is two of the finer one: ceil(i / 2).
+            self.schema -= 1;
+            let old = std::mem::take(&mut self.buckets);
+            for (i, c) in old {
+                *self.buckets.entry((i + 1).div_euclid(2)).or_insert(0.0) += c;
+            }
+        }
+    }
 }
 
 impl Hist {
-    pub fn new(bounds: &[f64], exemplars: bool) -> Hist {
+    pub fn new(bounds: &[f64], exemplars: bool, kinds: Kinds) -> Hist {
         let n = bounds.len() + 1;
         Hist {
             counts: vec![0.0; n].into(),
             sum: 0.0,
             count: 0.0,
             exemplars: if exemplars { vec![None; n].into() } else { Box::default() },
+            classic: kinds.classic,
+            native: kinds.native.then(|| Native {
+                schema: NATIVE_SCHEMA,
+                zero_count: 0.0,
+                buckets: Default::default(),
+            }),
         }
     }
 
@@ -246,6 +297,9 @@ impl Hist {
         self.counts[i] += weight;
         self.sum += value * weight;
         self.count += weight;
+        if let Some(n) = &mut self.native {
+            n.observe(value, weight);
+        }
         if let (Some(slot), Some(ex)) = (self.exemplars.get_mut(i), exemplar) {
             *slot = Some(ex);
         }
@@ -262,6 +316,13 @@ impl Hist {
             } else {
                 self.exemplars.iter().map(|e| e.map(|e| exemplar(&e, trace_label))).collect()
             },
+            classic: self.classic,
+            native: self.native.as_ref().map(|n| crate::NativeHistogram {
+                schema: n.schema,
+                zero_threshold: NATIVE_ZERO_THRESHOLD,
+                zero_count: n.zero_count,
+                buckets: n.buckets.iter().map(|(i, c)| (*i, *c)).collect(),
+            }),
         }
     }
 }
@@ -306,7 +367,7 @@ mod tests {
     #[test]
     fn histogram_bounds_are_inclusive() {
         let bounds = [0.1, 0.2];
-        let mut h = Hist::new(&bounds, false);
+        let mut h = Hist::new(&bounds, false, Kinds { classic: true, native: true });
         for v in [0.05, 0.1, 0.15, 0.2, 5.0] {
             h.observe(&bounds, v, 1.0, None);
         }
@@ -314,6 +375,30 @@ mod tests {
         assert_eq!(v.counts, [2.0, 2.0, 1.0]);
         assert_eq!(v.count, 5.0);
         assert!((v.sum - 5.5).abs() < 1e-9);
+        // Native, schema 3: 0.1 is in (2^(-27/8), 2^(-26/8)], i.e. bucket -26.
+        let n = v.native.unwrap();
+        assert_eq!(n.schema, 3);
+        assert_eq!(n.buckets.iter().map(|b| b.1).sum::<f64>(), 5.0);
+        assert!(n.buckets.contains(&(-26, 1.0)), "{:?}", n.buckets);
+    }
+
+    #[test]
+    fn native_buckets_coarsen_past_the_limit() {
+        let mut h = Hist::new(&[], false, Kinds { classic: false, native: true });
+        // 1 µs to 1000 s, 1000 values spread log-uniformly: about 240 schema-3 buckets.
+        let v = |k: usize| 10f64.powf(-6.0 + 9.0 * k as f64 / 1000.0);
+        for k in 0..1000 {
+            h.observe(&[], v(k), 1.0, None);
+        }
+        h.observe(&[], 0.0, 1.0, None);
+        let n = h.to_value(&Arc::from(&[][..]), "traceID").native.unwrap();
+        assert!(n.schema < 3 && n.buckets.len() <= 160, "schema {} with {} buckets", n.schema, n.buckets.len());
+        assert_eq!(n.buckets.iter().map(|b| b.1).sum::<f64>(), 1000.0);
+        assert_eq!(n.zero_count, 1.0);
+        // Every value still lies in its bucket: (base^(i-1), base^i].
+        let base = 2f64.powf(2f64.powi(-n.schema));
+        let (lo, hi) = (base.powi(n.buckets[0].0 - 1), base.powi(n.buckets.last().unwrap().0));
+        assert!(lo < v(0) && hi >= v(999), "{lo} {hi}");
     }
 
     #[test]

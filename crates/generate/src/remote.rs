@@ -30,6 +30,68 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
     #[prost(message, repeated, tag = "3")]
     pub exemplars: Vec<Exemplar>,
+    /// Native histogram samples.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<NativeSample>,
+}
+
+/// `prometheus.Histogram`: one native-histogram sample, integer flavour (delta-encoded
+/// bucket counts), which every Prometheus with native histograms accepts.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NativeSample {
+    #[prost(uint64, tag = "1")]
+    pub count_int: u64,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    #[prost(uint64, tag = "6")]
+    pub zero_count_int: u64,
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+}
+
+/// `prometheus.BucketSpan`: `length` consecutive buckets, `offset` after the previous span's
+/// end (the first span's offset is its first index).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
+}
+
+/// A native histogram as one remote-write sample (counts rounded: the integer flavour).
+pub fn native_sample(h: &crate::NativeHistogram, sum: f64, count: f64, timestamp: i64) -> NativeSample {
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut deltas = Vec::with_capacity(h.buckets.len());
+    let (mut previous_index, mut previous_count) = (None::<i32>, 0i64);
+    for &(index, c) in &h.buckets {
+        let c = c.round().max(0.0) as i64;
+        match previous_index {
+            Some(p) if index == p.saturating_add(1) => spans.last_mut().expect("a span").length += 1,
+            Some(p) => spans.push(BucketSpan { offset: index.saturating_sub(p).saturating_sub(1), length: 1 }),
+            None => spans.push(BucketSpan { offset: index, length: 1 }),
+        }
+        deltas.push(c - previous_count);
+        (previous_index, previous_count) = (Some(index), c);
+    }
+    NativeSample {
+        count_int: count.round().max(0.0) as u64,
+        sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count_int: h.zero_count.round().max(0.0) as u64,
+        positive_spans: spans,
+        positive_deltas: deltas,
+        timestamp,
+    }
 }
 
 /// `prometheus.Label`.
@@ -156,6 +218,7 @@ pub fn write_request(
                     labels: labels(&base, &family.name, None),
                     samples: sample(*v),
                     exemplars: Vec::new(),
+                    histograms: Vec::new(),
                 }),
                 Value::Histogram(h) => {
                     push_histogram(&mut req.timeseries, &family.name, &base, h, (now_ms, zero_at), exemplars_since_ms)
@@ -180,6 +243,20 @@ fn push_histogram(
     (now_ms, zero_at): (i64, Option<i64>),
     exemplars_since_ms: i64,
 ) {
+    if let Some(n) = &h.native {
+        // A new series starts from an empty histogram, as counters start from 0.
+        let empty = crate::NativeHistogram { buckets: Vec::new(), zero_count: 0.0, ..n.clone() };
+        let zero = zero_at.map(|t| native_sample(&empty, 0.0, 0.0, t));
+        out.push(TimeSeries {
+            labels: labels(base, name, None),
+            samples: Vec::new(),
+            exemplars: Vec::new(),
+            histograms: zero.into_iter().chain([native_sample(n, h.sum, h.count, now_ms)]).collect(),
+        });
+    }
+    if !h.classic {
+        return;
+    }
     let bucket_name = format!("{name}_bucket");
     let exemplar = |i: usize| -> Vec<Exemplar> {
         match h.exemplars.get(i) {
@@ -204,6 +281,7 @@ fn push_histogram(
             labels: labels(base, &bucket_name, Some(&format_float(*bound))),
             samples: samples(cumulative, now_ms, zero_at),
             exemplars: exemplar(i),
+            histograms: Vec::new(),
         });
     }
     // The +Inf bucket holds whatever is past the last bound (any surplus counts too), so it
@@ -213,16 +291,19 @@ fn push_histogram(
         labels: labels(base, &bucket_name, Some("+Inf")),
         samples: samples(cumulative, now_ms, zero_at),
         exemplars: exemplar(h.bounds.len()),
+        histograms: Vec::new(),
     });
     out.push(TimeSeries {
         labels: labels(base, &format!("{name}_sum"), None),
         samples: samples(h.sum, now_ms, zero_at),
         exemplars: Vec::new(),
+        histograms: Vec::new(),
     });
     out.push(TimeSeries {
         labels: labels(base, &format!("{name}_count"), None),
         samples: samples(h.count, now_ms, zero_at),
         exemplars: Vec::new(),
+        histograms: Vec::new(),
     });
 }
 
@@ -288,7 +369,7 @@ pub fn format_float(v: f64) -> String {
 
 /// Samples in a request (one per series as built here), for the sender's counters.
 pub fn sample_count(req: &WriteRequest) -> u64 {
-    req.timeseries.iter().map(|t| t.samples.len() as u64).sum()
+    req.timeseries.iter().map(|t| (t.samples.len() + t.histograms.len()) as u64).sum()
 }
 
 /// Exemplars in a request.
@@ -378,6 +459,8 @@ mod tests {
                     sum: 21.5,
                     count: 7.0,
                     exemplars: vec![Some(exemplar("aa", 0.05, 1_000)), None, None, Some(exemplar("bb", 9.0, 2_000))],
+                    classic: true,
+                    native: None,
                 }),
                 updated_ms: 5,
                 created_ms: 5,
@@ -596,6 +679,7 @@ mod tests {
                 labels: vec![Label { name: "a".into(), value: "b".into() }],
                 samples: vec![Sample { value: 1.0, timestamp: 2 }],
                 exemplars: vec![],
+                histograms: vec![],
             }],
             metadata: vec![MetricMetadata {
                 r#type: MetricType::Histogram as i32,
@@ -633,5 +717,33 @@ mod tests {
         f.series[0].created_ms = 9_000;
         let req = write_request(&[f], &vec![], 5_000, i64::MIN, 4_000);
         assert_eq!(req.timeseries[0].samples[0].timestamp, 4_999);
+    }
+
+    #[test]
+    fn native_histograms_encode_as_spans_and_deltas() {
+        let n = crate::NativeHistogram {
+            schema: 3,
+            zero_threshold: 1e-9,
+            zero_count: 1.0,
+            buckets: vec![(-2, 1.0), (-1, 3.0), (2, 2.0)],
+        };
+        let s = native_sample(&n, 4.5, 7.0, 9);
+        assert_eq!(s.positive_spans, [BucketSpan { offset: -2, length: 2 }, BucketSpan { offset: 2, length: 1 }]);
+        assert_eq!(s.positive_deltas, [1, 2, -1]);
+        assert_eq!((s.count_int, s.zero_count_int, s.schema, s.timestamp), (7, 1, 3, 9));
+        // In a request: one series named after the family, no le, classic series only when asked.
+        let mut f = histogram_family();
+        if let Value::Histogram(h) = &mut f.series[0].value {
+            h.native = Some(n);
+            h.classic = false;
+        }
+        let req = write_request(&[f], &vec![], 3_000, i64::MIN, i64::MAX);
+        assert_eq!(req.timeseries.len(), 1);
+        let ts = &req.timeseries[0];
+        assert!(ts.labels.iter().any(|l| l.name == "__name__" && !l.value.ends_with("_bucket")));
+        assert!(!ts.labels.iter().any(|l| l.name == "le"));
+        assert_eq!((ts.samples.len(), ts.histograms.len()), (0, 1));
+        let back = decode(&encode(&req).unwrap(), 1 << 20).unwrap();
+        assert_eq!(back.timeseries[0].histograms[0], ts.histograms[0]);
     }
 }

@@ -10,7 +10,7 @@ use spoor_model::otlp::{KeyValue, Span};
 
 use crate::config::ServiceGraphConfig;
 use crate::labels;
-use crate::registry::{Budget, Hist, SeriesMap, counters, histograms, push_key};
+use crate::registry::{Budget, Hist, Kinds, SeriesMap, counters, histograms, push_key};
 use crate::spanmetrics::{duration_secs, id, multiplier};
 use crate::{Family, Kind, Observation};
 
@@ -39,6 +39,7 @@ pub(crate) struct ServiceGraph {
     database_attributes: Vec<String>,
     multiplier_key: String,
     label_names: Vec<String>,
+    kinds: Kinds,
 }
 
 /// One side of a request, as its span told it.
@@ -108,7 +109,7 @@ enum Virtual {
 }
 
 impl ServiceGraph {
-    pub fn new(cfg: &ServiceGraphConfig) -> ServiceGraph {
+    pub fn new(cfg: &ServiceGraphConfig, kinds: Kinds) -> ServiceGraph {
         let mut names: Vec<String> = ["client", "server", "connection_type"].map(String::from).to_vec();
         if cfg.enable_virtual_node_label {
             names.push("virtual_node".into());
@@ -135,11 +136,12 @@ impl ServiceGraph {
             database_attributes: cfg.database_name_attributes.clone(),
             multiplier_key: cfg.span_multiplier_key.clone(),
             label_names: names,
+            kinds,
         }
     }
 
     pub fn graph(&self, max_cardinality_per_label: usize) -> Graph {
-        let hist = self.bounds.len() + 3;
+        let hist = self.bounds.len() + 3 + usize::from(self.kinds.native);
         let cost = 2 + 2 * hist + if self.messaging_latency { hist } else { 0 };
         let side = |n: &str| SeriesMap::new(vec![n.to_string()], 1);
         Graph {
@@ -282,13 +284,13 @@ impl ServiceGraph {
             Virtual::Client => server.weight,
             _ => client.weight,
         };
-        let (bounds, messaging) = (&self.bounds, self.messaging_latency);
+        let (bounds, messaging, kinds) = (&self.bounds, self.messaging_latency, self.kinds);
         let e = g.edges.entry(key, budget, now_ms, || EdgeSeries {
             total: 0.0,
             failed: 0.0,
-            server: Hist::new(bounds, false),
-            client: Hist::new(bounds, false),
-            messaging: messaging.then(|| Hist::new(bounds, false)),
+            server: Hist::new(bounds, false, kinds),
+            client: Hist::new(bounds, false, kinds),
+            messaging: messaging.then(|| Hist::new(bounds, false, kinds)),
         });
         e.total += weight;
         if client.failed || server.failed {

@@ -9,7 +9,7 @@ use spoor_model::otlp::{KeyValue, SPAN_KIND_NAMES, STATUS_CODE_NAMES, Span};
 
 use crate::config::SpanMetricsConfig;
 use crate::labels;
-use crate::registry::{Budget, Ex, Hist, SeriesMap, counters, histograms, push_key};
+use crate::registry::{Budget, Ex, Hist, Kinds, SeriesMap, counters, histograms, push_key};
 use crate::{Family, Kind, Observation};
 
 pub const CALLS: &str = "traces_spanmetrics_calls_total";
@@ -28,6 +28,7 @@ pub(crate) struct SpanMetrics {
     exemplars: bool,
     multiplier_key: String,
     filter: crate::filter::Filter,
+    kinds: Kinds,
 }
 
 pub(crate) struct SpanSeries {
@@ -37,7 +38,7 @@ pub(crate) struct SpanSeries {
 }
 
 impl SpanMetrics {
-    pub fn new(cfg: &SpanMetricsConfig) -> Result<SpanMetrics, crate::Error> {
+    pub fn new(cfg: &SpanMetricsConfig, kinds: Kinds) -> Result<SpanMetrics, crate::Error> {
         let i = &cfg.intrinsic_dimensions;
         let mut names: Vec<String> = [
             (i.service, "service"),
@@ -55,6 +56,7 @@ impl SpanMetrics {
         let has = |s: &str| cfg.subprocessors.iter().any(|p| p == s);
         Ok(SpanMetrics {
             filter: crate::filter::Filter::new(&cfg.filter_policies)?,
+            kinds,
             bounds: cfg.histogram_buckets.clone().into(),
             intrinsics: i.clone(),
             dimensions: cfg.dimensions.iter().map(|d| (d.name().to_string(), d.default_value().to_string())).collect(),
@@ -113,11 +115,11 @@ impl SpanMetrics {
         }
         let weight = multiplier(&span.attributes, &self.multiplier_key);
         let (bounds, exemplars) = (&self.bounds, self.exemplars && self.latency);
-        let latency = self.latency;
+        let (latency, kinds) = (self.latency, self.kinds);
         let s = map.entry(key, budget, o.now_ms(), || SpanSeries {
             calls: 0.0,
             size: 0.0,
-            latency: latency.then(|| Hist::new(bounds, exemplars)),
+            latency: latency.then(|| Hist::new(bounds, exemplars, kinds)),
         });
         s.calls += weight;
         if self.size {
