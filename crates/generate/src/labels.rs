@@ -47,11 +47,7 @@ pub fn push_value(out: &mut String, value: Option<&AnyValue>) -> bool {
         any_value::Value::DoubleValue(d) => {
             let _ = write!(out, "{d}");
         }
-        any_value::Value::BytesValue(b) => {
-            for byte in b {
-                let _ = write!(out, "{byte:02x}");
-            }
-        }
+        any_value::Value::BytesValue(b) => out.push_str(&spoor_model::ids::hex(b)),
         // Structured values make poor labels; their JSON form at least keeps them apart.
         any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_) => {
             let _ = write!(out, "{}", spoor_model::json::any_value_json(value.unwrap()));

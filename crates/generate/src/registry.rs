@@ -327,17 +327,12 @@ impl Hist {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 fn exemplar(e: &Ex, trace_label: &str) -> Exemplar {
     Exemplar {
-        labels: vec![(trace_label.to_string(), hex(&e.trace_id)), ("spanID".into(), hex(&e.span_id))],
+        labels: vec![
+            (trace_label.to_string(), spoor_model::ids::hex(&e.trace_id)),
+            ("spanID".into(), spoor_model::ids::hex(&e.span_id)),
+        ],
         value: e.value,
         timestamp_ms: e.timestamp_ms,
     }

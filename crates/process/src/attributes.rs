@@ -523,16 +523,7 @@ pub fn sha256_value(v: Option<&AnyValue>) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
+pub(crate) use spoor_model::ids::hex;
 
 fn convert(v: Option<&AnyValue>, to: ConvertTo) -> Option<AnyValue> {
     let v = v?.value.as_ref();

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use arrow_array::RecordBatch;
 use spoor_query::Plan;
 
@@ -31,14 +29,7 @@ fn golden() {
         ("block", common::block_batch(false)),
         ("block with dictionaries", common::block_batch(true)),
     ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "traceql"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 80, "only {} golden queries", files.len());
+    let files = common::golden_files("golden", 80);
     let mut failures = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();

@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use arrow_array::{FixedSizeBinaryArray, RecordBatch, UInt32Array};
 use spoor_query::metrics::{Grid, Label, Series, evaluate_batches};
 
@@ -123,14 +121,7 @@ fn metrics_golden() {
         ("block with dictionaries", vec![common::block_batch(true)]),
         ("one batch per trace", per_trace(&live)),
     ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/metrics_golden");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "traceql"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 25, "only {} metrics golden queries", files.len());
+    let files = common::golden_files("metrics_golden", 25);
     let mut failures = Vec::new();
     for path in &files {
         let c = case(&std::fs::read_to_string(path).unwrap());

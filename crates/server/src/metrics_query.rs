@@ -2,7 +2,7 @@
 //! and the blocks, answered in Tempo's JSON shape (tempo-compat §1.8).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -55,7 +55,7 @@ pub async fn query_json(
     raw: &str,
     instant: bool,
 ) -> Result<Json, Error> {
-    let req = request(&Params::parse(raw), instant, now(), cfg)?;
+    let req = request(&Params::parse(raw), instant, crate::pipeline::unix_nanos(), cfg)?;
     let result = metrics::query_range(head, blocks, tenants, &req).await.map_err(query_error)?;
     Ok(if instant { instant_json(&result) } else { range_json(&result, &req.grid) })
 }
@@ -65,10 +65,6 @@ pub async fn query_json(
 /// endpoint gets it reports the parse error.
 pub fn is_metrics_query(text: &str) -> bool {
     spoor_traceql::parse(text).is_ok_and(|q| matches!(q.root, Root::Metrics(_)))
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// The request from its parameters; `now` (unix ns) is the default end.

@@ -18,6 +18,7 @@ use crate::config::SearchConfig;
 use crate::error::Error;
 use crate::pipeline::Pipeline;
 use crate::tenant;
+use spoor_model::ids::hex;
 
 pub async fn handler(State(p): State<Arc<Pipeline>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let started = std::time::Instant::now();
@@ -340,10 +341,6 @@ pub fn value_json(v: &Value) -> Json {
 
 fn attributes_json(attrs: &[(String, Value)]) -> Json {
     Json::Array(attrs.iter().map(|(k, v)| json!({ "key": k, "value": value_json(v) })).collect())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn span_json(s: &SpanHit) -> Json {

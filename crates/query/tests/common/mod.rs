@@ -381,3 +381,17 @@ pub fn render(hits: &[TraceHit]) -> String {
     }
     if out.is_empty() { "no traces\n".into() } else { out }
 }
+
+/// The `.traceql` files of `tests/<dir>`, sorted; at least `min` of them (so a lost directory
+/// cannot pass as an empty one).
+pub fn golden_files(dir: &str, min: usize) -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "traceql"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= min, "only {} queries in {}", files.len(), dir.display());
+    files
+}
