@@ -83,6 +83,29 @@ fn put_field(buf: &mut Vec<u8>, tag: u32, body: &[u8]) {
     buf.extend_from_slice(body);
 }
 
+/// Spans taken out of a request by [`retain_valid`].
+#[derive(Debug, Default, PartialEq)]
+pub struct Retained {
+    pub kept: usize,
+    pub rejected: usize,
+    /// Why, as [`Split::message`] says it; empty when none were.
+    pub message: String,
+}
+
+/// Drops the spans [`split_request`] would reject, in place, for a process that forwards the
+/// request as a whole (the agent) rather than splitting it.
+pub fn retain_valid(req: &mut ExportTraceServiceRequest) -> Retained {
+    let mut rejections = Rejections::default();
+    let mut kept = 0;
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|span| rejections.check(span).is_some());
+            kept += ss.spans.len();
+        }
+    }
+    Retained { kept, rejected: rejections.total(), message: rejections.message() }
+}
+
 /// Validates every span and groups the good ones by trace. Never fails: bad spans are
 /// counted and described, good ones kept.
 pub fn split_request(req: &ExportTraceServiceRequest) -> Split {

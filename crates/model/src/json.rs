@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value, json};
 
-use crate::Error;
+use crate::error::Error;
 use crate::ids::unhex;
 use crate::otlp::*;
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use crate::Error;
+use crate::error::Error;
 use crate::otlp::{ResourceSpans, ScopeSpans, TracesData};
 
 /// The assembled trace, its span count and the bytes inspected to build it.

@@ -7,30 +7,47 @@ use std::time::Duration;
 use spoor_store::compact::Policy;
 use tokio::task::JoinSet;
 
-use crate::pipeline::Pipeline;
+use crate::config::Config;
+use crate::generated::{self, Generated};
+use crate::ingest::flush::Flusher;
+use crate::ingest::pipeline::Pipeline;
+use crate::metrics::Metrics;
+use crate::tempo::reader::Reader;
 
-pub fn spawn(p: &Arc<Pipeline>, tasks: &mut JoinSet<()>) {
-    if p.config.ingest.enabled {
-        tasks.spawn(flusher(p.clone()));
-        if p.sampling.is_some() {
-            tasks.spawn(sampler(p.clone()));
+/// The roles a process runs, as the loops need them.
+pub struct Roles<'a> {
+    pub config: &'a Config,
+    pub reader: &'a Arc<Reader>,
+    pub metrics: &'a Arc<Metrics>,
+    /// The ingest path and its flusher; absent in a query-only process.
+    pub ingest: Option<(&'a Arc<Pipeline>, &'a Arc<Flusher>)>,
+    pub generated: Option<&'a Arc<Generated>>,
+}
+
+pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
+    if let Some((pipeline, flusher)) = r.ingest {
+        tasks.spawn(flush_loop(flusher.clone()));
+        if pipeline.samples() {
+            tasks.spawn(sampler(pipeline.clone()));
         }
-        if p.generator.is_some() {
-            tasks.spawn(crate::generated::run(p.clone()));
-            if !p.remote_write.is_empty() {
-                tasks.spawn(crate::generated::push(p.clone()));
-            }
+        if pipeline.admission().memory.is_some() {
+            tasks.spawn(memory_watch(pipeline.clone(), flusher.clone(), r.metrics.clone()));
+        }
+        if !r.config.limits.overrides_file.as_os_str().is_empty() {
+            let every = Duration::from_secs(r.config.limits.overrides_poll_secs.max(1));
+            let file = r.config.limits.overrides_file.display().to_string();
+            tasks.spawn(overrides_reloader(pipeline.clone(), r.generated.cloned(), r.metrics.clone(), every, file));
         }
     }
-    tasks.spawn(poller(p.clone()));
-    if p.config.compaction.enabled {
-        tasks.spawn(compactor(p.clone()));
+    if let Some(g) = r.generated {
+        tasks.spawn(generated::run(g.clone()));
+        if g.pushes() {
+            tasks.spawn(generated::push(g.clone()));
+        }
     }
-    if p.admission.memory.is_some() {
-        tasks.spawn(memory_watch(p.clone()));
-    }
-    if !p.config.limits.overrides_file.as_os_str().is_empty() {
-        tasks.spawn(overrides_reloader(p.clone()));
+    tasks.spawn(poller(r.reader.clone(), r.metrics.clone(), r.config.storage.blocklist_poll_secs));
+    if r.config.compaction.enabled {
+        tasks.spawn(compactor(r.reader.clone(), r.metrics.clone(), r.config.clone()));
     }
 }
 
@@ -43,22 +60,23 @@ async fn sampler(p: Arc<Pipeline>) {
 }
 
 /// Samples resident memory every `check_interval`; the limiter refuses data above the soft limit.
-async fn memory_watch(p: Arc<Pipeline>) {
-    let Some(m) = &p.admission.memory else { return };
+async fn memory_watch(p: Arc<Pipeline>, flusher: Arc<Flusher>, metrics: Arc<Metrics>) {
+    let Some(m) = &p.admission().memory else { return };
     let mut over_hard = false;
     loop {
         tokio::time::sleep(m.interval()).await;
         let hard = m.check();
-        p.metrics.set("spoor_memory_resident_bytes", &[], m.rss() as f64);
+        metrics.set("spoor_memory_resident_bytes", &[], m.rss() as f64);
         if hard && !over_hard {
             tracing::warn!(rss = m.rss(), hard_limit = m.hard_limit(), "memory over the hard limit");
         }
         over_hard = hard;
         // Live traces are most of what the server holds and all it can give back on its own:
         // while refusing, write them to blocks (the WAL keeps them safe either way).
-        if m.is_refusing() && p.head.total_bytes() > 0 {
-            tracing::info!(rss = m.rss(), live_bytes = p.head.total_bytes(), "memory pressure: flushing live traces");
-            if let Err(e) = p.flush(None).await {
+        let live_bytes = flusher.head().total_bytes();
+        if m.is_refusing() && live_bytes > 0 {
+            tracing::info!(rss = m.rss(), live_bytes, "memory pressure: flushing live traces");
+            if let Err(e) = flusher.flush(None).await {
                 tracing::warn!(error = %e, "flush under memory pressure failed");
             }
         }
@@ -66,21 +84,27 @@ async fn memory_watch(p: Arc<Pipeline>) {
 }
 
 /// Re-reads the per-tenant overrides file when it changes; a broken file keeps the old limits.
-async fn overrides_reloader(p: Arc<Pipeline>) {
-    let every = Duration::from_secs(p.config.limits.overrides_poll_secs.max(1));
+async fn overrides_reloader(
+    p: Arc<Pipeline>,
+    generated: Option<Arc<Generated>>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    file: String,
+) {
     loop {
         tokio::time::sleep(every).await;
-        match p.admission.rate.reload() {
+        let rate = &p.admission().rate;
+        match rate.reload() {
             Ok(true) => {
-                p.metrics.inc("spoor_overrides_reloads_total", &[("outcome", "ok")], 1.0);
-                if let Some(g) = &p.generator {
-                    g.set_series_limits(p.admission.rate.series_limits());
+                metrics.inc("spoor_overrides_reloads_total", &[("outcome", "ok")], 1.0);
+                if let Some(g) = &generated {
+                    g.generator.set_series_limits(rate.series_limits());
                 }
-                tracing::info!(file = %p.config.limits.overrides_file.display(), "per-tenant overrides reloaded");
+                tracing::info!(file, "per-tenant overrides reloaded");
             }
             Ok(false) => {}
             Err(e) => {
-                p.metrics.inc("spoor_overrides_reloads_total", &[("outcome", "error")], 1.0);
+                metrics.inc("spoor_overrides_reloads_total", &[("outcome", "error")], 1.0);
                 tracing::warn!(error = %e, "cannot reload per-tenant overrides; keeping the previous ones");
             }
         }
@@ -88,11 +112,11 @@ async fn overrides_reloader(p: Arc<Pipeline>) {
 }
 
 /// Checks every second which tenants are due; a failed upload backs off up to 30 s.
-async fn flusher(p: Arc<Pipeline>) {
+async fn flush_loop(p: Arc<Flusher>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         tokio::time::sleep(backoff).await;
-        let Some(due) = p.due_for_flush() else { continue };
+        let Some(due) = p.due() else { continue };
         match p.flush(Some(due)).await {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(_) => backoff = (backoff * 2).min(Duration::from_secs(30)),
@@ -100,22 +124,22 @@ async fn flusher(p: Arc<Pipeline>) {
     }
 }
 
-async fn poller(p: Arc<Pipeline>) {
-    let every = Duration::from_secs(p.config.storage.blocklist_poll_secs.max(1));
+async fn poller(r: Arc<Reader>, metrics: Arc<Metrics>, poll_secs: u64) {
+    let every = Duration::from_secs(poll_secs.max(1));
     loop {
         tokio::time::sleep(every).await;
-        match p.blocks.poll().await {
-            Ok(_) => p.metrics.inc("spoor_blocklist_polls_total", &[("outcome", "ok")], 1.0),
+        match r.blocks.poll().await {
+            Ok(_) => metrics.inc("spoor_blocklist_polls_total", &[("outcome", "ok")], 1.0),
             Err(e) => {
-                p.metrics.inc("spoor_blocklist_polls_total", &[("outcome", "error")], 1.0);
+                metrics.inc("spoor_blocklist_polls_total", &[("outcome", "error")], 1.0);
                 tracing::warn!(error = %e, "blocklist poll failed");
             }
         }
     }
 }
 
-async fn compactor(p: Arc<Pipeline>) {
-    let c = &p.config.compaction;
+async fn compactor(r: Arc<Reader>, metrics: Arc<Metrics>, config: Config) {
+    let c = &config.compaction;
     let policy = Policy {
         window: Duration::from_secs(c.window_secs.max(1)),
         max_input_blocks: c.max_input_blocks.max(2),
@@ -125,7 +149,7 @@ async fn compactor(p: Arc<Pipeline>) {
     let every = Duration::from_secs(c.interval_secs.max(1));
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = compaction_cycle(&p, &policy).await {
+        if let Err(e) = compaction_cycle(&r, &metrics, &config, &policy).await {
             tracing::warn!(error = %e, "compaction cycle failed; retrying next interval");
         }
     }
@@ -133,14 +157,18 @@ async fn compactor(p: Arc<Pipeline>) {
 
 /// Cleanup first: a compacted block is merged again only once the blocks it replaced are gone,
 /// so a replaced block can never reappear.
-async fn compaction_cycle(p: &Pipeline, policy: &Policy) -> Result<(), spoor_store::Error> {
-    let m = &p.metrics;
-    let removed = p.blocks.cleanup(policy).await?;
+async fn compaction_cycle(
+    r: &Reader,
+    m: &Metrics,
+    config: &Config,
+    policy: &Policy,
+) -> Result<(), spoor_store::Error> {
+    let removed = r.blocks.cleanup(policy).await?;
     if removed > 0 {
         m.inc("spoor_blocks_deleted_total", &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
     }
-    for tenant in p.blocks.tenants() {
-        for meta in p.blocks.apply_retention(&tenant, p.config.retention.max_age(&tenant)).await? {
+    for tenant in r.blocks.tenants() {
+        for meta in r.blocks.apply_retention(&tenant, config.retention.max_age(&tenant)).await? {
             tracing::info!(tenant, block = meta.block_id, "block deleted by retention");
             m.inc("spoor_blocks_deleted_total", &[("tenant", &tenant), ("reason", "retention")], 1.0);
             let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
@@ -148,7 +176,7 @@ async fn compaction_cycle(p: &Pipeline, policy: &Policy) -> Result<(), spoor_sto
         }
         // Bounded per cycle so one busy tenant cannot starve retention of the others.
         for _ in 0..4 {
-            match p.blocks.compact_tenant(&tenant, policy).await {
+            match r.blocks.compact_tenant(&tenant, policy).await {
                 Ok(Some(c)) => {
                     tracing::info!(
                         tenant,

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
-pub use crate::agent::AgentConfig;
-pub use crate::limits::{IngestionLimits, MemoryLimiterConfig};
-pub use crate::processors::{Processor, Processors};
+pub mod agent;
+
+pub use spoor_wal::Durability;
+pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
+pub use crate::ingest::processors::{Processor, Processors};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -28,10 +30,10 @@ pub struct Config {
     /// The collector-shaped `processors:` block (scrubbing, tail sampling, memory limiter, batch).
     pub processors: Processors,
     /// `spoor agent` only: its queue and where it forwards.
-    pub agent: AgentConfig,
+    pub agent: agent::AgentConfig,
     /// Span metrics and service graphs from every span before sampling (Tempo's
     /// metrics-generator), for the scrape endpoint and remote_write.
-    pub metrics_generator: spoor_generate::GeneratorConfig<crate::remote_write::RemoteWriteConfig>,
+    pub metrics_generator: spoor_generate::GeneratorConfig<crate::generated::remote_write::RemoteWriteConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -182,13 +184,6 @@ impl RetentionConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    Fsync,
-    Os,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WalConfig {
@@ -219,63 +214,10 @@ impl Default for IngestConfig {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Per tenant.
-    pub max_live_traces: usize,
-    pub max_bytes_per_trace: usize,
-    /// Per tenant: encoded bytes of all its live traces.
-    pub max_bytes_per_tenant: usize,
-    /// All tenants together; over it: 503 / UNAVAILABLE (server-wide overload).
-    pub max_live_bytes: usize,
-    /// Retry hint sent with 429/503 refusals (the smallest one, for rate limits).
-    pub retry_after_secs: u64,
-    /// Per-tenant ingestion rates and bursts (0: unlimited); the overrides file sets them per
-    /// tenant. Bytes are measured after decompression.
-    pub ingestion_rate_limit_bytes: u64,
-    pub ingestion_burst_size_bytes: u64,
-    pub ingestion_rate_limit_spans: u64,
-    pub ingestion_burst_size_spans: u64,
-    /// Tempo-style per-tenant overrides (`overrides: {tenant: {ingestion: {...}}}`), re-read
-    /// when the file changes; empty: none.
-    pub overrides_file: PathBuf,
-    pub overrides_poll_secs: u64,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_live_traces: 1_000_000,
-            max_bytes_per_trace: 5 << 20,
-            max_bytes_per_tenant: 400 << 20,
-            max_live_bytes: 400 << 20,
-            retry_after_secs: 5,
-            ingestion_rate_limit_bytes: 0,
-            ingestion_burst_size_bytes: 0,
-            ingestion_rate_limit_spans: 0,
-            ingestion_burst_size_spans: 0,
-            overrides_file: PathBuf::new(),
-            overrides_poll_secs: 10,
-        }
-    }
-}
-
 impl Config {
     /// The memory limiter's settings (off unless configured).
     pub fn memory_limiter(&self) -> MemoryLimiterConfig {
         self.processors.memory_limiter().cloned().unwrap_or_default()
-    }
-}
-
-impl LimitsConfig {
-    pub fn ingestion(&self) -> IngestionLimits {
-        IngestionLimits {
-            rate_limit_bytes: self.ingestion_rate_limit_bytes,
-            burst_size_bytes: self.ingestion_burst_size_bytes,
-            rate_limit_spans: self.ingestion_rate_limit_spans,
-            burst_size_spans: self.ingestion_burst_size_spans,
-        }
     }
 }
 

@@ -1,65 +1,51 @@
-//! The Spoor server: receivers, the ingest pipeline, the Tempo query API, tenancy and self
-//! metrics, plus the OTLP client that `spoor loadgen` and the tests use.
+//! The Spoor server, by role: `ingest/` (receivers, the front door, the pipeline, the WAL,
+//! the flusher), `tempo/` (the Tempo-compatible query API over a reader of live traces and
+//! blocks), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
+//! share (`config`, `error`, `http`, `retry`, `metrics`, `background`).
 
-pub mod agent;
 pub mod background;
-pub mod body;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod generated;
-pub mod limits;
+pub mod http;
+pub mod ingest;
 pub mod metrics;
-pub mod metrics_query;
-pub mod pipeline;
-pub mod processors;
-pub mod query;
-pub mod receive;
-pub mod remote_write;
-pub mod sampling;
-pub mod search;
-pub mod tags;
-pub mod tenant;
+pub mod retry;
+pub mod tempo;
 
 use std::future::Future;
-use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use spoor_store::{Head, Limits};
 
 pub use config::Config;
-pub use error::Error;
-use pipeline::Pipeline;
+pub use error::{Error, StartupError};
+use generated::Generated;
+use http::Readiness;
+use ingest::flush::Flusher;
+use ingest::pipeline::Pipeline;
+use ingest::sampling::Sampling;
+use ingest::wal::WalSlot;
+use metrics::Metrics;
+use tempo::admin::Admin;
+use tempo::reader::Reader;
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests, syncs the WAL
-/// and returns.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// and returns. With `ingest.enabled: false` it is a query-only process: a reader over the
+/// backend's blocks, no receivers, no WAL.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
     let data_dir = config.storage.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| Error::Startup(format!("cannot create data dir {}: {e}", data_dir.display())))?;
-    // The WAL is what must not be shared; a query-only process writes none.
-    let _lock = if config.ingest.enabled { Some(lock_data_dir(&data_dir)?) } else { None };
-
-    let bind = |addr: String, what: &'static str| async move {
-        let l = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| Error::Startup(format!("cannot listen for {what} on {addr}: {e}")))?;
-        tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or(addr), "listening for {what}");
-        Ok::<_, Error>(l)
-    };
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        StartupError::new(format!("cannot create data dir {}: {e}", data_dir.display())).with_source(e)
+    })?;
     let ingest = config.ingest.enabled;
-    let api = bind(config.server.http_listen.clone(), "the query API (Tempo HTTP API, /metrics, /ready)").await?;
+    // The WAL is what must not be shared; a query-only process writes none.
+    let _lock = if ingest { Some(http::lock_data_dir(&data_dir)?) } else { None };
+    let api = http::bind(&config.server.http_listen, "the query API (Tempo HTTP API, /metrics, /ready)").await?;
     let receivers = if ingest {
-        let grpc = bind(config.server.otlp_grpc_listen.clone(), "OTLP/gRPC").await?;
-        let http = bind(config.server.otlp_http_listen.clone(), "OTLP/HTTP").await?;
+        let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
+        let http = http::bind(&config.server.otlp_http_listen, "OTLP/HTTP").await?;
         Some((grpc, http))
     } else {
         tracing::info!("ingest disabled: serving queries over the backend's blocks only");
@@ -68,40 +54,96 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
     let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
 
-    let p = Arc::new(Pipeline::new(config)?);
+    // The data dir belongs to the ingesting process (it holds the lock); a query-only one may
+    // share it, so it keeps its scratch files elsewhere.
+    let tmp = if ingest { data_dir.join("tmp") } else { std::env::temp_dir().join(format!("spoor-{}", std::process::id())) };
+    // Leftovers of a crash: temporary block files are never reused.
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| StartupError::new(format!("cannot create {}: {e}", tmp.display())).with_source(e))?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(Readiness::default());
+    let blocks = Arc::new(tempo::reader::open_blocks(&config, tmp)?);
+    let l = &config.limits;
+    let head = Arc::new(Head::new(Limits {
+        max_live_traces: l.max_live_traces,
+        max_bytes_per_trace: l.max_bytes_per_trace,
+        max_bytes_per_tenant: l.max_bytes_per_tenant,
+        max_bytes_total: l.max_live_bytes,
+    }));
+    let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
+    let generated = Generated::new(&config, metrics.clone())?.map(Arc::new);
+    let (write, wal) = if ingest {
+        let wal = Arc::new(WalSlot::new(&config));
+        let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?.map(Arc::new);
+        let pipeline = Arc::new(Pipeline::new(
+            &config,
+            head.clone(),
+            wal.clone(),
+            sampling.clone(),
+            generated.clone(),
+            metrics.clone(),
+            ready.clone(),
+        )?);
+        let flusher = Arc::new(Flusher::new(
+            head,
+            blocks,
+            wal.clone(),
+            sampling,
+            metrics.clone(),
+            config.blocks.clone(),
+            config.limits.max_live_bytes,
+        ));
+        (Some((pipeline, flusher)), Some(wal))
+    } else {
+        (None, None)
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    let mut listeners = vec![(api, query::router(p.clone()))];
-    if let Some((grpc, http)) = receivers {
-        listeners.push((grpc, receive::grpc_router(p.clone())));
-        listeners.push((http, receive::http_router(p.clone())));
+    let admin = Admin {
+        reader: reader.clone(),
+        ready: ready.clone(),
+        flusher: write.as_ref().map(|(_, f)| f.clone()),
+        wal,
+        generated: generated.clone(),
+    };
+    let mut listeners = vec![(api, tempo::router(admin))];
+    if let (Some((grpc, http)), Some((pipeline, _))) = (receivers, &write) {
+        listeners.push((grpc, ingest::receive::grpc_router(pipeline.clone())));
+        listeners.push((http, ingest::receive::http_router(pipeline.clone())));
     }
     for (listener, router) in listeners {
-        servers.spawn(serve_http(listener, router, stop_rx.clone(), header_timeout));
+        servers.spawn(http::serve_http(listener, router, stop_rx.clone(), header_timeout));
     }
 
     // Replay runs while the listeners answer: /ready says 503 and ingest asks clients to retry.
-    let replayer = p.clone();
-    let mut replay = tokio::task::spawn_blocking(move || if ingest { replayer.replay() } else { Ok(()) });
+    let replayer = write.as_ref().map(|(p, _)| p.clone());
+    let mut replay = tokio::task::spawn_blocking(move || replayer.map_or(Ok(()), |p| p.replay()));
     tokio::pin!(shutdown);
     let mut tasks = tokio::task::JoinSet::new();
     let failed = tokio::select! {
         r = &mut replay => match r {
             Ok(Ok(())) => {
-                p.start_serving().await;
-                background::spawn(&p, &mut tasks);
+                read_blocklist(&reader, config.storage.request_timeout_secs).await;
+                ready.set_ready();
+                metrics.set("spoor_ready", &[], 1.0);
+                let ingest = write.as_ref().map(|(p, f)| (p, f));
+                let roles = background::Roles { config: &config, reader: &reader, metrics: &metrics, ingest, generated: generated.as_ref() };
+                background::spawn(roles, &mut tasks);
                 tracing::info!("ready");
                 shutdown.await;
                 None
             }
-            Ok(Err(e)) => Some(Error::Startup(format!("WAL replay failed: {e}"))),
-            Err(e) => Some(Error::Startup(format!("WAL replay panicked: {e}"))),
+            Ok(Err(e)) => Some(StartupError::new(format!("WAL replay failed: {e}")).with_source(e)),
+            Err(e) => Some(StartupError::new(format!("WAL replay panicked: {e}"))),
         },
         _ = &mut shutdown => None,
     };
 
     tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
-    p.begin_shutdown();
+    ready.set_stopping();
+    metrics.set("spoor_ready", &[], 0.0);
     // A flush or compaction cut short leaves only files without a meta; the WAL still has it all.
     tasks.abort_all();
     let _ = stop_tx.send(true);
@@ -109,8 +151,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tracing::warn!("in-flight requests did not finish within {timeout:?}; closing anyway");
         servers.abort_all();
     }
-    let closer = p.clone();
-    let _ = tokio::task::spawn_blocking(move || closer.close()).await;
+    if let Some((pipeline, _)) = write {
+        let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
+    }
     tracing::info!("WAL synced; bye");
     match failed {
         Some(e) => Err(e),
@@ -118,171 +161,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
 }
 
-/// Streams one HTTP/2 client may have open at once on a connection; more are refused
-/// (`REFUSED_STREAM`) and well-behaved clients queue them. hyper's default today, pinned
-/// because hyper does not promise to keep it.
-pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
-
-/// Serves `router` (HTTP/1.1 and h2c) on `listener` until `stop` turns true, then stops
-/// accepting and waits for open connections to finish their requests: what
-/// `axum::serve(..).with_graceful_shutdown(..)` does, plus a header read timeout, which
-/// axum::serve cannot have (hyper's needs a timer and axum installs none), so a client
-/// sending its request head a byte at a time held a connection and a task forever.
-///
-/// `header_read_timeout` (zero: none) bounds, separately: the wait for the first bytes that
-/// tell HTTP/1 from HTTP/2 (see [`DetectDeadline`]); an HTTP/1 request head (hyper's timer,
-/// which also closes a keep-alive connection idle that long between requests). An HTTP/2
-/// connection past its preface may idle: streams are bounded by [`HTTP2_MAX_CONCURRENT_STREAMS`].
-/// Used by `spoor serve` and `spoor agent` for every listener.
-pub async fn serve_http(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-    header_read_timeout: Duration,
-) {
-    // Each connection holds a receiver; `closed()` resolves once all are gone.
-    let (conns_tx, conns_rx) = watch::channel(());
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                // The peer gave up before we accepted: nothing to do.
-                Err(e) if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-                ) => continue,
-                // Out of file descriptors and the like: retry without spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a connection; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
-        };
-        // Small request/response exchanges: without TCP_NODELAY, Nagle plus delayed ACKs add
-        // ~40 ms to a fraction of replies.
-        let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let mut stop = stop.clone();
-        let conns_rx = conns_rx.clone();
-        tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            let timeout = (!header_read_timeout.is_zero()).then_some(header_read_timeout);
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
-            builder.http2().max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
-            let io = TokioIo::new(DetectDeadline::new(tcp, timeout));
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            drop(conns_rx);
-        });
+/// Reads the blocklist for the first time. A backend that cannot be reached does not stop
+/// ingest (the WAL holds everything): polling retries.
+async fn read_blocklist(reader: &Reader, request_timeout_secs: u64) {
+    // Bounded: an unreachable backend must not keep ingest from starting.
+    let limit = Duration::from_secs(request_timeout_secs.max(1));
+    match tokio::time::timeout(limit, reader.blocks.poll()).await {
+        Ok(Ok(n)) => tracing::info!(blocks = n, "blocklist read"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the blocklist yet; will retry"),
+        Err(_) => tracing::warn!("reading the blocklist takes over {limit:?}; serving meanwhile, will retry"),
     }
-    drop(listener);
-    drop(conns_rx);
-    conns_tx.closed().await;
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// hyper-util's `auto` builder reads up to the 24-byte HTTP/2 preface to choose the protocol,
-/// without a timer, and hyper's header read timeout only starts after that: a client sending
-/// nothing, or the preface a byte at a time, was never closed. This fails the read with
-/// `TimedOut` once `timeout` has passed while every byte so far could still be the preface;
-/// the first byte that cannot (any HTTP/1 request), or the whole preface, disarms it.
-pub struct DetectDeadline {
-    io: TcpStream,
-    matched: usize,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-impl DetectDeadline {
-    /// `None`: no deadline.
-    pub fn new(io: TcpStream, timeout: Option<Duration>) -> DetectDeadline {
-        DetectDeadline { io, matched: 0, deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))) }
-    }
-}
-
-impl AsyncRead for DetectDeadline {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let Some(deadline) = this.deadline.as_mut() else { return Pin::new(&mut this.io).poll_read(cx, buf) };
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                let n = new.len().min(H2_PREFACE.len() - this.matched);
-                let end = this.matched + n;
-                if new.is_empty() || new[..n] != H2_PREFACE[this.matched..end] || end == H2_PREFACE.len() {
-                    this.deadline = None;
-                } else {
-                    this.matched = end;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no HTTP request started within the header read timeout",
-            ))),
-            other => other,
-        }
-    }
-}
-
-impl AsyncWrite for DetectDeadline {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// One server per data dir: a second one would interleave WAL segments.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::Startup(format!("cannot open {}: {e}", path.display())))?;
-    // SAFETY: flock on a valid, owned file descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(Error::Startup(format!(
-            "data dir {} is in use by another spoor process (cannot lock {})",
-            dir.display(),
-            path.display()
-        )));
-    }
-    Ok(file)
 }

@@ -45,7 +45,7 @@ impl Target {
             overrides.push(("storage.data_dir", d.display().to_string()));
         }
         let config = Config::load(self.config.as_deref(), std::env::vars(), &overrides)?;
-        let blocks = spoor_server::pipeline::open_blocks(&config, std::env::temp_dir())?;
+        let blocks = spoor_server::tempo::reader::open_blocks(&config, std::env::temp_dir())?;
         blocks.poll().await?;
         Ok(blocks)
     }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use prost::Message;
 use spoor_model::ids::hex;
 use spoor_model::synth::{Rng, build_request};
-use spoor_server::client::{OtlpClient, Outcome, Transport};
+use spoor_agent::client::{OtlpClient, Outcome, Transport};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -87,7 +87,7 @@ struct Sink {
     bytes: std::sync::atomic::AtomicU64,
 }
 
-impl spoor_server::receive::Ingest for Sink {
+impl spoor_server::ingest::receive::Ingest for Sink {
     fn multitenancy_enabled(&self) -> bool {
         false
     }
@@ -98,7 +98,7 @@ impl spoor_server::receive::Ingest for Sink {
 
     async fn ingest(
         self: Arc<Self>,
-        export: spoor_server::pipeline::Export,
+        export: spoor_server::ingest::receive::Export,
     ) -> Result<spoor_model::otlp::ExportTraceServiceResponse, spoor_server::Error> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(export.body.len() as u64, Ordering::Relaxed);
@@ -110,7 +110,7 @@ async fn sink(args: &Args, addr: &str) -> anyhow::Result<()> {
     let s = Arc::new(Sink { requests: Default::default(), bytes: Default::default() });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("sink listening on {addr} for {} s", args.duration);
-    let server = tokio::spawn(axum::serve(listener, spoor_server::receive::grpc_router(s.clone())).into_future());
+    let server = tokio::spawn(axum::serve(listener, spoor_server::ingest::receive::grpc_router(s.clone())).into_future());
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     server.abort();
     println!(

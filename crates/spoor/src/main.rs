@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Agent(args) => {
                 let config = args.load()?;
-                spoor_server::agent::run(config, shutdown_signal()).await?;
+                spoor_agent::run(config, shutdown_signal()).await?;
                 Ok(())
             }
             Command::Loadgen(args) => loadgen::run(args).await,

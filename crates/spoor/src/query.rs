@@ -8,7 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use serde_json::Value as Json;
+use std::sync::Arc;
+
 use spoor_server::Config;
+use spoor_server::tempo::{self, reader::Reader};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let range = match (&args.since, args.start, args.end) {
         (Some(since), _, _) => {
-            let ns = spoor_server::search::go_duration(since)
+            let ns = spoor_server::tempo::params::go_duration(since)
                 .ok_or_else(|| anyhow::anyhow!("--since {since:?} is not a duration such as 15m or 2h"))?;
             Some((now.saturating_sub(ns / 1_000_000_000), now + 1))
         }
@@ -72,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // A query that does not parse goes to search, whose error names the problem as today,
     // unless a metrics-only flag was given: then the metrics endpoint reports it (or says
     // "not a metrics query") rather than search results passing for the metrics asked for.
-    let metrics = spoor_server::metrics_query::is_metrics_query(&args.query)
+    let metrics = spoor_server::tempo::metrics_query::is_metrics_query(&args.query)
         || args.instant
         || args.step.is_some()
         || args.exemplars > 0;
@@ -166,12 +169,12 @@ async fn local(args: &Args, kind: Kind, params: &[(String, String)]) -> anyhow::
         overrides.push(("storage.data_dir", d.display().to_string()));
     }
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    let blocks = spoor_server::pipeline::open_blocks(&config, std::env::temp_dir())?;
+    let blocks = spoor_server::tempo::reader::open_blocks(&config, std::env::temp_dir())?;
     blocks.poll().await?;
     let tenants: Vec<String> = match &args.tenant {
         Some(t) => t.split('|').map(str::to_owned).collect(),
         None if config.tenancy.multitenancy_enabled => blocks.tenants(),
-        None => vec![spoor_server::tenant::SINGLE_TENANT.to_owned()],
+        None => vec![spoor_server::ingest::tenant::SINGLE_TENANT.to_owned()],
     };
     let raw: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
     // Nothing live: this process only reads blocks.
@@ -181,11 +184,12 @@ async fn local(args: &Args, kind: Kind, params: &[(String, String)]) -> anyhow::
         max_bytes_per_tenant: 0,
         max_bytes_total: 0,
     });
-    let (cfg, raw) = (&config.search, raw.join("&"));
+    let reader = Reader::new(Arc::new(head), Arc::new(blocks), &config, Default::default());
+    let raw = raw.join("&");
     Ok(match kind {
-        Kind::Search => spoor_server::search::search_json(&head, &blocks, cfg, &tenants, &raw).await?,
+        Kind::Search => tempo::json::search_json(&tempo::search::search(&reader, &tenants, &raw).await?),
         Kind::Range | Kind::Instant => {
-            spoor_server::metrics_query::query_json(&head, &blocks, cfg, &tenants, &raw, kind == Kind::Instant).await?
+            tempo::metrics_query::query(&reader, &tenants, &raw, kind == Kind::Instant).await?.json()
         }
     })
 }
@@ -223,7 +227,7 @@ fn table(body: &Json) -> String {
                     out,
                     "    {}  {:>10}  {}  {}",
                     s["spanID"].as_str().unwrap_or(""),
-                    spoor_server::search::go_duration_string(ns as i64),
+                    spoor_server::tempo::params::go_duration_string(ns as i64),
                     s["name"].as_str().unwrap_or(""),
                     attributes(&s["attributes"]),
                 );

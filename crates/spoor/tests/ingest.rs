@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::*;
 use prost::Message;
 use spoor_model::otlp::*;
-use spoor_server::client::{Compression, OtlpClient, Outcome, Transport};
+use spoor_agent::client::{Compression, OtlpClient, Outcome, Transport};
 
 /// One resource, one scope, these spans.
 fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
@@ -245,7 +245,7 @@ async fn request_grpc_raw(addr: &str, encoding: &str, message: Bytes) -> String 
     let mut framed = vec![1u8];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(&message);
-    let req = hyper::Request::post(format!("http://{addr}{}", spoor_server::receive::GRPC_EXPORT_PATH))
+    let req = hyper::Request::post(format!("http://{addr}{}", spoor_server::ingest::receive::GRPC_EXPORT_PATH))
         .header("content-type", "application/grpc")
         .header("grpc-encoding", encoding)
         .body(Full::new(Bytes::from(framed)))

@@ -25,7 +25,7 @@ use prost::Message;
 use spoor_model::otlp::{
     AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, any_value,
 };
-use spoor_server::client::{OtlpClient, Outcome, Transport};
+use spoor_agent::client::{OtlpClient, Outcome, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -735,13 +735,13 @@ async fn r14_grpc_streams_beyond_the_limit_wait_or_are_refused() {
         }
     };
     let limit = limit.expect("the server advertises no SETTINGS_MAX_CONCURRENT_STREAMS: unbounded streams");
-    assert_eq!(limit, spoor_server::HTTP2_MAX_CONCURRENT_STREAMS);
+    assert_eq!(limit, spoor_server::http::HTTP2_MAX_CONCURRENT_STREAMS);
     tcp.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
     let authority = s.grpc.clone();
     let block = header_block(&[
         (":method", "POST"),
         (":scheme", "http"),
-        (":path", spoor_server::receive::GRPC_EXPORT_PATH),
+        (":path", spoor_server::ingest::receive::GRPC_EXPORT_PATH),
         (":authority", &authority),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
@@ -819,7 +819,7 @@ async fn r14_grpc_streams_beyond_the_limit_wait_or_are_refused() {
             .await
             .unwrap();
     tokio::spawn(conn);
-    let url = format!("http://{}{}", s.grpc, spoor_server::receive::GRPC_EXPORT_PATH);
+    let url = format!("http://{}{}", s.grpc, spoor_server::ingest::receive::GRPC_EXPORT_PATH);
     let started = Instant::now();
     let mut streams = tokio::task::JoinSet::new();
     for n in 0..1000u64 {

@@ -336,7 +336,7 @@ async fn memory_limiter_refuses_with_unavailable_and_retry_hints() {
 /// Sends an OTLP/JSON body as protobuf over gRPC; returns (gRPC code, RetryInfo seconds).
 async fn grpc_export(s: &Server, tenant: Option<&str>, json: &str) -> (i32, Option<u64>) {
     use prost::Message;
-    use spoor_server::client::{OtlpClient, Outcome, Transport};
+    use spoor_agent::client::{OtlpClient, Outcome, Transport};
     let req = spoor_model::json::decode_export_request(json.as_bytes()).unwrap();
     let client = OtlpClient::new(Transport::Grpc, &format!("http://{}", s.grpc), tenant.map(str::to_owned));
     match client.export(req.encode_to_vec().into()).await.expect("gRPC call") {

@@ -19,6 +19,8 @@
 //! order once it is durable ([`Wal::open_with_hook`]), and a reader that resumes at any record
 //! boundary of one segment ([`SegmentReader`]).
 
+pub mod queue;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -48,7 +50,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_owned(), source }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// fsync (fdatasync) before acknowledging: nothing acknowledged is lost on power loss.
     Fsync,

@@ -1,0 +1,43 @@
+//! The Tempo-compatible HTTP API (tempo-compat §1): trace by ID, search, tags and tag values,
+//! TraceQL metrics, and the process endpoints. Query handlers take only the [`Reader`]; the
+//! process endpoints see every role through [`Admin`]. Errors are plain text, as Tempo's are.
+
+pub mod admin;
+pub mod json;
+pub mod metrics_query;
+pub mod params;
+pub mod reader;
+pub mod search;
+pub mod tags;
+pub mod traces;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+
+use admin::Admin;
+
+pub fn router(admin: Admin) -> axum::Router {
+    let queries = axum::Router::new()
+        .route("/api/traces/{id}", get(traces::v1))
+        .route("/api/v2/traces/{id}", get(traces::v2))
+        .route("/api/search", get(search::handler))
+        .route("/api/metrics/query_range", get(metrics_query::range))
+        .route("/api/metrics/query", get(metrics_query::instant))
+        .route("/api/search/tags", get(tags::names_v1))
+        .route("/api/v2/search/tags", get(tags::names_v2))
+        .route("/api/search/tag/{*tag}", get(tags::values_v1))
+        .route("/api/v2/search/tag/{*tag}", get(tags::values_v2))
+        .with_state(admin.reader.clone());
+    let generated = axum::Router::new()
+        .route("/metrics/generated", get(crate::generated::scrape))
+        .with_state(admin.generated.clone());
+    let process = axum::Router::new()
+        .route("/api/echo", get(|| async { "echo\n" }))
+        .route("/ready", get(admin::ready))
+        .route("/metrics", get(admin::metrics))
+        .route("/api/status/buildinfo", get(admin::buildinfo))
+        .route("/flush", post(admin::flush).get(admin::flush))
+        .with_state(Arc::new(admin));
+    queries.merge(generated).merge(process)
+}

@@ -1,0 +1,93 @@
+//! The read side every query handler takes: live traces (the head; empty in a query-only
+//! process) and the backend's blocks, with the search limits and tenancy to apply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use spoor_model::TraceId;
+use spoor_store::{Blocks, Head};
+
+use crate::config::{Config, SearchConfig};
+use crate::error::{Error, Kind, StartupError};
+use crate::ingest::tenant;
+use crate::metrics::Metrics;
+
+pub struct Reader {
+    pub head: Arc<Head>,
+    pub blocks: Arc<Blocks>,
+    pub search: SearchConfig,
+    multitenancy: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Reader {
+    pub fn new(head: Arc<Head>, blocks: Arc<Blocks>, config: &Config, metrics: Arc<Metrics>) -> Reader {
+        Reader {
+            head,
+            blocks,
+            search: config.search.clone(),
+            multitenancy: config.tenancy.multitenancy_enabled,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The tenants a query reads (`a|b` federates), or why it may not.
+    pub fn tenants(&self, headers: &HeaderMap) -> Result<Vec<String>, Error> {
+        tenant::for_read(headers, self.multitenancy)
+    }
+
+    /// The trace's fragments: live, flushing, and from every block that may hold it (blocks
+    /// outside `range` [start, end] in unix nanos are skipped).
+    pub async fn find_trace(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<bytes::Bytes>, Error> {
+        let mut out = self.head.get(tenant, id).unwrap_or_default();
+        let from_blocks = self
+            .blocks
+            .find_trace(tenant, id, range)
+            .await
+            .map_err(|e| Error::internal(format!("reading blocks: {e}")).with_source(e))?;
+        out.extend(from_blocks);
+        Ok(out)
+    }
+
+    /// `spoor_queries_total` and `spoor_query_seconds_total` for one query.
+    pub fn count_query<T>(&self, endpoint: &str, started: Instant, result: &Result<T, Error>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) if matches!(e.kind(), Kind::BadRequest | Kind::Unauthenticated) => "bad_request",
+            Err(_) => "error",
+        };
+        self.metrics.inc("spoor_queries_total", &[("endpoint", endpoint), ("outcome", outcome)], 1.0);
+        self.metrics.inc("spoor_query_seconds_total", &[("endpoint", endpoint)], started.elapsed().as_secs_f64());
+    }
+}
+
+/// The configured backend's blocks; `tmp` holds blocks being written or compacted.
+pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, StartupError> {
+    let st = &config.storage;
+    let store = spoor_store::backend::open(&spoor_store::backend::Options {
+        kind: st.backend,
+        local_path: &st.local_path(),
+        prefix: &st.prefix,
+        s3: &st.s3,
+        gcs: &st.gcs,
+        azure: &st.azure,
+        request_timeout: Duration::from_secs(st.request_timeout_secs),
+        max_retries: st.max_retries,
+    })
+    .map_err(|e| StartupError::new(format!("cannot open the block storage backend: {e}")).with_source(e))?;
+    let mut options = spoor_block::WriteOptions::default();
+    if config.blocks.row_group_spans > 0 {
+        options.row_group_spans = config.blocks.row_group_spans;
+    }
+    Ok(Blocks::new(store, tmp, options, st.block_cache_bytes))
+}

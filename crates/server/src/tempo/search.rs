@@ -1,0 +1,171 @@
+//! `GET /api/search`: TraceQL (or Tempo's legacy tag search) over the head and the blocks,
+//! answered in Tempo's JSON shape (tempo-compat §1.5).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use spoor_query::Plan;
+use spoor_query::search::{SearchRequest, SearchResult};
+
+use crate::config::SearchConfig;
+use crate::error::Error;
+use crate::tempo::json::search_json;
+use crate::tempo::params::{Params, check_size, go_duration, query_error, text_error};
+use crate::tempo::reader::Reader;
+
+pub async fn handler(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let started = Instant::now();
+    let result = async { search(&r, &r.tenants(&headers)?, raw.as_deref().unwrap_or("")).await }.await;
+    if let Ok(found) = &result {
+        let m = r.metrics();
+        m.inc("spoor_search_inspected_spans_total", &[], found.metrics.inspected_spans as f64);
+        m.inc("spoor_search_inspected_bytes_total", &[], found.metrics.inspected_bytes as f64);
+    }
+    r.count_query("search", started, &result);
+    match result {
+        Ok(found) => axum::Json(search_json(&found)).into_response(),
+        Err(e) => text_error(e),
+    }
+}
+
+/// A search from its raw query string to its result, newest traces first; the HTTP handler
+/// and `spoor query` (reading blocks directly) share it.
+pub async fn search(r: &Reader, tenants: &[String], raw: &str) -> Result<SearchResult, Error> {
+    let params = Params::parse(raw);
+    let req = request(&params, &r.search)?;
+    let mut all = SearchResult::default();
+    for t in tenants {
+        let found = spoor_query::search::search(&r.head, &r.blocks, t, &req).await.map_err(query_error)?;
+        all.traces.extend(found.traces);
+        all.metrics += &found.metrics;
+    }
+    if tenants.len() > 1 {
+        all.traces.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| a.trace_id.cmp(&b.trace_id)));
+        all.traces.truncate(req.limit);
+    }
+    Ok(all)
+}
+
+
+const KNOWN: [&str; 9] = ["q", "tags", "minDuration", "maxDuration", "limit", "spss", "start", "end", "query"];
+
+fn request(params: &Params, cfg: &SearchConfig) -> Result<SearchRequest, Error> {
+    let q = params.get("q").or_else(|| params.get("query")).filter(|q| !q.trim().is_empty());
+    let tags = params.get("tags").filter(|t| !t.trim().is_empty());
+    if q.is_some() && tags.is_some() {
+        return Err(Error::bad_request("invalid request: q and tags cannot both be given"));
+    }
+    let range = params.range(cfg.max_search_duration_hours)?;
+    let mut legacy: Vec<(String, String)> = match tags {
+        Some(t) => logfmt(t)?,
+        None => Vec::new(),
+    };
+    // Very old Grafana sent each tag as its own parameter.
+    if q.is_none() && tags.is_none() && range.is_none() {
+        legacy.extend(params.0.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())).cloned());
+    }
+    let text = match q {
+        Some(q) => q.to_owned(),
+        None => legacy_query(&legacy),
+    };
+    check_size(&text, cfg)?;
+    let query = spoor_traceql::parse(&text).map_err(|e| Error::bad_request(format!("invalid TraceQL query: {e}")))?;
+    let plan = Arc::new(Plan::new(&query).map_err(query_error)?);
+    let limit = match params.uint("limit")? {
+        None => cfg.default_result_limit,
+        Some(0) => return Err(Error::bad_request("invalid limit: must be a positive number")),
+        Some(n) if n > cfg.max_result_limit => {
+            return Err(Error::bad_request(format!(
+                "invalid limit: {n} is more than max_result_limit ({})",
+                cfg.max_result_limit
+            )));
+        }
+        Some(n) => n,
+    };
+    let spss = match params.uint("spss")? {
+        None | Some(0) => cfg.default_spans_per_span_set,
+        Some(n) if n > cfg.max_spans_per_span_set => {
+            return Err(Error::bad_request(format!(
+                "invalid spss: {n} is more than max_spans_per_span_set ({})",
+                cfg.max_spans_per_span_set
+            )));
+        }
+        Some(n) => n,
+    };
+    let duration = |name: &str| -> Result<Option<u64>, Error> {
+        match params.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) => go_duration(v)
+                .map(Some)
+                .ok_or_else(|| Error::bad_request(format!("invalid {name}: {v:?} is not a duration such as 100ms"))),
+        }
+    };
+    let (min_duration, max_duration) = (duration("minDuration")?, duration("maxDuration")?);
+    if let (Some(min), Some(max)) = (min_duration, max_duration)
+        && max < min
+    {
+        return Err(Error::bad_request("invalid maxDuration: must be greater than minDuration"));
+    }
+    Ok(SearchRequest { plan, limit: limit as usize, spss: spss as usize, range, min_duration, max_duration })
+}
+
+/// `k=v k2="v v"`.
+fn logfmt(s: &str) -> Result<Vec<(String, String)>, Error> {
+    let bad = || Error::bad_request(format!("invalid tags: {s:?} is not logfmt (key=value key2=\"value 2\")"));
+    let mut out = Vec::new();
+    let mut rest = s.trim_start();
+    while !rest.is_empty() {
+        let eq = rest.find('=').ok_or_else(bad)?;
+        let key = rest[..eq].trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        rest = &rest[eq + 1..];
+        let value;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"').ok_or_else(bad)?;
+            value = quoted[..end].to_owned();
+            rest = &quoted[end + 1..];
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = rest[..end].to_owned();
+            rest = &rest[end..];
+        }
+        out.push((key.to_owned(), value));
+        rest = rest.trim_start();
+    }
+    Ok(out)
+}
+
+/// Tempo's legacy tag search as TraceQL: a case-insensitive substring of a span or resource
+/// attribute (the unscoped attribute looks in both).
+fn legacy_query(tags: &[(String, String)]) -> String {
+    if tags.is_empty() {
+        return "{ }".into();
+    }
+    let conds: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| {
+            let attr =
+                spoor_traceql::ast::Attribute::Attr { scope: spoor_traceql::ast::Scope::Unscoped, name: k.clone() };
+            let pattern = format!("(?i).*{}.*", regex::escape(v));
+            format!("{attr} =~ {}", serde_json::to_string(&pattern).unwrap_or_default())
+        })
+        .collect();
+    format!("{{ {} }}", conds.join(" && "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_tags_become_traceql() {
+        let tags = logfmt("service.name=shop http.url=\"/a b\"").unwrap();
+        assert_eq!(legacy_query(&tags), r#"{ .service.name =~ "(?i).*shop.*" && .http.url =~ "(?i).*/a b.*" }"#);
+        assert!(logfmt("novalue").is_err());
+    }
+}

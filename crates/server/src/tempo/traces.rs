@@ -1,0 +1,106 @@
+//! Trace by ID, v1 (`/api/traces/{id}`, a `Trace`) and v2 (`/api/v2/traces/{id}`, a
+//! `TraceByIDResponse`), in JSON or protobuf: live traces and every block that may hold it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use serde_json::json;
+use spoor_model::TraceId;
+use spoor_model::json::{IdStyle, trace_to_json};
+use spoor_model::otlp::{TraceByIdMetrics, TraceByIdResponse};
+
+use crate::error::Error;
+use crate::tempo::params::{SECOND, text_error};
+use crate::tempo::reader::Reader;
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/protobuf"))
+}
+
+/// Parses and checks the shared parameters; returns the assembled trace or `NotFound`.
+async fn lookup(
+    p: &Reader,
+    headers: &HeaderMap,
+    id: &str,
+    params: &HashMap<String, String>,
+) -> Result<spoor_model::trace::Assembled, Error> {
+    let tenants = p.tenants(headers)?;
+    let id = TraceId::parse_api(id).map_err(|e| Error::bad_request(e.to_string()))?;
+    let secs = |name: &str| -> Result<u32, Error> {
+        match params.get(name).map(String::as_str) {
+            None | Some("") => Ok(0),
+            Some(v) => v.parse().map_err(|_| Error::bad_request(format!("invalid {name}: {v:?} is not unix seconds"))),
+        }
+    };
+    let (start, end) = (secs("start")?, secs("end")?);
+    if (start != 0 || end != 0) && end <= start {
+        return Err(Error::bad_request(format!("http parameter start must be before end: {start} >= {end}")));
+    }
+    // Live traces are always searched: a time range only narrows which blocks are read.
+    let range =
+        (start != 0 || end != 0).then(|| (start as u64 * SECOND, end as u64 * SECOND + SECOND - 1));
+    let mut fragments: Vec<bytes::Bytes> = Vec::new();
+    for t in &tenants {
+        fragments.extend(p.find_trace(t, &id, range).await?);
+    }
+    if fragments.is_empty() {
+        return Err(Error::not_found());
+    }
+    let assembled = spoor_model::trace::assemble(fragments.iter().map(|b| &b[..]))
+        .map_err(|e| Error::internal(format!("stored trace {id} does not decode: {e}")))?;
+    Ok(assembled)
+}
+
+pub async fn v1(
+    State(p): State<Arc<Reader>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    trace_by_id(&p, &headers, &id, &params, 1).await
+}
+
+pub async fn v2(
+    State(p): State<Arc<Reader>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    trace_by_id(&p, &headers, &id, &params, 2).await
+}
+
+/// v1 answers a `Trace` (JSON: `batches`); v2 a `TraceByIDResponse` (JSON: `trace.resourceSpans`).
+async fn trace_by_id(
+    p: &Reader,
+    headers: &HeaderMap,
+    id: &str,
+    params: &HashMap<String, String>,
+    version: u8,
+) -> Response {
+    let t = match lookup(p, headers, id, params).await {
+        Ok(t) => t,
+        Err(e) => return text_error(e),
+    };
+    match (version, wants_protobuf(headers)) {
+        (1, true) => ([(header::CONTENT_TYPE, "application/protobuf")], t.trace.encode_to_vec()).into_response(),
+        (1, false) => axum::Json(json!({ "batches": trace_to_json(&t.trace, IdStyle::Base64) })).into_response(),
+        (_, true) => {
+            let resp = TraceByIdResponse {
+                trace: Some(t.trace),
+                metrics: Some(TraceByIdMetrics { inspected_bytes: t.inspected_bytes }),
+                status: 0,
+                message: String::new(),
+            };
+            ([(header::CONTENT_TYPE, "application/protobuf")], resp.encode_to_vec()).into_response()
+        }
+        (_, false) => axum::Json(json!({
+            "trace": { "resourceSpans": trace_to_json(&t.trace, IdStyle::Base64) },
+            "metrics": { "inspectedBytes": t.inspected_bytes.to_string() },
+        }))
+        .into_response(),
+    }
+}
