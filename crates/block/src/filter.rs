@@ -8,7 +8,7 @@
 use spoor_model::TraceId;
 use xorf::{BinaryFuse8, Filter};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"SPFL";
 const VERSION: u8 = 1;

@@ -1,47 +1,18 @@
 //! Spoor's block format: an immutable Parquet file of span rows sorted by (trace ID, start time),
 //! a trace-ID filter and a `meta.json`. See `README.md` in this crate for the schema and why.
 
+mod error;
 mod filter;
 mod meta;
 mod read;
 pub mod schema;
 mod write;
 
-pub use meta::{AttributeKeys, BlockMeta, ColumnSize, DedicatedColumn, new_block_id};
+pub use error::{Error, Result};
+pub use meta::{
+    AttributeKeys, BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, META_FILE, new_block_id,
+};
 pub use read::{BlockReader, TraceIter};
 pub use schema as columns;
 pub use schema::{ColumnEncoding, Encodings};
 pub use write::{BlockWriter, DedicatedPolicy, Finished, WriteOptions, encode_batch};
-
-pub const DATA_FILE: &str = "data.parquet";
-pub const FILTER_FILE: &str = "filter.bin";
-pub const META_FILE: &str = "meta.json";
-/// `meta.format` of blocks this crate writes.
-pub const FORMAT: &str = "spoor-1";
-
-/// Everything that can go wrong writing or reading a block.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow_schema::ArrowError),
-    #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("invalid fragment of trace {trace}: {source}")]
-    Fragment { trace: spoor_model::TraceId, source: prost::DecodeError },
-    #[error("traces must be pushed in ascending ID order: {next} after {previous}")]
-    Order { previous: spoor_model::TraceId, next: spoor_model::TraceId },
-    #[error("invalid trace-ID filter: {0}")]
-    Filter(String),
-    #[error("block is not in format {FORMAT}: {0}")]
-    Format(String),
-    #[error("the block writer failed earlier and cannot continue")]
-    WriterFailed,
-    #[error("corrupt block: {0}")]
-    Corrupt(String),
-}
-
-pub type Result<T> = std::result::Result<T, Error>;

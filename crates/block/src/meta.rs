@@ -1,7 +1,15 @@
-//! `meta.json`: what a block holds, written last so a block without it does not exist.
+//! A block's files and its `meta.json`: what a block holds, written last so a block without it
+//! does not exist.
 
 use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
+use spoor_model::time::now_nanos;
+
+pub const DATA_FILE: &str = "data.parquet";
+pub const FILTER_FILE: &str = "filter.bin";
+pub const META_FILE: &str = "meta.json";
+/// `meta.format` of blocks this crate writes.
+pub const FORMAT: &str = "spoor-1";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockMeta {
@@ -83,10 +91,6 @@ pub struct ColumnSize {
     pub uncompressed_bytes: u64,
 }
 
-pub(crate) fn now_unix_nano() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// 64 unpredictable bits. std's `RandomState` is seeded from the OS per thread and stepped per
 /// instance; block IDs need uniqueness, not secrecy, so this spares a dependency.
 fn random_u64(salt: u64) -> u64 {
@@ -94,7 +98,7 @@ fn random_u64(salt: u64) -> u64 {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    h.write_u64(now_unix_nano());
+    h.write_u64(now_nanos());
     h.write_u32(std::process::id());
     h.write_u64(salt);
     h.finish()
@@ -103,7 +107,7 @@ fn random_u64(salt: u64) -> u64 {
 /// A new block ID: a UUIDv7 string (48-bit unix milliseconds, then random bits), so IDs sort by
 /// creation time.
 pub fn new_block_id() -> String {
-    let ms = now_unix_nano() / 1_000_000;
+    let ms = now_nanos() / 1_000_000;
     let (a, b) = (random_u64(1), random_u64(2));
     let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);

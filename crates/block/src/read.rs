@@ -32,10 +32,10 @@ use spoor_model::otlp::{
     AnyValue, Event, InstrumentationScope, KeyValue, Link, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value,
 };
 
+use crate::error::{Error, Result};
 use crate::filter::TraceFilter;
-use crate::meta::{BlockMeta, ColumnSize, DedicatedColumn, column_sizes};
+use crate::meta::{BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, column_sizes};
 use crate::schema::{self, AttrKind, AttrScope, Dedicated};
-use crate::{DATA_FILE, Error, FILTER_FILE, FORMAT, Result};
 
 /// Point lookups in one block of an object store. Cheap to clone.
 #[derive(Clone)]

@@ -9,8 +9,8 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::SchemaDescriptor;
 
-use crate::meta::DedicatedColumn;
-use crate::{Error, FORMAT, Result, WriteOptions};
+use crate::error::{Error, Result};
+use crate::meta::{DedicatedColumn, FORMAT};
 
 pub const TRACE_ID: &str = "trace_id";
 pub const SPAN_ID: &str = "span_id";
@@ -226,22 +226,25 @@ pub fn block_schema(dedicated: &[Dedicated]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Writer properties: encodings, statistics and page sizes per leaf column.
+/// Writer properties: encodings, statistics and page sizes per leaf column. The knobs come from
+/// the writer's `WriteOptions` one by one, so this module needs nothing of the writer.
 pub fn writer_properties(
     parquet: &SchemaDescriptor,
     dedicated: &[Dedicated],
-    options: &WriteOptions,
+    zstd_level: i32,
+    page_rows: usize,
+    encodings: &Encodings,
 ) -> Result<WriterProperties> {
     let dedicated_json = serde_json::to_string(&dedicated.iter().map(Dedicated::to_meta).collect::<Vec<_>>())
         .expect("plain structs serialize");
-    let zstd = ZstdLevel::try_new(options.zstd_level)?;
+    let zstd = ZstdLevel::try_new(zstd_level)?;
     let mut props = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(zstd))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_data_page_row_count_limit(options.page_rows.max(1))
-        .set_write_batch_size(options.page_rows.clamp(1, 1024))
+        .set_data_page_row_count_limit(page_rows.max(1))
+        .set_write_batch_size(page_rows.clamp(1, 1024))
         // Row groups are cut by the writer at trace boundaries.
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(None)
@@ -257,11 +260,10 @@ pub fn writer_properties(
         let top = parts[0].as_str();
         let leaf = parts[parts.len() - 1].as_str();
         let nested = parts.len() > 1;
-        let encoding = &options.encodings;
         // Random IDs without length prefixes and dictionary indices of small integers do not
         // compress; leaving them raw saves zstd frame overhead on disk and a zstd context per
         // column chunk on every lookup.
-        let raw = !encoding.compress_all;
+        let raw = !encodings.compress_all;
         match (top, leaf, nested) {
             (TRACE_ID, _, false) => {
                 sorting.push(SortingColumn { column_idx: i as i32, descending: false, nulls_first: false });
@@ -269,20 +271,20 @@ pub fn writer_properties(
                 props = props
                     .set_column_statistics_enabled(path.clone(), EnabledStatistics::Page)
                     .set_column_dictionary_page_size_limit(path.clone(), 4 << 20);
-                props = encoding.trace_id.apply(props, path.clone());
+                props = encodings.trace_id.apply(props, path.clone());
                 // Dictionary pages of random IDs and run-length indices do not compress.
-                if raw && encoding.trace_id == ColumnEncoding::Dictionary {
+                if raw && encodings.trace_id == ColumnEncoding::Dictionary {
                     props = props.set_column_compression(path, Compression::UNCOMPRESSED);
                 }
             }
             (START, _, false) => {
                 sorting.push(SortingColumn { column_idx: i as i32, descending: false, nulls_first: false });
-                props = encoding.times.apply(props, path);
+                props = encodings.times.apply(props, path);
             }
-            (DURATION, _, false) => props = encoding.times.apply(props, path),
+            (DURATION, _, false) => props = encodings.times.apply(props, path),
             (NESTED_LEFT | NESTED_RIGHT | NESTED_PARENT, _, false) => {
-                props = encoding.nested.apply(props, path.clone());
-                if raw && encoding.nested == ColumnEncoding::Dictionary {
+                props = encodings.nested.apply(props, path.clone());
+                if raw && encodings.nested == ColumnEncoding::Dictionary {
                     props = props.set_column_compression(path, Compression::UNCOMPRESSED);
                 }
             }
@@ -293,13 +295,13 @@ pub fn writer_properties(
                 props = props.set_column_compression(path, Compression::UNCOMPRESSED);
             }
             (SPAN_ID | PARENT_SPAN_ID, _, false) | (LINKS, TRACE_ID | SPAN_ID, true) => {
-                props = encoding.ids.apply(props, path.clone());
-                if raw && encoding.ids == ColumnEncoding::DeltaLengthByteArray {
+                props = encodings.ids.apply(props, path.clone());
+                if raw && encodings.ids == ColumnEncoding::DeltaLengthByteArray {
                     props = props.set_column_compression(path, Compression::UNCOMPRESSED);
                 }
             }
-            (_, DOUBLE, true) => props = encoding.doubles.apply(props, path),
-            (_, TIME_SINCE_START, true) => props = encoding.times.apply(props, path),
+            (_, DOUBLE, true) => props = encodings.doubles.apply(props, path),
+            (_, TIME_SINCE_START, true) => props = encodings.times.apply(props, path),
             _ => {}
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spoor_model::duration;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Tempo's span-metrics latency buckets: 2 ms doubling to 16.384 s.
 pub const SPAN_METRICS_BUCKETS: [f64; 14] =

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::family::{Exemplar, Family, Kind, Labels, Series, Value};
 use crate::remote::format_float;
-use crate::{Exemplar, Family, Kind, Labels, Series, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -139,7 +139,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::Histogram;
+    use crate::family::Histogram;
 
     fn families() -> Vec<Family> {
         let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Labels>();

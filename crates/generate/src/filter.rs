@@ -11,9 +11,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use spoor_model::otlp::{AnyValue, KeyValue, Span, any_value};
 
-use crate::Error;
-use crate::labels;
-use crate::spanmetrics::{kind_name, status_name};
+use crate::error::Error;
+use crate::labels::{self, kind_name, status_name};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -1,6 +1,7 @@
-//! Attribute values as label values, and attribute names as label names.
+//! Attribute values, span kinds and status codes as label values, and attribute names as label
+//! names.
 
-use spoor_model::otlp::{AnyValue, KeyValue, any_value};
+use spoor_model::otlp::{AnyValue, KeyValue, SPAN_KIND_NAMES, STATUS_CODE_NAMES, any_value};
 
 /// A valid Prometheus label name: every character outside `[a-zA-Z0-9_]` becomes `_`, and a
 /// leading digit gets a `_` before it (`http.method` → `http_method`).
@@ -77,6 +78,16 @@ pub fn number_value(attrs: &[KeyValue], key: &str) -> Option<f64> {
         any_value::Value::DoubleValue(d) => Some(*d),
         _ => None,
     }
+}
+
+/// A span kind as the metrics show it (`SPAN_KIND_SERVER`); unknown kinds as unspecified.
+pub(crate) fn kind_name(kind: i32) -> &'static str {
+    usize::try_from(kind).ok().and_then(|k| SPAN_KIND_NAMES.get(k)).copied().unwrap_or(SPAN_KIND_NAMES[0])
+}
+
+/// A status code as the metrics show it (`STATUS_CODE_ERROR`); unknown codes as unset.
+pub(crate) fn status_name(code: i32) -> &'static str {
+    usize::try_from(code).ok().and_then(|c| STATUS_CODE_NAMES.get(c)).copied().unwrap_or(STATUS_CODE_NAMES[0])
 }
 
 #[cfg(test)]

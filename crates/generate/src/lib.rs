@@ -8,8 +8,10 @@
 pub mod config;
 pub mod error;
 pub mod expose;
+mod family;
 pub mod filter;
 mod labels;
+mod observation;
 mod registry;
 pub mod remote;
 pub mod servicegraph;
@@ -19,26 +21,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use config::GeneratorConfig;
+pub use error::Error;
+pub use family::{Exemplar, Family, Histogram, Kind, Labels, NativeHistogram, Series, Value};
+use observation::Observation;
 use registry::Budget;
 use servicegraph::{Graph, ServiceGraph};
 use spanmetrics::{SpanMetrics, SpanSeries};
-use spoor_model::otlp::{ExportTraceServiceRequest, KeyValue, Span};
-
-/// One span as the processors see it.
-pub(crate) struct Observation<'a> {
-    /// The resource's `service.name`.
-    pub service: Option<&'a str>,
-    pub resource: &'a [KeyValue],
-    pub span: &'a Span,
-    /// Wall-clock time of the observation, unix nanoseconds.
-    pub now_ns: u64,
-}
-
-impl Observation<'_> {
-    pub fn now_ms(&self) -> i64 {
-        (self.now_ns / 1_000_000) as i64
-    }
-}
+use spoor_model::otlp::ExportTraceServiceRequest;
 
 /// The generator: one per server, holding every tenant's series.
 pub struct Generator {
@@ -219,83 +208,4 @@ impl Generator {
         }
         c
     }
-}
-
-pub use error::Error;
-
-/// What a series counts: the Prometheus metric types the generator produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One metric family of one tenant at one instant: a name (`traces_spanmetrics_calls_total`
-/// for counters, the base name `traces_spanmetrics_latency` for histograms), its type and help,
-/// and its series.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Family {
-    pub name: String,
-    pub kind: Kind,
-    pub help: &'static str,
-    pub series: Vec<Series>,
-}
-
-/// Label pairs, sorted by name, names already valid Prometheus label names.
-pub type Labels = Vec<(String, String)>;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Series {
-    pub labels: Labels,
-    pub value: Value,
-    /// Unix milliseconds of the last update.
-    pub updated_ms: i64,
-    /// Unix milliseconds of the series' first observation (it started from 0 just before).
-    pub created_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Counter(f64),
-    Gauge(f64),
-    Histogram(Histogram),
-}
-
-/// A classic histogram. `counts[i]` is the number of observations in bucket `i` alone (not
-/// cumulative); there is one more count than bounds, the last for `+Inf`. Counts are floats
-/// because a sampled span may stand for several (a span multiplier).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Histogram {
-    pub bounds: std::sync::Arc<[f64]>,
-    pub counts: Vec<f64>,
-    pub sum: f64,
-    pub count: f64,
-    /// At most one exemplar per bucket (the latest), `None` where there is none.
-    pub exemplars: Vec<Option<Exemplar>>,
-    /// Whether remote_write sends the classic `_bucket`/`_sum`/`_count` series (a scrape
-    /// always shows them: the text formats cannot carry native histograms).
-    pub classic: bool,
-    /// The same observations as a native (exponential) histogram, when enabled.
-    pub native: Option<NativeHistogram>,
-}
-
-/// An exponential ("native") histogram: bucket `i` holds values in
-/// `(base^(i-1), base^i]` with `base = 2^(2^-schema)`; values up to `zero_threshold` go to
-/// the zero bucket. Only positive values occur (durations).
-#[derive(Clone, Debug, PartialEq)]
-pub struct NativeHistogram {
-    pub schema: i32,
-    pub zero_threshold: f64,
-    pub zero_count: f64,
-    /// (bucket index, count), ascending by index, counts not cumulative.
-    pub buckets: Vec<(i32, f64)>,
-}
-
-/// A sample pointing at the span behind it: labels `traceID` and `spanID` (hex).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Exemplar {
-    pub labels: Labels,
-    pub value: f64,
-    pub timestamp_ms: i64,
 }

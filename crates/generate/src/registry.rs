@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::{Exemplar, Histogram, Labels, Series};
+use crate::family::{Exemplar, Histogram, Labels, NativeHistogram, Series, Value};
 
 /// Separates label values inside a series key (a NUL inside a value is replaced, so the key
 /// alone identifies the values and they need not be stored twice).
@@ -204,7 +204,7 @@ pub(crate) fn sorted(mut labels: Labels) -> Labels {
 pub(crate) fn counters<T>(map: &SeriesMap<T>, get: impl Fn(&T) -> f64) -> Vec<Series> {
     let mut out = Vec::with_capacity(map.len());
     map.each(|labels, e| {
-        let value = crate::Value::Counter(get(&e.data));
+        let value = Value::Counter(get(&e.data));
         out.push(Series { labels, value, updated_ms: e.updated_ms, created_ms: e.created_ms })
     });
     out
@@ -317,7 +317,7 @@ impl Hist {
                 self.exemplars.iter().map(|e| e.map(|e| exemplar(&e, trace_label))).collect()
             },
             classic: self.classic,
-            native: self.native.as_ref().map(|n| crate::NativeHistogram {
+            native: self.native.as_ref().map(|n| NativeHistogram {
                 schema: n.schema,
                 zero_threshold: NATIVE_ZERO_THRESHOLD,
                 zero_count: n.zero_count,
@@ -348,7 +348,7 @@ pub(crate) fn histograms<T>(
     let mut out = Vec::with_capacity(map.len());
     map.each(|labels, e| {
         if let Some(h) = get(&e.data) {
-            let value = crate::Value::Histogram(h.to_value(bounds, trace_label));
+            let value = Value::Histogram(h.to_value(bounds, trace_label));
             out.push(Series { labels, value, updated_ms: e.updated_ms, created_ms: e.created_ms });
         }
     });

@@ -9,7 +9,7 @@
 //! (`TimeSeries.histograms = 4`) and remote-write 2.0 are not produced.
 
 use crate::error::Error;
-use crate::{Family, Histogram, Kind, Labels, Value};
+use crate::family::{Family, Histogram, Kind, Labels, NativeHistogram, Value};
 
 /// `prometheus.WriteRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -68,7 +68,7 @@ pub struct BucketSpan {
 }
 
 /// A native histogram as one remote-write sample (counts rounded: the integer flavour).
-pub fn native_sample(h: &crate::NativeHistogram, sum: f64, count: f64, timestamp: i64) -> NativeSample {
+pub fn native_sample(h: &NativeHistogram, sum: f64, count: f64, timestamp: i64) -> NativeSample {
     let mut spans: Vec<BucketSpan> = Vec::new();
     let mut deltas = Vec::with_capacity(h.buckets.len());
     let (mut previous_index, mut previous_count) = (None::<i32>, 0i64);
@@ -245,7 +245,7 @@ fn push_histogram(
 ) {
     if let Some(n) = &h.native {
         // A new series starts from an empty histogram, as counters start from 0.
-        let empty = crate::NativeHistogram { buckets: Vec::new(), zero_count: 0.0, ..n.clone() };
+        let empty = NativeHistogram { buckets: Vec::new(), zero_count: 0.0, ..n.clone() };
         let zero = zero_at.map(|t| native_sample(&empty, 0.0, 0.0, t));
         out.push(TimeSeries {
             labels: labels(base, name, None),
@@ -428,7 +428,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{Exemplar as SpanExemplar, Series};
+    use crate::family::{Exemplar as SpanExemplar, Series};
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
@@ -721,7 +721,7 @@ mod tests {
 
     #[test]
     fn native_histograms_encode_as_spans_and_deltas() {
-        let n = crate::NativeHistogram {
+        let n = NativeHistogram {
             schema: 3,
             zero_threshold: 1e-9,
             zero_count: 1.0,

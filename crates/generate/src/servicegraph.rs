@@ -9,10 +9,11 @@ use std::sync::Arc;
 use spoor_model::otlp::{KeyValue, Span};
 
 use crate::config::ServiceGraphConfig;
+use crate::family::{Family, Kind};
 use crate::labels;
+use crate::observation::Observation;
 use crate::registry::{Budget, Hist, Kinds, SeriesMap, counters, histograms, push_key};
 use crate::spanmetrics::{duration_secs, id, multiplier};
-use crate::{Family, Kind, Observation};
 
 pub const REQUEST_TOTAL: &str = "traces_service_graph_request_total";
 pub const REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_total";

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use prost::Message;
-use spoor_model::otlp::{KeyValue, SPAN_KIND_NAMES, STATUS_CODE_NAMES, Span};
+use spoor_model::otlp::{KeyValue, Span};
 
 use crate::config::SpanMetricsConfig;
+use crate::family::{Family, Kind};
 use crate::labels;
+use crate::observation::Observation;
 use crate::registry::{Budget, Ex, Hist, Kinds, SeriesMap, counters, histograms, push_key};
-use crate::{Family, Kind, Observation};
 
 pub const CALLS: &str = "traces_spanmetrics_calls_total";
 pub const LATENCY: &str = "traces_spanmetrics_latency";
@@ -38,7 +39,7 @@ pub(crate) struct SpanSeries {
 }
 
 impl SpanMetrics {
-    pub fn new(cfg: &SpanMetricsConfig, kinds: Kinds) -> Result<SpanMetrics, crate::Error> {
+    pub fn new(cfg: &SpanMetricsConfig, kinds: Kinds) -> Result<SpanMetrics, crate::error::Error> {
         let i = &cfg.intrinsic_dimensions;
         let mut names: Vec<String> = [
             (i.service, "service"),
@@ -89,11 +90,11 @@ impl SpanMetrics {
             push_key(key, &span.name);
         }
         if i.span_kind {
-            push_key(key, kind_name(span.kind));
+            push_key(key, labels::kind_name(span.kind));
         }
         let status = span.status.as_ref();
         if i.status_code {
-            push_key(key, status_name(status.map_or(0, |s| s.code)));
+            push_key(key, labels::status_name(status.map_or(0, |s| s.code)));
         }
         if i.status_message {
             push_key(key, status.map_or("", |s| s.message.as_str()));
@@ -163,14 +164,6 @@ impl SpanMetrics {
             });
         }
     }
-}
-
-pub(crate) fn kind_name(kind: i32) -> &'static str {
-    usize::try_from(kind).ok().and_then(|k| SPAN_KIND_NAMES.get(k)).copied().unwrap_or(SPAN_KIND_NAMES[0])
-}
-
-pub(crate) fn status_name(code: i32) -> &'static str {
-    usize::try_from(code).ok().and_then(|c| STATUS_CODE_NAMES.get(c)).copied().unwrap_or(STATUS_CODE_NAMES[0])
 }
 
 /// End − start in seconds; a span that ends before it starts took 0 s.

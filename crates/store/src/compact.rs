@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
 use spoor_model::TraceId;
+use spoor_model::time::now_nanos;
 
 use crate::blocks::Blocks;
 use crate::error::{Result, io};
@@ -194,10 +195,6 @@ pub fn merge(mut iters: Vec<TraceIter>, mut emit: impl FnMut(TraceId, &[Bytes]) 
         emit(id, &fragments)?;
     }
     Ok(())
-}
-
-pub fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
