@@ -8,8 +8,8 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use spoor_model::otlp::{ExportTraceServiceResponse, RetryInfo, RpcStatus};
 
-pub use spoor_server::ingest::body::Compression;
 use spoor_server::error::Error;
+pub use spoor_server::ingest::body::Compression;
 use spoor_server::ingest::receive::GRPC_EXPORT_PATH;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +150,8 @@ impl OtlpClient {
                     return accepted(&bytes[5..]);
                 }
                 let retry_after_secs = get("grpc-status-details-bin").and_then(decode_retry_info);
-                let message = get("grpc-message").map(|m| spoor_server::http::percent_decode(m, false)).unwrap_or_default();
+                let message =
+                    get("grpc-message").map(|m| spoor_server::http::percent_decode(m, false)).unwrap_or_default();
                 Ok(Outcome::Refused { code, message, retry_after_secs })
             }
         }

@@ -309,7 +309,7 @@ impl Exporter {
                     if !retry.enabled {
                         return give_up(start.elapsed());
                     }
-                    let delay = backoff.next().max(after.unwrap_or_default());
+                    let delay = backoff.next_delay().max(after.unwrap_or_default());
                     let elapsed = start.elapsed();
                     if !retry.max_elapsed_time.is_zero() && elapsed + delay > retry.max_elapsed_time {
                         return give_up(elapsed);

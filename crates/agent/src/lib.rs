@@ -1,8 +1,10 @@
-//! `spoor agent`: a lightweight collector that runs next to applications.
+//! `spoor agent`: a lightweight collector that runs next to applications, and the OTLP client
+//! it exports with ([`client`], also what `spoor loadgen` and the tests send with).
 //!
 //! ```text
-//! receivers ─► admit (memory, tenant rates) ─► decode ─► drop invalid spans ─► scrub
-//!           ─► persistent queue (group-committed fsync) ─► acknowledge
+//! receivers ─► the server's front door (memory, decompress, decode, tenant rate, scrub)
+//!           ─► drop spans with invalid IDs (the model's check, as the server's split does)
+//!           ─► persistent queue (spoor_wal::queue, group-committed fsync) ─► acknowledge
 //!           ─► batch (size, timeout) ─► split by trace ID over the ring ─► OTLP export (retry, backoff)
 //! ```
 //!
@@ -29,9 +31,9 @@ use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, Ex
 use spoor_server::config::Config;
 use spoor_server::config::agent::{ExporterConfig, ExportersConfig, Protocol, RoutingKey};
 use spoor_server::error::{Error, StartupError};
+use spoor_server::http;
 use spoor_server::ingest::front::FrontDoor;
 use spoor_server::ingest::processors::BatchConfig;
-use spoor_server::http;
 use spoor_server::ingest::receive::{self, Export, Ingest};
 use spoor_server::metrics::Metrics;
 use spoor_wal::queue::{Item, Queue, QueueConfig, QueueError};
@@ -40,6 +42,7 @@ use tokio::sync::watch;
 use export::{Exporter, Failure};
 use resolve::Resolver;
 use ring::Ring;
+use spoor_server::metrics::names;
 
 /// Where batches go. Built once at start.
 #[allow(clippy::large_enum_variant)]
@@ -203,7 +206,7 @@ impl Ingest for Agent {
             Ok(_) => "ok",
             Err(e) => e.kind().label(),
         };
-        self.metrics.inc("spoor_requests_total", &[("transport", transport), ("code", code)], 1.0);
+        self.metrics.inc(names::REQUESTS_TOTAL, &[("transport", transport), ("code", code)], 1.0);
         result
     }
 }
@@ -234,15 +237,7 @@ impl Agent {
         .map_err(|e| StartupError::new(format!("cannot open the agent queue in {}: {e}", dir.display())))?;
         let route = Route::new(&config.agent.exporters)?;
         let batch = config.processors.batch().cloned().unwrap_or_default();
-        Ok(Agent {
-            config,
-            metrics,
-            front,
-            queue,
-            route,
-            batch,
-            ready: AtomicBool::new(true),
-        })
+        Ok(Agent { config, metrics, front, queue, route, batch, ready: AtomicBool::new(true) })
     }
 
     async fn ingest_inner(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
@@ -259,7 +254,7 @@ impl Agent {
                 Err(e) => {
                     let reason = if matches!(e, QueueError::Full { .. }) { "queue_full" } else { "queue_error" };
                     self.metrics.inc(
-                        "spoor_spans_refused_total",
+                        names::SPANS_REFUSED_TOTAL,
                         &[("tenant", &tenant), ("reason", reason)],
                         spans as f64,
                     );
@@ -267,10 +262,10 @@ impl Agent {
                     return Err(Error::unavailable(message, self.config.limits.retry_after_secs).with_source(e));
                 }
             }
-            self.metrics.inc("spoor_spans_accepted_total", &[("tenant", &tenant)], spans as f64);
+            self.metrics.inc(names::SPANS_ACCEPTED_TOTAL, &[("tenant", &tenant)], spans as f64);
         }
         Ok(ExportTraceServiceResponse {
-            partial_success: (rejected.rejected > 0).then(|| ExportTracePartialSuccess {
+            partial_success: (rejected.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: rejected.rejected as i64,
                 error_message: rejected.message,
             }),
@@ -285,7 +280,7 @@ impl Agent {
         let checked = spoor_model::retain_valid(&mut opened.request);
         if checked.rejected > 0 {
             let labels = [("tenant", tenant.as_str()), ("reason", "invalid")];
-            self.metrics.inc("spoor_spans_refused_total", &labels, checked.rejected as f64);
+            self.metrics.inc(names::SPANS_REFUSED_TOTAL, &labels, checked.rejected as f64);
         }
         // Most requests carry nothing to scrub: their protobuf bytes go to the queue as they came.
         let untouched = opened.scrubbed == spoor_process::Counts::default() && checked.rejected == 0;
@@ -354,7 +349,7 @@ impl Agent {
                         _ => "retries_exhausted",
                     };
                     tracing::warn!(tenant, spans, error = %f, "export failed for good; spans dropped");
-                    self.metrics.inc("spoor_agent_dropped_spans_total", &[("reason", reason)], spans as f64);
+                    self.metrics.inc(names::AGENT_DROPPED_SPANS_TOTAL, &[("reason", reason)], spans as f64);
                 }
             }
         }
@@ -418,7 +413,7 @@ impl Agent {
         let sends = parts.into_iter().map(|(endpoint, body, n)| async move {
             let exporter = self.route.exporter(&endpoint).map_err(|e| Failure::Permanent(e.to_string()))?;
             let delivery = exporter.send(body, tenant_header, stop).await?;
-            self.metrics.inc("spoor_agent_forwarded_spans_total", &[("endpoint", &endpoint)], n as f64);
+            self.metrics.inc(names::AGENT_FORWARDED_SPANS_TOTAL, &[("endpoint", &endpoint)], n as f64);
             if delivery.rejected_spans > 0 {
                 tracing::warn!(
                     endpoint,
@@ -427,7 +422,7 @@ impl Agent {
                     "downstream rejected spans"
                 );
                 self.metrics.inc(
-                    "spoor_agent_dropped_spans_total",
+                    names::AGENT_DROPPED_SPANS_TOTAL,
                     &[("reason", "rejected_downstream")],
                     delivery.rejected_spans as f64,
                 );
@@ -446,46 +441,46 @@ impl Agent {
     pub fn render_metrics(&self) -> String {
         let m = &self.metrics;
         let q = self.queue.stats();
-        m.set("spoor_agent_queue_items", &[], q.items as f64);
-        m.set("spoor_agent_queue_bytes", &[], q.bytes as f64);
-        m.set("spoor_agent_queue_disk_bytes", &[], q.disk_bytes as f64);
-        m.set("spoor_agent_queue_in_flight", &[], q.in_flight as f64);
-        m.set("spoor_agent_queue_oldest_age_seconds", &[], q.oldest_age_seconds);
-        m.set("spoor_agent_queue_corrupt_items_total", &[], q.corrupt_total as f64);
-        m.set("spoor_agent_queue_full_total", &[], q.full_total as f64);
+        m.set(names::AGENT_QUEUE_ITEMS, &[], q.items as f64);
+        m.set(names::AGENT_QUEUE_BYTES, &[], q.bytes as f64);
+        m.set(names::AGENT_QUEUE_DISK_BYTES, &[], q.disk_bytes as f64);
+        m.set(names::AGENT_QUEUE_IN_FLIGHT, &[], q.in_flight as f64);
+        m.set(names::AGENT_QUEUE_OLDEST_AGE_SECONDS, &[], q.oldest_age_seconds);
+        m.set(names::AGENT_QUEUE_CORRUPT_ITEMS_TOTAL, &[], q.corrupt_total as f64);
+        m.set(names::AGENT_QUEUE_FULL_TOTAL, &[], q.full_total as f64);
         for (endpoint, e) in self.route.exporters() {
             let s = e.stats().snapshot();
             let l = [("endpoint", endpoint.as_str())];
-            m.set("spoor_agent_export_attempts_total", &l, s.attempts as f64);
-            m.set("spoor_agent_export_retries_total", &l, s.retries as f64);
-            m.set("spoor_agent_export_timeouts_total", &l, s.timeouts as f64);
-            m.set("spoor_agent_export_delivered_total", &l, s.delivered as f64);
+            m.set(names::AGENT_EXPORT_ATTEMPTS_TOTAL, &l, s.attempts as f64);
+            m.set(names::AGENT_EXPORT_RETRIES_TOTAL, &l, s.retries as f64);
+            m.set(names::AGENT_EXPORT_TIMEOUTS_TOTAL, &l, s.timeouts as f64);
+            m.set(names::AGENT_EXPORT_DELIVERED_TOTAL, &l, s.delivered as f64);
             m.set(
-                "spoor_agent_export_failed_total",
+                names::AGENT_EXPORT_FAILED_TOTAL,
                 &[("endpoint", endpoint.as_str()), ("reason", "permanent")],
                 s.failed_permanent as f64,
             );
             m.set(
-                "spoor_agent_export_failed_total",
+                names::AGENT_EXPORT_FAILED_TOTAL,
                 &[("endpoint", endpoint.as_str()), ("reason", "retries_exhausted")],
                 s.failed_gave_up as f64,
             );
-            m.set("spoor_agent_export_latency_seconds", &l, s.last_latency_us as f64 / 1e6);
+            m.set(names::AGENT_EXPORT_LATENCY_SECONDS, &l, s.last_latency_us as f64 / 1e6);
         }
         if let Route::Balanced { resolver, .. } = &self.route {
             let st = resolver.stats();
             m.set(
-                "spoor_agent_resolutions_total",
+                names::AGENT_RESOLUTIONS_TOTAL,
                 &[("outcome", "ok")],
                 st.resolutions_ok.load(Ordering::Relaxed) as f64,
             );
             m.set(
-                "spoor_agent_resolutions_total",
+                names::AGENT_RESOLUTIONS_TOTAL,
                 &[("outcome", "error")],
                 st.resolutions_failed.load(Ordering::Relaxed) as f64,
             );
-            m.set("spoor_agent_backend_updates_total", &[], st.backend_updates.load(Ordering::Relaxed) as f64);
-            m.set("spoor_agent_backends", &[], resolver.endpoints().len() as f64);
+            m.set(names::AGENT_BACKEND_UPDATES_TOTAL, &[], st.backend_updates.load(Ordering::Relaxed) as f64);
+            m.set(names::AGENT_BACKENDS, &[], resolver.endpoints().len() as f64);
         }
         m.render_registry()
     }
@@ -512,11 +507,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let admin = axum::Router::new()
         .route("/metrics", axum::routing::get(move || async move { a.render_metrics() }))
         .route("/ready", axum::routing::get(|| async { "ready\n" }));
-    for (listener, router) in [
-        (grpc, receive::grpc_router(agent.clone())),
-        (otlp_http, receive::http_router(agent.clone())),
-        (api, admin),
-    ] {
+    for (listener, router) in
+        [(grpc, receive::grpc_router(agent.clone())), (otlp_http, receive::http_router(agent.clone())), (api, admin)]
+    {
         servers.spawn(http::serve_http(listener, router, stop_rx.clone(), header_timeout));
     }
     let mut forwarders = tokio::task::JoinSet::new();

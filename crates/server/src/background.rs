@@ -12,6 +12,7 @@ use crate::generated::{self, Generated};
 use crate::ingest::flush::Flusher;
 use crate::ingest::pipeline::Pipeline;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 use crate::tempo::reader::Reader;
 
 /// The roles a process runs, as the loops need them.
@@ -66,7 +67,7 @@ async fn memory_watch(p: Arc<Pipeline>, flusher: Arc<Flusher>, metrics: Arc<Metr
     loop {
         tokio::time::sleep(m.interval()).await;
         let hard = m.check();
-        metrics.set("spoor_memory_resident_bytes", &[], m.rss() as f64);
+        metrics.set(names::MEMORY_RESIDENT_BYTES, &[], m.rss() as f64);
         if hard && !over_hard {
             tracing::warn!(rss = m.rss(), hard_limit = m.hard_limit(), "memory over the hard limit");
         }
@@ -96,7 +97,7 @@ async fn overrides_reloader(
         let rate = &p.admission().rate;
         match rate.reload() {
             Ok(true) => {
-                metrics.inc("spoor_overrides_reloads_total", &[("outcome", "ok")], 1.0);
+                metrics.inc(names::OVERRIDES_RELOADS_TOTAL, &[("outcome", "ok")], 1.0);
                 if let Some(g) = &generated {
                     g.generator.set_series_limits(rate.series_limits());
                 }
@@ -104,7 +105,7 @@ async fn overrides_reloader(
             }
             Ok(false) => {}
             Err(e) => {
-                metrics.inc("spoor_overrides_reloads_total", &[("outcome", "error")], 1.0);
+                metrics.inc(names::OVERRIDES_RELOADS_TOTAL, &[("outcome", "error")], 1.0);
                 tracing::warn!(error = %e, "cannot reload per-tenant overrides; keeping the previous ones");
             }
         }
@@ -129,9 +130,9 @@ async fn poller(r: Arc<Reader>, metrics: Arc<Metrics>, poll_secs: u64) {
     loop {
         tokio::time::sleep(every).await;
         match r.blocks.poll().await {
-            Ok(_) => metrics.inc("spoor_blocklist_polls_total", &[("outcome", "ok")], 1.0),
+            Ok(_) => metrics.inc(names::BLOCKLIST_POLLS_TOTAL, &[("outcome", "ok")], 1.0),
             Err(e) => {
-                metrics.inc("spoor_blocklist_polls_total", &[("outcome", "error")], 1.0);
+                metrics.inc(names::BLOCKLIST_POLLS_TOTAL, &[("outcome", "error")], 1.0);
                 tracing::warn!(error = %e, "blocklist poll failed");
             }
         }
@@ -157,22 +158,17 @@ async fn compactor(r: Arc<Reader>, metrics: Arc<Metrics>, config: Config) {
 
 /// Cleanup first: a compacted block is merged again only once the blocks it replaced are gone,
 /// so a replaced block can never reappear.
-async fn compaction_cycle(
-    r: &Reader,
-    m: &Metrics,
-    config: &Config,
-    policy: &Policy,
-) -> Result<(), spoor_store::Error> {
+async fn compaction_cycle(r: &Reader, m: &Metrics, config: &Config, policy: &Policy) -> Result<(), spoor_store::Error> {
     let removed = r.blocks.cleanup(policy).await?;
     if removed > 0 {
-        m.inc("spoor_blocks_deleted_total", &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
+        m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
     }
     for tenant in r.blocks.tenants() {
         for meta in r.blocks.apply_retention(&tenant, config.retention.max_age(&tenant)).await? {
             tracing::info!(tenant, block = meta.block_id, "block deleted by retention");
-            m.inc("spoor_blocks_deleted_total", &[("tenant", &tenant), ("reason", "retention")], 1.0);
+            m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", &tenant), ("reason", "retention")], 1.0);
             let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
-            m.inc("spoor_retention_deleted_bytes_total", &[("tenant", &tenant)], bytes);
+            m.inc(names::RETENTION_DELETED_BYTES_TOTAL, &[("tenant", &tenant)], bytes);
         }
         // Bounded per cycle so one busy tenant cannot starve retention of the others.
         for _ in 0..4 {
@@ -185,19 +181,19 @@ async fn compaction_cycle(
                         spans = c.output.spans,
                         "blocks compacted"
                     );
-                    m.inc("spoor_compactions_total", &[("tenant", &tenant), ("outcome", "ok")], 1.0);
-                    m.inc("spoor_compacted_input_blocks_total", &[("tenant", &tenant)], c.inputs.len() as f64);
+                    m.inc(names::COMPACTIONS_TOTAL, &[("tenant", &tenant), ("outcome", "ok")], 1.0);
+                    m.inc(names::COMPACTED_INPUT_BLOCKS_TOTAL, &[("tenant", &tenant)], c.inputs.len() as f64);
                     let dupes = c.input_spans.saturating_sub(c.output.spans) as f64;
-                    m.inc("spoor_compaction_duplicate_spans_total", &[("tenant", &tenant)], dupes);
+                    m.inc(names::COMPACTION_DUPLICATE_SPANS_TOTAL, &[("tenant", &tenant)], dupes);
                     m.inc(
-                        "spoor_blocks_deleted_total",
+                        names::BLOCKS_DELETED_TOTAL,
                         &[("tenant", &tenant), ("reason", "compacted")],
                         c.inputs.len() as f64,
                     );
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    m.inc("spoor_compactions_total", &[("tenant", &tenant), ("outcome", "error")], 1.0);
+                    m.inc(names::COMPACTIONS_TOTAL, &[("tenant", &tenant), ("outcome", "error")], 1.0);
                     return Err(e);
                 }
             }

@@ -10,9 +10,9 @@ pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub mod agent;
 
-pub use spoor_wal::Durability;
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
+pub use spoor_wal::Durability;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -269,9 +269,24 @@ pub struct TenancyConfig {
     pub multitenancy_enabled: bool,
 }
 
+/// A configuration that cannot be loaded: the key at fault when one is known
+/// (`limits.max_live_traces`, `metrics_generator.remote_write[1]`), and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+#[error("{message}")]
+pub struct ConfigError {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(message: String) -> ConfigError {
+        ConfigError { key: None, message }
+    }
+
+    fn at(key: impl Into<String>, message: String) -> ConfigError {
+        ConfigError { key: Some(key.into()), message }
+    }
+}
 
 impl Config {
     /// Builds the configuration from its layers. `overrides` are `section.key = value` pairs
@@ -284,30 +299,40 @@ impl Config {
         let mut value = serde_json::to_value(Config::default()).expect("defaults serialize");
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::new(format!("cannot read config file {}: {e}", path.display())))?;
             // Deserializing straight into Config gives errors with line numbers and key names.
-            serde_saphyr::from_str::<Config>(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            serde_saphyr::from_str::<Config>(&text)
+                .map_err(|e| ConfigError::new(format!("{}: {e}", path.display())))?;
             let file_value: Value =
-                serde_saphyr::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+                serde_saphyr::from_str(&text).map_err(|e| ConfigError::new(format!("{}: {e}", path.display())))?;
             merge(&mut value, file_value);
         }
         for (key, raw) in env {
             let Some(rest) = key.strip_prefix("SPOOR__") else { continue };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set(&mut value, &path, &raw).map_err(|e| ConfigError(format!("environment variable {key}: {e}")))?;
+            set(&mut value, &path, &raw)
+                .map_err(|e| ConfigError::at(path.join("."), format!("environment variable {key}: {e}")))?;
         }
         for (key, raw) in overrides {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-            set(&mut value, &path, raw).map_err(|e| ConfigError(format!("flag for {key}: {e}")))?;
+            set(&mut value, &path, raw).map_err(|e| ConfigError::at(*key, format!("flag for {key}: {e}")))?;
         }
         let config: Config = serde_json::from_value(value.clone()).map_err(|e| match bad_key(&value) {
-            Some(key) => ConfigError(format!("invalid configuration: {key}: {e}")),
-            None => ConfigError(format!("invalid configuration: {e}")),
+            Some(key) => {
+                let message = format!("invalid configuration: {key}: {e}");
+                ConfigError::at(key, message)
+            }
+            None => ConfigError::new(format!("invalid configuration: {e}")),
         })?;
-        config.metrics_generator.validate().map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+        config
+            .metrics_generator
+            .validate()
+            .map_err(|e| ConfigError::at("metrics_generator", format!("invalid configuration: {e}")))?;
         for (i, rw) in config.metrics_generator.remote_write.iter().enumerate() {
-            rw.validate()
-                .map_err(|e| ConfigError(format!("invalid configuration: metrics_generator.remote_write[{i}]: {e}")))?;
+            rw.validate().map_err(|e| {
+                let key = format!("metrics_generator.remote_write[{i}]");
+                ConfigError { message: format!("invalid configuration: {key}: {e}"), key: Some(key) }
+            })?;
         }
         Ok(config)
     }
@@ -400,12 +425,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.yaml");
         std::fs::write(&file, "server:\n  http_listen: x\n  bogus: 1\n").unwrap();
-        let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
+        let err = Config::load(Some(&file), vec![], &[]).unwrap_err().message;
         assert!(err.contains("bogus"), "{err}");
-        let err = Config::load(None, vec![("SPOOR__LIMITS__NOPE".into(), "1".into())], &[]).unwrap_err().0;
+        let err = Config::load(None, vec![("SPOOR__LIMITS__NOPE".into(), "1".into())], &[]).unwrap_err().message;
         assert!(err.contains("unknown configuration key limits.nope"), "{err}");
-        let err = Config::load(None, vec![("SPOOR__LIMITS__MAX_LIVE_TRACES".into(), "x".into())], &[]).unwrap_err().0;
-        assert!(err.contains("limits.max_live_traces must be"), "{err}");
+        let err = Config::load(None, vec![("SPOOR__LIMITS__MAX_LIVE_TRACES".into(), "x".into())], &[]).unwrap_err();
+        assert!(err.message.contains("limits.max_live_traces must be"), "{err}");
+        assert_eq!(err.key.as_deref(), Some("limits.max_live_traces"));
     }
 
     #[test]
@@ -434,7 +460,7 @@ mod tests {
             ),
         ] {
             std::fs::write(&file, yaml).unwrap();
-            let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
+            let err = Config::load(Some(&file), vec![], &[]).unwrap_err().message;
             assert!(err.contains(expected), "{yaml}: {err}");
         }
         std::fs::write(&file, "metrics_generator:\n  remote_write:\n    - url: http://127.0.0.1:9090/api/v1/write\n")
@@ -477,7 +503,7 @@ mod tests {
             ("processors:\n  redaction:\n    hash_function: sha256\n", "sha256"),
         ] {
             std::fs::write(&file, yaml).unwrap();
-            let err = Config::load(Some(&file), vec![], &[]).unwrap_err().0;
+            let err = Config::load(Some(&file), vec![], &[]).unwrap_err().message;
             assert!(err.contains(expect) && err.contains("line"), "{yaml}: {err}");
         }
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use spoor_store::{Head, Limits};
 
+use crate::metrics::names;
 pub use config::Config;
 pub use error::{Error, StartupError};
 use generated::Generated;
@@ -36,9 +37,8 @@ use tempo::reader::Reader;
 /// backend's blocks, no receivers, no WAL.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
     let data_dir = config.storage.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        StartupError::new(format!("cannot create data dir {}: {e}", data_dir.display())).with_source(e)
-    })?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| StartupError::new(format!("cannot create data dir {}: {e}", data_dir.display())).with_source(e))?;
     let ingest = config.ingest.enabled;
     // The WAL is what must not be shared; a query-only process writes none.
     let _lock = if ingest { Some(http::lock_data_dir(&data_dir)?) } else { None };
@@ -56,7 +56,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     // The data dir belongs to the ingesting process (it holds the lock); a query-only one may
     // share it, so it keeps its scratch files elsewhere.
-    let tmp = if ingest { data_dir.join("tmp") } else { std::env::temp_dir().join(format!("spoor-{}", std::process::id())) };
+    let tmp =
+        if ingest { data_dir.join("tmp") } else { std::env::temp_dir().join(format!("spoor-{}", std::process::id())) };
     // Leftovers of a crash: temporary block files are never reused.
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)
@@ -127,7 +128,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             Ok(Ok(())) => {
                 read_blocklist(&reader, config.storage.request_timeout_secs).await;
                 ready.set_ready();
-                metrics.set("spoor_ready", &[], 1.0);
+                metrics.set(names::READY, &[], 1.0);
                 let ingest = write.as_ref().map(|(p, f)| (p, f));
                 let roles = background::Roles { config: &config, reader: &reader, metrics: &metrics, ingest, generated: generated.as_ref() };
                 background::spawn(roles, &mut tasks);
@@ -143,7 +144,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
     ready.set_stopping();
-    metrics.set("spoor_ready", &[], 0.0);
+    metrics.set(names::READY, &[], 0.0);
     // A flush or compaction cut short leaves only files without a meta; the WAL still has it all.
     tasks.abort_all();
     let _ = stop_tx.send(true);

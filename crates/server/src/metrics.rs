@@ -16,164 +16,250 @@ pub struct Metrics {
     gauges: Mutex<BTreeMap<(&'static str, Labels), f64>>,
 }
 
+/// Every series name Spoor publishes, one constant each: code names a series only through
+/// these, and each has a row in [`HELP`] (a unit test holds the two together).
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "spoor_requests_total";
+    pub const SPANS_RECEIVED_TOTAL: &str = "spoor_spans_received_total";
+    pub const SPANS_ACCEPTED_TOTAL: &str = "spoor_spans_accepted_total";
+    pub const SPANS_REFUSED_TOTAL: &str = "spoor_spans_refused_total";
+    pub const WAL_RECORDS_TOTAL: &str = "spoor_wal_records_total";
+    pub const WAL_BYTES_TOTAL: &str = "spoor_wal_bytes_total";
+    pub const WAL_FSYNCS_TOTAL: &str = "spoor_wal_fsyncs_total";
+    pub const WAL_WRITE_ERRORS_TOTAL: &str = "spoor_wal_write_errors_total";
+    pub const WAL_SEGMENTS_CREATED_TOTAL: &str = "spoor_wal_segments_created_total";
+    pub const WAL_FSYNC_DURATION_SECONDS: &str = "spoor_wal_fsync_duration_seconds";
+    pub const WAL_REPLAY_SECONDS: &str = "spoor_wal_replay_seconds";
+    pub const WAL_REPLAY_RECORDS: &str = "spoor_wal_replay_records";
+    pub const WAL_CORRUPT_RECORDS_TOTAL: &str = "spoor_wal_corrupt_records_total";
+    pub const WAL_TRUNCATED_BYTES_TOTAL: &str = "spoor_wal_truncated_bytes_total";
+    pub const LIVE_TRACES: &str = "spoor_live_traces";
+    pub const LIVE_BYTES: &str = "spoor_live_bytes";
+    pub const LIVE_SPANS: &str = "spoor_live_spans";
+    pub const FLUSHING_BYTES: &str = "spoor_flushing_bytes";
+    pub const FLUSHES_TOTAL: &str = "spoor_flushes_total";
+    pub const FLUSH_SECONDS_TOTAL: &str = "spoor_flush_seconds_total";
+    pub const FLUSHED_SPANS_TOTAL: &str = "spoor_flushed_spans_total";
+    pub const WAL_SEGMENTS_RELEASED_TOTAL: &str = "spoor_wal_segments_released_total";
+    pub const BLOCKS: &str = "spoor_blocks";
+    pub const BLOCK_BYTES: &str = "spoor_block_bytes";
+    pub const BLOCK_SPANS: &str = "spoor_block_spans";
+    pub const BLOCKLIST_POLLS_TOTAL: &str = "spoor_blocklist_polls_total";
+    pub const BLOCK_CACHE_BYTES: &str = "spoor_block_cache_bytes";
+    pub const COMPACTIONS_TOTAL: &str = "spoor_compactions_total";
+    pub const COMPACTED_INPUT_BLOCKS_TOTAL: &str = "spoor_compacted_input_blocks_total";
+    pub const COMPACTION_DUPLICATE_SPANS_TOTAL: &str = "spoor_compaction_duplicate_spans_total";
+    pub const BLOCKS_DELETED_TOTAL: &str = "spoor_blocks_deleted_total";
+    pub const RETENTION_DELETED_BYTES_TOTAL: &str = "spoor_retention_deleted_bytes_total";
+    pub const QUERIES_TOTAL: &str = "spoor_queries_total";
+    pub const QUERY_SECONDS_TOTAL: &str = "spoor_query_seconds_total";
+    pub const SEARCH_INSPECTED_SPANS_TOTAL: &str = "spoor_search_inspected_spans_total";
+    pub const SEARCH_INSPECTED_BYTES_TOTAL: &str = "spoor_search_inspected_bytes_total";
+    pub const READY: &str = "spoor_ready";
+    pub const GENERATOR_SPANS_TOTAL: &str = "spoor_generator_spans_total";
+    pub const GENERATOR_SPANS_DISCARDED_TOTAL: &str = "spoor_generator_spans_discarded_total";
+    pub const GENERATOR_ACTIVE_SERIES: &str = "spoor_generator_active_series";
+    pub const GENERATOR_SERIES_LIMITED_TOTAL: &str = "spoor_generator_series_limited_total";
+    pub const REMOTE_WRITE_REQUESTS_TOTAL: &str = "spoor_remote_write_requests_total";
+    pub const REMOTE_WRITE_SAMPLES_TOTAL: &str = "spoor_remote_write_samples_total";
+    pub const REMOTE_WRITE_SAMPLES_FAILED_TOTAL: &str = "spoor_remote_write_samples_failed_total";
+    pub const REMOTE_WRITE_BYTES_TOTAL: &str = "spoor_remote_write_bytes_total";
+    pub const REMOTE_WRITE_SECONDS_TOTAL: &str = "spoor_remote_write_seconds_total";
+    pub const GENERATOR_LABEL_VALUES_LIMITED_TOTAL: &str = "spoor_generator_label_values_limited_total";
+    pub const GENERATOR_PENDING_EDGES: &str = "spoor_generator_pending_edges";
+    pub const GENERATOR_EXPIRED_EDGES_TOTAL: &str = "spoor_generator_expired_edges_total";
+    pub const GENERATOR_DROPPED_SPANS_TOTAL: &str = "spoor_generator_dropped_spans_total";
+    pub const REQUESTS_REFUSED_TOTAL: &str = "spoor_requests_refused_total";
+    pub const MEMORY_RESIDENT_BYTES: &str = "spoor_memory_resident_bytes";
+    pub const OVERRIDES_RELOADS_TOTAL: &str = "spoor_overrides_reloads_total";
+    pub const PROCESSED_ATTRIBUTES_TOTAL: &str = "spoor_processed_attributes_total";
+    pub const SAMPLING_TRACES_TOTAL: &str = "spoor_sampling_traces_total";
+    pub const SAMPLING_SPANS_TOTAL: &str = "spoor_sampling_spans_total";
+    pub const SAMPLING_NEW_TRACES_TOTAL: &str = "spoor_sampling_new_traces_total";
+    pub const SAMPLING_EVICTED_TRACES_TOTAL: &str = "spoor_sampling_evicted_traces_total";
+    pub const SAMPLING_DROPPED_TOO_EARLY_TOTAL: &str = "spoor_sampling_dropped_too_early_total";
+    pub const SAMPLING_LATE_SPANS_TOTAL: &str = "spoor_sampling_late_spans_total";
+    pub const SAMPLING_POLICY_ERRORS_TOTAL: &str = "spoor_sampling_policy_errors_total";
+    pub const SAMPLING_TRACES_IN_MEMORY: &str = "spoor_sampling_traces_in_memory";
+    pub const SAMPLING_BYTES_IN_MEMORY: &str = "spoor_sampling_bytes_in_memory";
+    pub const AGENT_QUEUE_ITEMS: &str = "spoor_agent_queue_items";
+    pub const AGENT_QUEUE_BYTES: &str = "spoor_agent_queue_bytes";
+    pub const AGENT_QUEUE_DISK_BYTES: &str = "spoor_agent_queue_disk_bytes";
+    pub const AGENT_QUEUE_IN_FLIGHT: &str = "spoor_agent_queue_in_flight";
+    pub const AGENT_QUEUE_OLDEST_AGE_SECONDS: &str = "spoor_agent_queue_oldest_age_seconds";
+    pub const AGENT_QUEUE_CORRUPT_ITEMS_TOTAL: &str = "spoor_agent_queue_corrupt_items_total";
+    pub const AGENT_QUEUE_FULL_TOTAL: &str = "spoor_agent_queue_full_total";
+    pub const AGENT_FORWARDED_SPANS_TOTAL: &str = "spoor_agent_forwarded_spans_total";
+    pub const AGENT_DROPPED_SPANS_TOTAL: &str = "spoor_agent_dropped_spans_total";
+    pub const AGENT_EXPORT_ATTEMPTS_TOTAL: &str = "spoor_agent_export_attempts_total";
+    pub const AGENT_EXPORT_RETRIES_TOTAL: &str = "spoor_agent_export_retries_total";
+    pub const AGENT_EXPORT_TIMEOUTS_TOTAL: &str = "spoor_agent_export_timeouts_total";
+    pub const AGENT_EXPORT_DELIVERED_TOTAL: &str = "spoor_agent_export_delivered_total";
+    pub const AGENT_EXPORT_FAILED_TOTAL: &str = "spoor_agent_export_failed_total";
+    pub const AGENT_EXPORT_LATENCY_SECONDS: &str = "spoor_agent_export_latency_seconds";
+    pub const AGENT_RESOLUTIONS_TOTAL: &str = "spoor_agent_resolutions_total";
+    pub const AGENT_BACKEND_UPDATES_TOTAL: &str = "spoor_agent_backend_updates_total";
+    pub const AGENT_BACKENDS: &str = "spoor_agent_backends";
+}
+
 const HELP: &[(&str, &str, &str)] = &[
-    ("spoor_requests_total", "counter", "Export requests received, by transport and outcome code."),
-    ("spoor_spans_received_total", "counter", "Spans decoded from export requests, by tenant."),
-    ("spoor_spans_accepted_total", "counter", "Spans acknowledged after the WAL made them durable, by tenant."),
+    (names::REQUESTS_TOTAL, "counter", "Export requests received, by transport and outcome code."),
+    (names::SPANS_RECEIVED_TOTAL, "counter", "Spans decoded from export requests, by tenant."),
+    (names::SPANS_ACCEPTED_TOTAL, "counter", "Spans acknowledged after the WAL made them durable, by tenant."),
     (
-        "spoor_spans_refused_total",
+        names::SPANS_REFUSED_TOTAL,
         "counter",
         "Spans refused, by tenant and reason; every refusal is reported to the client.",
     ),
-    ("spoor_wal_records_total", "counter", "Records appended to the WAL."),
-    ("spoor_wal_bytes_total", "counter", "Bytes appended to the WAL, framing included."),
-    ("spoor_wal_fsyncs_total", "counter", "fdatasync calls; each covers every record queued meanwhile (group commit)."),
+    (names::WAL_RECORDS_TOTAL, "counter", "Records appended to the WAL."),
+    (names::WAL_BYTES_TOTAL, "counter", "Bytes appended to the WAL, framing included."),
+    (names::WAL_FSYNCS_TOTAL, "counter", "fdatasync calls; each covers every record queued meanwhile (group commit)."),
     (
-        "spoor_wal_write_errors_total",
+        names::WAL_WRITE_ERRORS_TOTAL,
         "counter",
         "Failed WAL writes or syncs; the affected requests were not acknowledged.",
     ),
-    ("spoor_wal_segments_created_total", "counter", "WAL segment files created since start."),
-    ("spoor_wal_fsync_duration_seconds", "histogram", "Latency of WAL fdatasync calls."),
-    ("spoor_wal_replay_seconds", "gauge", "Time the last start-up WAL replay took."),
-    ("spoor_wal_replay_records", "gauge", "Records applied by the last start-up replay."),
-    ("spoor_wal_corrupt_records_total", "counter", "Corrupt WAL records skipped during replay."),
-    ("spoor_wal_truncated_bytes_total", "counter", "Bytes of torn WAL tails truncated during replay."),
-    ("spoor_live_traces", "gauge", "Live traces held in memory, by tenant."),
-    ("spoor_live_bytes", "gauge", "Encoded bytes of live traces, by tenant."),
-    ("spoor_live_spans", "gauge", "Spans held in live traces, by tenant."),
-    ("spoor_flushing_bytes", "gauge", "Encoded bytes of live traces cut into blocks not yet durable, by tenant."),
-    ("spoor_flushes_total", "counter", "Blocks flushed from live traces, by tenant and outcome."),
-    ("spoor_flush_seconds_total", "counter", "Time spent writing and uploading flushed blocks."),
-    ("spoor_flushed_spans_total", "counter", "Spans written into blocks by flushes, by tenant."),
-    ("spoor_wal_segments_released_total", "counter", "WAL segments deleted because their spans are in durable blocks."),
-    ("spoor_blocks", "gauge", "Visible blocks in the backend, by tenant."),
-    ("spoor_block_bytes", "gauge", "Bytes of visible blocks (data and filter), by tenant."),
-    ("spoor_block_spans", "gauge", "Spans in visible blocks, by tenant."),
-    ("spoor_blocklist_polls_total", "counter", "Blocklist reads from the backend, by outcome."),
-    ("spoor_block_cache_bytes", "gauge", "Memory held by cached block footers and page indexes."),
-    ("spoor_compactions_total", "counter", "Compactions, by tenant and outcome."),
-    ("spoor_compacted_input_blocks_total", "counter", "Blocks merged away by compaction, by tenant."),
-    ("spoor_compaction_duplicate_spans_total", "counter", "Duplicate spans dropped by compaction, by tenant."),
-    ("spoor_blocks_deleted_total", "counter", "Blocks deleted, by tenant and reason (compacted, retention, cleanup)."),
-    ("spoor_retention_deleted_bytes_total", "counter", "Bytes of blocks deleted by retention, by tenant."),
-    ("spoor_queries_total", "counter", "Search and tag queries, by endpoint and outcome (ok, bad_request, error)."),
-    ("spoor_query_seconds_total", "counter", "Time spent answering search and tag queries, by endpoint."),
-    ("spoor_search_inspected_spans_total", "counter", "Spans whose prefilter columns searches looked at."),
-    ("spoor_search_inspected_bytes_total", "counter", "Bytes of blocks searches fetched."),
-    ("spoor_ready", "gauge", "1 when the server is ready to ingest and query."),
-    ("spoor_generator_spans_total", "counter", "Spans the metrics generator counted, by tenant."),
+    (names::WAL_SEGMENTS_CREATED_TOTAL, "counter", "WAL segment files created since start."),
+    (names::WAL_FSYNC_DURATION_SECONDS, "histogram", "Latency of WAL fdatasync calls."),
+    (names::WAL_REPLAY_SECONDS, "gauge", "Time the last start-up WAL replay took."),
+    (names::WAL_REPLAY_RECORDS, "gauge", "Records applied by the last start-up replay."),
+    (names::WAL_CORRUPT_RECORDS_TOTAL, "counter", "Corrupt WAL records skipped during replay."),
+    (names::WAL_TRUNCATED_BYTES_TOTAL, "counter", "Bytes of torn WAL tails truncated during replay."),
+    (names::LIVE_TRACES, "gauge", "Live traces held in memory, by tenant."),
+    (names::LIVE_BYTES, "gauge", "Encoded bytes of live traces, by tenant."),
+    (names::LIVE_SPANS, "gauge", "Spans held in live traces, by tenant."),
+    (names::FLUSHING_BYTES, "gauge", "Encoded bytes of live traces cut into blocks not yet durable, by tenant."),
+    (names::FLUSHES_TOTAL, "counter", "Blocks flushed from live traces, by tenant and outcome."),
+    (names::FLUSH_SECONDS_TOTAL, "counter", "Time spent writing and uploading flushed blocks."),
+    (names::FLUSHED_SPANS_TOTAL, "counter", "Spans written into blocks by flushes, by tenant."),
+    (names::WAL_SEGMENTS_RELEASED_TOTAL, "counter", "WAL segments deleted because their spans are in durable blocks."),
+    (names::BLOCKS, "gauge", "Visible blocks in the backend, by tenant."),
+    (names::BLOCK_BYTES, "gauge", "Bytes of visible blocks (data and filter), by tenant."),
+    (names::BLOCK_SPANS, "gauge", "Spans in visible blocks, by tenant."),
+    (names::BLOCKLIST_POLLS_TOTAL, "counter", "Blocklist reads from the backend, by outcome."),
+    (names::BLOCK_CACHE_BYTES, "gauge", "Memory held by cached block footers and page indexes."),
+    (names::COMPACTIONS_TOTAL, "counter", "Compactions, by tenant and outcome."),
+    (names::COMPACTED_INPUT_BLOCKS_TOTAL, "counter", "Blocks merged away by compaction, by tenant."),
+    (names::COMPACTION_DUPLICATE_SPANS_TOTAL, "counter", "Duplicate spans dropped by compaction, by tenant."),
+    (names::BLOCKS_DELETED_TOTAL, "counter", "Blocks deleted, by tenant and reason (compacted, retention, cleanup)."),
+    (names::RETENTION_DELETED_BYTES_TOTAL, "counter", "Bytes of blocks deleted by retention, by tenant."),
+    (names::QUERIES_TOTAL, "counter", "Search and tag queries, by endpoint and outcome (ok, bad_request, error)."),
+    (names::QUERY_SECONDS_TOTAL, "counter", "Time spent answering search and tag queries, by endpoint."),
+    (names::SEARCH_INSPECTED_SPANS_TOTAL, "counter", "Spans whose prefilter columns searches looked at."),
+    (names::SEARCH_INSPECTED_BYTES_TOTAL, "counter", "Bytes of blocks searches fetched."),
+    (names::READY, "gauge", "1 when the server is ready to ingest and query."),
+    (names::GENERATOR_SPANS_TOTAL, "counter", "Spans the metrics generator counted, by tenant."),
     (
-        "spoor_generator_spans_discarded_total",
+        names::GENERATOR_SPANS_DISCARDED_TOTAL,
         "counter",
         "Spans the metrics generator left out, by tenant and reason (too_old: ended before the ingestion slack).",
     ),
     (
-        "spoor_generator_active_series",
+        names::GENERATOR_ACTIVE_SERIES,
         "gauge",
         "Generated series held, by tenant (a histogram counts its buckets, _sum and _count).",
     ),
     (
-        "spoor_generator_series_limited_total",
+        names::GENERATOR_SERIES_LIMITED_TOTAL,
         "counter",
         "Observations folded into metric_overflow series because the tenant's max_active_series was reached.",
     ),
     (
-        "spoor_remote_write_requests_total",
+        names::REMOTE_WRITE_REQUESTS_TOTAL,
         "counter",
         "remote_write requests, by endpoint and outcome (ok, retried, failed_permanent, failed_retries_exhausted).",
     ),
-    ("spoor_remote_write_samples_total", "counter", "Samples delivered to remote_write endpoints, by endpoint."),
+    (names::REMOTE_WRITE_SAMPLES_TOTAL, "counter", "Samples delivered to remote_write endpoints, by endpoint."),
     (
-        "spoor_remote_write_samples_failed_total",
+        names::REMOTE_WRITE_SAMPLES_FAILED_TOTAL,
         "counter",
         "Samples dropped after a permanent error or the last retry, by endpoint.",
     ),
-    ("spoor_remote_write_bytes_total", "counter", "Compressed bytes delivered to remote_write endpoints, by endpoint."),
-    ("spoor_remote_write_seconds_total", "counter", "Time spent in remote_write requests (not waits between retries)."),
+    (names::REMOTE_WRITE_BYTES_TOTAL, "counter", "Compressed bytes delivered to remote_write endpoints, by endpoint."),
+    (names::REMOTE_WRITE_SECONDS_TOTAL, "counter", "Time spent in remote_write requests (not waits between retries)."),
     (
-        "spoor_generator_label_values_limited_total",
+        names::GENERATOR_LABEL_VALUES_LIMITED_TOTAL,
         "counter",
         "Observations whose label value became __cardinality_overflow__ (max_cardinality_per_label), by tenant.",
     ),
-    ("spoor_generator_pending_edges", "gauge", "Service-graph half edges waiting for their other half, by tenant."),
+    (names::GENERATOR_PENDING_EDGES, "gauge", "Service-graph half edges waiting for their other half, by tenant."),
     (
-        "spoor_generator_expired_edges_total",
+        names::GENERATOR_EXPIRED_EDGES_TOTAL,
         "counter",
         "Service-graph half edges that expired with no peer to name, by tenant.",
     ),
     (
-        "spoor_generator_dropped_spans_total",
+        names::GENERATOR_DROPPED_SPANS_TOTAL,
         "counter",
         "Spans the service graph dropped because the pending-edge store was full, by tenant.",
     ),
     (
-        "spoor_requests_refused_total",
+        names::REQUESTS_REFUSED_TOTAL,
         "counter",
         "Requests refused before decoding, by tenant and reason (memory_limited).",
     ),
-    ("spoor_memory_resident_bytes", "gauge", "Resident memory as the memory limiter last measured it."),
-    ("spoor_overrides_reloads_total", "counter", "Reloads of the per-tenant overrides file, by outcome."),
+    (names::MEMORY_RESIDENT_BYTES, "gauge", "Resident memory as the memory limiter last measured it."),
+    (names::OVERRIDES_RELOADS_TOTAL, "counter", "Reloads of the per-tenant overrides file, by outcome."),
     (
-        "spoor_processed_attributes_total",
+        names::PROCESSED_ATTRIBUTES_TOTAL,
         "counter",
         "Attributes changed by a processor before the WAL, by tenant, processor and action (deleted, masked, hashed, set).",
     ),
     (
-        "spoor_sampling_traces_total",
+        names::SAMPLING_TRACES_TOTAL,
         "counter",
         "Tail-sampling decisions, by deciding policy and decision (sampled, not_sampled, dropped).",
     ),
-    ("spoor_sampling_spans_total", "counter", "Spans decided by tail sampling, by decision."),
-    ("spoor_sampling_new_traces_total", "counter", "Traces the sampler started buffering."),
-    ("spoor_sampling_evicted_traces_total", "counter", "Traces evicted from the sampler over num_traces or max_bytes."),
+    (names::SAMPLING_SPANS_TOTAL, "counter", "Spans decided by tail sampling, by decision."),
+    (names::SAMPLING_NEW_TRACES_TOTAL, "counter", "Traces the sampler started buffering."),
+    (names::SAMPLING_EVICTED_TRACES_TOTAL, "counter", "Traces evicted from the sampler over num_traces or max_bytes."),
     (
-        "spoor_sampling_dropped_too_early_total",
+        names::SAMPLING_DROPPED_TOO_EARLY_TOTAL,
         "counter",
         "Traces evicted before their decision (their spans were dropped).",
     ),
     (
-        "spoor_sampling_late_spans_total",
+        names::SAMPLING_LATE_SPANS_TOTAL,
         "counter",
         "Spans arriving after their trace's decision, by the decision they followed.",
     ),
-    ("spoor_sampling_policy_errors_total", "counter", "Policy evaluations that failed (e.g. an undecodable fragment)."),
+    (names::SAMPLING_POLICY_ERRORS_TOTAL, "counter", "Policy evaluations that failed (e.g. an undecodable fragment)."),
     (
-        "spoor_sampling_traces_in_memory",
+        names::SAMPLING_TRACES_IN_MEMORY,
         "gauge",
         "Traces held by the sampler (undecided, plus decided ones kept for late spans).",
     ),
-    ("spoor_sampling_bytes_in_memory", "gauge", "Encoded bytes of fragments waiting for a decision."),
-    ("spoor_agent_queue_items", "gauge", "Agent: items in the persistent queue (queued and in flight)."),
-    ("spoor_agent_queue_bytes", "gauge", "Agent: payload bytes in the persistent queue."),
+    (names::SAMPLING_BYTES_IN_MEMORY, "gauge", "Encoded bytes of fragments waiting for a decision."),
+    (names::AGENT_QUEUE_ITEMS, "gauge", "Agent: items in the persistent queue (queued and in flight)."),
+    (names::AGENT_QUEUE_BYTES, "gauge", "Agent: payload bytes in the persistent queue."),
     (
-        "spoor_agent_queue_disk_bytes",
+        names::AGENT_QUEUE_DISK_BYTES,
         "gauge",
         "Agent: bytes of queue segment files (counted against agent.queue.max_bytes).",
     ),
-    ("spoor_agent_queue_in_flight", "gauge", "Agent: queue items being exported."),
-    ("spoor_agent_queue_oldest_age_seconds", "gauge", "Agent: age of the oldest item not yet delivered."),
-    ("spoor_agent_queue_corrupt_items_total", "counter", "Agent: corrupt queue records skipped."),
-    ("spoor_agent_queue_full_total", "counter", "Agent: pushes refused because the queue was at max_bytes."),
-    ("spoor_agent_forwarded_spans_total", "counter", "Agent: spans delivered downstream, by endpoint."),
+    (names::AGENT_QUEUE_IN_FLIGHT, "gauge", "Agent: queue items being exported."),
+    (names::AGENT_QUEUE_OLDEST_AGE_SECONDS, "gauge", "Agent: age of the oldest item not yet delivered."),
+    (names::AGENT_QUEUE_CORRUPT_ITEMS_TOTAL, "counter", "Agent: corrupt queue records skipped."),
+    (names::AGENT_QUEUE_FULL_TOTAL, "counter", "Agent: pushes refused because the queue was at max_bytes."),
+    (names::AGENT_FORWARDED_SPANS_TOTAL, "counter", "Agent: spans delivered downstream, by endpoint."),
     (
-        "spoor_agent_dropped_spans_total",
+        names::AGENT_DROPPED_SPANS_TOTAL,
         "counter",
         "Agent: spans given up on, by reason (permanent, retries_exhausted, rejected_downstream).",
     ),
-    ("spoor_agent_export_attempts_total", "counter", "Agent: export attempts, by endpoint."),
-    ("spoor_agent_export_retries_total", "counter", "Agent: export attempts that were retries, by endpoint."),
+    (names::AGENT_EXPORT_ATTEMPTS_TOTAL, "counter", "Agent: export attempts, by endpoint."),
+    (names::AGENT_EXPORT_RETRIES_TOTAL, "counter", "Agent: export attempts that were retries, by endpoint."),
     (
-        "spoor_agent_export_timeouts_total",
+        names::AGENT_EXPORT_TIMEOUTS_TOTAL,
         "counter",
         "Agent: export attempts cut off by the per-attempt timeout, by endpoint.",
     ),
-    ("spoor_agent_export_delivered_total", "counter", "Agent: requests delivered, by endpoint."),
-    ("spoor_agent_export_failed_total", "counter", "Agent: requests given up on, by endpoint and reason."),
-    ("spoor_agent_export_latency_seconds", "gauge", "Agent: latency of the last successful export, by endpoint."),
-    ("spoor_agent_resolutions_total", "counter", "Agent: DNS resolutions of the load-balancing resolver, by outcome."),
-    ("spoor_agent_backend_updates_total", "counter", "Agent: changes of the load-balancing backend list."),
-    ("spoor_agent_backends", "gauge", "Agent: backends in the load-balancing ring."),
+    (names::AGENT_EXPORT_DELIVERED_TOTAL, "counter", "Agent: requests delivered, by endpoint."),
+    (names::AGENT_EXPORT_FAILED_TOTAL, "counter", "Agent: requests given up on, by endpoint and reason."),
+    (names::AGENT_EXPORT_LATENCY_SECONDS, "gauge", "Agent: latency of the last successful export, by endpoint."),
+    (names::AGENT_RESOLUTIONS_TOTAL, "counter", "Agent: DNS resolutions of the load-balancing resolver, by outcome."),
+    (names::AGENT_BACKEND_UPDATES_TOTAL, "counter", "Agent: changes of the load-balancing backend list."),
+    (names::AGENT_BACKENDS, "gauge", "Agent: backends in the load-balancing ring."),
 ];
 
 impl Metrics {
@@ -195,10 +281,10 @@ impl Metrics {
         blocks: &spoor_store::Blocks,
     ) -> String {
         for (tenant, s) in head.stats() {
-            self.set("spoor_live_traces", &[("tenant", &tenant)], s.traces as f64);
-            self.set("spoor_live_bytes", &[("tenant", &tenant)], s.bytes as f64);
-            self.set("spoor_live_spans", &[("tenant", &tenant)], s.spans as f64);
-            self.set("spoor_flushing_bytes", &[("tenant", &tenant)], s.flushing_bytes as f64);
+            self.set(names::LIVE_TRACES, &[("tenant", &tenant)], s.traces as f64);
+            self.set(names::LIVE_BYTES, &[("tenant", &tenant)], s.bytes as f64);
+            self.set(names::LIVE_SPANS, &[("tenant", &tenant)], s.spans as f64);
+            self.set(names::FLUSHING_BYTES, &[("tenant", &tenant)], s.flushing_bytes as f64);
         }
         // Tenants whose last block went away must read 0, not their last value.
         for ((name, _), v) in self.gauges.lock().unwrap().iter_mut() {
@@ -206,11 +292,11 @@ impl Metrics {
                 *v = 0.0;
             }
         }
-        self.set("spoor_block_cache_bytes", &[], blocks.cached_bytes() as f64);
+        self.set(names::BLOCK_CACHE_BYTES, &[], blocks.cached_bytes() as f64);
         for (tenant, s) in blocks.stats() {
-            self.set("spoor_blocks", &[("tenant", &tenant)], s.blocks as f64);
-            self.set("spoor_block_bytes", &[("tenant", &tenant)], s.bytes as f64);
-            self.set("spoor_block_spans", &[("tenant", &tenant)], s.spans as f64);
+            self.set(names::BLOCKS, &[("tenant", &tenant)], s.blocks as f64);
+            self.set(names::BLOCK_BYTES, &[("tenant", &tenant)], s.bytes as f64);
+            self.set(names::BLOCK_SPANS, &[("tenant", &tenant)], s.spans as f64);
         }
         self.render_with(wal)
     }
@@ -238,15 +324,15 @@ impl Metrics {
         if let Some(w) = wal {
             let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             for (name, v) in [
-                ("spoor_wal_records_total", load(&w.records)),
-                ("spoor_wal_bytes_total", load(&w.bytes)),
-                ("spoor_wal_fsyncs_total", load(&w.syncs)),
-                ("spoor_wal_write_errors_total", load(&w.write_errors)),
-                ("spoor_wal_segments_created_total", load(&w.segments)),
+                (names::WAL_RECORDS_TOTAL, load(&w.records)),
+                (names::WAL_BYTES_TOTAL, load(&w.bytes)),
+                (names::WAL_FSYNCS_TOTAL, load(&w.syncs)),
+                (names::WAL_WRITE_ERRORS_TOTAL, load(&w.write_errors)),
+                (names::WAL_SEGMENTS_CREATED_TOTAL, load(&w.segments)),
             ] {
                 samples.entry(name).or_default().push(format!("{name} {v}"));
             }
-            let name = "spoor_wal_fsync_duration_seconds";
+            let name = names::WAL_FSYNC_DURATION_SECONDS;
             let lines = samples.entry(name).or_default();
             let mut cumulative = 0;
             for (i, bound) in spoor_wal::FSYNC_BUCKETS.iter().enumerate() {
@@ -279,4 +365,54 @@ impl Metrics {
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// `"spoor_…"` string literals in the non-test code of every file below `dir`.
+    fn literals(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                literals(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for piece in code.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("spoor_") && piece.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                        out.push((path.display().to_string(), piece.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_series_name_is_a_constant_with_help() {
+        let helped: Vec<&str> = HELP.iter().map(|(name, _, _)| *name).collect();
+        let mut unique = helped.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), helped.len(), "a series has two HELP rows");
+        // Every constant has a row.
+        let source = include_str!("metrics.rs");
+        let consts =
+            source.lines().filter_map(|l| l.trim().strip_prefix("pub const ")).filter_map(|l| l.split('"').nth(1));
+        for name in consts {
+            assert!(helped.contains(&name), "{name} has no HELP row");
+        }
+        // Code names series only through the constants (a prefix match on `spoor_block` aside).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        literals(&root.join("src"), &mut found);
+        literals(&root.join("../agent/src"), &mut found);
+        found.retain(|(file, name)| {
+            !(file.ends_with("metrics.rs") && (name == "spoor_block" || helped.contains(&name.as_str())))
+        });
+        assert!(found.is_empty(), "series named by a literal instead of metrics::names: {found:?}");
+    }
 }

@@ -92,7 +92,7 @@ impl Backoff {
         }
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.current;
         self.current = base.mul_f64(self.multiplier).min(self.max);
         let factor = 1.0 - self.randomization + 2.0 * self.randomization * self.rng.unit();
@@ -106,9 +106,9 @@ pub struct Rng(u64);
 impl Rng {
     pub fn seeded() -> Rng {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let time = spoor_model::time::now_nanos();
         // splitmix64 of time and a per-call counter, so concurrent senders do not move in step.
-        let mut z = (time as u64) ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut z = time ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -170,7 +170,7 @@ mod tests {
     fn backoff_grows_by_multiplier_up_to_max_interval() {
         let cfg = RetryConfig { randomization_factor: 0.0, ..RetryConfig::default() };
         let mut b = Backoff::new(&cfg, Rng(1));
-        let got: Vec<f64> = (0..8).map(|_| b.next().as_secs_f64()).collect();
+        let got: Vec<f64> = (0..8).map(|_| b.next_delay().as_secs_f64()).collect();
         let want = [5.0, 7.5, 11.25, 16.875, 25.3125, 30.0, 30.0, 30.0];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?}");
@@ -179,12 +179,13 @@ mod tests {
         let mut b = Backoff::new(&RetryConfig::default(), Rng::seeded());
         let mut seen = Vec::new();
         for w in want {
-            let d = b.next().as_secs_f64();
+            let d = b.next_delay().as_secs_f64();
             assert!(d >= w * 0.5 - 1e-6 && d <= (w * 1.5).min(30.0) + 1e-6, "{d} for {w}");
             seen.push(d);
         }
-        let mut firsts: Vec<u64> =
-            (0..20).map(|_| Backoff::new(&RetryConfig::default(), Rng::seeded()).next().as_millis() as u64).collect();
+        let mut firsts: Vec<u64> = (0..20)
+            .map(|_| Backoff::new(&RetryConfig::default(), Rng::seeded()).next_delay().as_millis() as u64)
+            .collect();
         firsts.sort();
         firsts.dedup();
         assert!(firsts.len() > 10, "jitter should vary: {firsts:?}");

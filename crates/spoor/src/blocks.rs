@@ -175,19 +175,11 @@ fn inspect_text(m: &BlockMeta, visible: bool) -> String {
     out
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC, from unix nanoseconds (civil-from-days, no time crate needed).
+/// `YYYY-MM-DD HH:MM:SS` in UTC, from unix nanoseconds.
 pub fn utc(nanos: u64) -> String {
     let secs = nanos / 1_000_000_000;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = spoor_model::time::civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 

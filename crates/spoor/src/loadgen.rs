@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
+use spoor_agent::client::{OtlpClient, Outcome, Transport};
 use spoor_model::ids::hex;
 use spoor_model::synth::{Rng, build_request};
-use spoor_agent::client::{OtlpClient, Outcome, Transport};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -110,7 +110,8 @@ async fn sink(args: &Args, addr: &str) -> anyhow::Result<()> {
     let s = Arc::new(Sink { requests: Default::default(), bytes: Default::default() });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("sink listening on {addr} for {} s", args.duration);
-    let server = tokio::spawn(axum::serve(listener, spoor_server::ingest::receive::grpc_router(s.clone())).into_future());
+    let server =
+        tokio::spawn(axum::serve(listener, spoor_server::ingest::receive::grpc_router(s.clone())).into_future());
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     server.abort();
     println!(
@@ -163,8 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             let mut sent_here = 0u64;
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let now_ns =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+                let now_ns = spoor_model::time::now_nanos();
                 let (req, ids) = build_request(&mut rng, args.traces_per_request, now_ns);
                 let body = Bytes::from(req.encode_to_vec());
                 let n = ids.len() as u64;
@@ -266,15 +266,13 @@ fn percentile_ms(sorted: &[f64], q: f64) -> f64 {
 
 /// Trace by ID (v2, protobuf) for random IDs from `file`; every answer must be a 200 with spans.
 async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
-    use http_body_util::{BodyExt, Empty};
     let text = std::fs::read_to_string(file)?;
     let mut ids: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).filter(|t| t.len() == 32).collect();
     ids.sort_unstable();
     ids.dedup();
     anyhow::ensure!(!ids.is_empty(), "no trace IDs in {}", file.display());
     let ids: Arc<Vec<String>> = Arc::new(ids.into_iter().map(str::to_owned).collect());
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = crate::http::Api::new(args.tenant.as_deref());
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -285,15 +283,9 @@ async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < args.queries {
                 let id = &ids[rng.below(ids.len() as u64) as usize];
-                let mut req = hyper::Request::get(format!("{}/api/v2/traces/{id}", args.endpoint))
-                    .header("accept", "application/protobuf");
-                if let Some(t) = &args.tenant {
-                    req = req.header("x-scope-orgid", t);
-                }
+                let url = format!("{}/api/v2/traces/{id}", args.endpoint);
                 let t0 = Instant::now();
-                let resp = client.request(req.body(Empty::new())?).await?;
-                let status = resp.status();
-                let body = resp.into_body().collect().await?.to_bytes();
+                let (status, body) = client.get(&url, Some("application/protobuf")).await?;
                 latencies.push(t0.elapsed().as_secs_f64());
                 anyhow::ensure!(status == 200 && !body.is_empty(), "trace {id}: HTTP {status}");
             }
@@ -338,23 +330,15 @@ async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
 /// Each `--search` query `--queries` times in a row; latency percentiles, traces found and
 /// spans inspected per query (the server's own count).
 async fn search(args: &Args) -> anyhow::Result<()> {
-    use http_body_util::{BodyExt, Empty};
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = crate::http::Api::new(args.tenant.as_deref());
     let mut results = Vec::new();
     for q in &args.search {
         let url = format!("{}/api/search?q={}&limit={}", args.endpoint, crate::query::encode(q), args.search_limit);
         let mut latencies = Vec::new();
         let mut last = serde_json::Value::Null;
         for _ in 0..args.queries.max(1) {
-            let mut req = hyper::Request::get(&url);
-            if let Some(t) = &args.tenant {
-                req = req.header("x-scope-orgid", t);
-            }
             let t0 = Instant::now();
-            let resp = client.request(req.body(Empty::new())?).await?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
+            let (status, body) = client.get(&url, None).await?;
             latencies.push(t0.elapsed().as_secs_f64());
             anyhow::ensure!(status == 200, "{q}: HTTP {status}: {}", String::from_utf8_lossy(&body));
             last = serde_json::from_slice(&body)?;

@@ -1,6 +1,7 @@
 //! `spoor`: the tracing backend in one binary.
 
 mod blocks;
+mod http;
 mod loadgen;
 mod query;
 

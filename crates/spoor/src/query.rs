@@ -3,10 +3,7 @@
 //! bucket (`--config` / `--data-dir`), printed as a table or as the API's JSON.
 
 use std::fmt::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use serde_json::Value as Json;
 use std::sync::Arc;
 
@@ -62,7 +59,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let now = spoor_model::time::now_nanos() / 1_000_000_000;
     let range = match (&args.since, args.start, args.end) {
         (Some(since), _, _) => {
             let ns = spoor_server::tempo::params::go_duration(since)
@@ -150,15 +147,7 @@ pub fn encode(s: &str) -> String {
 async fn remote(server: &str, path: &str, params: &[(String, String)], tenant: Option<&str>) -> anyhow::Result<Json> {
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
     let url = format!("{}{path}?{}", server.trim_end_matches('/'), query.join("&"));
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let mut req = hyper::Request::get(&url).header("accept", "application/json");
-    if let Some(t) = tenant {
-        req = req.header("x-scope-orgid", t);
-    }
-    let resp = client.request(req.body(Empty::new())?).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let (status, body) = crate::http::Api::new(tenant).get(&url, Some("application/json")).await?;
     anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
     Ok(serde_json::from_slice(&body)?)
 }

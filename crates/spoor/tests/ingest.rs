@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use prost::Message;
-use spoor_model::otlp::*;
 use spoor_agent::client::{Compression, OtlpClient, Outcome, Transport};
+use spoor_model::otlp::*;
 
 /// One resource, one scope, these spans.
 fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {

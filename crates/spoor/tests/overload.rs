@@ -22,10 +22,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
+use spoor_agent::client::{OtlpClient, Outcome, Transport};
 use spoor_model::otlp::{
     AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, any_value,
 };
-use spoor_agent::client::{OtlpClient, Outcome, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use spoor_wal::queue::{Queue, QueueConfig};
 use spoor_wal::Durability;
+use spoor_wal::queue::{Queue, QueueConfig};
 
 const ITEM: usize = 64 << 10;
 const PER_ITER: usize = 64;

@@ -31,8 +31,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use crate::{Position, SegmentReader, Wal, WriterThread};
+use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 
 const ITEM_VERSION: u8 = 1;

@@ -52,14 +52,9 @@ fn classify_http() {
     assert_eq!(h(refused(502, Some(9))), Verdict::Retry { after: None });
     assert_eq!(h(refused(504, None)), Verdict::Retry { after: None });
     for code in [400, 401, 403, 404, 413, 415, 500, 501] {
-        assert!(
-            matches!(h(refused(code, Some(1))), Verdict::Permanent(m) if m.starts_with(&format!("HTTP {code}")))
-        );
+        assert!(matches!(h(refused(code, Some(1))), Verdict::Permanent(m) if m.starts_with(&format!("HTTP {code}"))));
     }
-    assert_eq!(
-        h(Ok(Outcome::Accepted { rejected: 0, message: String::new() })),
-        Verdict::Delivered { rejected: 0 }
-    );
+    assert_eq!(h(Ok(Outcome::Accepted { rejected: 0, message: String::new() })), Verdict::Delivered { rejected: 0 });
 }
 
 #[test]
@@ -380,16 +375,7 @@ async fn retry_after_http_date_is_honoured() {
 fn imf_fixdate(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
-    // Civil from days (Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + (month <= 2) as i64;
+    let (year, month, day) = spoor_model::time::civil_from_days(days);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
     let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!("{weekday}, {day:02} {} {year} {h:02}:{m:02}:{s:02} GMT", months[month as usize - 1])
@@ -399,9 +385,7 @@ fn imf_fixdate(secs: u64) -> String {
 async fn grpc_resource_exhausted_needs_retry_info() {
     let (addr, script) = serve(vec![Reply::grpc_error(8, None)]).await;
     let err = exporter(&addr, Protocol::Grpc, fast_retry()).send(body(), None, &no_stop()).await.unwrap_err();
-    assert!(
-        matches!(&err, Failure::Permanent(m) if m.contains("RESOURCE_EXHAUSTED") && m.contains("scripted error"))
-    );
+    assert!(matches!(&err, Failure::Permanent(m) if m.contains("RESOURCE_EXHAUSTED") && m.contains("scripted error")));
     assert_eq!(script.seen().len(), 1);
 
     let (addr, script) = serve(vec![Reply::grpc_error(8, Some(1)), Reply::grpc_ok()]).await;
@@ -413,8 +397,7 @@ async fn grpc_resource_exhausted_needs_retry_info() {
 
 #[tokio::test]
 async fn grpc_unavailable_is_retried_invalid_argument_is_not() {
-    let (addr, script) =
-        serve(vec![Reply::grpc_error(14, None), Reply::grpc_error(14, None), Reply::grpc_ok()]).await;
+    let (addr, script) = serve(vec![Reply::grpc_error(14, None), Reply::grpc_error(14, None), Reply::grpc_ok()]).await;
     let e = exporter(&addr, Protocol::Grpc, fast_retry());
     let d = e.send(body(), None, &no_stop()).await.unwrap();
     assert_eq!(d.attempts, 3);

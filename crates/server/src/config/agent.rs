@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use spoor_wal::Durability;
 use crate::retry::RetryConfig;
+use spoor_wal::Durability;
 
 /// The `agent:` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -280,4 +280,3 @@ pub enum RoutingKey {
     #[serde(rename = "service")]
     Service,
 }
-

@@ -19,6 +19,7 @@ use spoor_model::time::now_nanos;
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 use remote_write::{RemoteWrite, RemoteWriteConfig};
 
 /// The generator and where its series go.
@@ -83,8 +84,7 @@ pub async fn scrape(
         Some(t) => vec![t.clone()],
         None => g.tenants(),
     };
-    let parts: Vec<(Labels, Vec<Family>)> =
-        tenants.iter().map(|t| (extra_labels(p, t, true), g.snapshot(t))).collect();
+    let parts: Vec<(Labels, Vec<Family>)> = tenants.iter().map(|t| (extra_labels(p, t, true), g.snapshot(t))).collect();
     ([(header::CONTENT_TYPE, format.content_type())], expose::render(&parts, format)).into_response()
 }
 
@@ -93,18 +93,18 @@ pub fn publish(g: &Generator, m: &Metrics) {
     for tenant in g.tenants() {
         let c = g.counts(&tenant);
         let t = [("tenant", tenant.as_str())];
-        m.set("spoor_generator_spans_total", &t, c.spans as f64);
+        m.set(names::GENERATOR_SPANS_TOTAL, &t, c.spans as f64);
         m.set(
-            "spoor_generator_spans_discarded_total",
+            names::GENERATOR_SPANS_DISCARDED_TOTAL,
             &[("tenant", &tenant), ("reason", "too_old")],
             c.spans_too_old as f64,
         );
-        m.set("spoor_generator_active_series", &t, c.active_series as f64);
-        m.set("spoor_generator_series_limited_total", &t, c.series_limited as f64);
-        m.set("spoor_generator_label_values_limited_total", &t, c.label_values_limited as f64);
-        m.set("spoor_generator_pending_edges", &t, c.pending_edges as f64);
-        m.set("spoor_generator_expired_edges_total", &t, c.expired_edges as f64);
-        m.set("spoor_generator_dropped_spans_total", &t, c.dropped_spans as f64);
+        m.set(names::GENERATOR_ACTIVE_SERIES, &t, c.active_series as f64);
+        m.set(names::GENERATOR_SERIES_LIMITED_TOTAL, &t, c.series_limited as f64);
+        m.set(names::GENERATOR_LABEL_VALUES_LIMITED_TOTAL, &t, c.label_values_limited as f64);
+        m.set(names::GENERATOR_PENDING_EDGES, &t, c.pending_edges as f64);
+        m.set(names::GENERATOR_EXPIRED_EDGES_TOTAL, &t, c.expired_edges as f64);
+        m.set(names::GENERATOR_DROPPED_SPANS_TOTAL, &t, c.dropped_spans as f64);
     }
 }
 

@@ -26,9 +26,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
-use crate::retry::{Backoff, RetryConfig, Rng, parse_retry_after};
 use crate::error::StartupError;
 use crate::metrics::Metrics;
+use crate::metrics::names;
+use crate::retry::{Backoff, RetryConfig, Rng, parse_retry_after};
 
 /// Headers the protocol sets; a configured header must not replace them.
 const RESERVED_HEADERS: [&str; 8] = [
@@ -330,10 +331,10 @@ impl RemoteWrite {
     async fn push_one(&self, e: &Endpoint, tenant: &str, body: Bytes, samples: u64, metrics: &Metrics) -> PushOutcome {
         let endpoint = e.label.as_str();
         let count = |outcome: &'static str| {
-            metrics.inc("spoor_remote_write_requests_total", &[("endpoint", endpoint), ("outcome", outcome)], 1.0)
+            metrics.inc(names::REMOTE_WRITE_REQUESTS_TOTAL, &[("endpoint", endpoint), ("outcome", outcome)], 1.0)
         };
         let dropped =
-            || metrics.inc("spoor_remote_write_samples_failed_total", &[("endpoint", endpoint)], samples as f64);
+            || metrics.inc(names::REMOTE_WRITE_SAMPLES_FAILED_TOTAL, &[("endpoint", endpoint)], samples as f64);
         let headers = match request_headers(e, tenant) {
             Ok(h) => h,
             Err(error) => {
@@ -352,12 +353,12 @@ impl RemoteWrite {
                 Ok(v) => v,
                 Err(_) => Verdict::Retry { after: None, error: format!("no answer within {:?}", e.timeout) },
             };
-            metrics.inc("spoor_remote_write_seconds_total", &[("endpoint", endpoint)], began.elapsed().as_secs_f64());
+            metrics.inc(names::REMOTE_WRITE_SECONDS_TOTAL, &[("endpoint", endpoint)], began.elapsed().as_secs_f64());
             let (after, error) = match verdict {
                 Verdict::Delivered => {
                     count("ok");
-                    metrics.inc("spoor_remote_write_samples_total", &[("endpoint", endpoint)], samples as f64);
-                    metrics.inc("spoor_remote_write_bytes_total", &[("endpoint", endpoint)], body.len() as f64);
+                    metrics.inc(names::REMOTE_WRITE_SAMPLES_TOTAL, &[("endpoint", endpoint)], samples as f64);
+                    metrics.inc(names::REMOTE_WRITE_BYTES_TOTAL, &[("endpoint", endpoint)], body.len() as f64);
                     return PushOutcome::Delivered { attempts };
                 }
                 Verdict::Permanent(error) => {
@@ -380,7 +381,7 @@ impl RemoteWrite {
             if after.is_some_and(|a| a > e.max_retry_after) {
                 return give_up("and Retry-After is longer than max_retry_after_secs");
             }
-            let delay = backoff.next().max(after.unwrap_or_default());
+            let delay = backoff.next_delay().max(after.unwrap_or_default());
             count("retried");
             // The first failure says the endpoint is in trouble; later ones only repeat it.
             if attempts == 1 {
@@ -557,9 +558,7 @@ mod tests {
         assert!(with(&|c| c.timeout_secs = 0).is_err());
         assert!(with(&|c| c.min_backoff_ms = 0).is_err());
         assert!(with(&|c| c.max_backoff_ms = 10).is_err());
-        assert!(
-            matches!(RemoteWrite::new(&[ok.clone(), ok.clone()]), Err(e) if e.to_string().contains("distinct"))
-        );
+        assert!(matches!(RemoteWrite::new(&[ok.clone(), ok.clone()]), Err(e) if e.to_string().contains("distinct")));
         let named = RemoteWriteConfig { name: "b".into(), ..ok.clone() };
         let rw = RemoteWrite::new(&[ok.clone(), named]).unwrap();
         assert_eq!(rw.endpoints().collect::<Vec<_>>(), ["http://h:9090/api/v1/write", "b"]);

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::ingest::sampling::Sampling;
 use crate::ingest::wal::WalSlot;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 pub struct Flusher {
     head: Arc<Head>,
@@ -87,9 +88,9 @@ impl Flusher {
             Ok(meta) => {
                 self.head.release(&frozen);
                 let secs = start.elapsed().as_secs_f64();
-                self.metrics.inc("spoor_flushes_total", &[("tenant", &tenant), ("outcome", "ok")], 1.0);
-                self.metrics.inc("spoor_flush_seconds_total", &[], secs);
-                self.metrics.inc("spoor_flushed_spans_total", &[("tenant", &tenant)], meta.spans as f64);
+                self.metrics.inc(names::FLUSHES_TOTAL, &[("tenant", &tenant), ("outcome", "ok")], 1.0);
+                self.metrics.inc(names::FLUSH_SECONDS_TOTAL, &[], secs);
+                self.metrics.inc(names::FLUSHED_SPANS_TOTAL, &[("tenant", &tenant)], meta.spans as f64);
                 tracing::info!(
                     tenant,
                     block = meta.block_id,
@@ -102,7 +103,7 @@ impl Flusher {
                 Ok(())
             }
             Err(e) => {
-                self.metrics.inc("spoor_flushes_total", &[("tenant", &tenant), ("outcome", "error")], 1.0);
+                self.metrics.inc(names::FLUSHES_TOTAL, &[("tenant", &tenant), ("outcome", "error")], 1.0);
                 tracing::warn!(tenant, error = %e, "flush failed; the traces stay in memory and the WAL, retrying");
                 Err(Error::unavailable(format!("flush failed: {e}"), 1).with_source(e))
             }
@@ -122,7 +123,7 @@ impl Flusher {
         }
         let low = self.head.low_water().unwrap_or(u64::MAX).min(sampler_low().unwrap_or(u64::MAX));
         match wal.release_before(low) {
-            Ok(n) => self.metrics.inc("spoor_wal_segments_released_total", &[], n as f64),
+            Ok(n) => self.metrics.inc(names::WAL_SEGMENTS_RELEASED_TOTAL, &[], n as f64),
             Err(e) => tracing::warn!(error = %e, "cannot release WAL segments"),
         }
     }

@@ -15,6 +15,7 @@ use crate::ingest::limits::{Admission, InFlight};
 use crate::ingest::processors::Scrubbing;
 use crate::ingest::receive::Export;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 pub struct FrontDoor {
     /// Memory limiter and per-tenant rates.
@@ -67,10 +68,10 @@ impl FrontDoor {
         let mut request = body::decode(&raw, format)?;
         let raw = (keep_raw && format == Format::Protobuf).then_some(raw);
         let spans: usize = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-        m.inc("spoor_spans_received_total", &[("tenant", &tenant)], spans as f64);
+        m.inc(names::SPANS_RECEIVED_TOTAL, &[("tenant", &tenant)], spans as f64);
         // Before any per-span work: a tenant over its rate costs a decode, nothing more.
         self.admission.rate.admit(&tenant, spans as u64, raw_bytes, Instant::now()).inspect_err(|_| {
-            m.inc("spoor_spans_refused_total", &[("tenant", &tenant), ("reason", "rate_limited")], spans as f64);
+            m.inc(names::SPANS_REFUSED_TOTAL, &[("tenant", &tenant), ("reason", "rate_limited")], spans as f64);
         })?;
         // Scrubbed before anything touches disk.
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, StartupError};
+use crate::metrics::names;
 
 /// A tenant's ingestion limits; 0 means unlimited.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -150,7 +151,7 @@ impl Admission {
 }
 
 fn refused_for_memory(m: &crate::metrics::Metrics, tenant: &str) {
-    m.inc("spoor_requests_refused_total", &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
+    m.inc(names::REQUESTS_REFUSED_TOTAL, &[("tenant", tenant), ("reason", "memory_limited")], 1.0);
 }
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
@@ -306,10 +307,13 @@ impl RateLimiter {
             wait = wait.max(b.bytes.wait_for(bytes, limits.rate_limit_bytes));
         }
         if wait > 0.0 {
-            return Err(Error::rate_limited(format!(
+            return Err(Error::rate_limited(
+                format!(
                     "rate_limited: tenant {tenant} is over its ingestion rate ({} spans/s, {} bytes/s); retry later",
                     limits.rate_limit_spans, limits.rate_limit_bytes
-                ), (wait.ceil() as u64).max(self.retry_after_secs)));
+                ),
+                (wait.ceil() as u64).max(self.retry_after_secs),
+            ));
         }
         if limits.rate_limit_spans > 0 {
             b.spans.tokens -= spans as f64;
@@ -474,11 +478,14 @@ impl MemoryLimiter {
     }
 
     fn refusal(&self) -> Error {
-        Error::unavailable(format!(
+        Error::unavailable(
+            format!(
                 "memory_limited: data refused due to high memory usage ({} MiB resident, soft limit {} MiB); retry later",
                 self.rss() >> 20,
                 self.soft >> 20
-            ), self.interval.as_secs().max(1))
+            ),
+            self.interval.as_secs().max(1),
+        )
     }
 
     /// Admits a request of `bytes` (decompressed) or refuses it; the guard releases its share.

@@ -28,6 +28,7 @@ use crate::ingest::receive::{Export, Ingest};
 use crate::ingest::sampling::Sampling;
 use crate::ingest::wal::WalSlot;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 /// The ingest path of `spoor serve`: from a receiver's request to an acknowledged, durable,
 /// live trace.
@@ -162,7 +163,7 @@ impl Pipeline {
             Ok(_) => "ok",
             Err(e) => e.kind().label(),
         };
-        self.metrics.inc("spoor_requests_total", &[("transport", transport), ("code", code)], 1.0);
+        self.metrics.inc(names::REQUESTS_TOTAL, &[("transport", transport), ("code", code)], 1.0);
         result
     }
 
@@ -196,12 +197,14 @@ impl Pipeline {
                 Err(e) => {
                     tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
                     let labels = [("tenant", tenant.as_str()), ("reason", "wal_error")];
-                    self.metrics.inc("spoor_spans_refused_total", &labels, accepted as f64);
-                    return Err(self.unavailable(format!("cannot make spans durable: {e}; retry later")).with_source(e));
+                    self.metrics.inc(names::SPANS_REFUSED_TOTAL, &labels, accepted as f64);
+                    return Err(self
+                        .unavailable(format!("cannot make spans durable: {e}; retry later"))
+                        .with_source(e));
                 }
             };
             self.store(tenant, &prepared.admitted.fragments, segment);
-            self.metrics.inc("spoor_spans_accepted_total", &[("tenant", tenant)], accepted as f64);
+            self.metrics.inc(names::SPANS_ACCEPTED_TOTAL, &[("tenant", tenant)], accepted as f64);
         }
         Ok(prepared.response(self.max_bytes_per_trace))
     }
@@ -211,7 +214,7 @@ impl Pipeline {
         let opened = self.front.open(export, false)?;
         let tenant = opened.tenant.as_str();
         let refused = |reason: &'static str, spans: usize| {
-            self.metrics.inc("spoor_spans_refused_total", &[("tenant", tenant), ("reason", reason)], spans as f64);
+            self.metrics.inc(names::SPANS_REFUSED_TOTAL, &[("tenant", tenant), ("reason", reason)], spans as f64);
         };
         let split = split_request(&opened.request);
         if split.rejected_spans > 0 {

@@ -24,6 +24,7 @@ use spoor_process::scrub::{ScrubConfig, Scrubber};
 use crate::error::StartupError;
 use crate::ingest::limits::MemoryLimiterConfig;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 /// The collector's `batch` processor settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -209,7 +210,7 @@ impl Scrubbing {
             {
                 if n > 0 {
                     m.inc(
-                        "spoor_processed_attributes_total",
+                        names::PROCESSED_ATTRIBUTES_TOTAL,
                         &[("tenant", tenant), ("processor", name), ("action", action)],
                         n as f64,
                     );

@@ -15,6 +15,7 @@ use spoor_process::sample::{Decision, Offer, Sampler, TailSamplingConfig};
 
 use crate::error::StartupError;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 pub struct Sampling {
     sampler: Mutex<Sampler>,
@@ -101,17 +102,17 @@ impl Sampling {
         let s = self.sampler.lock().unwrap();
         let st = s.stats();
         for ((policy, decision), n) in &st.decisions {
-            m.set("spoor_sampling_traces_total", &[("policy", policy), ("decision", decision)], *n as f64);
+            m.set(names::SAMPLING_TRACES_TOTAL, &[("policy", policy), ("decision", decision)], *n as f64);
         }
-        m.set("spoor_sampling_spans_total", &[("decision", "sampled")], st.spans_sampled as f64);
-        m.set("spoor_sampling_spans_total", &[("decision", "not_sampled")], st.spans_not_sampled as f64);
-        m.set("spoor_sampling_new_traces_total", &[], st.new_traces as f64);
-        m.set("spoor_sampling_evicted_traces_total", &[], st.evicted as f64);
-        m.set("spoor_sampling_dropped_too_early_total", &[], st.dropped_too_early as f64);
-        m.set("spoor_sampling_late_spans_total", &[("decision", "sampled")], st.late_spans_forwarded as f64);
-        m.set("spoor_sampling_late_spans_total", &[("decision", "not_sampled")], st.late_spans_dropped as f64);
-        m.set("spoor_sampling_policy_errors_total", &[], st.policy_errors as f64);
-        m.set("spoor_sampling_traces_in_memory", &[], s.traces_in_memory() as f64);
-        m.set("spoor_sampling_bytes_in_memory", &[], s.bytes_in_memory() as f64);
+        m.set(names::SAMPLING_SPANS_TOTAL, &[("decision", "sampled")], st.spans_sampled as f64);
+        m.set(names::SAMPLING_SPANS_TOTAL, &[("decision", "not_sampled")], st.spans_not_sampled as f64);
+        m.set(names::SAMPLING_NEW_TRACES_TOTAL, &[], st.new_traces as f64);
+        m.set(names::SAMPLING_EVICTED_TRACES_TOTAL, &[], st.evicted as f64);
+        m.set(names::SAMPLING_DROPPED_TOO_EARLY_TOTAL, &[], st.dropped_too_early as f64);
+        m.set(names::SAMPLING_LATE_SPANS_TOTAL, &[("decision", "sampled")], st.late_spans_forwarded as f64);
+        m.set(names::SAMPLING_LATE_SPANS_TOTAL, &[("decision", "not_sampled")], st.late_spans_dropped as f64);
+        m.set(names::SAMPLING_POLICY_ERRORS_TOTAL, &[], st.policy_errors as f64);
+        m.set(names::SAMPLING_TRACES_IN_MEMORY, &[], s.traces_in_memory() as f64);
+        m.set(names::SAMPLING_BYTES_IN_MEMORY, &[], s.bytes_in_memory() as f64);
     }
 }

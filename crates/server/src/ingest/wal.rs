@@ -10,6 +10,7 @@ use spoor_wal::{Wal, WriterThread};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 pub struct WalSlot {
     config: spoor_wal::Config,
@@ -49,10 +50,10 @@ impl WalSlot {
             None => unreadable += 1,
         })?;
         let secs = start.elapsed().as_secs_f64();
-        metrics.set("spoor_wal_replay_seconds", &[], secs);
-        metrics.set("spoor_wal_replay_records", &[], stats.records as f64);
-        metrics.inc("spoor_wal_corrupt_records_total", &[], (stats.corrupt_records + unreadable) as f64);
-        metrics.inc("spoor_wal_truncated_bytes_total", &[], stats.truncated_bytes as f64);
+        metrics.set(names::WAL_REPLAY_SECONDS, &[], secs);
+        metrics.set(names::WAL_REPLAY_RECORDS, &[], stats.records as f64);
+        metrics.inc(names::WAL_CORRUPT_RECORDS_TOTAL, &[], (stats.corrupt_records + unreadable) as f64);
+        metrics.inc(names::WAL_TRUNCATED_BYTES_TOTAL, &[], stats.truncated_bytes as f64);
         tracing::info!(
             records = stats.records,
             segments = stats.segments,

@@ -12,6 +12,7 @@ use crate::config::{Config, SearchConfig};
 use crate::error::{Error, Kind, StartupError};
 use crate::ingest::tenant;
 use crate::metrics::Metrics;
+use crate::metrics::names;
 
 pub struct Reader {
     pub head: Arc<Head>,
@@ -66,8 +67,8 @@ impl Reader {
             Err(e) if matches!(e.kind(), Kind::BadRequest | Kind::Unauthenticated) => "bad_request",
             Err(_) => "error",
         };
-        self.metrics.inc("spoor_queries_total", &[("endpoint", endpoint), ("outcome", outcome)], 1.0);
-        self.metrics.inc("spoor_query_seconds_total", &[("endpoint", endpoint)], started.elapsed().as_secs_f64());
+        self.metrics.inc(names::QUERIES_TOTAL, &[("endpoint", endpoint), ("outcome", outcome)], 1.0);
+        self.metrics.inc(names::QUERY_SECONDS_TOTAL, &[("endpoint", endpoint)], started.elapsed().as_secs_f64());
     }
 }
 

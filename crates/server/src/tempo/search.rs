@@ -12,6 +12,7 @@ use spoor_query::search::{SearchRequest, SearchResult};
 
 use crate::config::SearchConfig;
 use crate::error::Error;
+use crate::metrics::names;
 use crate::tempo::json::search_json;
 use crate::tempo::params::{Params, check_size, go_duration, query_error, text_error};
 use crate::tempo::reader::Reader;
@@ -21,8 +22,8 @@ pub async fn handler(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(
     let result = async { search(&r, &r.tenants(&headers)?, raw.as_deref().unwrap_or("")).await }.await;
     if let Ok(found) = &result {
         let m = r.metrics();
-        m.inc("spoor_search_inspected_spans_total", &[], found.metrics.inspected_spans as f64);
-        m.inc("spoor_search_inspected_bytes_total", &[], found.metrics.inspected_bytes as f64);
+        m.inc(names::SEARCH_INSPECTED_SPANS_TOTAL, &[], found.metrics.inspected_spans as f64);
+        m.inc(names::SEARCH_INSPECTED_BYTES_TOTAL, &[], found.metrics.inspected_bytes as f64);
     }
     r.count_query("search", started, &result);
     match result {
@@ -48,7 +49,6 @@ pub async fn search(r: &Reader, tenants: &[String], raw: &str) -> Result<SearchR
     }
     Ok(all)
 }
-
 
 const KNOWN: [&str; 9] = ["q", "tags", "minDuration", "maxDuration", "limit", "spss", "start", "end", "query"];
 

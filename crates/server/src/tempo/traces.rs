@@ -41,8 +41,7 @@ async fn lookup(
         return Err(Error::bad_request(format!("http parameter start must be before end: {start} >= {end}")));
     }
     // Live traces are always searched: a time range only narrows which blocks are read.
-    let range =
-        (start != 0 || end != 0).then(|| (start as u64 * SECOND, end as u64 * SECOND + SECOND - 1));
+    let range = (start != 0 || end != 0).then(|| (start as u64 * SECOND, end as u64 * SECOND + SECOND - 1));
     let mut fragments: Vec<bytes::Bytes> = Vec::new();
     for t in &tenants {
         fragments.extend(p.find_trace(t, &id, range).await?);

@@ -375,8 +375,7 @@ fn concurrent_pushes_share_fsyncs() {
             t.await.unwrap().unwrap();
         }
     });
-    let syncs =
-        q.inner.shared.lock().wal.as_ref().unwrap().stats().syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let syncs = q.inner.shared.lock().wal.as_ref().unwrap().stats().syncs.load(std::sync::atomic::Ordering::Relaxed);
     assert!(syncs < n as u64 / 4, "{n} concurrent pushes took {syncs} fsyncs");
     let got = rt.block_on(drain(&q));
     assert_eq!(got.iter().copied().collect::<HashSet<_>>(), (0..n).collect::<HashSet<_>>());
@@ -447,9 +446,8 @@ const CRASH_DIR: &str = "SPOOR_QUEUE_CRASH_DIR";
 #[ignore = "run by kill_9_loses_no_acknowledged_push in a child process"]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CRASH_DIR) else { return };
-    let q =
-        Queue::open(QueueConfig { durability: Durability::Fsync, segment_bytes: 64 << 10, ..cfg(Path::new(&dir)) })
-            .unwrap();
+    let q = Queue::open(QueueConfig { durability: Durability::Fsync, segment_bytes: 64 << 10, ..cfg(Path::new(&dir)) })
+        .unwrap();
     rt().block_on(async {
         for p in 0..4 {
             let q = q.clone();
@@ -476,7 +474,7 @@ fn crash_child() {
 fn kill_9_loses_no_acknowledged_push() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "agent::queue::tests::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "queue::tests::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CRASH_DIR, dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
