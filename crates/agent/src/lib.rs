@@ -202,11 +202,7 @@ impl Ingest for Agent {
     async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
         let transport = export.transport;
         let result = self.ingest_inner(export).await;
-        let code = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind().label(),
-        };
-        self.metrics.inc(names::REQUESTS_TOTAL, &[("transport", transport), ("code", code)], 1.0);
+        receive::count_request(&self.metrics, transport, &result);
         result
     }
 }

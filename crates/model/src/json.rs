@@ -388,7 +388,8 @@ pub fn any_value_json(v: &AnyValue) -> Value {
     }
 }
 
-fn double_json(f: f64) -> Value {
+/// A double as protobuf JSON writes it: NaN and infinities as strings.
+pub fn double_json(f: f64) -> Value {
     if f.is_nan() {
         json!("NaN")
     } else if f.is_infinite() {

@@ -142,18 +142,6 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use spoor_model::time::parse_http_date;
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784111777));
-        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(784111777));
-        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_http_date("Tue, 29 Feb 2028 23:59:59 GMT"), Some(1835481599));
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49 GMT"), None);
-        assert_eq!(parse_http_date("tomorrow"), None);
-    }
 
     #[test]
     fn retry_after_seconds_or_date() {

@@ -24,7 +24,7 @@ use crate::error::{Error, StartupError};
 use crate::generated::Generated;
 use crate::http::Readiness;
 use crate::ingest::front::FrontDoor;
-use crate::ingest::receive::{Export, Ingest};
+use crate::ingest::receive::{self, Export, Ingest};
 use crate::ingest::sampling::Sampling;
 use crate::ingest::wal::WalSlot;
 use crate::metrics::Metrics;
@@ -159,11 +159,7 @@ impl Pipeline {
     pub async fn ingest(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
         let transport = export.transport;
         let result = self.ingest_inner(export).await;
-        let code = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind().label(),
-        };
-        self.metrics.inc(names::REQUESTS_TOTAL, &[("transport", transport), ("code", code)], 1.0);
+        receive::count_request(&self.metrics, transport, &result);
         result
     }
 

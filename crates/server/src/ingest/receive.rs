@@ -21,6 +21,7 @@ use spoor_model::otlp::{ExportTraceServiceResponse, ProtoAny, ProtoDuration, Ret
 use crate::error::{Error, code};
 use crate::ingest::body::{Compression, Format};
 use crate::ingest::tenant;
+use crate::metrics::{Metrics, names};
 
 /// One export request as a receiver hands it over.
 pub struct Export {
@@ -47,6 +48,15 @@ pub trait Ingest: Send + Sync + 'static {
         self: Arc<Self>,
         export: Export,
     ) -> impl std::future::Future<Output = Result<ExportTraceServiceResponse, Error>> + Send;
+}
+
+/// `spoor_requests_total` for one export request, by transport and outcome.
+pub fn count_request<T>(m: &Metrics, transport: &str, result: &Result<T, Error>) {
+    let code = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind().label(),
+    };
+    m.inc(names::REQUESTS_TOTAL, &[("transport", transport), ("code", code)], 1.0);
 }
 
 pub fn http_router<P: Ingest>(p: Arc<P>) -> axum::Router {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json, json};
 use spoor_model::ids::hex;
-use spoor_model::json::any_value_json;
+use spoor_model::json::{any_value_json, double_json};
 use spoor_model::otlp::AnyValue;
 use spoor_query::metrics::{self, Exemplar, Grid, Label, MetricsResult, Series};
 use spoor_query::search::{SearchMetrics, SearchResult};
@@ -142,20 +142,9 @@ fn label_json(l: &Label) -> Json {
     match l {
         Label::Str(s) => json!({ "stringValue": s }),
         Label::Int(i) => json!({ "intValue": i.to_string() }),
-        Label::Float(f) => json!({ "doubleValue": number(f.0) }),
+        Label::Float(f) => json!({ "doubleValue": double_json(f.0) }),
         Label::Bool(b) => json!({ "boolValue": b }),
         Label::Duration(ns) => json!({ "stringValue": go_duration_string(*ns) }),
-    }
-}
-
-/// A double as protobuf JSON writes it: NaN and infinities as strings.
-fn number(f: f64) -> Json {
-    if f.is_nan() {
-        json!("NaN")
-    } else if f.is_infinite() {
-        json!(if f > 0.0 { "Infinity" } else { "-Infinity" })
-    } else {
-        json!(f)
     }
 }
 
@@ -172,7 +161,7 @@ fn exemplar_json(e: &Exemplar) -> Json {
     m.insert("labels".into(), labels_json(&labels));
     // Zero is left out, as protobuf JSON leaves out defaults.
     if e.value != 0.0 {
-        m.insert("value".into(), number(e.value));
+        m.insert("value".into(), double_json(e.value));
     }
     m.insert("timestampMs".into(), json!((e.start_unix_nano / 1_000_000).to_string()));
     Json::Object(m)
@@ -187,7 +176,7 @@ fn series_json(s: &Series, timestamps: &[u64]) -> Json {
             let mut m = Map::new();
             m.insert("timestampMs".into(), json!((t / 1_000_000).to_string()));
             if v != 0.0 {
-                m.insert("value".into(), number(v));
+                m.insert("value".into(), double_json(v));
             }
             Json::Object(m)
         })
@@ -234,7 +223,7 @@ pub fn instant_json(r: &MetricsResult) -> Json {
             let mut m = Map::new();
             m.insert("labels".into(), labels_json(&s.labels));
             if v != 0.0 {
-                m.insert("value".into(), number(v));
+                m.insert("value".into(), double_json(v));
             }
             Some(Json::Object(m))
         })
