@@ -1,3 +1,5 @@
+//! The crate's one error type: what a query can fail with, and whose fault it is.
+
 /// Everything a query can fail with. `Invalid` and `Parse` are the client's fault (HTTP 400).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,6 +20,8 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// The client's fault: HTTP 400.

@@ -11,10 +11,10 @@ use spoor_traceql::ast::{
     SpansetOp, SpansetQuery, Stage as AstStage, Static, UnaryOp,
 };
 
-use crate::eval::{Ctx, Expr, Field, Matcher, Op, Tri};
+use crate::error::{Error, Result};
+use crate::eval::{Ctx, Expr, Field, Matcher, Op, Tri, Val};
 use crate::hit::TraceHit;
-use crate::spanset::{self, Node, Reported, Scalar, SetExpr, Stage};
-use crate::{Error, Result};
+use crate::spanset::{self, Node, Program, Reported, Scalar, SetExpr, Stage};
 
 /// Columns every evaluation reads, for trace grouping, structure and results.
 const BASE_COLUMNS: [&str; 11] = [
@@ -47,14 +47,8 @@ const NOT_REPORTED: [Intrinsic; 7] = [
 /// from any thread.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub(crate) node: Node,
-    /// The condition of every `{ ... }`, evaluated for every row of a batch up front.
-    pub(crate) filters: Vec<Expr>,
-    /// `by()` keys and aggregate arguments, evaluated for every row up front.
-    pub(crate) values: Vec<Expr>,
-    pub(crate) reported: Vec<Reported>,
-    /// The per-trace intrinsics the plan reads (computed once per batch).
-    pub(crate) needs: Vec<Intrinsic>,
+    /// What runs over whole traces.
+    program: Program,
     prefilter: Option<Expr>,
     hints: Vec<Hint>,
 }
@@ -84,9 +78,9 @@ impl Plan {
     pub(crate) fn matched<R>(
         &self,
         batch: &RecordBatch,
-        f: impl for<'c> FnOnce(&[u32], &[Vec<crate::eval::Val<'c>>]) -> Result<R>,
+        f: impl for<'c> FnOnce(&[u32], &[Vec<Val<'c>>]) -> Result<R>,
     ) -> Result<R> {
-        spanset::matched(self, batch, f)
+        spanset::matched(&self.program, batch, f)
     }
 
     fn compile(spans: &SpansetQuery, hints: &[Hint], extra: &[Attribute]) -> Result<(Plan, Vec<usize>)> {
@@ -109,15 +103,8 @@ impl Plan {
             .iter()
             .map(|attr| c.value(&FieldExpr::Attr { attr: attr.clone(), span: Default::default() }))
             .collect::<Result<Vec<usize>>>()?;
-        let mut plan = Plan {
-            node,
-            filters: c.filters,
-            values: c.values,
-            reported,
-            needs: Vec::new(),
-            prefilter: None,
-            hints: hints.to_vec(),
-        };
+        let program = Program { node, filters: c.filters, values: c.values, reported, needs: Vec::new() };
+        let mut plan = Plan { program, prefilter: None, hints: hints.to_vec() };
         let mut needs = Vec::new();
         for f in plan.fields() {
             if let Field::Intrinsic(i) = f
@@ -127,8 +114,8 @@ impl Plan {
                 needs.push(*i);
             }
         }
-        plan.needs = needs;
-        plan.prefilter = plan.necessary_node(&plan.node).best();
+        plan.program.needs = needs;
+        plan.prefilter = plan.necessary_node(&plan.program.node).best();
         Ok((plan, extra))
     }
 
@@ -167,7 +154,7 @@ impl Plan {
     /// Evaluates over whole traces (rows grouped by trace_id, start order inside a trace).
     /// `spss` caps spans per spanset. Hits come in batch order.
     pub fn evaluate(&self, batch: &RecordBatch, spss: usize) -> Result<Vec<TraceHit>> {
-        spanset::evaluate(self, batch, spss)
+        spanset::evaluate(&self.program, batch, spss)
     }
 
     /// The attributes the plan reads, as (scope, key), and the intrinsics: a scanner can skip
@@ -204,8 +191,9 @@ impl Plan {
 
     fn fields(&self) -> Vec<&Field> {
         let mut out = Vec::new();
-        self.filters.iter().chain(&self.values).for_each(|e| e.fields(&mut out));
-        out.extend(self.reported.iter().map(|r| &r.field));
+        let p = &self.program;
+        p.filters.iter().chain(&p.values).for_each(|e| e.fields(&mut out));
+        out.extend(p.reported.iter().map(|r| &r.field));
         out
     }
 
@@ -229,7 +217,7 @@ impl Plan {
 
     fn necessary_set(&self, e: &SetExpr) -> Necessary {
         match e {
-            SetExpr::Filter(id) => Necessary { all: relax(&self.filters[*id]), some: None },
+            SetExpr::Filter(id) => Necessary { all: relax(&self.program.filters[*id]), some: None },
             SetExpr::Op(op, lhs, rhs) => combine(*op, self.necessary_set(lhs), self.necessary_set(rhs)),
         }
     }

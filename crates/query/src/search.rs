@@ -12,6 +12,7 @@
 //! evaluated. A query that prunes nothing (`{ }`) reads whole row groups.
 
 use std::collections::HashMap;
+use std::ops::AddAssign;
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, FixedSizeBinaryArray, RecordBatch, UInt32Array};
@@ -23,8 +24,9 @@ use spoor_model::TraceId;
 use spoor_store::blocks::Blocks;
 use spoor_store::head::Head;
 
+use crate::error::{Error, Result};
 use crate::hit::{SpansetHit, TraceHit};
-use crate::{Error, Plan, Result};
+use crate::plan::Plan;
 
 /// Blocks searched at once: one per core of the machines this is sized for; more would only
 /// queue behind the CPU.
@@ -54,6 +56,24 @@ pub struct SearchMetrics {
     pub total_blocks: u32,
     pub completed_blocks: u32,
     pub total_block_bytes: u64,
+}
+
+/// What two searches (or two parts of one) read together.
+impl AddAssign<&SearchMetrics> for SearchMetrics {
+    fn add_assign(&mut self, other: &SearchMetrics) {
+        self.inspected_traces += other.inspected_traces;
+        self.inspected_spans += other.inspected_spans;
+        self.inspected_bytes += other.inspected_bytes;
+        self.total_blocks += other.total_blocks;
+        self.completed_blocks += other.completed_blocks;
+        self.total_block_bytes += other.total_block_bytes;
+    }
+}
+
+impl AddAssign for SearchMetrics {
+    fn add_assign(&mut self, other: SearchMetrics) {
+        *self += &other;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -107,9 +127,7 @@ pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequ
         });
         for job in futures_util::future::join_all(jobs).await {
             let found = job.map_err(|e| Error::Internal(format!("search task failed: {e}")))??;
-            metrics.inspected_traces += found.inspected_traces;
-            metrics.inspected_spans += found.inspected_spans;
-            metrics.inspected_bytes += found.inspected_bytes;
+            metrics += &found.metrics;
             metrics.completed_blocks += 1;
             ranked.add(found.hits);
         }
@@ -160,18 +178,17 @@ fn candidates_in_memory(plan: &Plan, batch: &RecordBatch) -> Result<(Option<Reco
 
 struct BlockHits {
     hits: Vec<TraceHit>,
-    inspected_traces: u64,
-    inspected_spans: u64,
-    inspected_bytes: u64,
+    /// What was read (the caller counts the block as completed).
+    metrics: SearchMetrics,
 }
 
 async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<BlockHits> {
     let fetched_before = reader.bytes_fetched();
     let scan = BlockScan::open(reader, req.plan.clone(), false).await?;
-    let mut out = BlockHits { hits: Vec::new(), inspected_traces: 0, inspected_spans: 0, inspected_bytes: 0 };
+    let mut out = BlockHits { hits: Vec::new(), metrics: SearchMetrics::default() };
     for rg in scan.row_groups(req.range, false) {
         let rows = scan.rows(rg);
-        out.inspected_spans += rows as u64;
+        out.metrics.inspected_spans += rows as u64;
         let Some(mask) = scan.prefilter(rg).await? else { continue };
         // Candidate traces newest first (rows of a trace are in start order, so its first row
         // starts it), evaluated a chunk at a time until `limit` of them match: every later
@@ -200,12 +217,12 @@ async fn search_block(reader: &BlockReader, req: &SearchRequest) -> Result<Block
             let plan = req.plan.clone();
             let spss = req.spss;
             let hits = blocking(move || plan.evaluate(&batch, spss)).await?;
-            out.inspected_traces += now.len() as u64;
+            out.metrics.inspected_traces += now.len() as u64;
             kept += hits.iter().filter(|h| Ranked::keeps_for(req, h)).count();
             out.hits.extend(hits);
         }
     }
-    out.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
+    out.metrics.inspected_bytes = reader.bytes_fetched().saturating_sub(fetched_before);
     Ok(out)
 }
 
@@ -271,9 +288,7 @@ pub(crate) async fn scan<T: Send + 'static>(
         for job in futures_util::future::join_all(jobs).await {
             let (found, m) = job.map_err(|e| Error::Internal(format!("scan task failed: {e}")))??;
             out.extend(found);
-            metrics.inspected_traces += m.inspected_traces;
-            metrics.inspected_spans += m.inspected_spans;
-            metrics.inspected_bytes += m.inspected_bytes;
+            metrics += &m;
             metrics.completed_blocks += 1;
         }
     }
@@ -593,6 +608,23 @@ mod tests {
     fn candidates_are_whole_traces_with_a_matching_row() {
         let mask = BooleanArray::from(vec![false, false, false, false, true, false]);
         assert_eq!(candidate_traces(&ids(&[1, 1, 2, 3, 3, 3]), &mask), vec![3..6]);
+    }
+
+    #[test]
+    fn search_metrics_add_up_field_by_field() {
+        let m = |n: u64| SearchMetrics {
+            inspected_traces: n,
+            inspected_spans: 2 * n,
+            inspected_bytes: 3 * n,
+            total_blocks: 4 * n as u32,
+            completed_blocks: 5 * n as u32,
+            total_block_bytes: 6 * n,
+        };
+        let mut sum = m(1);
+        sum += &m(10);
+        assert_eq!(sum, m(11));
+        sum += m(100);
+        assert_eq!(sum, m(111));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //!
 //! A spanset is a sorted list of row indices of one trace. Field expressions were evaluated
 //! for every row beforehand (`eval.rs`), so everything here is set arithmetic on small lists.
+//!
+//! What runs here is a [`Program`], the trace-level half of a plan; `plan.rs` compiles it and
+//! calls in, so this module knows nothing of plans.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -15,10 +18,23 @@ use spoor_block::columns as col;
 use spoor_model::TraceId;
 use spoor_traceql::ast::{AggFunc, BinOp, Intrinsic, SpansetOp, Static};
 
-use crate::eval::{Ctx, Derived, Field, IdCol, Num, Op, Source, StrCol, Tri, Val, arith, cmp_scalar, fold};
+use crate::error::{Error, Result};
+use crate::eval::{Ctx, Derived, Expr, Field, IdCol, Num, Op, Source, StrCol, Tri, Val, arith, cmp_scalar, fold};
 use crate::hit::{SpanHit, SpansetHit, TraceHit, Value};
-use crate::plan::Plan;
-use crate::{Error, Result};
+
+/// What a plan evaluates over whole traces: the spanset program, the per-row filters and
+/// values its stages index, the attributes results report, and the per-trace values it reads.
+#[derive(Clone, Debug)]
+pub(crate) struct Program {
+    pub(crate) node: Node,
+    /// The condition of every `{ ... }`, evaluated for every row of a batch up front.
+    pub(crate) filters: Vec<Expr>,
+    /// `by()` keys and aggregate arguments, evaluated for every row up front.
+    pub(crate) values: Vec<Expr>,
+    pub(crate) reported: Vec<Reported>,
+    /// The per-trace intrinsics the program reads (computed once per batch).
+    pub(crate) needs: Vec<Intrinsic>,
+}
 
 /// A compiled search: pipelines, possibly combined by spanset operators.
 #[derive(Clone, Debug)]
@@ -38,7 +54,7 @@ pub(crate) enum Stage {
         lhs: Scalar,
         rhs: Scalar,
     },
-    /// `by(expr)`: `value` indexes the plan's per-row values.
+    /// `by(expr)`: `value` indexes the program's per-row values.
     By {
         value: usize,
         key: String,
@@ -46,7 +62,7 @@ pub(crate) enum Stage {
     Coalesce,
 }
 
-/// A spanset expression; `Filter` indexes the plan's per-span filters.
+/// A spanset expression; `Filter` indexes the program's per-span filters.
 #[derive(Clone, Debug)]
 pub(crate) enum SetExpr {
     Filter(usize),
@@ -55,7 +71,7 @@ pub(crate) enum SetExpr {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Scalar {
-    /// `value` indexes the plan's per-row values (`None` for `count()`); `key` is how the
+    /// `value` indexes the program's per-row values (`None` for `count()`); `key` is how the
     /// aggregate prints (`avg(duration)`), the spanset attribute it becomes.
     Agg {
         func: AggFunc,
@@ -149,7 +165,7 @@ fn traces(ids: &IdCol, rows: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// The per-trace values the plan's fields read.
+/// The per-trace values the program's fields read.
 fn derive<'c>(needs: &[Intrinsic], base: &Base<'c>, ctx: &Ctx<'c>, traces: &[Range<usize>]) -> Result<Derived> {
     let rows = ctx.rows;
     let mut d = Derived::default();
@@ -212,39 +228,39 @@ fn derive<'c>(needs: &[Intrinsic], base: &Base<'c>, ctx: &Ctx<'c>, traces: &[Ran
     Ok(d)
 }
 
-/// Evaluates the plan over whole traces: see [`Plan::evaluate`].
-pub(crate) fn evaluate(plan: &Plan, batch: &RecordBatch, spss: usize) -> Result<Vec<TraceHit>> {
+/// Evaluates the program over whole traces: see `Plan::evaluate`.
+pub(crate) fn evaluate(program: &Program, batch: &RecordBatch, spss: usize) -> Result<Vec<TraceHit>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    with_eval(plan, batch, |eval, traces, ctx| {
-        let reported = plan.reported.iter().map(|r| ctx.source(&r.field)).collect::<Result<Vec<_>>>()?;
+    with_eval(program, batch, |eval, traces, ctx| {
+        let reported = program.reported.iter().map(|r| ctx.source(&r.field)).collect::<Result<Vec<_>>>()?;
         let mut hits = Vec::new();
         for t in traces {
             let all: Vec<u32> = (t.start as u32..t.end as u32).collect();
-            let sets = eval.node(&plan.node, &all);
+            let sets = eval.node(&program.node, &all);
             if !sets.is_empty() {
-                hits.push(eval.hit(t, sets, &plan.reported, &reported, spss));
+                hits.push(eval.hit(t, sets, &program.reported, &reported, spss));
             }
         }
         Ok(hits)
     })
 }
 
-/// The rows of every span in a result: see [`Plan::matched`].
+/// The rows of every span in a result: see `Plan::matched`.
 pub(crate) fn matched<R>(
-    plan: &Plan,
+    program: &Program,
     batch: &RecordBatch,
     f: impl for<'c> FnOnce(&[u32], &[Vec<Val<'c>>]) -> Result<R>,
 ) -> Result<R> {
     if batch.num_rows() == 0 {
-        return f(&[], &vec![Vec::new(); plan.values.len()]);
+        return f(&[], &vec![Vec::new(); program.values.len()]);
     }
-    with_eval(plan, batch, |eval, traces, _| {
+    with_eval(program, batch, |eval, traces, _| {
         let mut rows = Vec::new();
         for t in traces {
             let all: Vec<u32> = (t.start as u32..t.end as u32).collect();
-            let sets = eval.node(&plan.node, &all);
+            let sets = eval.node(&program.node, &all);
             // A span in several spansets (after `by()`) is still one span.
             rows.extend(sets.iter().fold(Vec::new(), |acc, s| union(&acc, &s.rows)));
         }
@@ -255,21 +271,21 @@ pub(crate) fn matched<R>(
 /// Groups a non-empty batch into traces, computes the per-trace values, the filters and the
 /// values of every row, and hands them to `f`.
 fn with_eval<R>(
-    plan: &Plan,
+    program: &Program,
     batch: &RecordBatch,
     f: impl for<'c> FnOnce(&Eval<'c>, &[Range<usize>], &Ctx<'c>) -> Result<R>,
 ) -> Result<R> {
     let plain = Ctx::new(batch, None);
     let base = Base::of(&plain)?;
     let traces = traces(&base.trace_id, plain.rows);
-    let derived = derive(&plan.needs, &base, &plain, &traces)?;
+    let derived = derive(&program.needs, &base, &plain, &traces)?;
     let ctx = Ctx::new(batch, Some(&derived));
-    let filters = plan
+    let filters = program
         .filters
         .iter()
         .map(|e| Ok(e.tri(&ctx)?.into_iter().map(|t| t == Tri::T).collect()))
         .collect::<Result<Vec<Vec<bool>>>>()?;
-    let values = plan.values.iter().map(|e| e.vals(&ctx)).collect::<Result<Vec<_>>>()?;
+    let values = program.values.iter().map(|e| e.vals(&ctx)).collect::<Result<Vec<_>>>()?;
     let eval = Eval { filters, values, base: &base };
     f(&eval, &traces, &ctx)
 }

@@ -18,8 +18,10 @@ use spoor_traceql::ast::{
     Attribute, BinOp, FieldExpr, Intrinsic, Pipeline, Query, Root, Span, SpansetExpr, SpansetQuery, Stage, Static,
 };
 
+use crate::error::Result;
+use crate::hit::Value;
+use crate::plan::Plan;
 use crate::search::{SearchRequest, search};
-use crate::{Plan, Result, Value};
 
 /// Attribute scopes of the tag-name endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
