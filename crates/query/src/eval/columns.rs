@@ -42,6 +42,7 @@ impl<'c> StrCol<'c> {
         Err(type_error(name, column, "Utf8 or Dictionary(Int32, Utf8)"))
     }
 
+    #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<&'c str> {
         match self {
             StrCol::Plain(a) => a.is_valid(i).then(|| a.value(i)),

@@ -146,6 +146,8 @@ impl Matcher {
     }
 
     /// The positive operator applied to a string (a regex, or bytewise against a string).
+    // Called per attribute entry from other files of the evaluator: inlined across them.
+    #[inline]
     pub(super) fn str(&self, s: &str) -> Option<bool> {
         match (&self.regex, &self.lit) {
             (Some(re), _) => Some(re.is_match(s)),
@@ -156,6 +158,7 @@ impl Matcher {
     }
 
     /// Folds one value (every element of an array) into `state`.
+    #[inline]
     pub(super) fn fold(&self, state: Tri, v: &Val) -> Tri {
         match v {
             Val::Nil => state,
@@ -194,6 +197,7 @@ impl Default for Recent<'_> {
 }
 
 impl<'a> Recent<'a> {
+    #[inline]
     pub(super) fn is_match(&mut self, re: &Regex, s: &'a str) -> bool {
         let b = s.as_bytes();
         let byte = |i: usize| b.get(i).copied().unwrap_or(0) as usize;

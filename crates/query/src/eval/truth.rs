@@ -44,6 +44,8 @@ impl Tri {
 /// `r` is the result of the positive operator, `None` when the types do not compare (false
 /// either way). Positive operators: true if any value satisfies. Negated ones: true if every
 /// value is comparable and none equals (matches).
+// Called per attribute entry from other files of the evaluator: inlined across them.
+#[inline]
 pub(crate) fn fold(negated: bool, state: Tri, r: Option<bool>) -> Tri {
     if negated {
         match r {
