@@ -17,7 +17,7 @@ pub struct Metrics {
 }
 
 /// Every series name Spoor publishes, one constant each: code names a series only through
-/// these, and each has a row in [`HELP`] (a unit test holds the two together).
+/// these, and each has a row in the HELP table (a unit test holds the two together).
 pub mod names {
     pub const REQUESTS_TOTAL: &str = "spoor_requests_total";
     pub const SPANS_RECEIVED_TOTAL: &str = "spoor_spans_received_total";

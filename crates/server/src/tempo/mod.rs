@@ -1,6 +1,6 @@
 //! The Tempo-compatible HTTP API (tempo-compat §1): trace by ID, search, tags and tag values,
-//! TraceQL metrics, and the process endpoints. Query handlers take only the [`Reader`]; the
-//! process endpoints see every role through [`Admin`]. Errors are plain text, as Tempo's are.
+//! TraceQL metrics, and the process endpoints. Query handlers take only the [`reader::Reader`]; the
+//! process endpoints see every role through [`admin::Admin`]. Errors are plain text, as Tempo's are.
 
 pub mod admin;
 pub mod json;
