@@ -31,11 +31,11 @@ use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, Ex
 use spoor_server::config::Config;
 use spoor_server::config::agent::{ExporterConfig, ExportersConfig, Protocol, RoutingKey};
 use spoor_server::error::{Error, StartupError};
-use spoor_server::http;
 use spoor_server::ingest::front::FrontDoor;
 use spoor_server::ingest::processors::BatchConfig;
 use spoor_server::ingest::receive::{self, Export, Ingest};
 use spoor_server::metrics::Metrics;
+use spoor_server::{background, http};
 use spoor_wal::queue::{Item, Queue, QueueConfig, QueueError};
 use tokio::sync::watch;
 
@@ -107,7 +107,7 @@ pub struct Agent {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     /// Admission, decode and scrubbing, as `spoor serve` does them.
-    front: FrontDoor,
+    front: Arc<FrontDoor>,
     queue: Queue,
     route: Route,
     batch: BatchConfig,
@@ -216,7 +216,7 @@ impl Agent {
             ));
         }
         let metrics = Arc::new(Metrics::default());
-        let front = FrontDoor::new(&config, metrics.clone())?;
+        let front = Arc::new(FrontDoor::new(&config, metrics.clone())?);
         let q = &config.agent.queue;
         let dir = if q.directory.as_os_str().is_empty() {
             config.storage.data_dir.join("queue")
@@ -497,58 +497,31 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             .map_err(|e| StartupError::new(format!("agent start-up failed: {e}")))??,
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
+    let mut servers = http::Servers::new(header_timeout);
     let a = agent.clone();
     let admin = axum::Router::new()
         .route("/metrics", axum::routing::get(move || async move { a.render_metrics() }))
         .route("/ready", axum::routing::get(|| async { "ready\n" }));
-    for (listener, router) in
-        [(grpc, receive::grpc_router(agent.clone())), (otlp_http, receive::http_router(agent.clone())), (api, admin)]
-    {
-        servers.spawn(http::serve_http(listener, router, stop_rx.clone(), header_timeout));
-    }
+    servers.serve(grpc, receive::grpc_router(agent.clone()));
+    servers.serve(otlp_http, receive::http_router(agent.clone()));
+    servers.serve(api, admin);
     let mut forwarders = tokio::task::JoinSet::new();
     for _ in 0..agent.config.agent.num_consumers.max(1) {
-        forwarders.spawn(agent.clone().forward(stop_rx.clone()));
+        forwarders.spawn(agent.clone().forward(servers.stopping()));
     }
-    // Beside the forwarders: memory sampling and the per-tenant overrides file.
+    // Beside the forwarders: memory sampling and the per-tenant overrides file, as the server does.
     let mut watchers = tokio::task::JoinSet::new();
-    if let Some(m) = &agent.front.admission.memory {
-        let a = agent.clone();
-        let every = m.interval();
-        watchers.spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Some(m) = &a.front.admission.memory {
-                    m.check();
-                }
-            }
-        });
-    }
-    if !agent.config.limits.overrides_file.as_os_str().is_empty() {
-        let a = agent.clone();
-        let every = Duration::from_secs(a.config.limits.overrides_poll_secs.max(1));
-        watchers.spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = a.front.admission.rate.reload() {
-                    tracing::warn!(error = %e, "cannot reload per-tenant overrides; keeping the previous ones");
-                }
-            }
-        });
-    }
+    background::spawn_admission(&agent.front, &agent.config, &agent.metrics, Default::default(), &mut watchers);
     tracing::info!("agent ready");
     shutdown.await;
     tracing::info!("shutting down: refusing new requests, returning in-flight batches to the queue");
     agent.ready.store(false, Ordering::Relaxed);
     watchers.abort_all();
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(timeout, async {
-        while servers.join_next().await.is_some() {}
-        while forwarders.join_next().await.is_some() {}
-    })
-    .await;
+    // In-flight requests finish and forwarders put their batches back, within one timeout.
+    let started = tokio::time::Instant::now();
+    servers.stop(timeout).await;
+    let left = timeout.saturating_sub(started.elapsed());
+    let _ = tokio::time::timeout(left, async { while forwarders.join_next().await.is_some() {} }).await;
     let a = agent.clone();
     let _ = tokio::task::spawn_blocking(move || a.queue.close()).await;
     tracing::info!("queue synced; bye");

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::generated::{self, Generated};
 use crate::ingest::flush::Flusher;
+use crate::ingest::front::FrontDoor;
 use crate::ingest::pipeline::Pipeline;
 use crate::metrics::Metrics;
 use crate::metrics::names;
@@ -31,14 +32,8 @@ pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
         if pipeline.samples() {
             tasks.spawn(sampler(pipeline.clone()));
         }
-        if pipeline.admission().memory.is_some() {
-            tasks.spawn(memory_watch(pipeline.clone(), flusher.clone(), r.metrics.clone()));
-        }
-        if !r.config.limits.overrides_file.as_os_str().is_empty() {
-            let every = Duration::from_secs(r.config.limits.overrides_poll_secs.max(1));
-            let file = r.config.limits.overrides_file.display().to_string();
-            tasks.spawn(overrides_reloader(pipeline.clone(), r.generated.cloned(), r.metrics.clone(), every, file));
-        }
+        let watched = Watched { flusher: Some(flusher.clone()), generated: r.generated.cloned() };
+        spawn_admission(pipeline.front(), r.config, r.metrics, watched, tasks);
     }
     if let Some(g) = r.generated {
         tasks.spawn(generated::run(g.clone()));
@@ -52,6 +47,35 @@ pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
     }
 }
 
+/// What the admission loops act on besides the limits themselves (none of it in the agent).
+#[derive(Default)]
+pub struct Watched {
+    /// Flushed when memory runs short.
+    pub flusher: Option<Arc<Flusher>>,
+    /// Told the new per-tenant series budgets when the overrides change.
+    pub generated: Option<Arc<Generated>>,
+}
+
+/// The loops behind a front door's limits, in every receiving process: resident memory
+/// sampled every `check_interval` (and, past the soft limit, live traces flushed), and the
+/// per-tenant overrides file re-read when it changes.
+pub fn spawn_admission(
+    front: &Arc<FrontDoor>,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    watched: Watched,
+    tasks: &mut JoinSet<()>,
+) {
+    if front.admission.memory.is_some() {
+        tasks.spawn(memory_watch(front.clone(), watched.flusher, metrics.clone()));
+    }
+    if !config.limits.overrides_file.as_os_str().is_empty() {
+        let every = Duration::from_secs(config.limits.overrides_poll_secs.max(1));
+        let file = config.limits.overrides_file.display().to_string();
+        tasks.spawn(overrides_reloader(front.clone(), watched.generated, metrics.clone(), every, file));
+    }
+}
+
 /// Decides traces ten times a second (decisions are due `decision_wait` after a trace's first span).
 async fn sampler(p: Arc<Pipeline>) {
     loop {
@@ -61,8 +85,8 @@ async fn sampler(p: Arc<Pipeline>) {
 }
 
 /// Samples resident memory every `check_interval`; the limiter refuses data above the soft limit.
-async fn memory_watch(p: Arc<Pipeline>, flusher: Arc<Flusher>, metrics: Arc<Metrics>) {
-    let Some(m) = &p.admission().memory else { return };
+async fn memory_watch(front: Arc<FrontDoor>, flusher: Option<Arc<Flusher>>, metrics: Arc<Metrics>) {
+    let Some(m) = &front.admission.memory else { return };
     let mut over_hard = false;
     loop {
         tokio::time::sleep(m.interval()).await;
@@ -74,6 +98,7 @@ async fn memory_watch(p: Arc<Pipeline>, flusher: Arc<Flusher>, metrics: Arc<Metr
         over_hard = hard;
         // Live traces are most of what the server holds and all it can give back on its own:
         // while refusing, write them to blocks (the WAL keeps them safe either way).
+        let Some(flusher) = &flusher else { continue };
         let live_bytes = flusher.head().total_bytes();
         if m.is_refusing() && live_bytes > 0 {
             tracing::info!(rss = m.rss(), live_bytes, "memory pressure: flushing live traces");
@@ -86,7 +111,7 @@ async fn memory_watch(p: Arc<Pipeline>, flusher: Arc<Flusher>, metrics: Arc<Metr
 
 /// Re-reads the per-tenant overrides file when it changes; a broken file keeps the old limits.
 async fn overrides_reloader(
-    p: Arc<Pipeline>,
+    front: Arc<FrontDoor>,
     generated: Option<Arc<Generated>>,
     metrics: Arc<Metrics>,
     every: Duration,
@@ -94,7 +119,7 @@ async fn overrides_reloader(
 ) {
     loop {
         tokio::time::sleep(every).await;
-        let rate = &p.admission().rate;
+        let rate = &front.admission.rate;
         match rate.reload() {
             Ok(true) => {
                 metrics.inc(names::OVERRIDES_RELOADS_TOTAL, &[("outcome", "ok")], 1.0);

@@ -64,6 +64,39 @@ impl Readiness {
     }
 }
 
+/// A process's listeners, each serving its router until [`Servers::stop`].
+pub struct Servers {
+    tasks: tokio::task::JoinSet<()>,
+    stop: watch::Sender<bool>,
+    header_read_timeout: Duration,
+}
+
+impl Servers {
+    /// `header_read_timeout`: see [`serve_http`].
+    pub fn new(header_read_timeout: Duration) -> Servers {
+        Servers { tasks: tokio::task::JoinSet::new(), stop: watch::channel(false).0, header_read_timeout }
+    }
+
+    pub fn serve(&mut self, listener: TcpListener, router: axum::Router) {
+        self.tasks.spawn(serve_http(listener, router, self.stop.subscribe(), self.header_read_timeout));
+    }
+
+    /// Turns true when the servers stop: for other loops that should end with them.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `timeout`, then closes what is
+    /// left.
+    pub async fn stop(mut self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(timeout, async { while self.tasks.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within {timeout:?}; closing anyway");
+            self.tasks.abort_all();
+        }
+    }
+}
+
 /// Streams one HTTP/2 client may have open at once on a connection; more are refused
 /// (`REFUSED_STREAM`) and well-behaved clients queue them. hyper's default today, pinned
 /// because hyper does not promise to keep it.

@@ -100,8 +100,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         (None, None)
     };
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
+    let mut servers = http::Servers::new(header_timeout);
     let admin = Admin {
         reader: reader.clone(),
         ready: ready.clone(),
@@ -109,13 +108,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         wal,
         generated: generated.clone(),
     };
-    let mut listeners = vec![(api, tempo::router(admin))];
+    servers.serve(api, tempo::router(admin));
     if let (Some((grpc, http)), Some((pipeline, _))) = (receivers, &write) {
-        listeners.push((grpc, ingest::receive::grpc_router(pipeline.clone())));
-        listeners.push((http, ingest::receive::http_router(pipeline.clone())));
-    }
-    for (listener, router) in listeners {
-        servers.spawn(http::serve_http(listener, router, stop_rx.clone(), header_timeout));
+        servers.serve(grpc, ingest::receive::grpc_router(pipeline.clone()));
+        servers.serve(http, ingest::receive::http_router(pipeline.clone()));
     }
 
     // Replay runs while the listeners answer: /ready says 503 and ingest asks clients to retry.
@@ -147,11 +143,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     metrics.set(names::READY, &[], 0.0);
     // A flush or compaction cut short leaves only files without a meta; the WAL still has it all.
     tasks.abort_all();
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(timeout, async { while servers.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within {timeout:?}; closing anyway");
-        servers.abort_all();
-    }
+    servers.stop(timeout).await;
     if let Some((pipeline, _)) = write {
         let _ = tokio::task::spawn_blocking(move || pipeline.close()).await;
     }

@@ -33,7 +33,7 @@ use crate::metrics::names;
 /// The ingest path of `spoor serve`: from a receiver's request to an acknowledged, durable,
 /// live trace.
 pub struct Pipeline {
-    front: FrontDoor,
+    front: Arc<FrontDoor>,
     head: Arc<Head>,
     wal: Arc<WalSlot>,
     /// Tail sampling: after the WAL.
@@ -109,7 +109,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         ready: Arc<Readiness>,
     ) -> Result<Pipeline, StartupError> {
-        let front = FrontDoor::new(config, metrics.clone())?;
+        let front = Arc::new(FrontDoor::new(config, metrics.clone())?);
         if let Some(g) = &generated {
             g.generator.set_series_limits(front.admission.rate.series_limits());
         }
@@ -128,9 +128,9 @@ impl Pipeline {
         })
     }
 
-    /// Memory limiter and per-tenant rates, for the loops that watch and reload them.
-    pub fn admission(&self) -> &crate::ingest::limits::Admission {
-        &self.front.admission
+    /// Its front door, for the loops that watch and reload the limits.
+    pub fn front(&self) -> &Arc<FrontDoor> {
+        &self.front
     }
 
     /// Whether tail sampling runs (and needs its clock ticked).
