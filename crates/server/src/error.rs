@@ -137,10 +137,6 @@ impl Error {
         Error::new(Kind::Unauthenticated, message)
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Error {
-        Error::new(Kind::Forbidden, message)
-    }
-
     pub fn not_found() -> Error {
         Error::new(Kind::NotFound, "not found")
     }

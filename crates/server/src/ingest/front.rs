@@ -33,9 +33,6 @@ pub struct Opened<'a> {
     /// The decompressed body, when asked for and the request is protobuf: a caller that
     /// finds nothing changed can pass it on without encoding the request again.
     pub raw: Option<Vec<u8>>,
-    pub format: Format,
-    /// Spans in the request, valid or not.
-    pub spans: usize,
     /// What scrubbing changed.
     pub scrubbed: Counts,
     /// The request's share of the memory estimate, held until this is dropped.
@@ -76,6 +73,6 @@ impl FrontDoor {
         // Scrubbed before anything touches disk.
         let ctx = spoor_process::attributes::Context { metadata: &metadata, client_address: None };
         let scrubbed = self.scrubbing.apply(&mut request, &ctx, &tenant, m);
-        Ok(Opened { tenant, request, raw, format, spans, scrubbed, _in_flight: in_flight })
+        Ok(Opened { tenant, request, raw, scrubbed, _in_flight: in_flight })
     }
 }

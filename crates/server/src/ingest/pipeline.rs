@@ -207,8 +207,9 @@ impl Pipeline {
 
     /// Through the front door, then validate, split by trace and admit: everything before the WAL.
     fn prepare(&self, export: Export) -> Result<Prepared, Error> {
-        let opened = self.front.open(export, false)?;
-        let tenant = opened.tenant.as_str();
+        let mut opened = self.front.open(export, false)?;
+        let owned = std::mem::take(&mut opened.tenant);
+        let tenant = owned.as_str();
         let refused = |reason: &'static str, spans: usize| {
             self.metrics.inc(names::SPANS_REFUSED_TOTAL, &[("tenant", tenant), ("reason", reason)], spans as f64);
         };
@@ -237,12 +238,7 @@ impl Pipeline {
         if let Some(g) = &self.generated {
             g.generator.observe(tenant, &opened.request, spoor_model::time::now_nanos());
         }
-        Ok(Prepared {
-            tenant: opened.tenant.clone(),
-            invalid_spans: split.rejected_spans,
-            invalid_message: split.message,
-            admitted,
-        })
+        Ok(Prepared { tenant: owned, invalid_spans: split.rejected_spans, invalid_message: split.message, admitted })
     }
 
     /// Durable fragments from WAL segment `segment`: to the sampler when there is one (which

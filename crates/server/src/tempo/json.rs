@@ -19,10 +19,7 @@ pub fn value_json(v: &Value) -> Json {
         Value::Nil => json!({ "stringValue": "nil" }),
         Value::Bool(b) => json!({ "boolValue": b }),
         Value::Int(i) => json!({ "intValue": i.to_string() }),
-        Value::Float(f) if f.is_finite() => json!({ "doubleValue": f }),
-        Value::Float(f) => {
-            json!({ "doubleValue": if f.is_nan() { "NaN" } else if *f > 0.0 { "Infinity" } else { "-Infinity" } })
-        }
+        Value::Float(f) => json!({ "doubleValue": double_json(*f) }),
         Value::Str(s) => json!({ "stringValue": s }),
         Value::Duration(ns) => json!({ "stringValue": go_duration_string(*ns) }),
         Value::Status(s) => json!({ "stringValue": s.as_str() }),
