@@ -296,9 +296,6 @@ impl Metrics {
         head: &spoor_store::Head,
         blocks: &spoor_store::Blocks,
     ) -> String {
-        let (flush, compaction) = blocks.build_cpu_seconds();
-        self.set(names::BLOCK_BUILD_CPU_SECONDS_TOTAL, &[("stage", "flush")], flush);
-        self.set(names::BLOCK_BUILD_CPU_SECONDS_TOTAL, &[("stage", "compaction")], compaction);
         for (tenant, s) in head.stats() {
             self.set(names::LIVE_TRACES, &[("tenant", &tenant)], s.traces as f64);
             self.set(names::LIVE_BYTES, &[("tenant", &tenant)], s.bytes as f64);
@@ -311,6 +308,10 @@ impl Metrics {
                 *v = 0.0;
             }
         }
+        // After the reset above, which these names share a prefix with.
+        let (flush, compaction) = blocks.build_cpu_seconds();
+        self.set(names::BLOCK_BUILD_CPU_SECONDS_TOTAL, &[("stage", "flush")], flush);
+        self.set(names::BLOCK_BUILD_CPU_SECONDS_TOTAL, &[("stage", "compaction")], compaction);
         self.set(names::BLOCK_CACHE_BYTES, &[], blocks.cached_bytes() as f64);
         for (tenant, s) in blocks.stats() {
             self.set(names::BLOCKS, &[("tenant", &tenant)], s.blocks as f64);

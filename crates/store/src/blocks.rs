@@ -400,3 +400,26 @@ async fn upload_file(store: &dyn ObjectStore, to: &Path, from: &std::path::Path)
     w.finish().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn block_building_threads_count_their_cpu_by_stage() {
+        let cpu: Arc<[AtomicU64; 2]> = Arc::default();
+        let spun = in_thread(Priority::Background, cpu.clone(), || {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < std::time::Duration::from_millis(30) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            Ok(x)
+        })
+        .await;
+        assert!(spun.is_ok());
+        assert_eq!(cpu[Priority::Drain as usize].load(Ordering::Relaxed), 0);
+        let ns = cpu[Priority::Background as usize].load(Ordering::Relaxed);
+        assert!(ns >= 10_000_000, "a 30 ms spin counted {ns} ns");
+    }
+}
