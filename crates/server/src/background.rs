@@ -28,7 +28,8 @@ pub struct Roles<'a> {
 
 pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
     if let Some((pipeline, flusher)) = r.ingest {
-        tasks.spawn(flush_loop(flusher.clone()));
+        tasks.spawn(cut_loop(flusher.clone()));
+        tasks.spawn(drain_loop(flusher.clone()));
         if pipeline.samples() {
             tasks.spawn(sampler(pipeline.clone()));
         }
@@ -137,15 +138,30 @@ async fn overrides_reloader(
     }
 }
 
-/// Checks every second which tenants are due; a failed upload backs off up to 30 s.
-async fn flush_loop(p: Arc<Flusher>) {
+/// Cuts due tenants ten times a second: a cut is a pointer swap, and cutting often keeps every
+/// block near `max_block_bytes` however fast data arrives and however long a write takes.
+async fn cut_loop(f: Arc<Flusher>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        f.cut_due();
+    }
+}
+
+/// Writes cuts into blocks as they are queued (and retries every second what is still queued);
+/// a failed upload backs off up to 30 s.
+async fn drain_loop(f: Arc<Flusher>) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        tokio::time::sleep(backoff).await;
-        let Some(due) = p.due() else { continue };
-        match p.flush(Some(due)).await {
+        tokio::select! {
+            _ = f.queued() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match f.drain().await {
             Ok(()) => backoff = Duration::from_secs(1),
-            Err(_) => backoff = (backoff * 2).min(Duration::from_secs(30)),
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }
@@ -210,6 +226,9 @@ async fn compaction_cycle(r: &Reader, m: &Metrics, config: &Config, policy: &Pol
                     m.inc(names::COMPACTED_INPUT_BLOCKS_TOTAL, &[("tenant", &tenant)], c.inputs.len() as f64);
                     let dupes = c.input_spans.saturating_sub(c.output.spans) as f64;
                     m.inc(names::COMPACTION_DUPLICATE_SPANS_TOTAL, &[("tenant", &tenant)], dupes);
+                    let written = (c.output.data_bytes + c.output.filter_bytes) as f64;
+                    m.inc(names::COMPACTION_WRITTEN_BYTES_TOTAL, &[("tenant", &tenant)], written);
+                    m.inc(names::COMPACTION_WRITTEN_SPANS_TOTAL, &[("tenant", &tenant)], c.output.spans as f64);
                     m.inc(
                         names::BLOCKS_DELETED_TOTAL,
                         &[("tenant", &tenant), ("reason", "compacted")],

@@ -143,6 +143,9 @@ pub struct CompactionConfig {
     pub interval_secs: u64,
     /// Only blocks whose first span starts in the same window are merged.
     pub window_secs: u64,
+    /// Blocks per merge, at most. Flushed blocks of the current window wait until this many are
+    /// there, so each span is rewritten about once; compacted blocks are merged again only
+    /// while their window holds more than this many blocks.
     pub max_input_blocks: usize,
     /// Upper bound on a compacted block's spans; blocks over half of it are not compacted again.
     pub max_block_spans: u64,
@@ -156,7 +159,7 @@ impl Default for CompactionConfig {
             enabled: true,
             interval_secs: 30,
             window_secs: 3600,
-            max_input_blocks: 8,
+            max_input_blocks: 32,
             max_block_spans: 20_000_000,
             orphan_grace_secs: 3600,
         }

@@ -40,6 +40,7 @@ pub mod names {
     pub const FLUSHES_TOTAL: &str = "spoor_flushes_total";
     pub const FLUSH_SECONDS_TOTAL: &str = "spoor_flush_seconds_total";
     pub const FLUSHED_SPANS_TOTAL: &str = "spoor_flushed_spans_total";
+    pub const FLUSHED_BYTES_TOTAL: &str = "spoor_flushed_bytes_total";
     pub const WAL_SEGMENTS_RELEASED_TOTAL: &str = "spoor_wal_segments_released_total";
     pub const BLOCKS: &str = "spoor_blocks";
     pub const BLOCK_BYTES: &str = "spoor_block_bytes";
@@ -49,6 +50,8 @@ pub mod names {
     pub const COMPACTIONS_TOTAL: &str = "spoor_compactions_total";
     pub const COMPACTED_INPUT_BLOCKS_TOTAL: &str = "spoor_compacted_input_blocks_total";
     pub const COMPACTION_DUPLICATE_SPANS_TOTAL: &str = "spoor_compaction_duplicate_spans_total";
+    pub const COMPACTION_WRITTEN_BYTES_TOTAL: &str = "spoor_compaction_written_bytes_total";
+    pub const COMPACTION_WRITTEN_SPANS_TOTAL: &str = "spoor_compaction_written_spans_total";
     pub const BLOCKS_DELETED_TOTAL: &str = "spoor_blocks_deleted_total";
     pub const RETENTION_DELETED_BYTES_TOTAL: &str = "spoor_retention_deleted_bytes_total";
     pub const QUERIES_TOTAL: &str = "spoor_queries_total";
@@ -132,6 +135,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::FLUSHES_TOTAL, "counter", "Blocks flushed from live traces, by tenant and outcome."),
     (names::FLUSH_SECONDS_TOTAL, "counter", "Time spent writing and uploading flushed blocks."),
     (names::FLUSHED_SPANS_TOTAL, "counter", "Spans written into blocks by flushes, by tenant."),
+    (names::FLUSHED_BYTES_TOTAL, "counter", "Block bytes (data and filter) written by flushes, by tenant."),
     (names::WAL_SEGMENTS_RELEASED_TOTAL, "counter", "WAL segments deleted because their spans are in durable blocks."),
     (names::BLOCKS, "gauge", "Visible blocks in the backend, by tenant."),
     (names::BLOCK_BYTES, "gauge", "Bytes of visible blocks (data and filter), by tenant."),
@@ -141,6 +145,12 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::COMPACTIONS_TOTAL, "counter", "Compactions, by tenant and outcome."),
     (names::COMPACTED_INPUT_BLOCKS_TOTAL, "counter", "Blocks merged away by compaction, by tenant."),
     (names::COMPACTION_DUPLICATE_SPANS_TOTAL, "counter", "Duplicate spans dropped by compaction, by tenant."),
+    (
+        names::COMPACTION_WRITTEN_BYTES_TOTAL,
+        "counter",
+        "Block bytes written by compaction, by tenant; over spoor_flushed_bytes_total: the write amplification.",
+    ),
+    (names::COMPACTION_WRITTEN_SPANS_TOTAL, "counter", "Spans re-encoded into compacted blocks, by tenant."),
     (names::BLOCKS_DELETED_TOTAL, "counter", "Blocks deleted, by tenant and reason (compacted, retention, cleanup)."),
     (names::RETENTION_DELETED_BYTES_TOTAL, "counter", "Bytes of blocks deleted by retention, by tenant."),
     (names::QUERIES_TOTAL, "counter", "Search and tag queries, by endpoint and outcome (ok, bad_request, error)."),

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use prost::Message;
 use spoor_agent::client::{OtlpClient, Outcome, Transport};
 use spoor_model::ids::hex;
-use spoor_model::synth::{Rng, build_request};
+use spoor_model::synth::Rng;
+
+mod payloads;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -68,6 +68,21 @@ pub struct Args {
     /// Query mode: how many trace-by-ID requests to make (search mode: runs per query).
     #[arg(long, default_value_t = 1000)]
     queries: u64,
+    /// How many distinct requests of loadgen's own traces to build up front and then replay
+    /// (with new trace IDs and timestamps on every send).
+    #[arg(long, default_value_t = 500)]
+    pool: usize,
+    /// Replay the export requests in this file (written by `scripts/shape-payloads`) instead of
+    /// generating loadgen's own traces; trace IDs and timestamps are made new on every send.
+    #[arg(long)]
+    payloads: Option<PathBuf>,
+    /// Resend at once after a refusal instead of honouring the retry hint (to measure what
+    /// refusing costs the server).
+    #[arg(long)]
+    no_backoff: bool,
+    /// Report accepted spans per window of this many seconds (`accepted_per_window`).
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -149,6 +164,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let payloads = Arc::new(match &args.payloads {
+        Some(path) => payloads::Payloads::load(path)?,
+        None => payloads::Payloads::generate(args.seed, args.traces_per_request, args.pool),
+    });
+    let window = args.window.max(0.1);
+    let windows: Arc<Vec<AtomicU64>> = Arc::new((0..(args.duration / window).ceil() as usize + 1).map(|_| AtomicU64::new(0)).collect());
     let totals = Arc::new(Totals::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -157,16 +178,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for c in 0..args.connections.max(1) {
         let client = OtlpClient::new(transport, &args.endpoint, args.tenant.clone());
         let (args, totals, stop, record) = (args.clone(), totals.clone(), stop.clone(), record.clone());
-        let record_traces = record_traces.clone();
+        let (record_traces, payloads, windows) = (record_traces.clone(), payloads.clone(), windows.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(args.seed.wrapping_add(c as u64));
             let per_conn_rate = args.rate as f64 / args.connections.max(1) as f64;
             let mut latencies = Vec::new();
             let mut sent_here = 0u64;
+            let mut round = 0u64;
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let now_ns = spoor_model::time::now_nanos();
-                let (req, ids) = build_request(&mut rng, args.traces_per_request, now_ns);
-                let body = Bytes::from(req.encode_to_vec());
+                let (body, ids) = payloads.build(args.seed.wrapping_add(c as u64), round, now_ns);
+                round += 1;
                 let n = ids.len() as u64;
                 if args.spans > 0 && totals.sent.fetch_add(n, Ordering::Relaxed) >= args.spans {
                     stop.store(true, Ordering::Relaxed);
@@ -180,6 +201,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 match outcome {
                     Ok(Outcome::Accepted { rejected, .. }) => {
                         totals.accepted.fetch_add(n - rejected as u64, Ordering::Relaxed);
+                        let w = (start.elapsed().as_secs_f64() / window) as usize;
+                        if let Some(slot) = windows.get(w) {
+                            slot.fetch_add(n - rejected as u64, Ordering::Relaxed);
+                        }
                         totals.refused.fetch_add(rejected as u64, Ordering::Relaxed);
                         if let (Some(file), 0) = (&record, rejected) {
                             let mut lines = String::with_capacity(ids.len() * 50);
@@ -200,6 +225,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                             }
                             let _ = file.lock().unwrap().write_all(lines.as_bytes());
                         }
+                    }
+                    Ok(Outcome::Refused { .. }) if args.no_backoff => {
+                        totals.refused.fetch_add(n, Ordering::Relaxed);
                     }
                     Ok(Outcome::Refused { retry_after_secs, .. }) => {
                         totals.refused.fetch_add(n, Ordering::Relaxed);
@@ -239,6 +267,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "spans_failed": totals.errors.load(Ordering::Relaxed),
         "accepted_spans_per_sec": accepted as f64 / elapsed,
         "latency_ms": { "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0) },
+        "window_seconds": window,
+        // The generator's own CPU (it shares the machine with the server under test).
+        "client_cpu_seconds": own_cpu_seconds(),
+        // Whole windows only: the last, partial one would read as a dip.
+        "accepted_per_window": windows[..((elapsed / window) as usize).min(windows.len())]
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect::<Vec<_>>(),
     });
     if args.json {
         println!("{summary}");
@@ -258,6 +294,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// utime + stime of this process, from /proc (0 where there is none).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn percentile_ms(sorted: &[f64], q: f64) -> f64 {

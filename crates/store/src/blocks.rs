@@ -239,7 +239,7 @@ impl Blocks {
         let id = spoor_block::new_block_id();
         let file = self.tmp_dir.join(format!("{id}.parquet"));
         let (tenant, options, path) = (frozen.tenant.clone(), self.options.clone(), file.clone());
-        let built = in_background(move || -> Result<spoor_block::Finished> {
+        let built = in_thread(Priority::Drain, move || -> Result<spoor_block::Finished> {
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &tenant, &id, &options)?;
             for trace_id in frozen.sorted_ids() {
@@ -313,15 +313,30 @@ impl Blocks {
     }
 }
 
-/// Runs CPU-heavy block building on its own thread at a lower priority (nice 10), so that
-/// under full load the kernel favours the threads that acknowledge ingest requests.
-pub(crate) async fn in_background<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// How a block-building thread is scheduled.
+#[derive(Clone, Copy)]
+pub(crate) enum Priority {
+    /// Flushes: the drain of the ingest path. Under saturation the pacer admits what flushes
+    /// drain, so starving them would only turn into refusals.
+    Drain,
+    /// Compaction: optional work, at nice 10, so the kernel favours the threads that
+    /// acknowledge requests and drain the head.
+    Background,
+}
+
+/// Runs CPU-heavy block building on its own thread, off the async workers.
+pub(crate) async fn in_thread<T: Send + 'static>(
+    priority: Priority,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("spoor-blocks".into())
         .spawn(move || {
-            // SAFETY: setpriority on the calling thread (tid 0 = self on Linux); failure is harmless.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            if let Priority::Background = priority {
+                // SAFETY: setpriority on the calling thread (tid 0 = self on Linux); failure is harmless.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            }
             let _ = tx.send(f());
         })
         .map_err(|e| Error::Task(e.to_string()))?;

@@ -18,7 +18,7 @@ use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
 use spoor_model::TraceId;
 use spoor_model::time::now_nanos;
 
-use crate::blocks::Blocks;
+use crate::blocks::{Blocks, Priority, in_thread};
 use crate::error::{Result, io};
 use crate::fail;
 
@@ -26,6 +26,9 @@ use crate::fail;
 pub struct Policy {
     /// Blocks are merged only with blocks whose start falls in the same window.
     pub window: Duration,
+    /// A merge takes at most this many blocks; freshly flushed blocks of a window still being
+    /// written wait until this many have come (or the window is over), so that each is rewritten
+    /// once into a big block rather than again and again into a growing one.
     pub max_input_blocks: usize,
     /// An output block holds at most about this many spans; bigger blocks are left alone.
     pub max_block_spans: u64,
@@ -42,37 +45,60 @@ pub struct Compacted {
     pub input_spans: u64,
 }
 
-/// Picks the next merge for a tenant: the smallest blocks of the fullest window, 2 or more.
-pub fn plan(blocks: &[BlockMeta], policy: &Policy) -> Option<Vec<BlockMeta>> {
+/// Picks the next merge for a tenant, merging only what pays for its rewrite:
+/// - flushed blocks (level 0) of a window, once `max_input_blocks` of them are there or the
+///   window is over (at `now_ns`);
+/// - compacted blocks again only while their window holds more than `max_input_blocks` blocks.
+///
+/// Within a level the smallest blocks go first, within the span budget; blocks over half of it
+/// are never inputs. The lowest level wins, then the biggest merge.
+pub fn plan(blocks: &[BlockMeta], policy: &Policy, now_ns: u64) -> Option<Vec<BlockMeta>> {
     let window = policy.window.as_nanos().max(1) as u64;
     let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
-    for b in blocks.iter().filter(|b| b.spans < policy.max_block_spans / 2) {
+    for b in blocks {
         windows.entry(b.start_unix_nano / window).or_default().push(b);
     }
-    let mut best: Option<Vec<BlockMeta>> = None;
-    for (_, mut group) in windows {
-        group.sort_by_key(|b| (b.spans, b.block_id.clone()));
-        let mut chosen = Vec::new();
-        let mut spans = 0;
-        for b in group {
-            if chosen.len() == policy.max_input_blocks || spans + b.spans > policy.max_block_spans {
-                break;
-            }
-            spans += b.spans;
-            chosen.push(b.clone());
+    let mut best: Option<(u32, Vec<BlockMeta>)> = None;
+    for (w, group) in windows {
+        let over = w < now_ns / window;
+        let crowded = group.len() > policy.max_input_blocks;
+        let mut levels: BTreeMap<u32, Vec<&BlockMeta>> = BTreeMap::new();
+        for b in group.into_iter().filter(|b| b.spans < policy.max_block_spans / 2) {
+            levels.entry(b.compaction_level).or_default().push(b);
         }
-        if chosen.len() >= 2 && best.as_ref().is_none_or(|b| chosen.len() > b.len()) {
-            best = Some(chosen);
+        for (level, mut candidates) in levels {
+            let wanted = match (level, over) {
+                (0, true) => 2,
+                (0, false) => policy.max_input_blocks,
+                _ if crowded => 2,
+                _ => continue,
+            };
+            candidates.sort_by_key(|b| (b.spans, b.block_id.clone()));
+            let mut chosen = Vec::new();
+            let mut spans = 0;
+            for b in candidates {
+                if chosen.len() == policy.max_input_blocks || spans + b.spans > policy.max_block_spans {
+                    break;
+                }
+                spans += b.spans;
+                chosen.push(b.clone());
+            }
+            if chosen.len() >= wanted.max(2)
+                && best.as_ref().is_none_or(|(l, b)| (level, std::cmp::Reverse(chosen.len())) < (*l, std::cmp::Reverse(b.len())))
+            {
+                best = Some((level, chosen));
+            }
+            break;
         }
     }
-    best
+    best.map(|(_, chosen)| chosen)
 }
 
 impl Blocks {
     /// One compaction for `tenant`, if there is something to merge.
     pub async fn compact_tenant(&self, tenant: &str, policy: &Policy) -> Result<Option<Compacted>> {
         let metas: Vec<BlockMeta> = self.visible(tenant).iter().map(|b| b.meta().clone()).collect();
-        let Some(inputs) = plan(&metas, policy) else { return Ok(None) };
+        let Some(inputs) = plan(&metas, policy, now_nanos()) else { return Ok(None) };
         let mut files = Vec::with_capacity(inputs.len());
         for m in &inputs {
             files.push(self.download(m).await?);
@@ -83,7 +109,7 @@ impl Blocks {
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
-        let built = crate::blocks::in_background(move || -> Result<spoor_block::Finished> {
+        let built = in_thread(Priority::Background, move || -> Result<spoor_block::Finished> {
             let iters = files.into_iter().map(TraceIter::open).collect::<std::result::Result<Vec<_>, _>>()?;
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &t, &id, &options)?;
@@ -222,22 +248,52 @@ mod tests {
         }
     }
 
-    #[test]
-    fn plan_merges_small_blocks_of_one_window() {
-        let p = Policy {
-            window: Duration::from_secs(3600),
-            max_input_blocks: 3,
+    fn ids(v: Option<Vec<BlockMeta>>) -> Option<Vec<String>> {
+        v.map(|v| v.into_iter().map(|m| m.block_id).collect())
+    }
+
+    const HOUR: u64 = 3600;
+
+    fn policy(max_input_blocks: usize) -> Policy {
+        Policy {
+            window: Duration::from_secs(HOUR),
+            max_input_blocks,
             max_block_spans: 1000,
             orphan_grace: Duration::from_secs(3600),
-        };
-        let ids = |v: Option<Vec<BlockMeta>>| v.map(|v| v.into_iter().map(|m| m.block_id).collect::<Vec<_>>());
-        // Alone in its window: nothing to do.
-        assert_eq!(ids(plan(&[meta("a", 0, 10), meta("b", 4000, 10)], &p)), None);
+        }
+    }
+
+    #[test]
+    fn flushed_blocks_wait_for_a_full_merge_or_the_end_of_their_window() {
+        let p = policy(3);
+        let now = |s: u64| s * 1_000_000_000;
+        // Alone in its window: nothing to do, even once the window is over.
+        assert_eq!(ids(plan(&[meta("a", 0, 10), meta("b", 4000, 10)], &p, now(9 * HOUR))), None);
+        // Two in the current window: they wait for a third; once the window is over they merge.
+        let two = [meta("a", 0, 10), meta("b", 10, 10)];
+        assert_eq!(ids(plan(&two, &p, now(100))), None);
+        assert_eq!(ids(plan(&two, &p, now(HOUR + 1))), Some(vec!["a".into(), "b".into()]));
         // Big blocks are left alone; at most 3 inputs, smallest first.
         let blocks = [meta("a", 0, 10), meta("b", 10, 600), meta("c", 20, 30), meta("d", 30, 20), meta("e", 40, 5)];
-        assert_eq!(ids(plan(&blocks, &p)), Some(vec!["e".into(), "a".into(), "d".into()]));
+        assert_eq!(ids(plan(&blocks, &p, now(100))), Some(vec!["e".into(), "a".into(), "d".into()]));
         // The span budget caps the group.
         let blocks = [meta("a", 0, 400), meta("b", 10, 400), meta("c", 20, 400)];
-        assert_eq!(ids(plan(&blocks, &p)), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(ids(plan(&blocks, &p, now(2 * HOUR))), Some(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn compacted_blocks_merge_again_only_in_a_crowded_window() {
+        let p = policy(3);
+        let level = |id: &str, spans: u64, l: u32| BlockMeta { compaction_level: l, ..meta(id, 0, spans) };
+        let later = 5 * HOUR * 1_000_000_000;
+        // Three compacted blocks: not crowded, left alone.
+        let blocks = [level("a", 100, 1), level("b", 100, 1), level("c", 100, 1)];
+        assert_eq!(ids(plan(&blocks, &p, later)), None);
+        // A fourth makes the window crowded: the smallest merge.
+        let blocks = [level("a", 100, 1), level("b", 90, 1), level("c", 100, 1), level("d", 80, 2)];
+        assert_eq!(ids(plan(&blocks, &p, later)), Some(vec!["b".into(), "a".into(), "c".into()]));
+        // Flushed blocks go first: level 0 wins over level 1.
+        let blocks = [level("a", 100, 1), level("b", 90, 1), level("c", 100, 1), level("x", 10, 0), level("y", 10, 0)];
+        assert_eq!(ids(plan(&blocks, &p, later)), Some(vec!["x".into(), "y".into()]));
     }
 }

@@ -1,7 +1,13 @@
-//! Behind the head: cutting live traces into blocks, retrying cuts whose upload failed (they
-//! stay readable meanwhile), and releasing the WAL segments whose every record is durable in
-//! a block (or decided out by the sampler).
+//! Behind the head: cutting live traces into generations of bounded size, writing them into
+//! blocks in order (a failed upload stays first in line and is retried; its traces stay readable
+//! meanwhile), and releasing the WAL segments whose every record is durable in a block (or
+//! decided out by the sampler).
+//!
+//! Cutting and writing are separate so that a slow write never lets the next cut grow: the cut
+//! loop swaps out a tenant's live traces as soon as they reach `max_block_bytes` (a pointer swap,
+//! checked ten times a second), and the drain loop writes the queued cuts one after another.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,10 +28,12 @@ pub struct Flusher {
     metrics: Arc<Metrics>,
     config: BlocksConfig,
     max_live_bytes: usize,
-    /// One flush at a time: flushes are CPU-bound and ordered per tenant.
-    lock: tokio::sync::Mutex<()>,
-    /// Cut traces whose block failed to upload; retried, and readable meanwhile.
-    unflushed: Mutex<Vec<Arc<Frozen>>>,
+    /// Cut generations waiting for their block, oldest first.
+    queue: Mutex<VecDeque<Arc<Frozen>>>,
+    /// One writer at a time: writes are CPU-bound and ordered per tenant.
+    writing: tokio::sync::Mutex<()>,
+    /// Wakes the drain loop when a cut is queued.
+    queued: tokio::sync::Notify,
 }
 
 impl Flusher {
@@ -46,8 +54,9 @@ impl Flusher {
             metrics,
             config,
             max_live_bytes,
-            lock: tokio::sync::Mutex::new(()),
-            unflushed: Mutex::new(Vec::new()),
+            queue: Mutex::new(VecDeque::new()),
+            writing: tokio::sync::Mutex::new(()),
+            queued: tokio::sync::Notify::new(),
         }
     }
 
@@ -55,42 +64,67 @@ impl Flusher {
         &self.head
     }
 
-    /// Moves the tenants' live traces into blocks (every tenant with data when `tenants` is
-    /// None), retrying earlier failed uploads first. Returns once all of it is durable, or the
-    /// first error (the traces stay in memory and the WAL, and are retried).
+    /// Moves the tenants' live traces (every tenant with data when `tenants` is None) into
+    /// blocks, after whatever was queued before. Returns once all of it is durable, or the first
+    /// error (the traces stay in memory, in the WAL and in the queue, and are retried).
     pub async fn flush(&self, tenants: Option<Vec<String>>) -> Result<(), Error> {
-        let _one_at_a_time = self.lock.lock().await;
-        let retry: Vec<Arc<Frozen>> = std::mem::take(&mut *self.unflushed.lock().unwrap());
-        let mut result = Ok(());
-        for (i, frozen) in retry.iter().enumerate() {
-            if let Err(e) = self.flush_frozen(frozen.clone()).await {
-                self.unflushed.lock().unwrap().extend(retry[i..].iter().cloned());
-                return Err(e);
-            }
+        self.cut(tenants.unwrap_or_else(|| self.head.tenants_with_data()));
+        self.drain().await
+    }
+
+    /// Queues a cut of each tenant's live traces.
+    fn cut(&self, tenants: Vec<String>) {
+        let mut queue = self.queue.lock().unwrap();
+        let before = queue.len();
+        queue.extend(tenants.iter().filter_map(|t| self.head.cut(t)));
+        if queue.len() > before {
+            self.queued.notify_one();
         }
-        for tenant in tenants.unwrap_or_else(|| self.head.tenants_with_data()) {
-            let Some(frozen) = self.head.cut(&tenant) else { continue };
-            if let Err(e) = self.flush_frozen(frozen.clone()).await {
-                self.unflushed.lock().unwrap().push(frozen);
-                if result.is_ok() {
-                    result = Err(e);
-                }
+    }
+
+    /// Cuts the tenants that are due (see [`Flusher::due`]).
+    pub fn cut_due(&self) {
+        let due = self.due();
+        if !due.is_empty() {
+            self.cut(due);
+        }
+    }
+
+    /// Writes every queued cut into a block, oldest first; stops at the first failure, which
+    /// stays first in line.
+    pub async fn drain(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.writing.lock().await;
+        let mut result = Ok(());
+        loop {
+            let Some(frozen) = self.queue.lock().unwrap().front().cloned() else { break };
+            if let Err(e) = self.write(&frozen).await {
+                result = Err(e);
+                break;
             }
+            // Only this (locked) writer pops, so the front is still `frozen`.
+            self.queue.lock().unwrap().pop_front();
         }
         self.release_wal().await;
         result
     }
 
-    async fn flush_frozen(&self, frozen: Arc<Frozen>) -> Result<(), Error> {
+    /// Resolves when a cut has been queued since the last call.
+    pub async fn queued(&self) {
+        self.queued.notified().await
+    }
+
+    async fn write(&self, frozen: &Arc<Frozen>) -> Result<(), Error> {
         let start = Instant::now();
-        let tenant = frozen.tenant.clone();
+        let tenant = frozen.tenant.as_str();
         match self.blocks.flush(frozen.clone()).await {
             Ok(meta) => {
-                self.head.release(&frozen);
+                self.head.release(frozen);
                 let secs = start.elapsed().as_secs_f64();
-                self.metrics.inc(names::FLUSHES_TOTAL, &[("tenant", &tenant), ("outcome", "ok")], 1.0);
+                self.metrics.inc(names::FLUSHES_TOTAL, &[("tenant", tenant), ("outcome", "ok")], 1.0);
                 self.metrics.inc(names::FLUSH_SECONDS_TOTAL, &[], secs);
-                self.metrics.inc(names::FLUSHED_SPANS_TOTAL, &[("tenant", &tenant)], meta.spans as f64);
+                self.metrics.inc(names::FLUSHED_SPANS_TOTAL, &[("tenant", tenant)], meta.spans as f64);
+                let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
+                self.metrics.inc(names::FLUSHED_BYTES_TOTAL, &[("tenant", tenant)], bytes);
                 tracing::info!(
                     tenant,
                     block = meta.block_id,
@@ -103,7 +137,7 @@ impl Flusher {
                 Ok(())
             }
             Err(e) => {
-                self.metrics.inc(names::FLUSHES_TOTAL, &[("tenant", &tenant), ("outcome", "error")], 1.0);
+                self.metrics.inc(names::FLUSHES_TOTAL, &[("tenant", tenant), ("outcome", "error")], 1.0);
                 tracing::warn!(tenant, error = %e, "flush failed; the traces stay in memory and the WAL, retrying");
                 Err(Error::unavailable(format!("flush failed: {e}"), 1).with_source(e))
             }
@@ -128,14 +162,14 @@ impl Flusher {
         }
     }
 
-    /// Tenants whose live traces should become blocks now: by size, by age, or because the
-    /// head as a whole is past half its memory limit.
-    pub fn due(&self) -> Option<Vec<String>> {
-        let pending = !self.unflushed.lock().unwrap().is_empty();
-        if self.head.total_bytes() * 2 > self.max_live_bytes {
-            return Some(self.head.tenants_with_data());
+    /// Tenants whose live traces should be cut now: by size, by age, or, when nothing is
+    /// waiting to be written, every tenant with data once the head is past half its limit
+    /// (many small tenants can fill it without any one reaching `max_block_bytes`).
+    fn due(&self) -> Vec<String> {
+        let idle = self.queue.lock().unwrap().is_empty();
+        if idle && self.head.total_bytes() * 2 > self.max_live_bytes {
+            return self.head.tenants_with_data();
         }
-        let due = self.head.due(self.config.max_block_bytes, Duration::from_secs(self.config.max_block_age_secs));
-        (!due.is_empty() || pending).then_some(due)
+        self.head.due(self.config.max_block_bytes, Duration::from_secs(self.config.max_block_age_secs))
     }
 }

@@ -8,6 +8,7 @@ pub mod body;
 pub mod flush;
 pub mod front;
 pub mod limits;
+pub mod pace;
 pub mod pipeline;
 pub mod processors;
 pub mod receive;

@@ -24,6 +24,7 @@ use crate::error::{Error, StartupError};
 use crate::generated::Generated;
 use crate::http::Readiness;
 use crate::ingest::front::FrontDoor;
+use crate::ingest::pace::Pacer;
 use crate::ingest::receive::{self, Export, Ingest};
 use crate::ingest::sampling::Sampling;
 use crate::ingest::wal::WalSlot;
@@ -34,6 +35,8 @@ use crate::metrics::names;
 /// live trace.
 pub struct Pipeline {
     front: Arc<FrontDoor>,
+    /// Back-pressure from the flush backlog, before a body is read.
+    pacer: Pacer,
     head: Arc<Head>,
     wal: Arc<WalSlot>,
     /// Tail sampling: after the WAL.
@@ -89,8 +92,24 @@ impl Ingest for Pipeline {
         self.max_request_bytes
     }
 
+    /// Everything that can refuse a request without its body, cheapest first: a refusal here
+    /// costs microseconds, where one after the decode costs the decode.
     fn admit_early(&self, tenant: &str) -> Result<(), Error> {
-        self.front.admit_early(tenant)
+        if !self.ready.is_ready() {
+            return Err(self.unavailable(format!("not ready: {}; retry shortly", self.ready.reason())));
+        }
+        if let Some(s) = &self.sampling
+            && !s.has_room()
+        {
+            return Err(self.unavailable(
+                "sampler_full: tail sampling holds num_traces (or max_bytes) undecided traces; retry later".into(),
+            ));
+        }
+        self.front.admit_early(tenant)?;
+        self.pacer.admit().inspect_err(|_| {
+            let labels = [("tenant", tenant), ("reason", Refusal::TotalBytesExceeded.reason())];
+            self.metrics.inc(names::REQUESTS_REFUSED_TOTAL, &labels, 1.0);
+        })
     }
 
     async fn ingest(self: Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
@@ -115,6 +134,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             front,
+            pacer: Pacer::new(head.clone(), config.limits.max_live_bytes),
             head,
             wal,
             sampling,
@@ -163,17 +183,8 @@ impl Pipeline {
         result
     }
 
+    /// After [`Ingest::admit_early`] let the request in and its body was read.
     async fn ingest_inner(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
-        if !self.ready.is_ready() {
-            return Err(self.unavailable(format!("not ready: {}; retry shortly", self.ready.reason())));
-        }
-        if let Some(s) = &self.sampling
-            && !s.has_room()
-        {
-            return Err(self.unavailable(
-                "sampler_full: tail sampling holds num_traces (or max_bytes) undecided traces; retry later".into(),
-            ));
-        }
         let Some(wal) = self.wal.get() else {
             return Err(self.unavailable("shutting down".into()));
         };
