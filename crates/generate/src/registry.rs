@@ -108,7 +108,8 @@ pub(crate) struct SeriesMap<T> {
     pub names: Arc<[String]>,
     /// Prometheus series per entry (a histogram counts its buckets, `_sum` and `_count`).
     pub cost: usize,
-    map: HashMap<Box<str>, Entry<T>>,
+    /// Keyed by the label values joined; ahash, as SipHash was a visible share of every span.
+    map: HashMap<Box<str>, Entry<T>, ahash::RandomState>,
     /// Where observations go once the budget is spent: `metric_overflow="true"`.
     overflow: Option<Entry<T>>,
     cardinality: Option<Cardinality>,
@@ -116,7 +117,7 @@ pub(crate) struct SeriesMap<T> {
 
 impl<T> SeriesMap<T> {
     pub fn new(names: Vec<String>, cost: usize) -> SeriesMap<T> {
-        SeriesMap { names: names.into(), cost, map: HashMap::new(), overflow: None, cardinality: None }
+        SeriesMap { names: names.into(), cost, map: HashMap::default(), overflow: None, cardinality: None }
     }
 
     /// Caps every label at `limit` distinct values (0: no cap).

@@ -71,7 +71,7 @@ type Key = ([u8; 16], [u8; 8]);
 /// Pending halves and the order they expire in.
 #[derive(Default)]
 pub(crate) struct Store {
-    pending: HashMap<Key, Half>,
+    pending: HashMap<Key, Half, ahash::RandomState>,
     /// Insertion order; entries of halves completed meanwhile are skipped when popped.
     order: VecDeque<(Key, u64)>,
 }

@@ -115,9 +115,10 @@ pub fn split_request(req: &ExportTraceServiceRequest) -> Split {
         let resource = rs.resource.as_ref().map(|r| r.encode_to_vec());
         let scopes: Vec<Option<Vec<u8>>> =
             rs.scope_spans.iter().map(|ss| ss.scope.as_ref().map(|s| s.encode_to_vec())).collect();
-        // Per trace, the spans in request order with the index of their scope.
-        let mut traces: Vec<(TraceId, Vec<(usize, &Span)>)> = Vec::new();
-        let mut index = std::collections::HashMap::<TraceId, usize>::new();
+        // Per trace, the spans in request order with the index of their scope and their encoded
+        // length (measured once: measuring walks every attribute).
+        let mut traces: Vec<(TraceId, Vec<(usize, &Span, usize)>)> = Vec::new();
+        let mut index = std::collections::HashMap::<TraceId, usize, ahash::RandomState>::default();
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for span in &ss.spans {
                 let Some(trace_id) = rejections.check(span) else { continue };
@@ -125,22 +126,26 @@ pub fn split_request(req: &ExportTraceServiceRequest) -> Split {
                     traces.push((trace_id, Vec::new()));
                     traces.len() - 1
                 });
-                traces[slot].1.push((si, span));
+                traces[slot].1.push((si, span, span.encoded_len()));
                 out.accepted_spans += 1;
             }
         }
         for (trace_id, spans) in traces {
-            let mut buf = Vec::new();
+            // Sized up front: growing the buffer span by span copied it over and over.
+            let spans_len: usize = spans.iter().map(|(_, _, n)| n + 6).sum();
+            let scopes_len: usize = scopes.iter().map(|s| s.as_ref().map_or(8, |s| s.len() + 8)).sum();
+            let resource_len = resource.as_ref().map_or(0, |r| r.len() + 6);
+            let mut buf = Vec::with_capacity(resource_len + scopes_len + spans_len + rs.schema_url.len() + 8);
             if let Some(r) = &resource {
                 put_field(&mut buf, 1, r);
             }
             let mut i = 0;
             while i < spans.len() {
                 let si = spans[i].0;
-                let run = spans[i..].iter().take_while(|(s, _)| *s == si).count();
+                let run = spans[i..].iter().take_while(|(s, _, _)| *s == si).count();
                 let ss = &rs.scope_spans[si];
                 let mut len = scopes[si].as_ref().map_or(0, |s| field_len(1, s.len()));
-                len += spans[i..i + run].iter().map(|(_, s)| field_len(2, s.encoded_len())).sum::<usize>();
+                len += spans[i..i + run].iter().map(|(_, _, n)| field_len(2, *n)).sum::<usize>();
                 if !ss.schema_url.is_empty() {
                     len += field_len(3, ss.schema_url.len());
                 }
@@ -149,9 +154,9 @@ pub fn split_request(req: &ExportTraceServiceRequest) -> Split {
                 if let Some(s) = &scopes[si] {
                     put_field(&mut buf, 1, s);
                 }
-                for (_, span) in &spans[i..i + run] {
+                for (_, span, n) in &spans[i..i + run] {
                     encode_key(2, WireType::LengthDelimited, &mut buf);
-                    encode_varint(span.encoded_len() as u64, &mut buf);
+                    encode_varint(*n as u64, &mut buf);
                     span.encode_raw(&mut buf);
                 }
                 if !ss.schema_url.is_empty() {

@@ -41,6 +41,7 @@ pub mod names {
     pub const FLUSH_SECONDS_TOTAL: &str = "spoor_flush_seconds_total";
     pub const FLUSHED_SPANS_TOTAL: &str = "spoor_flushed_spans_total";
     pub const FLUSHED_BYTES_TOTAL: &str = "spoor_flushed_bytes_total";
+    pub const BLOCK_BUILD_CPU_SECONDS_TOTAL: &str = "spoor_block_build_cpu_seconds_total";
     pub const WAL_SEGMENTS_RELEASED_TOTAL: &str = "spoor_wal_segments_released_total";
     pub const BLOCKS: &str = "spoor_blocks";
     pub const BLOCK_BYTES: &str = "spoor_block_bytes";
@@ -136,6 +137,11 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::FLUSH_SECONDS_TOTAL, "counter", "Time spent writing and uploading flushed blocks."),
     (names::FLUSHED_SPANS_TOTAL, "counter", "Spans written into blocks by flushes, by tenant."),
     (names::FLUSHED_BYTES_TOTAL, "counter", "Block bytes (data and filter) written by flushes, by tenant."),
+    (
+        names::BLOCK_BUILD_CPU_SECONDS_TOTAL,
+        "counter",
+        "CPU time of the threads building blocks, by stage (flush, compaction).",
+    ),
     (names::WAL_SEGMENTS_RELEASED_TOTAL, "counter", "WAL segments deleted because their spans are in durable blocks."),
     (names::BLOCKS, "gauge", "Visible blocks in the backend, by tenant."),
     (names::BLOCK_BYTES, "gauge", "Bytes of visible blocks (data and filter), by tenant."),
@@ -290,6 +296,9 @@ impl Metrics {
         head: &spoor_store::Head,
         blocks: &spoor_store::Blocks,
     ) -> String {
+        let (flush, compaction) = blocks.build_cpu_seconds();
+        self.set(names::BLOCK_BUILD_CPU_SECONDS_TOTAL, &[("stage", "flush")], flush);
+        self.set(names::BLOCK_BUILD_CPU_SECONDS_TOTAL, &[("stage", "compaction")], compaction);
         for (tenant, s) in head.stats() {
             self.set(names::LIVE_TRACES, &[("tenant", &tenant)], s.traces as f64);
             self.set(names::LIVE_BYTES, &[("tenant", &tenant)], s.bytes as f64);

@@ -169,7 +169,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => payloads::Payloads::generate(args.seed, args.traces_per_request, args.pool),
     });
     let window = args.window.max(0.1);
-    let windows: Arc<Vec<AtomicU64>> = Arc::new((0..(args.duration / window).ceil() as usize + 1).map(|_| AtomicU64::new(0)).collect());
+    let windows: Arc<Vec<AtomicU64>> =
+        Arc::new((0..(args.duration / window).ceil() as usize + 1).map(|_| AtomicU64::new(0)).collect());
     let totals = Arc::new(Totals::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();

@@ -184,6 +184,8 @@ async fn compaction_merges_blocks_exactly_once_even_when_killed() {
         ("SPOOR__COMPACTION__ENABLED", "true"),
         ("SPOOR__COMPACTION__INTERVAL_SECS", "1"),
         ("SPOOR__COMPACTION__ORPHAN_GRACE_SECS", "0"),
+        // Flushed blocks of the current window merge once this many are there.
+        ("SPOOR__COMPACTION__MAX_INPUT_BLOCKS", "3"),
     ];
     for point in ["compact.before_meta", "compact.after_meta", "compact.after_first_delete", ""] {
         let dir = tempfile::tempdir().unwrap();

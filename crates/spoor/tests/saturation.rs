@@ -98,7 +98,8 @@ async fn saturated_server_keeps_accepting_a_steady_share_and_loses_nothing() {
         longest_gap <= Duration::from_secs(longest_hint + 2),
         "no acceptance for {longest_gap:?} (retry hint {longest_hint} s)"
     );
-    let refused = metric_sum(&request("GET", &s.api_url("/metrics"), &[], "").await.text(), "spoor_requests_refused_total");
+    let refused =
+        metric_sum(&request("GET", &s.api_url("/metrics"), &[], "").await.text(), "spoor_requests_refused_total");
     assert!(refused > 0.0, "early refusals are counted");
 
     s.kill9();

@@ -50,11 +50,32 @@ pub struct Blocks {
     added: AtomicU64,
     /// Budget for the footers and page indexes readers keep between lookups.
     cache_bytes: usize,
+    /// CPU time of the threads that built blocks, in nanoseconds: [flush, compaction].
+    build_cpu_ns: Arc<[AtomicU64; 2]>,
 }
 
 impl Blocks {
     pub fn new(store: Arc<dyn ObjectStore>, tmp_dir: PathBuf, options: WriteOptions, cache_bytes: usize) -> Blocks {
-        Blocks { store, tmp_dir, options, list: RwLock::new(HashMap::new()), added: AtomicU64::new(0), cache_bytes }
+        Blocks {
+            store,
+            tmp_dir,
+            options,
+            list: RwLock::new(HashMap::new()),
+            added: AtomicU64::new(0),
+            cache_bytes,
+            build_cpu_ns: Arc::default(),
+        }
+    }
+
+    /// CPU seconds spent building blocks, (flushing, compacting): with the bytes each wrote,
+    /// what one more rewrite of a span costs.
+    pub fn build_cpu_seconds(&self) -> (f64, f64) {
+        let [flush, compact] = &*self.build_cpu_ns;
+        (flush.load(Ordering::Relaxed) as f64 / 1e9, compact.load(Ordering::Relaxed) as f64 / 1e9)
+    }
+
+    pub(crate) fn build_cpu_ns(&self) -> Arc<[AtomicU64; 2]> {
+        self.build_cpu_ns.clone()
     }
 
     /// Keeps cached footers within budget, least recently used out first. Called after lookups;
@@ -239,7 +260,7 @@ impl Blocks {
         let id = spoor_block::new_block_id();
         let file = self.tmp_dir.join(format!("{id}.parquet"));
         let (tenant, options, path) = (frozen.tenant.clone(), self.options.clone(), file.clone());
-        let built = in_thread(Priority::Drain, move || -> Result<spoor_block::Finished> {
+        let built = in_thread(Priority::Drain, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &tenant, &id, &options)?;
             for trace_id in frozen.sorted_ids() {
@@ -327,6 +348,7 @@ pub(crate) enum Priority {
 /// Runs CPU-heavy block building on its own thread, off the async workers.
 pub(crate) async fn in_thread<T: Send + 'static>(
     priority: Priority,
+    cpu_ns: Arc<[AtomicU64; 2]>,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -337,10 +359,22 @@ pub(crate) async fn in_thread<T: Send + 'static>(
                 // SAFETY: setpriority on the calling thread (tid 0 = self on Linux); failure is harmless.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
             }
-            let _ = tx.send(f());
+            let result = f();
+            cpu_ns[priority as usize].fetch_add(thread_cpu_ns(), Ordering::Relaxed);
+            let _ = tx.send(result);
         })
         .map_err(|e| Error::Task(e.to_string()))?;
     rx.await.map_err(|_| Error::Task("block building thread panicked".into()))?
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 async fn upload_file(store: &dyn ObjectStore, to: &Path, from: &std::path::Path) -> Result<()> {

@@ -84,7 +84,9 @@ pub fn plan(blocks: &[BlockMeta], policy: &Policy, now_ns: u64) -> Option<Vec<Bl
                 chosen.push(b.clone());
             }
             if chosen.len() >= wanted.max(2)
-                && best.as_ref().is_none_or(|(l, b)| (level, std::cmp::Reverse(chosen.len())) < (*l, std::cmp::Reverse(b.len())))
+                && best
+                    .as_ref()
+                    .is_none_or(|(l, b)| (level, std::cmp::Reverse(chosen.len())) < (*l, std::cmp::Reverse(b.len())))
             {
                 best = Some((level, chosen));
             }
@@ -109,7 +111,7 @@ impl Blocks {
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
-        let built = in_thread(Priority::Background, move || -> Result<spoor_block::Finished> {
+        let built = in_thread(Priority::Background, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
             let iters = files.into_iter().map(TraceIter::open).collect::<std::result::Result<Vec<_>, _>>()?;
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &t, &id, &options)?;

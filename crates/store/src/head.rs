@@ -60,7 +60,7 @@ struct LiveTrace {
 
 /// The traces of one tenant that are still coming in.
 struct Live {
-    shards: [Mutex<HashMap<TraceId, LiveTrace>>; SHARDS],
+    shards: [Mutex<HashMap<TraceId, LiveTrace, ahash::RandomState>>; SHARDS],
     bytes: AtomicUsize,
     traces: AtomicUsize,
     spans: AtomicU64,
@@ -88,7 +88,7 @@ impl Default for Live {
 pub struct Frozen {
     pub tenant: String,
     /// The live generation's shards, moved as they were (no copy while the lock is held).
-    shards: Vec<HashMap<TraceId, LiveTrace>>,
+    shards: Vec<HashMap<TraceId, LiveTrace, ahash::RandomState>>,
     pub bytes: usize,
     pub spans: u64,
     pub min_segment: u64,
@@ -191,7 +191,7 @@ impl Head {
             return Err(Refusal::TenantBytesExceeded);
         }
         let mut out = Admitted::default();
-        let mut growth: HashMap<TraceId, usize> = HashMap::new();
+        let mut growth: HashMap<TraceId, usize, ahash::RandomState> = HashMap::default();
         let mut new_traces = 0;
         for f in fragments {
             let existing = {
@@ -264,7 +264,7 @@ impl Head {
     /// are reference-counted, so this copies pointers, not data.
     pub fn snapshot(&self, tenant: &str) -> Vec<(TraceId, Vec<Bytes>)> {
         let Some(th) = self.tenants.read().unwrap().get(tenant).cloned() else { return Vec::new() };
-        let mut all: HashMap<TraceId, Vec<Bytes>> = HashMap::new();
+        let mut all: HashMap<TraceId, Vec<Bytes>, ahash::RandomState> = HashMap::default();
         {
             // Live before frozen, as in `get`: a racing cut can show a fragment twice, never zero times.
             let live = th.live.read().unwrap();

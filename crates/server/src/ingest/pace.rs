@@ -80,8 +80,12 @@ mod tests {
     use super::*;
 
     fn head() -> Arc<Head> {
-        let limits =
-            Limits { max_live_traces: 1 << 20, max_bytes_per_trace: 1 << 20, max_bytes_per_tenant: 1 << 30, max_bytes_total: 1 << 30 };
+        let limits = Limits {
+            max_live_traces: 1 << 20,
+            max_bytes_per_trace: 1 << 20,
+            max_bytes_per_tenant: 1 << 30,
+            max_bytes_total: 1 << 30,
+        };
         Arc::new(Head::new(limits))
     }
 

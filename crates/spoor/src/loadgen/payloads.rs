@@ -96,7 +96,8 @@ impl Payload {
     fn index(bytes: Vec<u8>) -> anyhow::Result<Payload> {
         // Decoding first rejects anything that is not a valid request.
         ExportTraceServiceRequest::decode(&bytes[..]).context("not an OTLP ExportTraceServiceRequest")?;
-        let mut p = Payload { bytes: Vec::new(), trace_ids: Vec::new(), span_ids: Vec::new(), times: Vec::new(), newest: 0 };
+        let mut p =
+            Payload { bytes: Vec::new(), trace_ids: Vec::new(), span_ids: Vec::new(), times: Vec::new(), newest: 0 };
         // request.1 ResourceSpans → .2 ScopeSpans → .2 Span
         for (rs_start, rs_end) in fields(&bytes, 0, bytes.len(), 1)? {
             for (ss_start, ss_end) in fields(&bytes, rs_start, rs_end, 2)? {
@@ -120,7 +121,11 @@ impl Payload {
                     let (len, body) = varint(b, next)?;
                     let want = if field == 1 { 16 } else { 8 };
                     ensure!(len as usize == want, "span field {field} is {len} bytes, not {want}");
-                    if field == 1 { trace = Some(body) } else { span = Some(body) }
+                    if field == 1 {
+                        trace = Some(body)
+                    } else {
+                        span = Some(body)
+                    }
                     at = body + len as usize;
                 }
                 (7 | 8, 1) => {
