@@ -33,7 +33,8 @@ use spoor_model::otlp::{
 };
 
 use crate::error::{Error, Result};
-use crate::filter::TraceFilter;
+use crate::filter::{BlockFilter, TraceFilter};
+use crate::index::{GroupIndex, ValueIndex};
 use crate::meta::{BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, column_sizes};
 use crate::schema::{self, AttrKind, AttrScope, Dedicated};
 
@@ -48,6 +49,8 @@ struct Inner {
     data: Path,
     meta: BlockMeta,
     filter: TraceFilter,
+    /// Per row group keys and values (blocks written before `filter.bin` version 2 have none).
+    index: Option<ValueIndex>,
     /// Footer and page index, loaded on the first lookup; dropped by [`BlockReader::evict`].
     footer: std::sync::Mutex<Option<Arc<Footer>>>,
     /// When the last lookup that read data ran (a tick of [`TICKS`]), for LRU eviction.
@@ -74,12 +77,20 @@ impl BlockReader {
             return Err(Error::Format(format!("meta.json says format {:?}", meta.format)));
         }
         let filter = store.get(&dir.clone().join(FILTER_FILE)).await?.bytes().await?;
-        let filter = TraceFilter::parse(&filter)?;
+        let BlockFilter { traces: filter, index } = BlockFilter::parse(&filter)?;
+        // An index that does not describe this block's row groups is of no use.
+        let index = index.filter(|i| i.len() == meta.row_groups as usize);
         let data = dir.join(DATA_FILE);
         let footer = std::sync::Mutex::new(None);
         let fetched = Arc::new(AtomicU64::new(0));
         let last_used = AtomicU64::new(0);
-        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, footer, last_used, fetched }) })
+        Ok(BlockReader { inner: Arc::new(Inner { store, data, meta, filter, index, footer, last_used, fetched }) })
+    }
+
+    /// What row group `row_group` holds per attribute key (`None`: the block has no index, as
+    /// blocks written before it; read the row group).
+    pub fn row_group_index(&self, row_group: usize) -> Option<&GroupIndex> {
+        self.inner.index.as_ref()?.group(row_group)
     }
 
     pub fn meta(&self) -> &BlockMeta {

@@ -214,7 +214,9 @@ fn filter_false_positive_rate_is_under_one_percent() {
         })
         .count();
     assert!(hits * 100 < probes, "false positive rate {:.3}%", hits as f64 * 100.0 / probes as f64);
-    assert!(block.meta.filter_bytes < 2 * block.meta.traces, "about 9 bits per trace");
+    // The trace-ID part (the value index follows it): fingerprints at bytes 26..30.
+    let fingerprints = u32::from_le_bytes(block.filter[26..30].try_into().unwrap()) as u64;
+    assert!(fingerprints < 2 * block.meta.traces, "about 9 bits per trace");
 }
 
 #[test]
@@ -277,10 +279,12 @@ async fn corrupt_or_truncated_files_are_errors_not_panics() {
             }
         }
     }
-    // A damaged filter refuses to open.
+    // A damaged trace-ID filter refuses to open (a damaged value index after it is dropped,
+    // see `tests/index.rs`).
     let store = Arc::new(InMemory::new());
     upload(store.clone(), &block).await;
-    for bad in [&block.filter[..3], &block.filter[..block.filter.len() - 1], b"SPFL\x09\x01"] {
+    let trace_part = 30 + u32::from_le_bytes(block.filter[26..30].try_into().unwrap()) as usize;
+    for bad in [&block.filter[..3], &block.filter[..trace_part - 1], b"SPFL\x09\x01"] {
         let path = object_store::path::Path::from(format!("{DIR}/{}", spoor_block::FILTER_FILE));
         object_store::ObjectStoreExt::put(&*store, &path, Bytes::copy_from_slice(bad).into()).await.unwrap();
         let opened = BlockReader::open(store.clone(), DIR.into(), block.meta.clone()).await;

@@ -25,6 +25,7 @@
 //! - `attributes`: one key of attribute lists, with its dedicated column.
 //! - `source`: where a field is in a batch, and the batch being evaluated ([`Ctx`]).
 //! - `expr`: compiled expressions ([`Expr`]) evaluated a column at a time.
+//! - `prune`: whether an expression can hold in a row group, by the block's value index.
 //!
 //! The rest of the crate imports from here only; the parts import each other directly, never
 //! this file, so the module has no import cycle.
@@ -34,6 +35,7 @@ mod columns;
 mod compare;
 mod expr;
 mod field;
+mod prune;
 mod source;
 mod truth;
 mod value;

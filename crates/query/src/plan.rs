@@ -184,6 +184,12 @@ impl Plan {
         self.hints.iter().find(|h| h.name == name).map(|h| &h.value)
     }
 
+    /// False when no row of a row group can satisfy the prefilter, by the block's value index
+    /// for that row group (`keys`: the block's key catalog): the row group need not be read.
+    pub fn may_match(&self, group: &spoor_block::GroupIndex, keys: &spoor_block::AttributeKeys) -> bool {
+        self.prefilter.as_ref().is_none_or(|e| e.may_hold(group, keys))
+    }
+
     /// Whether the prefilter can prune anything.
     pub fn has_prefilter(&self) -> bool {
         self.prefilter.is_some()

@@ -370,6 +370,12 @@ impl<'r> BlockScan<'r> {
     /// `Some(None)`: the plan prunes nothing, every row may.
     async fn prefilter(&self, rg: usize) -> Result<Option<Option<BooleanArray>>> {
         let Some(pcols) = &self.prefilter else { return Ok(Some(None)) };
+        // The value index rules the row group out without reading it (a value no span has).
+        if let Some(group) = self.reader.row_group_index(rg)
+            && !self.plan.may_match(group, &self.reader.meta().keys)
+        {
+            return Ok(None);
+        }
         let rows = self.rows(rg);
         let batch = if pcols.is_empty() {
             // Every column the prefilter reads is absent from this block: it is decided by

@@ -58,3 +58,36 @@ fn golden() {
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The value index may rule a row group out only if the query finds nothing in it: every
+/// golden query against every row group (one trace each) of the dataset written with and
+/// without dedicated columns.
+#[test]
+fn the_value_index_rules_out_only_row_groups_without_matches() {
+    let files = common::golden_files("golden", 80);
+    for dedicated in [false, true] {
+        let (groups, index, keys) = common::row_groups(dedicated);
+        assert_eq!(groups.len(), index.len());
+        assert!(groups.len() >= 5, "one trace per row group");
+        let (mut pruned, mut checked) = (0, 0);
+        for path in &files {
+            let text = std::fs::read_to_string(path).unwrap();
+            let query: String = text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+            let Ok(plan) = spoor_traceql::parse(&query).map_err(spoor_query::Error::from).and_then(|q| Plan::new(&q))
+            else {
+                continue;
+            };
+            for (rg, batch) in groups.iter().enumerate() {
+                checked += 1;
+                if plan.may_match(index.group(rg).unwrap(), &keys) {
+                    continue;
+                }
+                pruned += 1;
+                let hits = plan.evaluate(batch, 20).unwrap();
+                assert!(hits.is_empty(), "{query} (row group {rg}, dedicated {dedicated}) was ruled out but matches");
+            }
+        }
+        // The index must actually decide something, or this test proves nothing.
+        assert!(pruned * 10 > checked, "ruled out {pruned} of {checked}");
+    }
+}

@@ -123,11 +123,14 @@ pub struct BlocksConfig {
     pub max_block_age_secs: u64,
     /// Spans per Parquet row group; 0: the block format's default.
     pub row_group_spans: usize,
+    /// Give frequent attributes their own columns, chosen per block from its data; false: only
+    /// `service.name` (every other attribute in the generic lists: what benchmarks compare).
+    pub dedicated_columns: bool,
 }
 
 impl Default for BlocksConfig {
     fn default() -> Self {
-        BlocksConfig { max_block_bytes: 100 << 20, max_block_age_secs: 60, row_group_spans: 0 }
+        BlocksConfig { max_block_bytes: 100 << 20, max_block_age_secs: 60, row_group_spans: 0, dedicated_columns: true }
     }
 }
 

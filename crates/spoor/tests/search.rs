@@ -459,3 +459,84 @@ async fn blocks_find_values_outside_their_dedicated_columns() {
     assert_eq!(meta["keys"]["generic_span"], json!(["code"]), "{meta}");
     assert!(meta["dedicated_columns"].as_array().unwrap().iter().any(|d| d["key"] == "code"), "{meta}");
 }
+
+/// `app.user_id` is on every span of the first block (a dedicated column there) and on one span
+/// of the second (generic there); `app.level` is an int in the first and mixed int/string in
+/// the second; `app.tags` is an array. Each query must answer the same while the second batch
+/// is live and once both are blocks, and the value index must not hide anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_dedicated_in_one_block_and_generic_in_another_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUIET);
+    let base = base_time();
+    let str_ = |v: &str| json!({ "stringValue": v });
+    let int = |v: i64| json!({ "intValue": v.to_string() });
+    let batch = |first: bool| -> Value {
+        let spans: Vec<Value> = (0..60u64)
+            .map(|i| {
+                let trace = format!("{}{:031x}", if first { 'a' } else { 'b' }, i / 10);
+                let id = format!("{:016x}", 0x1000 + i);
+                let mut attrs = vec![kv("app.level", int((i % 5) as i64))];
+                if first || i == 17 {
+                    attrs.push(kv("app.user_id", str_(&format!("u{}", i % 7))));
+                }
+                if !first && i % 4 == 0 {
+                    attrs = vec![kv("app.level", str_("high"))];
+                }
+                if !first && i % 9 == 0 {
+                    attrs.push(kv("app.tags", json!({ "arrayValue": { "values": [str_("a"), str_("b")] } })));
+                }
+                span(&trace, &id, "", &format!("op{i}"), 2, base + i * 1000, 5, 0, json!(attrs))
+            })
+            .collect();
+        json!({ "resourceSpans": [resource(if first { "first" } else { "second" }, spans)] })
+    };
+    let queries = [
+        r#"{ span.app.user_id = "u3" }"#,
+        r#"{ span.app.user_id = "nobody" }"#,
+        r#"{ span.app.user_id =~ "u[12]" }"#,
+        r#"{ span.app.user_id != "u3" }"#,
+        r#"{ .app.user_id = "u3" }"#,
+        "{ span.app.level > 2 }",
+        "{ span.app.level = 4 }",
+        r#"{ span.app.level = "high" }"#,
+        r#"{ span.app.level != "high" }"#,
+        r#"{ span.app.tags = "b" }"#,
+        r#"{ span.app.tags = "z" }"#,
+        "{ span.app.level = 4.0 }",
+    ];
+    let url = s.otlp_url("/v1/traces");
+    let post = |body: Value| request("POST", &url, &[("content-type", "application/json")], body.to_string());
+    assert_eq!(post(batch(true)).await.status, 200);
+    assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 204);
+    assert_eq!(post(batch(false)).await.status, 200);
+    let mut live = Vec::new();
+    for q in queries {
+        let mut got = traces(&s, q).await;
+        normalise(&mut got);
+        live.push(got);
+    }
+    assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 204);
+    for (q, want) in queries.iter().zip(&live) {
+        let mut got = traces(&s, q).await;
+        normalise(&mut got);
+        assert_eq!(&got, want, "{q}: live {want:#}\nblocks {got:#}");
+    }
+    let count = |v: &Value| v.as_array().unwrap().len();
+    // u3: spans 3, 10, 17, ... of the first batch (traces 0..5) and span 17 of the second.
+    assert_eq!(count(&live[0]), 7, "{:#}", live[0]);
+    assert_eq!(count(&live[1]), 0);
+    assert_eq!(count(&live[7]), 6, "every trace of the second batch has a \"high\" span");
+    assert_eq!(count(&live[9]), 6, "spans 0, 9, ..., 54 carry the array");
+    assert_eq!(count(&live[10]), 0);
+    let dirs: Vec<_> = std::fs::read_dir(dir.path().join("blocks/single-tenant")).unwrap().flatten().collect();
+    assert_eq!(dirs.len(), 2);
+    let dedicated: Vec<bool> = dirs
+        .iter()
+        .map(|d| {
+            let meta: Value = serde_json::from_slice(&std::fs::read(d.path().join("meta.json")).unwrap()).unwrap();
+            meta["dedicated_columns"].as_array().unwrap().iter().any(|c| c["key"] == "app.user_id")
+        })
+        .collect();
+    assert!(dedicated.contains(&true) && dedicated.contains(&false), "{dedicated:?}");
+}

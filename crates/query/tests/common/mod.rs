@@ -237,6 +237,38 @@ pub fn block_batch(dictionaries: bool) -> RecordBatch {
     read_parquet(Bytes::from(out), dictionaries)
 }
 
+/// The dataset written as a block of one trace per row group, with or without dedicated
+/// columns: each row group read alone, the block's value index and its key catalog.
+pub fn row_groups(dedicated: bool) -> (Vec<RecordBatch>, spoor_block::ValueIndex, spoor_block::AttributeKeys) {
+    let policy = if dedicated {
+        DedicatedPolicy::Fixed(vec![
+            DedicatedColumn::new("span", "http.method", "string"),
+            DedicatedColumn::new("span", "http.status_code", "int"),
+            DedicatedColumn::new("resource", "deployment.environment", "string"),
+        ])
+    } else {
+        DedicatedPolicy::Fixed(Vec::new())
+    };
+    let options = WriteOptions { dedicated: policy, row_group_spans: 1, ..Default::default() };
+    let mut out = Vec::new();
+    let mut w = BlockWriter::new(&mut out, "tenant", "block", &options).unwrap();
+    for (id, fragments) in dataset() {
+        w.push_trace(id, &fragments).unwrap();
+    }
+    let finished = w.finish().unwrap();
+    let data = Bytes::from(out);
+    let groups = (0..finished.meta.row_groups as usize)
+        .map(|rg| {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(data.clone()).unwrap().with_row_groups(vec![rg]);
+            let schema = reader.schema().clone();
+            let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+            arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+        })
+        .collect();
+    let index = spoor_block::BlockFilter::parse(&finished.filter).unwrap().index.expect("a value index");
+    (groups, index, finished.meta.keys)
+}
+
 pub fn read_parquet(data: Bytes, dictionaries: bool) -> RecordBatch {
     let builder = ParquetRecordBatchReaderBuilder::try_new(data.clone()).unwrap();
     let builder = if dictionaries {

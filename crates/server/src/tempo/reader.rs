@@ -90,5 +90,8 @@ pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, S
     if config.blocks.row_group_spans > 0 {
         options.row_group_spans = config.blocks.row_group_spans;
     }
+    if !config.blocks.dedicated_columns {
+        options.dedicated = spoor_block::DedicatedPolicy::Fixed(Vec::new());
+    }
     Ok(Blocks::new(store, tmp, options, st.block_cache_bytes))
 }
