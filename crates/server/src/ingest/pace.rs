@@ -21,17 +21,16 @@ pub struct Pacer {
     soft: usize,
     /// Backlog where everything is refused; the head's own limit.
     hard: usize,
+    /// The hint sent with a refusal: `limits.retry_after_secs`, as for the head's own refusal.
+    retry_after_secs: u64,
     /// A cheap random stream (xorshift), shared without locks: races only reuse a draw.
     state: AtomicU64,
 }
 
-/// Retry hint for a paced refusal: the backlog drains within a flush or two.
-pub const PACED_RETRY_AFTER_SECS: u64 = 1;
-
 impl Pacer {
     /// Paces between half of `hard` and `hard` (the flusher cuts everything past half).
-    pub fn new(head: Arc<Head>, hard: usize) -> Pacer {
-        Pacer { head, soft: hard / 2, hard, state: AtomicU64::new(0x9e37_79b9_7f4a_7c15) }
+    pub fn new(head: Arc<Head>, hard: usize, retry_after_secs: u64) -> Pacer {
+        Pacer { head, soft: hard / 2, hard, retry_after_secs, state: AtomicU64::new(0x9e37_79b9_7f4a_7c15) }
     }
 
     /// The share of requests refused now, 0.0 to 1.0.
@@ -56,7 +55,7 @@ impl Pacer {
                 self.head.total_bytes(),
                 self.hard
             ),
-            PACED_RETRY_AFTER_SECS,
+            self.retry_after_secs,
         ))
     }
 
@@ -97,7 +96,7 @@ mod tests {
     #[test]
     fn refusals_grow_with_the_backlog() {
         let h = head();
-        let p = Pacer::new(h.clone(), 1000);
+        let p = Pacer::new(h.clone(), 1000, 5);
         assert_eq!(p.refused_share(), 0.0);
         assert!((0..1000).all(|_| p.admit().is_ok()), "below half: everything admitted");
         fill(&h, 750, 1);
@@ -106,7 +105,7 @@ mod tests {
         assert!((4000..6000).contains(&admitted), "about half admitted at 3/4 full: {admitted}");
         fill(&h, 300, 2);
         let e = p.admit().unwrap_err();
-        assert_eq!(e.retry_after_secs(), Some(PACED_RETRY_AFTER_SECS));
+        assert_eq!(e.retry_after_secs(), Some(5));
         assert!(e.to_string().contains("live_bytes_exceeded"), "{e}");
     }
 }

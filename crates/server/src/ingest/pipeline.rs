@@ -134,7 +134,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             front,
-            pacer: Pacer::new(head.clone(), config.limits.max_live_bytes),
+            pacer: Pacer::new(head.clone(), config.limits.max_live_bytes, config.limits.retry_after_secs),
             head,
             wal,
             sampling,
