@@ -28,14 +28,15 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
-use spoor_server::config::Config;
+use spoor_server::auth::guard::{Auth, Surface, protect};
 use spoor_server::config::agent::{ExporterConfig, ExportersConfig, Protocol, RoutingKey};
+use spoor_server::config::{Config, Listener};
 use spoor_server::error::{Error, StartupError};
 use spoor_server::ingest::front::FrontDoor;
 use spoor_server::ingest::processors::BatchConfig;
 use spoor_server::ingest::receive::{self, Export, Ingest};
 use spoor_server::metrics::Metrics;
-use spoor_server::{background, http};
+use spoor_server::{background, http, tls};
 use spoor_wal::queue::{Item, Queue, QueueConfig, QueueError};
 use tokio::sync::watch;
 
@@ -485,6 +486,11 @@ impl Agent {
 /// Runs the agent until `shutdown` resolves: receivers, `/metrics` and `/ready` on the API
 /// address, and the forwarders. On shutdown, in-flight exports go back to the queue on disk.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartupError> {
+    // The agent's receivers take the same TLS and tokens as the server's.
+    let api_tls = tls::load(config.server.tls_for(Listener::Api).0, "/metrics and /ready")?;
+    let grpc_tls = tls::load(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
+    let http_tls = tls::load(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
+    let auth = Auth::open(&config.auth, config.tenancy.multitenancy_enabled, config.ingest.max_request_bytes)?;
     let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
     let otlp_http = http::bind(&config.server.otlp_http_listen, "OTLP/HTTP").await?;
     let api = http::bind(&config.server.http_listen, "/metrics and /ready").await?;
@@ -502,9 +508,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let admin = axum::Router::new()
         .route("/metrics", axum::routing::get(move || async move { a.render_metrics() }))
         .route("/ready", axum::routing::get(|| async { "ready\n" }));
-    servers.serve(grpc, receive::grpc_router(agent.clone()));
-    servers.serve(otlp_http, receive::http_router(agent.clone()));
-    servers.serve(api, admin);
+    let a = auth.as_ref();
+    servers.serve_tls(grpc, protect(a, Surface::OtlpGrpc, receive::grpc_router(agent.clone())), grpc_tls);
+    servers.serve_tls(otlp_http, protect(a, Surface::OtlpHttp, receive::http_router(agent.clone())), http_tls);
+    servers.serve_tls(api, protect(a, Surface::Api, admin), api_tls);
+    if let Some(a) = &auth {
+        tokio::spawn(a.tokens.clone().watch(servers.stopping()));
+    }
     let mut forwarders = tokio::task::JoinSet::new();
     for _ in 0..agent.config.agent.num_consumers.max(1) {
         forwarders.spawn(agent.clone().forward(servers.stopping()));

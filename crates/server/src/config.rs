@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
+pub use crate::auth::AuthConfig;
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
+pub use crate::tls::TlsConfig;
 pub use spoor_wal::Durability;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -25,6 +27,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub search: SearchConfig,
     pub tenancy: TenancyConfig,
+    /// Tokens, roles and the audit log; off by default (docs/security.md).
+    pub auth: AuthConfig,
     /// The collector-shaped `processors:` block (scrubbing, tail sampling, memory limiter, batch).
     pub processors: Processors,
     /// `spoor agent` only: its queue and where it forwards.
@@ -48,6 +52,39 @@ pub struct ServerConfig {
     /// (slowloris). An HTTP/1 keep-alive connection idle this long between requests is closed
     /// too. 0: no limit.
     pub header_read_timeout_secs: u64,
+    /// TLS for every listener; off while `cert_file` is empty.
+    pub tls: TlsConfig,
+    /// Per-listener TLS, named after the listener's address key: when set, it replaces `tls`
+    /// for that listener as a whole (`{}` turns TLS off there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls: Option<TlsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_grpc_tls: Option<TlsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_http_tls: Option<TlsConfig>,
+}
+
+/// One of the server's listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Api,
+    OtlpGrpc,
+    OtlpHttp,
+}
+
+impl ServerConfig {
+    /// The TLS settings a listener serves with, and the key they come from.
+    pub fn tls_for(&self, l: Listener) -> (&TlsConfig, &'static str) {
+        let (own, key) = match l {
+            Listener::Api => (&self.http_tls, "server.http_tls"),
+            Listener::OtlpGrpc => (&self.otlp_grpc_tls, "server.otlp_grpc_tls"),
+            Listener::OtlpHttp => (&self.otlp_http_tls, "server.otlp_http_tls"),
+        };
+        match own {
+            Some(t) => (t, key),
+            None => (&self.tls, "server.tls"),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -58,6 +95,10 @@ impl Default for ServerConfig {
             otlp_http_listen: "127.0.0.1:4318".into(),
             shutdown_timeout_secs: 30,
             header_read_timeout_secs: 30,
+            tls: TlsConfig::default(),
+            http_tls: None,
+            otlp_grpc_tls: None,
+            otlp_http_tls: None,
         }
     }
 }
@@ -332,6 +373,10 @@ impl Config {
             .metrics_generator
             .validate()
             .map_err(|e| ConfigError::at("metrics_generator", format!("invalid configuration: {e}")))?;
+        for l in [Listener::Api, Listener::OtlpGrpc, Listener::OtlpHttp] {
+            let (tls, key) = config.server.tls_for(l);
+            tls.validate(key).map_err(|e| ConfigError::at(key, format!("invalid configuration: {e}")))?;
+        }
         for (i, rw) in config.metrics_generator.remote_write.iter().enumerate() {
             rw.validate().map_err(|e| {
                 let key = format!("metrics_generator.remote_write[{i}]");
@@ -381,8 +426,18 @@ fn merge(base: &mut Value, over: Value) {
 /// string and `max_live_traces=abc` is an error that names the key.
 fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
     let mut cur = root;
+    let mut optional = false;
     for (i, seg) in path.iter().enumerate() {
+        // An optional section left unset (`server.otlp_grpc_tls`) starts empty when a variable
+        // sets one of its keys; the final deserialization checks that the key exists.
+        if cur.is_null() && i > 0 {
+            *cur = Value::Object(Default::default());
+            optional = true;
+        }
         let obj = cur.as_object_mut().ok_or_else(|| format!("{} is not a section", path[..i].join(".")))?;
+        if optional && !obj.contains_key(seg) {
+            obj.insert(seg.clone(), Value::Null);
+        }
         cur = obj.get_mut(seg).ok_or_else(|| format!("unknown configuration key {}", path[..=i].join(".")))?;
     }
     let key = path.join(".");

@@ -137,6 +137,11 @@ impl Error {
         Error::new(Kind::Unauthenticated, message)
     }
 
+    /// A known caller without the right to do this.
+    pub fn forbidden(message: impl Into<String>) -> Error {
+        Error::new(Kind::Forbidden, message)
+    }
+
     pub fn not_found() -> Error {
         Error::new(Kind::NotFound, "not found")
     }

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::error::StartupError;
+use crate::tls::Reloading;
 
 /// Binds `addr` for `what` (named in the log line and in the error).
 pub async fn bind(addr: &str, what: &str) -> Result<TcpListener, StartupError> {
@@ -78,7 +80,15 @@ impl Servers {
     }
 
     pub fn serve(&mut self, listener: TcpListener, router: axum::Router) {
-        self.tasks.spawn(serve_http(listener, router, self.stop.subscribe(), self.header_read_timeout));
+        self.serve_tls(listener, router, None);
+    }
+
+    /// Serves `router` over TLS when `tls` is given (and keeps its certificates fresh).
+    pub fn serve_tls(&mut self, listener: TcpListener, router: axum::Router, tls: Option<Arc<Reloading>>) {
+        if let Some(t) = &tls {
+            self.tasks.spawn(t.clone().watch(self.stop.subscribe()));
+        }
+        self.tasks.spawn(serve_http(listener, router, self.stop.subscribe(), self.header_read_timeout, tls));
     }
 
     /// Turns true when the servers stop: for other loops that should end with them.
@@ -112,12 +122,15 @@ pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 /// tell HTTP/1 from HTTP/2 (see [`DetectDeadline`]); an HTTP/1 request head (hyper's timer,
 /// which also closes a keep-alive connection idle that long between requests). An HTTP/2
 /// connection past its preface may idle: streams are bounded by [`HTTP2_MAX_CONCURRENT_STREAMS`].
-/// Used by `spoor serve` and `spoor agent` for every listener.
+/// Used by `spoor serve` and `spoor agent` for every listener. With `tls`, the handshake must
+/// also finish within `header_read_timeout`; a failed one (a plaintext client, no client
+/// certificate under mTLS, a protocol older than `min_version`) closes the connection.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
     header_read_timeout: Duration,
+    tls: Option<Arc<Reloading>>,
 ) {
     // Each connection holds a receiver; `closed()` resolves once all are gone.
     let (conns_tx, conns_rx) = watch::channel(());
@@ -145,19 +158,23 @@ pub async fn serve_http(
         let service = TowerToHyperService::new(router.clone());
         let mut stop = stop.clone();
         let conns_rx = conns_rx.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
             let timeout = (!header_read_timeout.is_zero()).then_some(header_read_timeout);
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
-            builder.http2().max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
-            let io = TokioIo::new(DetectDeadline::new(tcp, timeout));
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match acceptor {
+                None => serve_connection(tcp, service, timeout, &mut stop).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(tcp);
+                    let done = match timeout {
+                        Some(t) => tokio::time::timeout(t, handshake).await.map_err(|_| "timed out".to_string()),
+                        None => Ok(handshake.await),
+                    };
+                    match done {
+                        Ok(Ok(stream)) => serve_connection(stream, service, timeout, &mut stop).await,
+                        // Debug only: a port scanner or a plaintext client must not fill the log.
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    }
                 }
             }
             drop(conns_rx);
@@ -166,6 +183,30 @@ pub async fn serve_http(
     drop(listener);
     drop(conns_rx);
     conns_tx.closed().await;
+}
+
+/// Serves one accepted connection (plain or TLS) until it ends or the server stops.
+async fn serve_connection<IO>(
+    io: IO,
+    service: TowerToHyperService<axum::Router>,
+    timeout: Option<Duration>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+    builder.http2().max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+    let io = TokioIo::new(DetectDeadline::new(io, timeout));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped(stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -178,22 +219,22 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// nothing, or the preface a byte at a time, was never closed. This fails the read with
 /// `TimedOut` once `timeout` has passed while every byte so far could still be the preface;
 /// the first byte that cannot (any HTTP/1 request), or the whole preface, disarms it.
-pub struct DetectDeadline {
-    io: TcpStream,
+pub struct DetectDeadline<IO = TcpStream> {
+    io: IO,
     matched: usize,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-impl DetectDeadline {
+impl<IO> DetectDeadline<IO> {
     /// `None`: no deadline.
-    pub fn new(io: TcpStream, timeout: Option<Duration>) -> DetectDeadline {
+    pub fn new(io: IO, timeout: Option<Duration>) -> DetectDeadline<IO> {
         DetectDeadline { io, matched: 0, deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))) }
     }
 }
 
-impl AsyncRead for DetectDeadline {
+impl<IO: AsyncRead + Unpin> AsyncRead for DetectDeadline<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         let Some(deadline) = this.deadline.as_mut() else { return Pin::new(&mut this.io).poll_read(cx, buf) };
@@ -219,7 +260,7 @@ impl AsyncRead for DetectDeadline {
     }
 }
 
-impl AsyncWrite for DetectDeadline {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for DetectDeadline<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }

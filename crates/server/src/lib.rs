@@ -3,6 +3,7 @@
 //! blocks), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
 //! share (`config`, `error`, `http`, `retry`, `metrics`, `background`).
 
+pub mod auth;
 pub mod background;
 pub mod config;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod retry;
 pub mod tempo;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +22,9 @@ use std::time::Duration;
 use spoor_store::{Head, Limits};
 
 use crate::metrics::names;
+use auth::guard::{Auth, Surface, protect};
 pub use config::Config;
+use config::Listener;
 pub use error::{Error, StartupError};
 use generated::Generated;
 use http::Readiness;
@@ -42,6 +46,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let ingest = config.ingest.enabled;
     // The WAL is what must not be shared; a query-only process writes none.
     let _lock = if ingest { Some(http::lock_data_dir(&data_dir)?) } else { None };
+    // Certificates and tokens are checked before any port opens: a bad file stops the start.
+    let api_tls = tls::load(config.server.tls_for(Listener::Api).0, "the query API")?;
+    let grpc_tls = tls::load(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
+    let http_tls = tls::load(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
+    let auth = Auth::open(&config.auth, config.tenancy.multitenancy_enabled, config.ingest.max_request_bytes)?;
     let api = http::bind(&config.server.http_listen, "the query API (Tempo HTTP API, /metrics, /ready)").await?;
     let receivers = if ingest {
         let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
@@ -108,10 +117,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         wal,
         generated: generated.clone(),
     };
-    servers.serve(api, tempo::router(admin));
+    let a = auth.as_ref();
+    servers.serve_tls(api, protect(a, Surface::Api, tempo::router(admin)), api_tls);
     if let (Some((grpc, http)), Some((pipeline, _))) = (receivers, &write) {
-        servers.serve(grpc, ingest::receive::grpc_router(pipeline.clone()));
-        servers.serve(http, ingest::receive::http_router(pipeline.clone()));
+        let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));
+        servers.serve_tls(grpc, grpc_router, grpc_tls);
+        servers.serve_tls(
+            http,
+            protect(a, Surface::OtlpHttp, ingest::receive::http_router(pipeline.clone())),
+            http_tls,
+        );
+    }
+    if let Some(a) = &auth {
+        tokio::spawn(a.tokens.clone().watch(servers.stopping()));
     }
 
     // Replay runs while the listeners answer: /ready says 503 and ingest asks clients to retry.

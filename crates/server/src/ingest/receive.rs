@@ -79,7 +79,7 @@ fn unimplemented(path: &str) -> Error {
 
 /// Reads a refused request's body without keeping it, so an HTTP/1 client hears the refusal
 /// instead of a reset connection (it is still writing when the answer is ready).
-async fn discard(mut body: Body, limit: usize) {
+pub async fn discard(mut body: Body, limit: usize) {
     let mut seen = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         seen += frame.data_ref().map_or(0, |d| d.len());
@@ -142,19 +142,20 @@ async fn http_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Respon
     .await;
     match result {
         Ok(resp) => http_reply(StatusCode::OK, format, encode_response(&resp, format), None),
-        Err(e) => {
-            let body = match format {
-                Format::Protobuf => rpc_status(&e).encode_to_vec(),
-                Format::Json => serde_json::to_vec(&spoor_model::json::rpc_status_json(
-                    e.grpc_code(),
-                    &e.to_string(),
-                    e.retry_after_secs(),
-                ))
-                .unwrap_or_default(),
-            };
-            http_reply(e.http_status(), format, body, e.retry_after_secs())
-        }
+        Err(e) => http_error(&e, format),
     }
+}
+
+/// An OTLP/HTTP refusal: the status, and a `google.rpc.Status` in the request's format.
+pub fn http_error(e: &Error, format: Format) -> Response {
+    let body = match format {
+        Format::Protobuf => rpc_status(e).encode_to_vec(),
+        Format::Json => {
+            serde_json::to_vec(&spoor_model::json::rpc_status_json(e.grpc_code(), &e.to_string(), e.retry_after_secs()))
+                .unwrap_or_default()
+        }
+    };
+    http_reply(e.http_status(), format, body, e.retry_after_secs())
 }
 
 fn encode_response(resp: &ExportTraceServiceResponse, format: Format) -> Vec<u8> {

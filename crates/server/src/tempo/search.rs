@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use spoor_query::Plan;
 use spoor_query::search::{SearchRequest, SearchResult};
 
+use crate::auth::audit::ResultCount;
 use crate::config::SearchConfig;
 use crate::error::Error;
 use crate::metrics::names;
@@ -27,7 +28,11 @@ pub async fn handler(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(
     }
     r.count_query("search", started, &result);
     match result {
-        Ok(found) => axum::Json(search_json(&found)).into_response(),
+        Ok(found) => {
+            let mut resp = axum::Json(search_json(&found)).into_response();
+            resp.extensions_mut().insert(ResultCount(found.traces.len()));
+            resp
+        }
         Err(e) => text_error(e),
     }
 }

@@ -1,0 +1,311 @@
+//! The guard in front of every router once `auth.enabled`: it finds the caller from the
+//! `Authorization` header (or gRPC metadata), checks the role the route needs and the tenants
+//! the request names, and only then lets the request through. It runs before any handler, so a
+//! refusal never reads (let alone decodes) a body.
+//!
+//! The tenant comes from the token: a token bound to one tenant needs no `X-Scope-OrgID`, and a
+//! header naming a tenant outside the token's set (or a federation `a|b` partly outside it) is
+//! refused. The guard writes the resolved tenant into `X-Scope-OrgID`, so every handler below
+//! it keeps reading the tenant where it always did and cannot see anything else.
+//!
+//! 401 / UNAUTHENTICATED: no credentials, or a token the tokens file does not know. 403 /
+//! PERMISSION_DENIED: a known token without the role or the tenant. Messages name the token's
+//! entry and the missing right, never the token.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use crate::auth::AuthConfig;
+use crate::auth::audit::{Audit, Event, ResultCount};
+use crate::auth::tokens::{Identity, Role, Tokens};
+use crate::error::{Error, StartupError};
+use crate::ingest::body::Format;
+use crate::ingest::{receive, tenant};
+
+/// Which listener a guard stands in front of: it decides the roles and how a refusal is said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// The query API port: Tempo API, `/flush`, `/metrics`; plain-text refusals; audited.
+    Api,
+    /// OTLP/HTTP: refusals as an OTLP `Status` in the request's format.
+    OtlpHttp,
+    /// OTLP/gRPC: trailers-only refusals.
+    OtlpGrpc,
+}
+
+/// What every guard of a process shares.
+pub struct Auth {
+    pub tokens: Arc<Tokens>,
+    audit: Option<Audit>,
+    multitenancy: bool,
+    protect_metrics: bool,
+    /// How much of a refused OTLP/HTTP body is read and thrown away, so that an HTTP/1 client
+    /// still writing hears the refusal rather than a reset.
+    discard_limit: usize,
+}
+
+impl Auth {
+    /// `None` when auth is off. The tokens file and the audit log must open, or the process
+    /// does not start.
+    pub fn open(cfg: &AuthConfig, multitenancy: bool, discard_limit: usize) -> Result<Option<Arc<Auth>>, StartupError> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let tokens = Tokens::open(&cfg.tokens_file).map_err(StartupError::new)?;
+        let audit = match cfg.audit_log.trim() {
+            "" => None,
+            target => Some(Audit::open(target).map_err(StartupError::new)?),
+        };
+        Ok(Some(Arc::new(Auth { tokens, audit, multitenancy, protect_metrics: cfg.protect_metrics, discard_limit })))
+    }
+}
+
+/// `router` behind the guard for `surface`, or as it is when auth is off.
+pub fn protect(auth: Option<&Arc<Auth>>, surface: Surface, router: axum::Router) -> axum::Router {
+    match auth {
+        Some(a) => router.layer(axum::middleware::from_fn_with_state((a.clone(), surface), check)),
+        None => router,
+    }
+}
+
+/// What a route asks of its caller.
+enum Need {
+    Open,
+    Role(Role),
+    /// `/metrics/generated`: `read`, for the `?tenant=` asked for or, without one, every tenant.
+    Generated,
+}
+
+fn need(auth: &Auth, surface: Surface, method: &Method, path: &str) -> Need {
+    if surface != Surface::Api {
+        return Need::Role(Role::Ingest);
+    }
+    match path {
+        "/ready" | "/api/echo" | "/api/status/buildinfo" => Need::Open,
+        "/metrics" if auth.protect_metrics => Need::Role(Role::Admin),
+        "/metrics" => Need::Open,
+        "/flush" => Need::Role(Role::Admin),
+        // Whatever changes state is admin's, including routes added later.
+        _ if method != Method::GET && method != Method::HEAD => Need::Role(Role::Admin),
+        "/metrics/generated" => Need::Generated,
+        _ => Need::Role(Role::Read),
+    }
+}
+
+async fn check(State((auth, surface)): State<(Arc<Auth>, Surface)>, mut req: Request, next: Next) -> Response {
+    let need = need(&auth, surface, req.method(), req.uri().path());
+    if matches!(need, Need::Open) {
+        return next.run(req).await;
+    }
+    let audit = auth.audit.as_ref().filter(|_| surface == Surface::Api);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let raw_query = req.uri().query().unwrap_or("").to_owned();
+    let decided = decide(&auth, &need, &mut req, &raw_query);
+    let record = |who: Option<&str>, tenant: Option<&str>, status: StatusCode, results, reason: Option<&str>| {
+        if let Some(a) = audit {
+            let query = param(&raw_query, "q").or_else(|| param(&raw_query, "query"));
+            a.record(&Event {
+                who,
+                tenant,
+                method: method.as_str(),
+                path: &path,
+                query: query.as_deref(),
+                results,
+                status: status.as_u16(),
+                reason,
+            });
+        }
+    };
+    match decided {
+        Ok((id, tenants)) => {
+            req.extensions_mut().insert(id.clone());
+            let resp = next.run(req).await;
+            let results = resp.extensions().get::<ResultCount>().map(|c| c.0);
+            record(Some(&id.name), tenants.as_deref(), resp.status(), results, None);
+            resp
+        }
+        Err((e, id)) => {
+            record(id.as_ref().map(|i| i.name.as_str()), None, e.http_status(), None, Some(e.message()));
+            refuse(&auth, surface, e, req).await
+        }
+    }
+}
+
+type Refusal = (Error, Option<Arc<Identity>>);
+
+/// The caller and the tenants the request covers (`None` for admin routes, which are not a
+/// tenant's), or why not.
+fn decide(
+    auth: &Auth,
+    need: &Need,
+    req: &mut Request,
+    raw_query: &str,
+) -> Result<(Arc<Identity>, Option<String>), Refusal> {
+    let token = credentials(req.headers()).map_err(|e| (e, None))?;
+    let id = auth
+        .tokens
+        .lookup(&token)
+        .ok_or_else(|| (Error::unauthenticated("unknown token: no entry of the tokens file matches it"), None))?;
+    let role = match need {
+        Need::Role(r) => *r,
+        _ => Role::Read,
+    };
+    let route = req.uri().path().to_owned();
+    if !id.has_role(role) {
+        let msg = format!("token {:?} does not have the {} role that {} needs", id.name, role.name(), route);
+        return Err((Error::forbidden(msg), Some(id)));
+    }
+    let tenants = match need {
+        Need::Role(Role::Admin) => None,
+        Need::Generated => Some(generated_scope(&id, raw_query).map_err(|e| (e, Some(id.clone())))?),
+        _ => Some(scope(auth, req.headers_mut(), &id).map_err(|e| (e, Some(id.clone())))?),
+    };
+    Ok((id, tenants))
+}
+
+/// The tenants a request covers, checked against the token and written into `X-Scope-OrgID`.
+fn scope(auth: &Auth, headers: &mut HeaderMap, id: &Identity) -> Result<String, Error> {
+    if !auth.multitenancy {
+        if !id.may_use(tenant::SINGLE_TENANT) {
+            return Err(Error::forbidden(format!(
+                "token {:?} may not use tenant {:?} (multi-tenancy is off, so every request is that tenant's)",
+                id.name,
+                tenant::SINGLE_TENANT
+            )));
+        }
+        return Ok(tenant::SINGLE_TENANT.to_owned());
+    }
+    let asked: Vec<String> = match headers.get(tenant::HEADER) {
+        Some(v) => {
+            let v = v.to_str().map_err(|_| Error::bad_request("invalid tenant ID: X-Scope-OrgID is not ASCII"))?;
+            v.trim().split('|').map(str::to_owned).collect()
+        }
+        None => match id.sole_tenant() {
+            Some(t) => vec![t.to_owned()],
+            None => {
+                return Err(Error::bad_request(format!(
+                    "token {:?} may use several tenants: name one with the X-Scope-OrgID header",
+                    id.name
+                )));
+            }
+        },
+    };
+    for t in &asked {
+        tenant::validate(t)?;
+        if !id.may_use(t) {
+            return Err(Error::forbidden(format!("token {:?} may not use tenant {t:?}", id.name)));
+        }
+    }
+    let value = asked.join("|");
+    // Validated above: only visible ASCII.
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(tenant::HEADER, v);
+    }
+    Ok(value)
+}
+
+/// `/metrics/generated` spans tenants: one named by `?tenant=`, or all of them.
+fn generated_scope(id: &Identity, raw_query: &str) -> Result<String, Error> {
+    match param(raw_query, "tenant").filter(|t| !t.is_empty()) {
+        Some(t) if id.may_use(&t) => Ok(t),
+        Some(t) => Err(Error::forbidden(format!("token {:?} may not use tenant {t:?}", id.name))),
+        None if id.all_tenants => Ok("*".into()),
+        None => {
+            Err(Error::forbidden(format!("token {:?} does not cover every tenant: ask for one with ?tenant=", id.name)))
+        }
+    }
+}
+
+/// The token from `Authorization: Bearer <token>`, or the password of `Basic`.
+fn credentials(headers: &HeaderMap) -> Result<String, Error> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(Error::unauthenticated(
+            "missing credentials: send Authorization: Bearer <token> (or basic auth with the token as password)",
+        ));
+    };
+    let value = value.to_str().map_err(|_| Error::unauthenticated("the Authorization header is not ASCII"))?.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.trim().to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Error::unauthenticated("basic credentials are not base64 of user:token"))?;
+        let (_user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Error::unauthenticated("basic credentials are not base64 of user:token"))?;
+        password.to_owned()
+    } else {
+        // The scheme is not echoed: a client sending the bare token would see it in the reply.
+        return Err(Error::unauthenticated("unsupported Authorization scheme: use Bearer <token> or Basic"));
+    };
+    if token.is_empty() {
+        return Err(Error::unauthenticated("empty token in the Authorization header"));
+    }
+    Ok(token)
+}
+
+/// One query-string parameter, decoded.
+fn param(raw: &str, name: &str) -> Option<String> {
+    raw.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (crate::http::percent_decode(k, true) == name).then(|| crate::http::percent_decode(v, true))
+    })
+}
+
+async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Response {
+    let mut resp = match surface {
+        Surface::OtlpGrpc => return receive::grpc_error(&e),
+        Surface::OtlpHttp => {
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            receive::discard(req.into_body(), auth.discard_limit).await;
+            receive::http_error(&e, if json { Format::Json } else { Format::Protobuf })
+        }
+        Surface::Api => (e.http_status(), format!("{e}\n")).into_response(),
+    };
+    if e.http_status() == StatusCode::UNAUTHORIZED {
+        let h = resp.headers_mut();
+        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"spoor\""));
+        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"spoor\""));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bearer_and_basic_and_never_echoes() {
+        let mut h = HeaderMap::new();
+        assert!(credentials(&h).unwrap_err().message().contains("missing credentials"));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(credentials(&h).unwrap(), "abc");
+        let basic = base64::engine::general_purpose::STANDARD.encode("grafana:s3cret:x");
+        h.insert(header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+        assert_eq!(credentials(&h).unwrap(), "s3cret:x");
+        h.insert(header::AUTHORIZATION, "hunter2".parse().unwrap());
+        let e = credentials(&h).unwrap_err();
+        assert!(!e.message().contains("hunter2") && e.kind() == crate::error::Kind::Unauthenticated);
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert!(credentials(&h).unwrap_err().message().contains("empty token"));
+    }
+
+    #[test]
+    fn query_parameters_decode() {
+        assert_eq!(param("a=1&q=%7B+.x%3D1+%7D", "q").as_deref(), Some("{ .x=1 }"));
+        assert_eq!(param("tenant=b", "q"), None);
+    }
+}
