@@ -56,11 +56,9 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     /// Per-listener TLS, named after the listener's address key: when set, it replaces `tls`
     /// for that listener as a whole (`{}` turns TLS off there).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// (Serialized as null when unset, so `SPOOR__SERVER__OTLP_GRPC_TLS__…` can reach them.)
     pub http_tls: Option<TlsConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_grpc_tls: Option<TlsConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_http_tls: Option<TlsConfig>,
 }
 

@@ -212,6 +212,13 @@ fn scope(auth: &Auth, headers: &mut HeaderMap, id: &Identity) -> Result<String, 
 
 /// `/metrics/generated` spans tenants: one named by `?tenant=`, or all of them.
 fn generated_scope(id: &Identity, raw_query: &str) -> Result<String, Error> {
+    // The handler keeps one of repeated parameters; which one must not matter.
+    let named = raw_query
+        .split('&')
+        .filter(|p| crate::http::percent_decode(p.split('=').next().unwrap_or(""), true) == "tenant");
+    if named.count() > 1 {
+        return Err(Error::bad_request("tenant is given more than once"));
+    }
     match param(raw_query, "tenant").filter(|t| !t.is_empty()) {
         Some(t) if id.may_use(&t) => Ok(t),
         Some(t) => Err(Error::forbidden(format!("token {:?} may not use tenant {t:?}", id.name))),
