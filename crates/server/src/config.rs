@@ -423,20 +423,23 @@ fn merge(base: &mut Value, over: Value) {
 /// Sets a leaf, reading `raw` as the type the default has there, so `data_dir=123` stays a
 /// string and `max_live_traces=abc` is an error that names the key.
 fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
+    let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
+    let mut default = Some(&defaults);
     let mut cur = root;
-    let mut optional = false;
     for (i, seg) in path.iter().enumerate() {
-        // An optional section left unset (`server.otlp_grpc_tls`) starts empty when a variable
-        // sets one of its keys; the final deserialization checks that the key exists.
-        if cur.is_null() && i > 0 {
+        // An optional section unset by default (`server.otlp_grpc_tls`) starts empty when a
+        // variable sets one of its keys, and takes keys the defaults cannot show; the final
+        // deserialization checks that they exist.
+        let optional = i > 0 && default.is_some_and(Value::is_null);
+        if optional && cur.is_null() {
             *cur = Value::Object(Default::default());
-            optional = true;
         }
         let obj = cur.as_object_mut().ok_or_else(|| format!("{} is not a section", path[..i].join(".")))?;
         if optional && !obj.contains_key(seg) {
             obj.insert(seg.clone(), Value::Null);
         }
         cur = obj.get_mut(seg).ok_or_else(|| format!("unknown configuration key {}", path[..=i].join(".")))?;
+        default = if optional { default } else { default.and_then(|d| d.get(seg)) };
     }
     let key = path.join(".");
     *cur = match cur {
@@ -781,6 +784,25 @@ mod tests {
         let err = Config::load(None, vec![("SPOOR__LIMITS__MAX_LIVE_TRACES".into(), "x".into())], &[]).unwrap_err();
         assert!(err.message.contains("limits.max_live_traces must be"), "{err}");
         assert_eq!(err.key.as_deref(), Some("limits.max_live_traces"));
+    }
+
+    #[test]
+    fn per_listener_tls_from_the_environment() {
+        let env = vec![
+            ("SPOOR__SERVER__OTLP_GRPC_TLS__CERT_FILE".to_string(), "g.pem".to_string()),
+            ("SPOOR__SERVER__OTLP_GRPC_TLS__KEY_FILE".to_string(), "g-key.pem".to_string()),
+            ("SPOOR__SERVER__OTLP_GRPC_TLS__RELOAD_INTERVAL".to_string(), "5s".to_string()),
+            ("SPOOR__SERVER__TLS__CERT_FILE".to_string(), "all.pem".to_string()),
+            ("SPOOR__SERVER__TLS__KEY_FILE".to_string(), "all-key.pem".to_string()),
+        ];
+        let c = Config::load(None, env, &[]).unwrap();
+        let (grpc, key) = c.server.tls_for(Listener::OtlpGrpc);
+        assert_eq!((grpc.cert_file.to_str(), key), (Some("g.pem"), "server.otlp_grpc_tls"));
+        assert_eq!(grpc.reload_interval, std::time::Duration::from_secs(5));
+        assert_eq!(c.server.tls_for(Listener::Api).0.cert_file, PathBuf::from("all.pem"));
+        let bad = vec![("SPOOR__SERVER__HTTP_TLS__NOPE".to_string(), "x".to_string())];
+        let err = Config::load(None, bad, &[]).unwrap_err().message;
+        assert!(err.contains("server.http_tls") && err.contains("nope"), "{err}");
     }
 
     #[test]
