@@ -514,3 +514,87 @@ def test_key_not_matching_the_certificate_stops_the_start(tmp_path: Path, pki: P
     assert done.returncode != 0
     err = done.stderr.decode()
     assert "do not make a usable pair" in err and "other-key.pem" in err, err
+
+
+# ---------------------------------------------------------------------------------------
+# The agent's exporters as TLS clients
+
+
+def _run_agent(tmp: Path, exporter: str, settings: str):
+    """`spoor agent` with plaintext receivers forwarding through `exporter` with `settings`."""
+    config = tmp / "agent.yaml"
+    config.write_text(
+        f"""\
+agent:
+  exporters:
+    {exporter}: {{{settings}, retry_on_failure: {{initial_interval: 100ms, max_interval: 1s, max_elapsed_time: 0}}}}
+processors:
+  batch: {{send_batch_size: 512, timeout: 100ms}}
+"""
+    )
+    grpc_port, http_port, api_port = _free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOR__")}
+    cmd = [str(SPOOR_BIN), "agent", "--config", str(config), "--data-dir", str(tmp / "agent-data"),
+           "--otlp-grpc-listen", f"127.0.0.1:{grpc_port}", "--otlp-http-listen", f"127.0.0.1:{http_port}",
+           "--http-listen", f"127.0.0.1:{api_port}"]  # fmt: skip
+    log_path = tmp / "agent.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"agent exited early\n{log_path.read_text()}")
+        try:
+            if requests.get(f"http://127.0.0.1:{api_port}/ready", timeout=1).status_code == 200:
+                break
+        except requests.exceptions.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+    return proc, grpc_port, log_path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["otlp-ca", "otlphttp-ca", "otlp-mtls", "otlp-skip-verify"],
+)
+def test_agent_exports_over_tls(tmp_path: Path, pki: Pki, secured: Secured, mtls: Secured, case: str):
+    exporter = "otlphttp" if case.startswith("otlphttp") else "otlp"
+    target = mtls if case == "otlp-mtls" else secured
+    endpoint = f"https://{target.grpc_target}" if exporter == "otlp" else f"https://127.0.0.1:{target.http_port}"
+    tls = {
+        "otlp-ca": f"{{ca_file: {pki.ca}}}",
+        "otlphttp-ca": f"{{ca_file: {pki.ca}}}",
+        "otlp-mtls": f"{{ca_file: {pki.ca}, cert_file: {pki.client_cert}, key_file: {pki.client_key}}}",
+        "otlp-skip-verify": "{insecure_skip_verify: true}",
+    }[case]
+    settings = f'endpoint: "{endpoint}", tls: {tls}, headers: {{authorization: "Bearer {token("ingest-a")}"}}'
+    proc, agent_grpc, log_path = _run_agent(tmp_path, exporter, settings)
+    try:
+        spans, trace_id = make_spans(f"via-agent-{case}")
+        sdk = GrpcSpanExporter(endpoint=f"http://127.0.0.1:{agent_grpc}", insecure=True, timeout=5)
+        assert sdk.export(spans) == SpanExportResult.SUCCESS
+        deadline = time.monotonic() + 30
+        while api_get(target, pki, f"/api/v2/traces/{trace_id}", bearer("read-a")).status_code != 200:
+            assert time.monotonic() < deadline, f"not delivered over TLS\n{log_path.read_text()}\n{target.log()}"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+
+
+def test_agent_refuses_bad_client_tls_settings(tmp_path: Path):
+    config = tmp_path / "agent.yaml"
+    for settings, expect in [
+        ("endpoint: https://127.0.0.1:1, tls: {ca_file: /nonexistent/ca.pem}", "cannot read tls.ca_file /nonexistent/ca.pem"),
+        ("endpoint: http://127.0.0.1:1, tls: {insecure_skip_verify: true}", "is plaintext but tls is set"),
+        ("endpoint: https://127.0.0.1:1, tls: {cert_file: /x.pem}", "cert_file and key_file go together"),
+    ]:
+        config.write_text(f"agent:\n  exporters:\n    otlp: {{{settings}}}\n")
+        grpc_port, http_port, api_port = _free_ports(3)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOR__")}
+        cmd = [str(SPOOR_BIN), "agent", "--config", str(config), "--data-dir", str(tmp_path / "d"),
+               "--otlp-grpc-listen", f"127.0.0.1:{grpc_port}", "--otlp-http-listen", f"127.0.0.1:{http_port}",
+               "--http-listen", f"127.0.0.1:{api_port}"]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, timeout=60)
+        assert done.returncode != 0 and expect in done.stderr.decode(), (settings, done.stderr.decode())

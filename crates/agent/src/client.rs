@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -11,6 +12,7 @@ use spoor_model::otlp::{ExportTraceServiceResponse, RetryInfo, RpcStatus};
 use spoor_server::error::Error;
 pub use spoor_server::ingest::body::Compression;
 use spoor_server::ingest::receive::GRPC_EXPORT_PATH;
+use spoor_server::tls::ClientTlsConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -34,18 +36,39 @@ pub struct OtlpClient {
     tenant: Option<String>,
     /// Sent with every request (before the tenant header, which wins).
     headers: hyper::HeaderMap,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl OtlpClient {
-    /// `endpoint` is `http://host:port`; the path is added per transport.
+    /// `endpoint` is `http://host:port` (or `https://host:port`, trusting the system's CAs); the
+    /// path is added per transport.
     pub fn new(transport: Transport, endpoint: &str, tenant: Option<String>) -> OtlpClient {
+        // The default settings read no file and name no server, so nothing can fail.
+        Self::with_tls(transport, endpoint, tenant, &ClientTlsConfig::default())
+            .expect("default TLS settings build a client")
+    }
+
+    /// A client whose `https://` connections use `tls`; errors name the file at fault.
+    pub fn with_tls(
+        transport: Transport,
+        endpoint: &str,
+        tenant: Option<String>,
+        tls: &ClientTlsConfig,
+    ) -> Result<OtlpClient, String> {
+        let connector = crate::tls::connector(transport == Transport::Grpc, tls)?;
+        Ok(Self::build(transport, endpoint, tenant, connector))
+    }
+
+    fn build(
+        transport: Transport,
+        endpoint: &str,
+        tenant: Option<String>,
+        connector: HttpsConnector<HttpConnector>,
+    ) -> OtlpClient {
         let mut builder = Client::builder(TokioExecutor::new());
         if transport == Transport::Grpc {
             builder.http2_only(true);
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         let path = match transport {
             Transport::Grpc => GRPC_EXPORT_PATH,
             Transport::Http => "/v1/traces",

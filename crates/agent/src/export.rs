@@ -221,7 +221,9 @@ impl Exporter {
         config.validate().map_err(StartupError::new)?;
         let url = config.base_url().map_err(StartupError::new)?;
         let headers = config.header_map().map_err(StartupError::new)?;
-        let client = OtlpClient::new(transport(config.protocol), &url, None).with_headers(headers);
+        let client = OtlpClient::with_tls(transport(config.protocol), &url, None, &config.tls)
+            .map_err(StartupError::new)?
+            .with_headers(headers);
         Ok(Exporter { config, url, client, stats: Arc::default() })
     }
 

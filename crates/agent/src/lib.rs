@@ -19,6 +19,7 @@ pub mod client;
 pub mod export;
 pub mod resolve;
 pub mod ring;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +37,8 @@ use spoor_server::ingest::front::FrontDoor;
 use spoor_server::ingest::processors::BatchConfig;
 use spoor_server::ingest::receive::{self, Export, Ingest};
 use spoor_server::metrics::Metrics;
-use spoor_server::{background, http, tls};
+use spoor_server::tls::load as load_tls;
+use spoor_server::{background, http};
 use spoor_wal::queue::{Item, Queue, QueueConfig, QueueError};
 use tokio::sync::watch;
 
@@ -487,9 +489,9 @@ impl Agent {
 /// address, and the forwarders. On shutdown, in-flight exports go back to the queue on disk.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartupError> {
     // The agent's receivers take the same TLS and tokens as the server's.
-    let api_tls = tls::load(config.server.tls_for(Listener::Api).0, "/metrics and /ready")?;
-    let grpc_tls = tls::load(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
-    let http_tls = tls::load(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
+    let api_tls = load_tls(config.server.tls_for(Listener::Api).0, "/metrics and /ready")?;
+    let grpc_tls = load_tls(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
+    let http_tls = load_tls(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
     let auth = Auth::open(&config.auth, config.tenancy.multitenancy_enabled, config.ingest.max_request_bytes)?;
     let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
     let otlp_http = http::bind(&config.server.otlp_http_listen, "OTLP/HTTP").await?;

@@ -469,6 +469,7 @@ pub mod agent {
     use serde::{Deserialize, Serialize};
 
     use crate::retry::RetryConfig;
+    pub use crate::tls::ClientTlsConfig;
     use spoor_wal::Durability;
 
     /// The `agent:` section.
@@ -587,6 +588,9 @@ pub mod agent {
         /// Sent with every request; the tenant's `X-Scope-OrgID` wins over one set here.
         pub headers: BTreeMap<String, String>,
         pub retry_on_failure: RetryConfig,
+        /// TLS to the downstream: used for an `https://` endpoint, or a `host:port` one once a
+        /// key here is set.
+        pub tls: ClientTlsConfig,
     }
 
     impl Default for ExporterConfig {
@@ -598,6 +602,7 @@ pub mod agent {
                 timeout: Duration::from_secs(5),
                 headers: BTreeMap::new(),
                 retry_on_failure: RetryConfig::default(),
+                tls: ClientTlsConfig::default(),
             }
         }
     }
@@ -608,31 +613,36 @@ pub mod agent {
             ExporterConfig { endpoint: endpoint.to_string(), ..self.clone() }
         }
 
-        /// `http://host:port`, the form the client takes.
+        /// `http://host:port` or `https://host:port`, the form the client takes.
         pub fn base_url(&self) -> Result<String, String> {
             let e = self.endpoint.trim();
             if e.is_empty() {
                 return Err("exporter endpoint is empty".into());
             }
-            if let Some(rest) = e.strip_prefix("http://") {
-                let authority = rest.trim_end_matches('/');
-                if authority.is_empty() {
-                    return Err(format!("exporter endpoint {e:?} has no host"));
+            for scheme in ["http", "https"] {
+                if let Some(rest) = e.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) {
+                    let authority = rest.trim_end_matches('/');
+                    if authority.is_empty() {
+                        return Err(format!("exporter endpoint {e:?} has no host"));
+                    }
+                    if scheme == "http" && self.tls.is_set() {
+                        return Err(format!(
+                            "exporter endpoint {e:?} is plaintext but tls is set; use https://host:port or host:port"
+                        ));
+                    }
+                    return Ok(format!("{scheme}://{authority}"));
                 }
-                return Ok(format!("http://{authority}"));
-            }
-            if e.starts_with("https://") {
-                return Err(format!(
-                    "exporter endpoint {e:?}: TLS is not supported; use host:port or http://host:port"
-                ));
             }
             if e.contains("://") || e.contains('/') {
-                return Err(format!("exporter endpoint {e:?}: expected host:port or http://host:port"));
+                return Err(format!(
+                    "exporter endpoint {e:?}: expected host:port, http://host:port or https://host:port"
+                ));
             }
+            let scheme = if self.tls.is_set() { "https" } else { "http" };
             if has_port(e) {
-                Ok(format!("http://{e}"))
+                Ok(format!("{scheme}://{e}"))
             } else {
-                Ok(format!("http://{e}:{}", self.protocol.default_port()))
+                Ok(format!("{scheme}://{e}:{}", self.protocol.default_port()))
             }
         }
 
@@ -654,6 +664,7 @@ pub mod agent {
             if self.timeout.is_zero() {
                 return Err("exporter timeout must be positive".into());
             }
+            self.tls.validate()?;
             self.retry_on_failure.validate()
         }
     }

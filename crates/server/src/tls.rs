@@ -77,6 +77,35 @@ impl TlsConfig {
     }
 }
 
+/// TLS as a client (the agent's exporters): the collector's client `tls` keys.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM CAs the server's certificate must chain to; empty: the system's trust store.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain and key, for servers that require mTLS.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Accept any server certificate. For tests only: anyone in the path can read the data.
+    pub insecure_skip_verify: bool,
+    /// The name the server's certificate must carry instead of the endpoint's host.
+    pub server_name_override: String,
+}
+
+impl ClientTlsConfig {
+    /// Whether any key is set (a `host:port` endpoint then means TLS).
+    pub fn is_set(&self) -> bool {
+        *self != ClientTlsConfig::default()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
+            return Err("tls: cert_file and key_file go together".into());
+        }
+        Ok(())
+    }
+}
+
 static TLS12_UP: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
