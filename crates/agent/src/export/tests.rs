@@ -14,7 +14,7 @@ use spoor_model::otlp::{
     ExportTracePartialSuccess, ExportTraceServiceResponse, ProtoAny, ProtoDuration, RetryInfo, RpcStatus,
 };
 
-use spoor_server::config::agent::{ExportCompression, ExporterConfig, Protocol};
+use spoor_server::config::agent::{ClientTlsConfig, ExportCompression, ExporterConfig, Protocol};
 use spoor_server::retry::RetryConfig;
 
 use super::*;
@@ -108,7 +108,14 @@ fn config_validation() {
     assert_eq!(ep("[::1]:4317").unwrap(), "http://[::1]:4317");
     assert_eq!(ep("[::1]").unwrap(), "http://[::1]:4317");
     assert_eq!(ep("http://h:4318/").unwrap(), "http://h:4318");
-    assert!(ep("https://h:4318").is_err());
+    assert_eq!(ep("https://h:4318").unwrap(), "https://h:4318");
+    // Any tls key makes a bare host:port TLS, and contradicts an http:// endpoint.
+    let tls =
+        ExporterConfig { tls: ClientTlsConfig { insecure_skip_verify: true, ..Default::default() }, ..ok.clone() };
+    assert_eq!(tls.with_endpoint("h:1").base_url().unwrap(), "https://h:1");
+    assert!(tls.with_endpoint("http://h:1").base_url().unwrap_err().contains("plaintext but tls is set"));
+    let half = ClientTlsConfig { cert_file: "c.pem".into(), ..Default::default() };
+    assert!(ExporterConfig { tls: half, ..ok.clone() }.validate().unwrap_err().contains("go together"));
     assert!(ep("").is_err());
     assert!(ep("h:1/v1/traces").is_err());
     assert!(ExporterConfig { timeout: Duration::ZERO, ..ok.clone() }.validate().is_err());
@@ -269,6 +276,7 @@ fn exporter(endpoint: &str, protocol: Protocol, retry: RetryConfig) -> Exporter 
         timeout: Duration::from_secs(2),
         headers: BTreeMap::new(),
         retry_on_failure: retry,
+        tls: Default::default(),
     })
     .unwrap()
 }
