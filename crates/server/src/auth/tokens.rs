@@ -143,10 +143,13 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The identities in force and the file bytes they came from (to tell whether it changed).
+type Loaded = (Arc<Vec<Arc<Identity>>>, Vec<u8>);
+
 /// The tokens in force, replaced when the file changes.
 pub struct Tokens {
     path: PathBuf,
-    current: RwLock<(Arc<Vec<Arc<Identity>>>, Vec<u8>)>,
+    current: RwLock<Loaded>,
 }
 
 /// How often the tokens file is looked at: reading a small file once a second costs nothing,
