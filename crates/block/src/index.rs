@@ -16,12 +16,12 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
-use spoor_model::otlp::{KeyValue, any_value};
 use xorf::{BinaryFuse8, Filter};
 
 use crate::codec::{Reader, mix, read_fuse, write_fuse};
 use crate::error::{Error, Result};
 use crate::schema::AttrScope;
+use crate::write::view::{Kv, Val};
 
 /// Value types present for a key, as bits.
 pub mod kinds {
@@ -127,14 +127,13 @@ impl Entry {
         Entry { kinds: 0, strings: Some(Vec::new()), ints: Some(Vec::new()), hashes: HashSet::default() }
     }
 
-    fn add(&mut self, kv: &KeyValue) {
-        use any_value::Value;
-        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(Value::StringValue(s)) => {
+    fn add(&mut self, kv: &Kv<'_>) {
+        match &kv.value {
+            Val::Str(s) => {
                 self.kinds |= kinds::STR;
                 match &mut self.strings {
                     Some(list) if list.iter().any(|x| x == s) => {}
-                    Some(list) if list.len() < EXACT_MAX && s.len() <= EXACT_MAX_LEN => list.push(s.clone()),
+                    Some(list) if list.len() < EXACT_MAX && s.len() <= EXACT_MAX_LEN => list.push((*s).to_owned()),
                     Some(_) => {
                         let list = self.strings.take().expect("matched Some");
                         self.hashes.extend(list.iter().map(|x| str_hash(x)));
@@ -145,7 +144,7 @@ impl Entry {
                     }
                 }
             }
-            Some(Value::IntValue(i)) => {
+            Val::Int(i) => {
                 self.kinds |= kinds::INT;
                 match &mut self.ints {
                     Some(list) if list.contains(i) => {}
@@ -160,11 +159,11 @@ impl Entry {
                     }
                 }
             }
-            Some(Value::DoubleValue(_)) => self.kinds |= kinds::DOUBLE,
-            Some(Value::BoolValue(_)) => self.kinds |= kinds::BOOL,
-            Some(Value::BytesValue(_)) => self.kinds |= kinds::BYTES,
-            Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => self.kinds |= kinds::LIST,
-            None => self.kinds |= kinds::NONE,
+            Val::Double(_) => self.kinds |= kinds::DOUBLE,
+            Val::Bool(_) => self.kinds |= kinds::BOOL,
+            Val::Bytes(_) => self.kinds |= kinds::BYTES,
+            Val::Nested(_) => self.kinds |= kinds::LIST,
+            Val::Empty | Val::Absent => self.kinds |= kinds::NONE,
         }
     }
 }
@@ -188,7 +187,7 @@ impl IndexBuilder {
         self.last_resource = 0;
     }
 
-    pub fn span(&mut self, attrs: &[KeyValue], resource: &[KeyValue]) {
+    pub fn span(&mut self, attrs: &[Kv<'_>], resource: &[Kv<'_>]) {
         self.add(AttrScope::Span, attrs);
         let address = resource.as_ptr() as usize;
         if std::mem::replace(&mut self.last_resource, address) != address {
@@ -196,13 +195,13 @@ impl IndexBuilder {
         }
     }
 
-    fn add(&mut self, scope: AttrScope, attrs: &[KeyValue]) {
+    fn add(&mut self, scope: AttrScope, attrs: &[Kv<'_>]) {
         let map = &mut self.keys[scope_byte(scope) as usize];
         for kv in attrs {
-            let i = match map.get(kv.key.as_str()) {
+            let i = match map.get(kv.key) {
                 Some(&i) => i,
                 None => {
-                    map.insert(kv.key.clone(), self.entries.len());
+                    map.insert(kv.key.to_owned(), self.entries.len());
                     self.entries.push((scope, Entry::new()));
                     self.entries.len() - 1
                 }
@@ -447,10 +446,14 @@ impl<'a> KeyValues<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spoor_model::otlp::AnyValue;
+    use spoor_model::otlp::{AnyValue, KeyValue, any_value};
 
     fn kv(key: &str, v: any_value::Value) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }) }
+    }
+
+    fn views(attrs: &[KeyValue]) -> Vec<Kv<'_>> {
+        crate::write::view::kvs_of(attrs)
     }
 
     fn parse(bytes: &[u8]) -> Result<ValueIndex> {
@@ -470,10 +473,10 @@ mod tests {
                 kv("seq", IntValue(i)),
                 kv("mixed", if i % 2 == 0 { StringValue("x".into()) } else { DoubleValue(0.5) }),
             ];
-            b.span(&attrs, &resource);
+            b.span(&views(&attrs), &views(&resource));
         }
         b.end_group();
-        b.span(&[kv("other", BoolValue(true))], &resource);
+        b.span(&views(&[kv("other", BoolValue(true))]), &views(&resource));
         b.end_group();
         let bytes = b.finish(2).unwrap();
         let index = parse(&bytes).unwrap();

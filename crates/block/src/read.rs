@@ -1,6 +1,7 @@
 //! Reading blocks: point lookups by trace ID from an object store (`BlockReader`) and full
 //! scans of a local file in trace order (`TraceIter`, for the compactor). Both turn span rows
-//! back into encoded `ResourceSpans` fragments, one per (resource, scope) of the trace.
+//! back into `ResourceSpans`, one per (resource, scope) of the trace: encoded for a lookup,
+//! decoded for a scan (the compactor writes them again without an encode and decode between).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -399,7 +400,7 @@ pub struct TraceIter {
     layout: Arc<Layout>,
     columns: Vec<ColumnSize>,
     /// Traces completed by the last batch.
-    ready: VecDeque<(TraceId, Vec<Bytes>)>,
+    ready: VecDeque<(TraceId, Vec<ResourceSpans>)>,
     /// The trace at the end of the last batch; it may continue in the next one.
     current: Option<(TraceId, Vec<RowSpan>)>,
     failed: bool,
@@ -432,14 +433,14 @@ impl TraceIter {
         self.layout.dedicated.iter().map(Dedicated::to_meta).collect()
     }
 
-    fn next_trace(&mut self) -> Result<Option<(TraceId, Vec<Bytes>)>> {
+    fn next_trace(&mut self) -> Result<Option<(TraceId, Vec<ResourceSpans>)>> {
         loop {
             if let Some(trace) = self.ready.pop_front() {
                 return Ok(Some(trace));
             }
             let Some(batch) = self.batches.next().transpose()? else {
                 return match self.current.take() {
-                    Some((id, rows)) => Ok(Some((id, fragments(rows)?))),
+                    Some((id, rows)) => Ok(Some((id, groups(rows)?))),
                     None => Ok(None),
                 };
             };
@@ -452,7 +453,7 @@ impl TraceIter {
                     && *previous != id
                 {
                     let (done, rows) = self.current.take().expect("checked above");
-                    self.ready.push_back((done, fragments(rows)?));
+                    self.ready.push_back((done, groups(rows)?));
                 }
                 let rows = &mut self.current.get_or_insert_with(|| (id, Vec::new())).1;
                 for r in row..end {
@@ -465,7 +466,7 @@ impl TraceIter {
 }
 
 impl Iterator for TraceIter {
-    type Item = Result<(TraceId, Vec<Bytes>)>;
+    type Item = Result<(TraceId, Vec<ResourceSpans>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
@@ -523,7 +524,7 @@ struct RowSpan {
 
 /// Restores parent IDs from nested-set numbers and groups spans by (resource, scope) in order
 /// of first appearance; spans keep row order (start time).
-fn fragments(mut rows: Vec<RowSpan>) -> Result<Vec<Bytes>> {
+fn groups(mut rows: Vec<RowSpan>) -> Result<Vec<ResourceSpans>> {
     let by_left: HashMap<i32, usize> = rows.iter().enumerate().map(|(i, r)| (r.left, i)).collect();
     for i in 0..rows.len() {
         if rows[i].explicit_parent || rows[i].parent <= 0 {
@@ -534,27 +535,64 @@ fn fragments(mut rows: Vec<RowSpan>) -> Result<Vec<Bytes>> {
             .ok_or_else(|| Error::Corrupt(format!("nested_parent {} is no span of the trace", rows[i].parent)))?;
         rows[i].span.parent_span_id = rows[p].span.span_id.clone();
     }
+    // A trace has few (resource, scope) pairs: comparing with each group costs less than
+    // encoding every row's resource for a map key. Past a few dozen groups, the map.
+    const SCAN_GROUPS: usize = 32;
     let mut groups: Vec<ResourceSpans> = Vec::new();
     let mut index = HashMap::<(Vec<u8>, String, Vec<u8>, String), usize>::new();
     for r in rows {
-        let key = (r.resource.encode_to_vec(), r.resource_schema_url, r.scope.encode_to_vec(), r.scope_schema_url);
-        let g = *index.entry(key).or_insert_with_key(|(_, rurl, _, surl)| {
-            let resource = r.resource;
-            let scope = r.scope;
+        let resource = (r.resource != Resource::default()).then_some(r.resource);
+        let scope = (r.scope != InstrumentationScope::default()).then_some(r.scope);
+        let same = |g: &ResourceSpans| {
+            g.resource == resource
+                && g.schema_url == r.resource_schema_url
+                && g.scope_spans[0].scope == scope
+                && g.scope_spans[0].schema_url == r.scope_schema_url
+        };
+        let found = if groups.len() < SCAN_GROUPS {
+            groups.iter().position(same)
+        } else {
+            if index.is_empty() {
+                index.extend(groups.iter().enumerate().map(|(i, g)| (group_key(g), i)));
+            }
+            let key = (
+                resource.as_ref().map(Message::encode_to_vec).unwrap_or_default(),
+                r.resource_schema_url.clone(),
+                scope.as_ref().map(Message::encode_to_vec).unwrap_or_default(),
+                r.scope_schema_url.clone(),
+            );
+            let found = index.get(&key).copied();
+            if found.is_none() {
+                index.insert(key, groups.len());
+            }
+            found
+        };
+        let g = found.unwrap_or_else(|| {
             groups.push(ResourceSpans {
-                resource: (resource != Resource::default()).then_some(resource),
-                scope_spans: vec![ScopeSpans {
-                    scope: (scope != InstrumentationScope::default()).then_some(scope),
-                    spans: Vec::new(),
-                    schema_url: surl.clone(),
-                }],
-                schema_url: rurl.clone(),
+                resource,
+                scope_spans: vec![ScopeSpans { scope, spans: Vec::new(), schema_url: r.scope_schema_url }],
+                schema_url: r.resource_schema_url,
             });
             groups.len() - 1
         });
         groups[g].scope_spans[0].spans.push(r.span);
     }
-    Ok(groups.into_iter().map(|g| Bytes::from(g.encode_to_vec())).collect())
+    Ok(groups)
+}
+
+fn group_key(g: &ResourceSpans) -> (Vec<u8>, String, Vec<u8>, String) {
+    let ss = &g.scope_spans[0];
+    (
+        g.resource.as_ref().map(Message::encode_to_vec).unwrap_or_default(),
+        g.schema_url.clone(),
+        ss.scope.as_ref().map(Message::encode_to_vec).unwrap_or_default(),
+        ss.schema_url.clone(),
+    )
+}
+
+/// [`groups`], encoded: what trace lookups return.
+fn fragments(rows: Vec<RowSpan>) -> Result<Vec<Bytes>> {
+    Ok(groups(rows)?.into_iter().map(|g| Bytes::from(g.encode_to_vec())).collect())
 }
 
 fn corrupt(what: &str) -> Error {

@@ -9,6 +9,7 @@
 mod columns;
 mod decode;
 mod keys;
+pub(crate) mod view;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -18,12 +19,14 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use spoor_model::TraceId;
-use spoor_model::otlp::Span;
+use spoor_model::otlp::ResourceSpans;
 use spoor_model::time::now_nanos;
 
 use self::columns::Rows;
-use self::decode::{OwnedTrace, decode_trace};
+use self::decode::{TraceView, decode_trace, view_trace};
 use self::keys::{KeyCatalog, KeyStats};
+use self::view::SpanV;
+pub use self::view::WireError;
 use crate::error::{Error, Result};
 use crate::filter;
 use crate::index::IndexBuilder;
@@ -72,6 +75,12 @@ impl Default for WriteOptions {
     }
 }
 
+/// A sampled trace kept until the dedicated columns are chosen, as it came.
+enum Pending {
+    Encoded(Vec<Bytes>),
+    Decoded(Vec<ResourceSpans>),
+}
+
 /// What a finished block is: its meta (complete) and the bytes of `filter.bin`.
 pub struct Finished {
     pub meta: BlockMeta,
@@ -98,7 +107,7 @@ enum State<W: Write + Send> {
     /// Choosing dedicated columns from the data: fragments are kept until the sample is full.
     Sampling {
         out: W,
-        pending: Vec<(TraceId, Vec<Bytes>)>,
+        pending: Vec<(TraceId, Pending)>,
         stats: KeyStats,
     },
     Writing(Box<Encoder<W>>),
@@ -141,45 +150,74 @@ impl<W: Write + Send> BlockWriter<W> {
     /// Appends one trace. `fragments` are encoded `ResourceSpans` of this trace, possibly from
     /// several sources; spans repeated with the same (span ID, kind) are written once (first wins).
     pub fn push_trace(&mut self, trace_id: TraceId, fragments: &[Bytes]) -> Result<()> {
-        if let Some(previous) = self.last_trace
-            && trace_id <= previous
-        {
-            return Err(Error::Order { previous, next: trace_id });
+        self.check_order(trace_id)?;
+        if self.push(&decode_trace(trace_id, fragments)?)? {
+            self.keep(trace_id, Pending::Encoded(fragments.to_vec()))?;
         }
-        let trace = decode_trace(trace_id, fragments)?;
+        Ok(())
+    }
+
+    /// Appends one trace given as decoded `ResourceSpans` (a compaction's input, read back
+    /// from blocks): the same as [`Self::push_trace`] without encoding them first.
+    pub fn push_decoded(&mut self, trace_id: TraceId, fragments: Vec<ResourceSpans>) -> Result<()> {
+        self.check_order(trace_id)?;
+        if self.push(&view_trace(trace_id, &fragments))? {
+            self.keep(trace_id, Pending::Decoded(fragments))?;
+        }
+        Ok(())
+    }
+
+    fn check_order(&self, trace_id: TraceId) -> Result<()> {
+        match self.last_trace {
+            Some(previous) if trace_id <= previous => Err(Error::Order { previous, next: trace_id }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Catalogs a trace's keys and writes it, or counts it into the sample. Ok(true): the
+    /// writer is sampling, and the caller must [`Self::keep`] the trace.
+    fn push(&mut self, trace: &TraceView<'_>) -> Result<bool> {
         if trace.order.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let trace_id = trace.trace_id();
         self.last_trace = Some(trace_id);
         self.trace_ids.push(trace_id);
         self.keys.new_trace();
-        let mut previous: Option<&Span> = None;
+        let mut previous: Option<&SpanV<'_>> = None;
         for s in trace.view().spans {
-            let resource = s.rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default();
-            let scope = s.rs.scope_spans[s.scope].scope.as_ref().map(|sc| &sc.attributes[..]).unwrap_or_default();
-            self.keys.span(s.span, previous, resource, scope);
+            let scope = &s.rs.scope_spans[s.scope].scope.attributes;
+            self.keys.span(s.span, previous, &s.rs.resource, scope);
             previous = Some(s.span);
             self.spans += 1;
             self.start = self.start.min(s.span.start_time_unix_nano);
             self.end = self.end.max(s.span.end_time_unix_nano);
         }
-        let written = match &mut self.state {
-            State::Writing(encoder) => encoder.push(&trace),
-            State::Sampling { pending, stats, .. } => {
-                stats.count(&trace);
-                pending.push((trace_id, fragments.to_vec()));
-                let DedicatedPolicy::FromData { sample_spans, .. } = self.options.dedicated else {
-                    unreachable!("sampling only with FromData")
-                };
-                if stats.spans >= sample_spans as u64 { self.start_writing() } else { Ok(()) }
+        match &mut self.state {
+            State::Writing(encoder) => {
+                let written = encoder.push(trace);
+                // Bad input was refused above; a failure here leaves a half-written row group.
+                if written.is_err() {
+                    self.state = State::Poisoned;
+                }
+                written.map(|()| false)
             }
-            State::Poisoned => return Err(Error::WriterFailed),
-        };
-        // Bad input was refused above; a failure here leaves a half-written row group behind.
-        if written.is_err() {
-            self.state = State::Poisoned;
+            State::Sampling { stats, .. } => {
+                stats.count(trace);
+                Ok(true)
+            }
+            State::Poisoned => Err(Error::WriterFailed),
         }
-        written
+    }
+
+    /// Buffers a sampled trace; once the sample is full, chooses the columns and writes it all.
+    fn keep(&mut self, trace_id: TraceId, trace: Pending) -> Result<()> {
+        let DedicatedPolicy::FromData { sample_spans, .. } = self.options.dedicated else {
+            unreachable!("sampling only with FromData")
+        };
+        let State::Sampling { pending, stats, .. } = &mut self.state else { unreachable!("push said sampling") };
+        pending.push((trace_id, trace));
+        if stats.spans >= sample_spans as u64 { self.start_writing() } else { Ok(()) }
     }
 
     /// Decides the dedicated columns from the sample and writes the buffered traces.
@@ -195,8 +233,11 @@ impl<W: Write + Send> BlockWriter<W> {
         };
         let dedicated = stats.choose(min_share, max_span, max_resource);
         let mut encoder = Box::new(Encoder::new(out, dedicated, &self.options)?);
-        for (trace_id, fragments) in pending {
-            encoder.push(&decode_trace(trace_id, &fragments)?)?;
+        for (trace_id, kept) in pending {
+            match kept {
+                Pending::Encoded(fragments) => encoder.push(&decode_trace(trace_id, &fragments)?)?,
+                Pending::Decoded(fragments) => encoder.push(&view_trace(trace_id, &fragments))?,
+            }
         }
         self.state = State::Writing(encoder);
         Ok(())
@@ -294,13 +335,12 @@ impl<W: Write + Send> Encoder<W> {
         })
     }
 
-    fn push(&mut self, trace: &OwnedTrace) -> Result<()> {
+    fn push(&mut self, trace: &TraceView<'_>) -> Result<()> {
         let view = trace.view();
         self.rows.push_trace(&view);
         self.index.new_trace();
         for s in &view.spans {
-            let resource = s.rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default();
-            self.index.span(&s.span.attributes, resource);
+            self.index.span(&s.span.attributes, &s.rs.resource);
         }
         self.rows_in_group += view.spans.len();
         if self.rows_in_group >= self.row_group_spans {

@@ -95,6 +95,7 @@ fn repeated_spans_are_written_once_first_copy_wins() {
     let block = write(&traces, &WriteOptions::default());
     assert_eq!(block.meta.spans, 3);
     let (_, got) = TraceIter::open(tmpfile(&block.data).reopen().unwrap()).unwrap().next().unwrap().unwrap();
+    let got = common::encoded(&got);
     let trace = spoor_model::trace::assemble(got.iter().map(|b| &b[..])).unwrap();
     let spans = &trace.trace.resource_spans[0].scope_spans[0].spans;
     let names: Vec<(&str, i32)> = spans.iter().map(|s| (s.name.as_str(), s.kind)).collect();
@@ -229,7 +230,7 @@ fn scan_returns_every_trace_in_order() {
     assert_eq!(scanned.len(), traces.len());
     for ((id, fragments), (got_id, got)) in traces.iter().zip(&scanned) {
         assert_eq!(id, got_id);
-        assert_eq!(normalize(*id, got), normalize(*id, fragments), "trace {id}");
+        assert_eq!(normalize(*id, &common::encoded(got)), normalize(*id, fragments), "trace {id}");
     }
 }
 

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::io::BufWriter;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
 use spoor_model::TraceId;
+use spoor_model::otlp::ResourceSpans;
 use spoor_model::time::now_nanos;
 
 use crate::blocks::{Blocks, Priority, in_thread};
@@ -115,7 +115,7 @@ impl Blocks {
             let iters = files.into_iter().map(TraceIter::open).collect::<std::result::Result<Vec<_>, _>>()?;
             let out = std::fs::File::create(&path).map_err(io(&path))?;
             let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &t, &id, &options)?;
-            merge(iters, |trace_id, fragments| Ok(w.push_trace(trace_id, fragments)?))?;
+            merge(iters, |trace_id, fragments| Ok(w.push_decoded(trace_id, fragments)?))?;
             let mut built = w.finish()?;
             built.meta.compaction_level = level;
             built.meta.replaces = replaces2;
@@ -195,8 +195,8 @@ impl Blocks {
 
 /// K-way merge of trace streams sorted by trace ID: `emit` sees each trace once, with the
 /// fragments of every input that holds it.
-pub fn merge(mut iters: Vec<TraceIter>, mut emit: impl FnMut(TraceId, &[Bytes]) -> Result<()>) -> Result<()> {
-    let mut heads: Vec<Option<(TraceId, Vec<Bytes>)>> = Vec::with_capacity(iters.len());
+pub fn merge(mut iters: Vec<TraceIter>, mut emit: impl FnMut(TraceId, Vec<ResourceSpans>) -> Result<()>) -> Result<()> {
+    let mut heads: Vec<Option<(TraceId, Vec<ResourceSpans>)>> = Vec::with_capacity(iters.len());
     let mut heap = BinaryHeap::new();
     for (i, it) in iters.iter_mut().enumerate() {
         let next = it.next().transpose()?;
@@ -205,9 +205,8 @@ pub fn merge(mut iters: Vec<TraceIter>, mut emit: impl FnMut(TraceId, &[Bytes]) 
         }
         heads.push(next);
     }
-    let mut fragments = Vec::new();
     while let Some(Reverse((id, _))) = heap.peek().copied() {
-        fragments.clear();
+        let mut fragments = Vec::new();
         while let Some(Reverse((next_id, i))) = heap.peek().copied() {
             if next_id != id {
                 break;
@@ -220,7 +219,7 @@ pub fn merge(mut iters: Vec<TraceIter>, mut emit: impl FnMut(TraceId, &[Bytes]) 
                 heap.push(Reverse((*nid, i)));
             }
         }
-        emit(id, &fragments)?;
+        emit(id, fragments)?;
     }
     Ok(())
 }

@@ -11,10 +11,9 @@ use arrow_array::{
 };
 use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, FieldRef, SchemaRef};
-use prost::Message;
-use spoor_model::otlp::{AnyValue, Event, KeyValue, Link, any_value};
 
 use super::decode::{Trace, nested_set};
+use super::view::{EventV, Kv, LinkV, Val};
 use crate::error::Result;
 use crate::meta::AttributeKeys;
 use crate::schema::{self, AttrKind, AttrScope, Dedicated};
@@ -29,7 +28,6 @@ struct AttrsBuilder {
     bool: BooleanBuilder,
     bytes: BinaryBuilder,
     any: BinaryBuilder,
-    scratch: Vec<u8>,
 }
 
 impl AttrsBuilder {
@@ -43,43 +41,37 @@ impl AttrsBuilder {
             bool: BooleanBuilder::new(),
             bytes: BinaryBuilder::new(),
             any: BinaryBuilder::new(),
-            scratch: Vec::new(),
         }
     }
 
-    fn push(&mut self, kv: &KeyValue) {
-        use any_value::Value;
-        self.key.append_value(&kv.key);
-        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+    fn push(&mut self, kv: &Kv<'_>) {
+        self.key.append_value(kv.key);
+        let value = &kv.value;
         match value {
-            Some(Value::StringValue(s)) => self.str.append_value(s),
+            Val::Str(s) => self.str.append_value(s),
             _ => self.str.append_null(),
         }
         match value {
-            Some(Value::IntValue(i)) => self.int.append_value(*i),
+            Val::Int(i) => self.int.append_value(*i),
             _ => self.int.append_null(),
         }
         match value {
-            Some(Value::DoubleValue(d)) => self.double.append_value(*d),
+            Val::Double(d) => self.double.append_value(*d),
             _ => self.double.append_null(),
         }
         match value {
-            Some(Value::BoolValue(b)) => self.bool.append_value(*b),
+            Val::Bool(b) => self.bool.append_value(*b),
             _ => self.bool.append_null(),
         }
         match value {
-            Some(Value::BytesValue(b)) => self.bytes.append_value(b),
+            Val::Bytes(b) => self.bytes.append_value(b),
             _ => self.bytes.append_null(),
         }
-        match (kv.value.as_ref(), value) {
-            (_, Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_)))) => {
-                self.scratch.clear();
-                AnyValue { value: Some(v.clone()) }.encode(&mut self.scratch).expect("Vec grows");
-                self.any.append_value(&self.scratch);
-            }
+        match value {
+            Val::Nested(encoded) => self.any.append_value(encoded),
             // An empty AnyValue (the SDKs send one for a None attribute) is not the same as
             // no value at all: it is kept as zero bytes, which decode to the empty AnyValue.
-            (Some(_), None) => self.any.append_value(b""),
+            Val::Empty => self.any.append_value(b""),
             _ => self.any.append_null(),
         }
     }
@@ -133,11 +125,11 @@ impl EventsBuilder {
         }
     }
 
-    fn push_row(&mut self, events: &[Event], span_start: u64) {
+    fn push_row(&mut self, events: &[EventV<'_>], span_start: u64) {
         for e in events {
             // Relative to the span start: small numbers; wrapping keeps any u64 lossless.
             self.time.push(e.time_unix_nano.wrapping_sub(span_start) as i64);
-            self.name.append_value(&e.name);
+            self.name.append_value(e.name);
             e.attributes.iter().for_each(|kv| self.attrs.push(kv));
             self.attrs.end_row();
             self.dropped.push(e.dropped_attributes_count);
@@ -183,11 +175,11 @@ impl LinksBuilder {
         }
     }
 
-    fn push_row(&mut self, links: &[Link]) {
+    fn push_row(&mut self, links: &[LinkV<'_>]) {
         for l in links {
-            self.trace_id.append_value(&l.trace_id);
-            self.span_id.append_value(&l.span_id);
-            self.trace_state.append_value(&l.trace_state);
+            self.trace_id.append_value(l.trace_id);
+            self.span_id.append_value(l.span_id);
+            self.trace_state.append_value(l.trace_state);
             self.flags.push(l.flags);
             l.attributes.iter().for_each(|kv| self.attrs.push(kv));
             self.attrs.end_row();
@@ -268,19 +260,18 @@ impl ScopedAttrs {
 
     /// One row: the first scalar of the dedicated type per dedicated key goes to its column,
     /// everything else (other types, repeated keys) to the generic list, so nothing is lost.
-    fn push_row(&mut self, attrs: &[KeyValue]) {
+    fn push_row(&mut self, attrs: &[Kv<'_>]) {
         self.filled.iter_mut().for_each(|f| *f = false);
         for kv in attrs {
-            if let Some(&i) = self.index.get(kv.key.as_str())
+            if let Some(&i) = self.index.get(kv.key)
                 && !self.filled[i]
             {
-                let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                let taken = match (&mut self.columns[i], value) {
-                    (DedicatedBuilder::Str(b), Some(any_value::Value::StringValue(s))) => {
+                let taken = match (&mut self.columns[i], &kv.value) {
+                    (DedicatedBuilder::Str(b), Val::Str(s)) => {
                         b.append_value(s);
                         true
                     }
-                    (DedicatedBuilder::Int(b), Some(any_value::Value::IntValue(v))) => {
+                    (DedicatedBuilder::Int(b), Val::Int(v)) => {
                         b.append_value(*v);
                         true
                     }
@@ -293,12 +284,12 @@ impl ScopedAttrs {
             }
             self.generic.push(kv);
             if let Some(keys) = &mut self.generic_keys
-                && !keys.contains(kv.key.as_str())
+                && !keys.contains(kv.key)
             {
                 if keys.len() >= AttributeKeys::MAX_PER_SCOPE {
                     self.generic_keys = None;
                 } else {
-                    keys.insert(kv.key.clone());
+                    keys.insert(kv.key.to_owned());
                 }
             }
         }
@@ -394,17 +385,17 @@ impl Rows {
         }
     }
 
-    pub fn push_trace(&mut self, trace: &Trace<'_>) {
-        let span_ids: Vec<&[u8]> = trace.spans.iter().map(|s| &s.span.span_id[..]).collect();
-        let parent_ids: Vec<&[u8]> = trace.spans.iter().map(|s| &s.span.parent_span_id[..]).collect();
+    pub fn push_trace(&mut self, trace: &Trace<'_, '_>) {
+        let span_ids: Vec<&[u8]> = trace.spans.iter().map(|s| s.span.span_id).collect();
+        let parent_ids: Vec<&[u8]> = trace.spans.iter().map(|s| s.span.parent_span_id).collect();
         let nested = nested_set(&span_ids, &parent_ids);
         for (s, n) in trace.spans.iter().zip(&nested) {
             let span = s.span;
             self.len += 1;
             self.trace_id.extend_from_slice(&trace.trace_id.0);
-            self.span_id.append_value(&span.span_id);
+            self.span_id.append_value(span.span_id);
             if n.explicit_parent {
-                self.parent_span_id.append_value(&span.parent_span_id);
+                self.parent_span_id.append_value(span.parent_span_id);
             } else {
                 self.parent_span_id.append_null();
             }
@@ -414,31 +405,28 @@ impl Rows {
             self.start.push(span.start_time_unix_nano);
             // Wrapping keeps an end before the start lossless.
             self.duration.push(span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano));
-            self.name.append_value(&span.name);
+            self.name.append_value(span.name);
             self.kind.push(span.kind);
-            self.trace_state.append_value(&span.trace_state);
+            self.trace_state.append_value(span.trace_state);
             self.flags.push(span.flags);
-            let status = span.status.as_ref();
-            self.status_code.push(status.map_or(0, |s| s.code));
-            self.status_message.append_value(status.map_or("", |s| &s.message));
+            self.status_code.push(span.status_code);
+            self.status_message.append_value(span.status_message);
             self.dropped_attributes.push(span.dropped_attributes_count);
             self.dropped_events.push(span.dropped_events_count);
             self.dropped_links.push(span.dropped_links_count);
             self.span_attrs.push_row(&span.attributes);
             self.events.push_row(&span.events, span.start_time_unix_nano);
             self.links.push_row(&span.links);
-            let resource = s.rs.resource.as_ref();
-            self.resource_attrs.push_row(resource.map(|r| &r.attributes[..]).unwrap_or_default());
-            self.resource_dropped.push(resource.map_or(0, |r| r.dropped_attributes_count));
-            self.resource_schema_url.append_value(&s.rs.schema_url);
+            self.resource_attrs.push_row(&s.rs.resource);
+            self.resource_dropped.push(s.rs.resource_dropped);
+            self.resource_schema_url.append_value(s.rs.schema_url);
             let ss = &s.rs.scope_spans[s.scope];
-            let scope = ss.scope.as_ref();
-            self.scope_name.append_value(scope.map_or("", |s| &s.name));
-            self.scope_version.append_value(scope.map_or("", |s| &s.version));
-            scope.map(|s| &s.attributes[..]).unwrap_or_default().iter().for_each(|kv| self.scope_attrs.push(kv));
+            self.scope_name.append_value(ss.scope.name);
+            self.scope_version.append_value(ss.scope.version);
+            ss.scope.attributes.iter().for_each(|kv| self.scope_attrs.push(kv));
             self.scope_attrs.end_row();
-            self.scope_dropped.push(scope.map_or(0, |s| s.dropped_attributes_count));
-            self.scope_schema_url.append_value(&ss.schema_url);
+            self.scope_dropped.push(ss.scope.dropped_attributes_count);
+            self.scope_schema_url.append_value(ss.schema_url);
         }
     }
 

@@ -2,59 +2,76 @@
 //! order (de-duplicated, sorted by start time), each with the resource and scope it came with,
 //! and the spans' nested-set numbers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::HashSet;
 
 use bytes::Bytes;
-use prost::Message;
 use spoor_model::TraceId;
-use spoor_model::otlp::{ResourceSpans, Span};
+use spoor_model::otlp::ResourceSpans;
 
+use super::view::{ResourceSpansV, SpanV};
 use crate::error::{Error, Result};
 
 /// One span of a trace being written, with the resource and scope it came with.
-pub(super) struct SpanRef<'a> {
-    pub rs: &'a ResourceSpans,
+pub(super) struct SpanRef<'t, 'a> {
+    pub rs: &'t ResourceSpansV<'a>,
     pub scope: usize,
-    pub span: &'a Span,
+    pub span: &'t SpanV<'a>,
 }
 
 /// A trace's spans, de-duplicated and sorted by start time.
-pub(super) struct Trace<'a> {
+pub(super) struct Trace<'t, 'a> {
     pub trace_id: TraceId,
-    pub spans: Vec<SpanRef<'a>>,
+    pub spans: Vec<SpanRef<'t, 'a>>,
 }
 
-/// A decoded trace: its fragments and the (fragment, scope, span) index of every span kept.
-pub(super) struct OwnedTrace {
+/// A trace's fragments as views and the (fragment, scope, span) index of every span kept.
+pub(super) struct TraceView<'a> {
     trace_id: TraceId,
-    fragments: Vec<ResourceSpans>,
+    fragments: Vec<ResourceSpansV<'a>>,
     pub order: Vec<(u32, u32, u32)>,
 }
 
-pub(super) fn decode_trace(trace_id: TraceId, fragments: &[Bytes]) -> Result<OwnedTrace> {
-    let mut decoded = Vec::with_capacity(fragments.len());
+/// Parses a trace's encoded fragments; strings and IDs stay in `fragments`.
+pub(super) fn decode_trace(trace_id: TraceId, fragments: &[Bytes]) -> Result<TraceView<'_>> {
+    let mut parsed = Vec::with_capacity(fragments.len());
     for f in fragments {
-        decoded.push(ResourceSpans::decode(f.clone()).map_err(|source| Error::Fragment { trace: trace_id, source })?);
+        parsed.push(ResourceSpansV::parse(f).map_err(|source| Error::Fragment { trace: trace_id, source })?);
     }
-    let mut seen = HashSet::<(&[u8], i32)>::new();
-    let mut order = Vec::new();
-    for (fi, rs) in decoded.iter().enumerate() {
-        for (si, ss) in rs.scope_spans.iter().enumerate() {
-            for (pi, span) in ss.spans.iter().enumerate() {
-                if seen.insert((&span.span_id, span.kind)) {
-                    order.push((fi as u32, si as u32, pi as u32));
+    Ok(TraceView::new(trace_id, parsed))
+}
+
+/// Views of a trace's decoded fragments (a compaction's, read back from blocks).
+pub(super) fn view_trace(trace_id: TraceId, fragments: &[ResourceSpans]) -> TraceView<'_> {
+    TraceView::new(trace_id, fragments.iter().map(ResourceSpansV::of).collect())
+}
+
+impl<'a> TraceView<'a> {
+    fn new(trace_id: TraceId, fragments: Vec<ResourceSpansV<'a>>) -> Self {
+        let mut seen = HashSet::<(&[u8], i32), ahash::RandomState>::default();
+        let mut order = Vec::new();
+        for (fi, rs) in fragments.iter().enumerate() {
+            for (si, ss) in rs.scope_spans.iter().enumerate() {
+                for (pi, span) in ss.spans.iter().enumerate() {
+                    if seen.insert((span.span_id, span.kind)) {
+                        order.push((fi as u32, si as u32, pi as u32));
+                    }
                 }
             }
         }
+        drop(seen);
+        // Stable: spans that start together keep their arrival order.
+        order.sort_by_key(|&(f, s, p)| {
+            fragments[f as usize].scope_spans[s as usize].spans[p as usize].start_time_unix_nano
+        });
+        TraceView { trace_id, fragments, order }
     }
-    drop(seen);
-    // Stable: spans that start together keep their arrival order.
-    order.sort_by_key(|&(f, s, p)| decoded[f as usize].scope_spans[s as usize].spans[p as usize].start_time_unix_nano);
-    Ok(OwnedTrace { trace_id, fragments: decoded, order })
-}
 
-impl OwnedTrace {
-    pub fn view(&self) -> Trace<'_> {
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    pub fn view(&self) -> Trace<'_, 'a> {
         let spans = self
             .order
             .iter()
@@ -83,7 +100,7 @@ pub(crate) struct Nested {
 /// the earliest of them, which becomes an orphan root too, so every span gets numbers.
 pub(crate) fn nested_set(span_ids: &[&[u8]], parent_ids: &[&[u8]]) -> Vec<Nested> {
     let n = span_ids.len();
-    let mut first = HashMap::<&[u8], usize>::with_capacity(n);
+    let mut first = HashMap::<&[u8], usize, ahash::RandomState>::with_capacity_and_hasher(n, Default::default());
     for (i, id) in span_ids.iter().enumerate() {
         first.entry(id).or_insert(i);
     }

@@ -4,16 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use spoor_model::otlp::{KeyValue, Span, any_value};
-
-use super::decode::OwnedTrace;
+use super::decode::TraceView;
+use super::view::{Kv, SpanV, Val};
 use crate::meta::AttributeKeys;
 use crate::schema::{AttrKind, AttrScope, Dedicated};
 
 /// Distinct attribute keys per scope as rows are written (for `BlockMeta::keys`).
 #[derive(Default)]
 pub(super) struct KeyCatalog {
-    scopes: [HashSet<String>; 5],
+    scopes: [HashSet<String, ahash::RandomState>; 5],
     truncated: bool,
     /// The resource and scope attributes seen last in the current trace (by address: the
     /// trace's decoded fragments stay put until `new_trace`): the spans of one resource come
@@ -29,16 +28,16 @@ impl KeyCatalog {
     const LINK: usize = 3;
     const INSTRUMENTATION: usize = 4;
 
-    fn add(&mut self, scope: usize, attrs: &[KeyValue]) {
+    fn add(&mut self, scope: usize, attrs: &[Kv<'_>]) {
         let set = &mut self.scopes[scope];
         for kv in attrs {
             // Look up by &str first: allocating only for new keys keeps this cheap.
-            if !set.contains(kv.key.as_str()) {
+            if !set.contains(kv.key) {
                 if set.len() >= AttributeKeys::MAX_PER_SCOPE {
                     self.truncated = true;
                     continue;
                 }
-                set.insert(kv.key.clone());
+                set.insert(kv.key.to_owned());
             }
         }
     }
@@ -50,8 +49,9 @@ impl KeyCatalog {
     }
 
     /// `previous`: the span before in the trace; spans of one kind repeat their key list.
-    pub fn span(&mut self, span: &Span, previous: Option<&Span>, resource: &[KeyValue], scope: &[KeyValue]) {
-        let same_keys = |p: &Span| p.attributes.iter().map(|kv| &kv.key).eq(span.attributes.iter().map(|kv| &kv.key));
+    pub fn span(&mut self, span: &SpanV<'_>, previous: Option<&SpanV<'_>>, resource: &[Kv<'_>], scope: &[Kv<'_>]) {
+        let same_keys =
+            |p: &SpanV<'_>| p.attributes.iter().map(|kv| kv.key).eq(span.attributes.iter().map(|kv| kv.key));
         if !previous.is_some_and(same_keys) {
             self.add(Self::SPAN, &span.attributes);
         }
@@ -92,24 +92,30 @@ impl KeyCatalog {
 #[derive(Default)]
 pub(super) struct KeyStats {
     pub spans: u64,
-    counts: HashMap<(AttrScope, String, AttrKind), u64>,
+    counts: HashMap<(AttrScope, AttrKind), HashMap<String, u64, ahash::RandomState>>,
 }
 
 impl KeyStats {
-    pub fn count(&mut self, trace: &OwnedTrace) {
+    pub fn count(&mut self, trace: &TraceView<'_>) {
         let view = trace.view();
         self.spans += view.spans.len() as u64;
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::<_, ahash::RandomState>::default();
         for s in &view.spans {
             seen.clear();
-            let resource = s.rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default();
-            for (scope, attrs) in [(AttrScope::Span, &s.span.attributes[..]), (AttrScope::Resource, resource)] {
+            for (scope, attrs) in [(AttrScope::Span, &s.span.attributes[..]), (AttrScope::Resource, &s.rs.resource[..])]
+            {
                 for kv in attrs {
                     let Some(kind) = scalar_kind(kv) else { continue };
-                    if kv.key.is_empty() || kv.key.len() > 128 || !seen.insert((scope, kv.key.as_str(), kind)) {
+                    if kv.key.is_empty() || kv.key.len() > 128 || !seen.insert((scope, kv.key, kind)) {
                         continue;
                     }
-                    *self.counts.entry((scope, kv.key.clone(), kind)).or_default() += 1;
+                    // Look up by &str first: allocating only for new keys keeps this cheap.
+                    match self.counts.get_mut(&(scope, kind)).and_then(|m| m.get_mut(kv.key)) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.counts.entry((scope, kind)).or_default().insert(kv.key.to_owned(), 1);
+                        }
+                    }
                 }
             }
         }
@@ -120,7 +126,9 @@ impl KeyStats {
         let threshold = (min_share * self.spans as f64).max(1.0);
         // Per (scope, key) the more frequent kind; a key is dedicated with one kind only.
         let mut best = HashMap::<(AttrScope, &str), (u64, AttrKind)>::new();
-        for ((scope, key, kind), &n) in &self.counts {
+        let counts =
+            self.counts.iter().flat_map(|((scope, kind), m)| m.iter().map(move |(key, n)| (scope, key, kind, n)));
+        for (scope, key, kind, &n) in counts {
             let e = best.entry((*scope, key.as_str())).or_insert((n, *kind));
             if n > e.0 || (n == e.0 && *kind == AttrKind::String) {
                 *e = (n, *kind);
@@ -148,10 +156,10 @@ impl KeyStats {
     }
 }
 
-fn scalar_kind(kv: &KeyValue) -> Option<AttrKind> {
-    match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(_) => Some(AttrKind::String),
-        any_value::Value::IntValue(_) => Some(AttrKind::Int),
+fn scalar_kind(kv: &Kv<'_>) -> Option<AttrKind> {
+    match kv.value {
+        Val::Str(_) => Some(AttrKind::String),
+        Val::Int(_) => Some(AttrKind::Int),
         _ => None,
     }
 }

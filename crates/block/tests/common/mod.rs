@@ -74,6 +74,12 @@ pub async fn upload(store: Arc<dyn ObjectStore>, block: &Written) -> BlockReader
 /// - every span's `trace_id` is the trace's ID.
 ///
 /// Doubles compare by bits because the encodings are compared, so NaNs are checked too.
+/// A scan's decoded `ResourceSpans`, encoded as a lookup returns them.
+#[allow(dead_code)]
+pub fn encoded(groups: &[spoor_model::otlp::ResourceSpans]) -> Vec<Bytes> {
+    groups.iter().map(|g| Bytes::from(prost::Message::encode_to_vec(g))).collect()
+}
+
 pub fn normalize(trace_id: TraceId, fragments: &[Bytes]) -> Vec<Vec<u8>> {
     let assembled = spoor_model::trace::assemble(fragments.iter().map(|b| &b[..])).unwrap();
     let mut out = Vec::new();
