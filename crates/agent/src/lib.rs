@@ -492,7 +492,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let api_tls = load_tls(config.server.tls_for(Listener::Api).0, "/metrics and /ready")?;
     let grpc_tls = load_tls(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
     let http_tls = load_tls(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
-    let auth = Auth::open(&config.auth, config.tenancy.multitenancy_enabled, config.ingest.max_request_bytes)?;
     let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
     let otlp_http = http::bind(&config.server.otlp_http_listen, "OTLP/HTTP").await?;
     let api = http::bind(&config.server.http_listen, "/metrics and /ready").await?;
@@ -505,6 +504,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             .map_err(|e| StartupError::new(format!("agent start-up failed: {e}")))??,
     );
 
+    let auth = Auth::open(
+        &agent.config.auth,
+        agent.config.tenancy.multitenancy_enabled,
+        agent.config.ingest.max_request_bytes,
+        agent.metrics.clone(),
+    )?;
     let mut servers = http::Servers::new(header_timeout);
     let a = agent.clone();
     let admin = axum::Router::new()

@@ -50,7 +50,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let api_tls = tls::load(config.server.tls_for(Listener::Api).0, "the query API")?;
     let grpc_tls = tls::load(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
     let http_tls = tls::load(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
-    let auth = Auth::open(&config.auth, config.tenancy.multitenancy_enabled, config.ingest.max_request_bytes)?;
+    let metrics = Arc::new(Metrics::default());
+    let auth = Auth::open(
+        &config.auth,
+        config.tenancy.multitenancy_enabled,
+        config.ingest.max_request_bytes,
+        metrics.clone(),
+    )?;
     let api = http::bind(&config.server.http_listen, "the query API (Tempo HTTP API, /metrics, /ready)").await?;
     let receivers = if ingest {
         let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
@@ -71,7 +77,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)
         .map_err(|e| StartupError::new(format!("cannot create {}: {e}", tmp.display())).with_source(e))?;
-    let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(Readiness::default());
     let blocks = Arc::new(tempo::reader::open_blocks(&config, tmp)?);
     let l = &config.limits;

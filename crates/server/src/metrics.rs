@@ -20,6 +20,7 @@ pub struct Metrics {
 /// these, and each has a row in the HELP table (a unit test holds the two together).
 pub mod names {
     pub const REQUESTS_TOTAL: &str = "spoor_requests_total";
+    pub const AUTH_REFUSED_TOTAL: &str = "spoor_auth_refused_requests_total";
     pub const SPANS_RECEIVED_TOTAL: &str = "spoor_spans_received_total";
     pub const SPANS_ACCEPTED_TOTAL: &str = "spoor_spans_accepted_total";
     pub const SPANS_REFUSED_TOTAL: &str = "spoor_spans_refused_total";
@@ -108,6 +109,11 @@ pub mod names {
 
 const HELP: &[(&str, &str, &str)] = &[
     (names::REQUESTS_TOTAL, "counter", "Export requests received, by transport and outcome code."),
+    (
+        names::AUTH_REFUSED_TOTAL,
+        "counter",
+        "Requests refused by auth before any handler ran, by listener and code (unauthenticated, forbidden, bad_request).",
+    ),
     (names::SPANS_RECEIVED_TOTAL, "counter", "Spans decoded from export requests, by tenant."),
     (names::SPANS_ACCEPTED_TOTAL, "counter", "Spans acknowledged after the WAL made them durable, by tenant."),
     (

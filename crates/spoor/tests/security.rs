@@ -170,9 +170,20 @@ async fn tokens_decide_who_writes_and_reads_which_tenant() {
     assert_eq!(get(s, &a_trace, &[("authorization", &admin), ("x-scope-orgid", "b|a")]).await.status, 200);
     assert_eq!(get(s, search, &[]).await.status, 401);
 
-    // Open and admin routes.
+    // Open and admin routes; refusals are counted by listener and code.
     assert_eq!(get(s, "/ready", &[]).await.status, 200);
-    assert_eq!(get(s, "/metrics", &[]).await.status, 200);
+    let metrics = get(s, "/metrics", &[]).await;
+    assert_eq!(metrics.status, 200);
+    let refused = |listener: &str, code: &str| {
+        metrics.text().lines().any(|l| {
+            l.starts_with("spoor_auth_refused_requests_total{")
+                && l.contains(&format!("listener=\"{listener}\""))
+                && l.contains(&format!("code=\"{code}\""))
+                && !l.ends_with(" 0")
+        })
+    };
+    assert!(refused("otlp_http", "unauthenticated") && refused("otlp_grpc", "forbidden"), "{}", metrics.text());
+    assert!(refused("api", "forbidden"), "{}", metrics.text());
     assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 401);
     let r = request("POST", &s.api_url("/flush"), &[("authorization", &read_a)], "").await;
     assert_eq!(r.status, 403);

@@ -26,6 +26,7 @@ use crate::auth::tokens::{Identity, Role, Tokens};
 use crate::error::{Error, StartupError};
 use crate::ingest::body::Format;
 use crate::ingest::{receive, tenant};
+use crate::metrics::{Metrics, names};
 
 /// Which listener a guard stands in front of: it decides the roles and how a refusal is said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +39,16 @@ pub enum Surface {
     OtlpGrpc,
 }
 
+impl Surface {
+    fn label(self) -> &'static str {
+        match self {
+            Surface::Api => "api",
+            Surface::OtlpHttp => "otlp_http",
+            Surface::OtlpGrpc => "otlp_grpc",
+        }
+    }
+}
+
 /// What every guard of a process shares.
 pub struct Auth {
     pub tokens: Arc<Tokens>,
@@ -47,12 +58,18 @@ pub struct Auth {
     /// How much of a refused OTLP/HTTP body is read and thrown away, so that an HTTP/1 client
     /// still writing hears the refusal rather than a reset.
     discard_limit: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Auth {
     /// `None` when auth is off. The tokens file and the audit log must open, or the process
     /// does not start.
-    pub fn open(cfg: &AuthConfig, multitenancy: bool, discard_limit: usize) -> Result<Option<Arc<Auth>>, StartupError> {
+    pub fn open(
+        cfg: &AuthConfig,
+        multitenancy: bool,
+        discard_limit: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Arc<Auth>>, StartupError> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -61,7 +78,8 @@ impl Auth {
             "" => None,
             target => Some(Audit::open(target).map_err(StartupError::new)?),
         };
-        Ok(Some(Arc::new(Auth { tokens, audit, multitenancy, protect_metrics: cfg.protect_metrics, discard_limit })))
+        let protect_metrics = cfg.protect_metrics;
+        Ok(Some(Arc::new(Auth { tokens, audit, multitenancy, protect_metrics, discard_limit, metrics })))
     }
 }
 
@@ -131,6 +149,8 @@ async fn check(State((auth, surface)): State<(Arc<Auth>, Surface)>, mut req: Req
             resp
         }
         Err((e, id)) => {
+            let labels = [("listener", surface.label()), ("code", e.kind().label())];
+            auth.metrics.inc(names::AUTH_REFUSED_TOTAL, &labels, 1.0);
             record(id.as_ref().map(|i| i.name.as_str()), None, e.http_status(), None, Some(e.message()));
             refuse(&auth, surface, e, req).await
         }
