@@ -168,21 +168,31 @@ impl Reloading {
         let mut tick = tokio::time::interval(self.config.reload_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        // A problem is logged when it appears or changes, not at every tick while it lasts.
+        let mut last_error: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.reload()).await {
-                Ok(Ok(true)) => tracing::info!(listener = %self.what, "TLS certificates reloaded"),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!(
-                    listener = %self.what,
-                    error = %e,
-                    "cannot reload TLS certificates; still serving the previous ones"
-                ),
-                Err(e) => tracing::warn!(listener = %self.what, error = %e, "TLS reload task failed"),
+            let outcome = tokio::task::spawn_blocking(move || me.reload()).await.unwrap_or_else(|e| Err(e.to_string()));
+            match outcome {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(listener = %self.what, "TLS certificates reloaded");
+                    }
+                    last_error = None;
+                }
+                Err(e) if last_error.as_ref() != Some(&e) => {
+                    tracing::warn!(
+                        listener = %self.what,
+                        error = %e,
+                        "cannot reload TLS certificates; still serving the previous ones"
+                    );
+                    last_error = Some(e);
+                }
+                Err(_) => {}
             }
         }
     }
