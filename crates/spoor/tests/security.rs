@@ -316,3 +316,46 @@ fn bad_security_settings_stop_the_start() {
         &["TLS 1.0 is not supported"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_do_not_wait_for_the_body() {
+    use http_body_util::StreamBody;
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let sec = start(dir.path());
+    let s = &sec.server;
+
+    // HTTP/1: a 100 MB body announced, 5 bytes sent, nothing more: the 401 still comes.
+    let mut tcp = std::net::TcpStream::connect(&s.http).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        tcp,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100000000\r\n\r\nhello"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+
+    // gRPC: the message stream stays open and is never finished; UNAUTHENTICATED comes anyway.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(1);
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(&[0, 5, 0, 0, 0])))).await.unwrap();
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<StreamBody<_>>();
+    let req = hyper::Request::post(format!("http://{}{}", s.grpc, spoor_server::ingest::receive::GRPC_EXPORT_PATH))
+        .header("content-type", "application/grpc")
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req)).await.expect("answered").unwrap();
+    assert_eq!(resp.headers().get("grpc-status").unwrap(), "16");
+    drop(tx);
+}
+
+/// An mpsc receiver as a stream of body frames.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -49,6 +49,11 @@ impl Surface {
     }
 }
 
+/// How much of a refused OTLP/HTTP body is read so the client hears the refusal: an SDK's
+/// batch fits, a flood does not.
+const DISCARD_AT_MOST_BYTES: usize = 1 << 20;
+const DISCARD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What every guard of a process shares.
 pub struct Auth {
     pub tokens: Arc<Tokens>,
@@ -297,7 +302,11 @@ async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Respon
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
-            receive::discard(req.into_body(), auth.discard_limit).await;
+            // Bounded in bytes and time: an unauthenticated client must not make the server
+            // read megabytes, or hold the task by sending its body slowly. Past the bound the
+            // connection is closed after the reply.
+            let limit = auth.discard_limit.min(DISCARD_AT_MOST_BYTES);
+            let _ = tokio::time::timeout(DISCARD_AT_MOST, receive::discard(req.into_body(), limit)).await;
             receive::http_error(&e, if json { Format::Json } else { Format::Protobuf })
         }
         Surface::Api => (e.http_status(), format!("{e}\n")).into_response(),
