@@ -108,11 +108,18 @@ fn need(auth: &Auth, surface: Surface, method: &Method, path: &str) -> Need {
     if surface != Surface::Api {
         return Need::Role(Role::Ingest);
     }
-    match path {
-        "/ready" | "/api/echo" | "/api/status/buildinfo" => Need::Open,
-        "/metrics" if auth.protect_metrics => Need::Role(Role::Admin),
-        "/metrics" => Need::Open,
-        "/flush" => Need::Role(Role::Admin),
+    // Open routes only by their exact spelling; every other rule also catches percent-encoded
+    // spellings, in case a router ever decodes before matching.
+    let open = match path {
+        "/ready" | "/api/echo" | "/api/status/buildinfo" => true,
+        "/metrics" => !auth.protect_metrics,
+        _ => false,
+    };
+    if open {
+        return Need::Open;
+    }
+    match crate::http::percent_decode(path, false).as_str() {
+        "/metrics" | "/flush" => Need::Role(Role::Admin),
         // Whatever changes state is admin's, including routes added later.
         _ if method != Method::GET && method != Method::HEAD => Need::Role(Role::Admin),
         "/metrics/generated" => Need::Generated,
@@ -337,6 +344,30 @@ mod tests {
         assert!(!e.message().contains("hunter2") && e.kind() == crate::error::Kind::Unauthenticated);
         h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
         assert!(credentials(&h).unwrap_err().message().contains("empty token"));
+    }
+
+    #[test]
+    fn routes_need_their_roles_whatever_the_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("t.yaml");
+        std::fs::write(&tokens, "[]").unwrap();
+        let cfg = AuthConfig { enabled: true, tokens_file: tokens, audit_log: String::new(), ..AuthConfig::default() };
+        let auth = Auth::open(&cfg, true, 0, Arc::new(Metrics::default())).unwrap().unwrap();
+        let role = |method: Method, path: &str| match need(&auth, Surface::Api, &method, path) {
+            Need::Open => "open",
+            Need::Role(r) => r.name(),
+            Need::Generated => "generated",
+        };
+        assert_eq!(role(Method::GET, "/ready"), "open");
+        assert_eq!(role(Method::GET, "/metrics"), "open");
+        assert_eq!(role(Method::GET, "/flush"), "admin");
+        assert_eq!(role(Method::GET, "/%66lush"), "admin");
+        assert_eq!(role(Method::HEAD, "/flush"), "admin");
+        assert_eq!(role(Method::POST, "/api/search"), "admin");
+        assert_eq!(role(Method::GET, "/metrics/%67enerated"), "generated");
+        assert_eq!(role(Method::GET, "/api/search"), "read");
+        assert_eq!(role(Method::GET, "/%72eady"), "read");
+        assert!(matches!(need(&auth, Surface::OtlpGrpc, &Method::POST, "/ready"), Need::Role(Role::Ingest)));
     }
 
     #[test]
