@@ -19,6 +19,22 @@ pub fn parse(text: &str) -> Result<ast::Query, Error> {
     Ok(query)
 }
 
+/// Every attribute and intrinsic a query's text names, wherever it stands (filters, `by()`,
+/// `select()`, anything later added to the grammar): found by lexing, so no part of the syntax
+/// tree can be missed. For access checks before a query runs. Text that does not lex is an
+/// error (it would not parse either).
+pub fn referenced(text: &str) -> Result<Vec<ast::Attribute>, Error> {
+    let mut out = Vec::new();
+    for t in lex::lex(text) {
+        match t.tok {
+            lex::Tok::Attr(a) => out.push(a),
+            lex::Tok::Error(e) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Parse without validation (the tag-values `q` filter is lenient, as Tempo's is).
 pub fn parse_unchecked(text: &str) -> Result<ast::Query, Error> {
     parse::parse(text)

@@ -22,6 +22,7 @@ use base64::Engine;
 
 use crate::auth::AuthConfig;
 use crate::auth::audit::{Audit, Event, ResultCount};
+use crate::auth::mask::{Mask, Masking};
 use crate::auth::tokens::{Identity, Role, Tokens};
 use crate::error::{Error, StartupError};
 use crate::ingest::body::Format;
@@ -193,6 +194,10 @@ fn decide(
         let msg = format!("token {:?} does not have the {} role that {} needs", id.name, role.name(), route);
         return Err((Error::forbidden(msg), Some(id)));
     }
+    if let (Some(mask), Need::Role(Role::Read) | Need::Generated) = (&id.mask, need) {
+        masked_request(mask, req.uri().path(), raw_query).map_err(|e| (e, Some(id.clone())))?;
+        req.extensions_mut().insert(Masking(mask.clone()));
+    }
     let tenants = match need {
         Need::Role(Role::Admin) => None,
         Need::Generated => Some(generated_scope(&id, raw_query).map_err(|e| (e, Some(id.clone())))?),
@@ -200,6 +205,48 @@ fn decide(
     };
     Ok((id, tenants))
 }
+
+/// The read routes that apply a token's mask, and the checks that keep queries from probing
+/// masked keys. Any other read route is refused to a masking token: new routes stay closed to
+/// it until they learn to mask.
+fn masked_request(mask: &Mask, path: &str, raw_query: &str) -> Result<(), Error> {
+    let path = crate::http::percent_decode(path, false);
+    let refuse = |why: String| Err(Error::forbidden(why));
+    let all = |name: &str| params(raw_query, name);
+    for text in all("q").into_iter().chain(all("query")) {
+        if let Err(why) = mask.check_query(&text) {
+            return refuse(why);
+        }
+    }
+    if path == "/api/search" {
+        // Legacy tag search names keys outside TraceQL (`tags=k=v`, or one parameter per tag).
+        let legacy = raw_query.split('&').filter(|p| !p.is_empty()).any(|p| {
+            let name = crate::http::percent_decode(p.split('=').next().unwrap_or(""), true);
+            !SEARCH_PARAMS.contains(&name.as_str()) || (name == "tags" && !p.ends_with('='))
+        });
+        return if legacy {
+            refuse("legacy tag search is not available to a token with mask; use q".into())
+        } else {
+            Ok(())
+        };
+    }
+    if ["/api/search/tags", "/api/v2/search/tags", "/api/metrics/query_range", "/api/metrics/query"]
+        .contains(&path.as_str())
+        || path.starts_with("/api/traces/")
+        || path.starts_with("/api/v2/traces/")
+    {
+        return Ok(());
+    }
+    for prefix in ["/api/search/tag/", "/api/v2/search/tag/"] {
+        if let Some(tag) = path.strip_prefix(prefix).and_then(|r| r.strip_suffix("/values")) {
+            return mask.check_tag(tag).or_else(refuse);
+        }
+    }
+    refuse(format!("{path} is not available to a token with mask"))
+}
+
+/// The parameters `/api/search` reads as such; any other is a legacy tag.
+const SEARCH_PARAMS: [&str; 9] = ["q", "tags", "minDuration", "maxDuration", "limit", "spss", "start", "end", "query"];
 
 /// The tenants a request covers, checked against the token and written into `X-Scope-OrgID`.
 fn scope(auth: &Auth, headers: &mut HeaderMap, id: &Identity) -> Result<String, Error> {
@@ -290,6 +337,16 @@ fn credentials(headers: &HeaderMap) -> Result<String, Error> {
         return Err(Error::unauthenticated("empty token in the Authorization header"));
     }
     Ok(token)
+}
+
+/// Every value of a query-string parameter, decoded.
+fn params(raw: &str, name: &str) -> Vec<String> {
+    raw.split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (crate::http::percent_decode(k, true) == name).then(|| crate::http::percent_decode(v, true))
+        })
+        .collect()
 }
 
 /// One query-string parameter, decoded.

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod guard;
+pub mod mask;
 pub mod tokens;
 
 use std::path::PathBuf;

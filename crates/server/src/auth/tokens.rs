@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use crate::auth::mask::Mask;
 use crate::ingest::tenant;
 
 /// What a token may do. `admin` does not imply the others: a flush token cannot read traces.
@@ -44,8 +45,7 @@ struct Entry {
     sha256: String,
     tenants: Vec<String>,
     roles: Vec<Role>,
-    /// Attribute keys to mask on read paths. Parsed so that a file using it is refused rather
-    /// than silently served unmasked: masking is not built yet.
+    /// Attribute keys masked on every read path (see `mask`).
     #[serde(default)]
     mask: Vec<String>,
     /// A TraceQL spanset filter limiting what the token sees; refused for the same reason.
@@ -61,6 +61,8 @@ pub struct Identity {
     pub tenants: Vec<String>,
     pub all_tenants: bool,
     pub roles: Vec<Role>,
+    /// `None` when the entry masks nothing.
+    pub mask: Option<Arc<Mask>>,
     digest: [u8; 32],
 }
 
@@ -92,12 +94,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
         if e.name.trim().is_empty() {
             return Err(at(format!("entry {i}: name is empty")));
         }
-        if !e.mask.is_empty() {
-            return Err(entry(
-                "mask is not supported yet; remove it (serving without the masking it asks for would leak the values)"
-                    .into(),
-            ));
-        }
+        let mask = Mask::parse(&e.mask).map_err(entry)?;
         if !e.spans.trim().is_empty() {
             return Err(entry(
                 "spans is not supported yet; remove it (serving without the filter it asks for would leak spans)"
@@ -124,7 +121,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
             return Err(entry(format!("same sha256 as entry {:?}", other.name)));
         }
         let tenants = if all_tenants { Vec::new() } else { e.tenants };
-        out.push(Arc::new(Identity { name: e.name, tenants, all_tenants, roles: e.roles, digest }));
+        let mask = (!mask.is_empty()).then(|| Arc::new(mask));
+        out.push(Arc::new(Identity { name: e.name, tenants, all_tenants, roles: e.roles, mask, digest }));
     }
     Ok(out)
 }
@@ -265,8 +263,8 @@ mod tests {
         let good = sha("x");
         for (text, expect) in [
             (
-                format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], mask: [span.user.email]}}"),
-                "mask is not supported yet",
+                format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], mask: [user.email]}}"),
+                "unknown scope \"user\"",
             ),
             (
                 format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], spans: '{{ true }}'}}"),

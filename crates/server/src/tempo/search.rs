@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use spoor_query::Plan;
 use spoor_query::search::{SearchRequest, SearchResult};
 
 use crate::auth::audit::ResultCount;
+use crate::auth::mask::Masking;
 use crate::config::SearchConfig;
 use crate::error::Error;
 use crate::metrics::names;
@@ -18,7 +20,12 @@ use crate::tempo::json::search_json;
 use crate::tempo::params::{Params, check_size, go_duration, query_error, text_error};
 use crate::tempo::reader::Reader;
 
-pub async fn handler(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn handler(
+    State(r): State<Arc<Reader>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    mask: Option<Extension<Masking>>,
+) -> Response {
     let started = Instant::now();
     let result = async { search(&r, &r.tenants(&headers)?, raw.as_deref().unwrap_or("")).await }.await;
     if let Ok(found) = &result {
@@ -29,7 +36,11 @@ pub async fn handler(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(
     r.count_query("search", started, &result);
     match result {
         Ok(found) => {
-            let mut resp = axum::Json(search_json(&found)).into_response();
+            let mut answer = search_json(&found);
+            if let Some(Extension(Masking(m))) = &mask {
+                m.apply_search_json(&mut answer);
+            }
+            let mut resp = axum::Json(answer).into_response();
             resp.extensions_mut().insert(ResultCount(found.traces.len()));
             resp
         }

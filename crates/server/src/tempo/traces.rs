@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use spoor_model::TraceId;
 use spoor_model::json::{IdStyle, trace_to_json};
 use spoor_model::otlp::{TraceByIdMetrics, TraceByIdResponse};
 
+use crate::auth::mask::Masking;
 use crate::error::Error;
 use crate::tempo::params::{SECOND, text_error};
 use crate::tempo::reader::Reader;
@@ -59,8 +61,9 @@ pub async fn v1(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
+    mask: Option<Extension<Masking>>,
 ) -> Response {
-    trace_by_id(&p, &headers, &id, &params, 1).await
+    trace_by_id(&p, &headers, &id, &params, 1, mask).await
 }
 
 pub async fn v2(
@@ -68,8 +71,9 @@ pub async fn v2(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
+    mask: Option<Extension<Masking>>,
 ) -> Response {
-    trace_by_id(&p, &headers, &id, &params, 2).await
+    trace_by_id(&p, &headers, &id, &params, 2, mask).await
 }
 
 /// v1 answers a `Trace` (JSON: `batches`); v2 a `TraceByIDResponse` (JSON: `trace.resourceSpans`).
@@ -79,11 +83,16 @@ async fn trace_by_id(
     id: &str,
     params: &HashMap<String, String>,
     version: u8,
+    mask: Option<Extension<Masking>>,
 ) -> Response {
-    let t = match lookup(p, headers, id, params).await {
+    let mut t = match lookup(p, headers, id, params).await {
         Ok(t) => t,
         Err(e) => return text_error(e),
     };
+    // Before any rendering, so no output format can carry a masked value.
+    if let Some(Extension(Masking(m))) = &mask {
+        m.apply(&mut t.trace);
+    }
     match (version, wants_protobuf(headers)) {
         (1, true) => ([(header::CONTENT_TYPE, "application/protobuf")], t.trace.encode_to_vec()).into_response(),
         (1, false) => axum::Json(json!({ "batches": trace_to_json(&t.trace, IdStyle::Base64) })).into_response(),
