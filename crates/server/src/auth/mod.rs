@@ -1,7 +1,8 @@
 //! Authentication and authorization, off unless `auth.enabled`: bearer (or basic) tokens from
 //! `auth.tokens_file`, roles, and the tenant taken from the token rather than trusted from
-//! `X-Scope-OrgID` (`tokens`); the guard every listener's router goes through (`guard`); and the
-//! audit log of queries and admin actions (`audit`). docs/security.md describes it for operators.
+//! `X-Scope-OrgID` (`tokens`); attribute masking for read tokens (`mask`); the guard every
+//! listener's router goes through (`guard`); and the audit log of queries and admin actions
+//! (`audit`). docs/security.md describes it for operators.
 
 pub mod audit;
 pub mod guard;
@@ -19,7 +20,7 @@ pub struct AuthConfig {
     /// Every request (but `/ready`, build info, echo and, unless `protect_metrics`, `/metrics`)
     /// must carry a token from `tokens_file`.
     pub enabled: bool,
-    /// YAML list of `{name, sha256, tenants, roles}`; read again when it changes.
+    /// YAML list of `{name, sha256, tenants, roles, mask}`; read again when it changes.
     pub tokens_file: PathBuf,
     /// `/metrics` (Spoor's own series) needs the `admin` role too.
     pub protect_metrics: bool,
