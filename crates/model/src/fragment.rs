@@ -11,6 +11,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use crate::ids::{SpanId, TraceId};
 use crate::otlp::{ExportTraceServiceRequest, Span};
+use crate::wire::{LEN, Reader};
 
 /// The spans of one trace from one resource, encoded as an OTLP `ResourceSpans`.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,15 +40,19 @@ struct Rejections {
 
 impl Rejections {
     fn check(&mut self, span: &Span) -> Option<TraceId> {
-        let Some(trace_id) = TraceId::from_slice(&span.trace_id) else {
+        self.check_ids(&span.trace_id, &span.span_id, &span.parent_span_id)
+    }
+
+    fn check_ids(&mut self, trace_id: &[u8], span_id: &[u8], parent_span_id: &[u8]) -> Option<TraceId> {
+        let Some(trace_id) = TraceId::from_slice(trace_id) else {
             self.trace_id += 1;
             return None;
         };
-        if SpanId::from_slice(&span.span_id).is_none() {
+        if SpanId::from_slice(span_id).is_none() {
             self.span_id += 1;
             return None;
         }
-        if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+        if !parent_span_id.is_empty() && parent_span_id.len() != 8 {
             self.parent_id += 1;
             return None;
         }
@@ -113,66 +118,184 @@ pub fn split_request(req: &ExportTraceServiceRequest) -> Split {
     let mut out = Split::default();
     for rs in &req.resource_spans {
         let resource = rs.resource.as_ref().map(|r| r.encode_to_vec());
-        let scopes: Vec<Option<Vec<u8>>> =
+        let encoded: Vec<Option<Vec<u8>>> =
             rs.scope_spans.iter().map(|ss| ss.scope.as_ref().map(|s| s.encode_to_vec())).collect();
-        // Per trace, the spans in request order with the index of their scope and their encoded
-        // length (measured once: measuring walks every attribute).
-        let mut traces: Vec<(TraceId, Vec<(usize, &Span, usize)>)> = Vec::new();
-        let mut index = std::collections::HashMap::<TraceId, usize, ahash::RandomState>::default();
+        let scopes: Vec<(Option<&[u8]>, &[u8])> =
+            rs.scope_spans.iter().zip(&encoded).map(|(ss, e)| (e.as_deref(), ss.schema_url.as_bytes())).collect();
+        let mut spans = Vec::new();
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for span in &ss.spans {
-                let Some(trace_id) = rejections.check(span) else { continue };
-                let slot = *index.entry(trace_id).or_insert_with(|| {
-                    traces.push((trace_id, Vec::new()));
-                    traces.len() - 1
-                });
-                traces[slot].1.push((si, span, span.encoded_len()));
-                out.accepted_spans += 1;
+                if let Some(trace_id) = rejections.check(span) {
+                    // Measured once: measuring walks every attribute.
+                    spans.push((trace_id, si, Encoded(span, span.encoded_len())));
+                }
             }
         }
-        for (trace_id, spans) in traces {
-            // Sized up front: growing the buffer span by span copied it over and over.
-            let spans_len: usize = spans.iter().map(|(_, _, n)| n + 6).sum();
-            let scopes_len: usize = scopes.iter().map(|s| s.as_ref().map_or(8, |s| s.len() + 8)).sum();
-            let resource_len = resource.as_ref().map_or(0, |r| r.len() + 6);
-            let mut buf = Vec::with_capacity(resource_len + scopes_len + spans_len + rs.schema_url.len() + 8);
-            if let Some(r) = &resource {
-                put_field(&mut buf, 1, r);
-            }
-            let mut i = 0;
-            while i < spans.len() {
-                let si = spans[i].0;
-                let run = spans[i..].iter().take_while(|(s, _, _)| *s == si).count();
-                let ss = &rs.scope_spans[si];
-                let mut len = scopes[si].as_ref().map_or(0, |s| field_len(1, s.len()));
-                len += spans[i..i + run].iter().map(|(_, _, n)| field_len(2, *n)).sum::<usize>();
-                if !ss.schema_url.is_empty() {
-                    len += field_len(3, ss.schema_url.len());
-                }
-                encode_key(2, WireType::LengthDelimited, &mut buf);
-                encode_varint(len as u64, &mut buf);
-                if let Some(s) = &scopes[si] {
-                    put_field(&mut buf, 1, s);
-                }
-                for (_, span, n) in &spans[i..i + run] {
-                    encode_key(2, WireType::LengthDelimited, &mut buf);
-                    encode_varint(*n as u64, &mut buf);
-                    span.encode_raw(&mut buf);
-                }
-                if !ss.schema_url.is_empty() {
-                    put_field(&mut buf, 3, ss.schema_url.as_bytes());
-                }
-                i += run;
-            }
-            if !rs.schema_url.is_empty() {
-                put_field(&mut buf, 3, rs.schema_url.as_bytes());
-            }
-            out.fragments.push(Fragment { trace_id, spans: spans.len() as u32, bytes: Bytes::from(buf) });
-        }
+        cut(resource.as_deref(), &scopes, rs.schema_url.as_bytes(), spans, &mut out);
     }
     out.rejected_spans = rejections.total();
     out.message = rejections.message();
     out
+}
+
+/// [`split_request`] for a request nothing has changed since it arrived: the spans, resources
+/// and scopes are copied from its protobuf `body` as they came instead of being encoded again
+/// (which walked every attribute of every span). `None` when the body has what only a decode
+/// handles (a resource or scope given twice, which protobuf merges); then split the decoded
+/// request. The body must be the one the request was decoded from.
+pub fn split_encoded(body: &[u8]) -> Option<Split> {
+    let mut rejections = Rejections::default();
+    let mut out = Split::default();
+    let mut r = Reader(body);
+    while let Some((tag, wire)) = r.key().ok()? {
+        if (tag, wire) != (1, LEN) {
+            r.skip(wire).ok()?;
+            continue;
+        }
+        let (mut resource, mut scope_spans, mut schema_url) = (None, Vec::new(), &[][..]);
+        let mut m = Reader(r.bytes().ok()?);
+        while let Some((tag, wire)) = m.key().ok()? {
+            match (tag, wire) {
+                (1, LEN) if resource.is_none() => resource = Some(m.bytes().ok()?),
+                (1, _) => return None,
+                (2, LEN) => scope_spans.push(m.bytes().ok()?),
+                (3, LEN) => schema_url = m.bytes().ok()?,
+                _ => m.skip(wire).ok()?,
+            }
+        }
+        let mut scopes = Vec::with_capacity(scope_spans.len());
+        let mut spans = Vec::new();
+        for (si, ss) in scope_spans.into_iter().enumerate() {
+            let (mut scope, mut url) = (None, &[][..]);
+            let mut m = Reader(ss);
+            while let Some((tag, wire)) = m.key().ok()? {
+                match (tag, wire) {
+                    (1, LEN) if scope.is_none() => scope = Some(m.bytes().ok()?),
+                    (1, _) => return None,
+                    (2, LEN) => {
+                        let span = m.bytes().ok()?;
+                        let (t, s, p) = span_ids(span)?;
+                        if let Some(trace_id) = rejections.check_ids(t, s, p) {
+                            spans.push((trace_id, si, span));
+                        }
+                    }
+                    (3, LEN) => url = m.bytes().ok()?,
+                    _ => m.skip(wire).ok()?,
+                }
+            }
+            scopes.push((scope, url));
+        }
+        cut(resource, &scopes, schema_url, spans, &mut out);
+    }
+    out.rejected_spans = rejections.total();
+    out.message = rejections.message();
+    Some(out)
+}
+
+/// An encoded span's trace ID, span ID and parent span ID (of a field given twice, the last,
+/// as a decode keeps).
+fn span_ids(span: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (mut t, mut s, mut p) = (&[][..], &[][..], &[][..]);
+    let mut r = Reader(span);
+    while let Some((tag, wire)) = r.key().ok()? {
+        match (tag, wire) {
+            (1, LEN) => t = r.bytes().ok()?,
+            (2, LEN) => s = r.bytes().ok()?,
+            (4, LEN) => p = r.bytes().ok()?,
+            _ => r.skip(wire).ok()?,
+        }
+    }
+    Some((t, s, p))
+}
+
+/// A span's encoded form: written from a decoded span, or copied from the request.
+trait SpanBytes {
+    fn len(&self) -> usize;
+    fn put(&self, buf: &mut Vec<u8>);
+}
+
+/// A decoded span and its encoded length.
+struct Encoded<'a>(&'a Span, usize);
+
+impl SpanBytes for Encoded<'_> {
+    fn len(&self) -> usize {
+        self.1
+    }
+
+    fn put(&self, buf: &mut Vec<u8>) {
+        self.0.encode_raw(buf);
+    }
+}
+
+impl SpanBytes for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn put(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self);
+    }
+}
+
+/// Cuts one `ResourceSpans` into a fragment per trace: its resource, and per run of spans of one
+/// scope that scope, each as encoded bytes. `spans` are (trace, scope index, span), valid ones
+/// only, in request order; `scopes` are (encoded scope, schema URL) per scope index.
+fn cut<S: SpanBytes>(
+    resource: Option<&[u8]>,
+    scopes: &[(Option<&[u8]>, &[u8])],
+    schema_url: &[u8],
+    spans: Vec<(TraceId, usize, S)>,
+    out: &mut Split,
+) {
+    let mut traces: Vec<(TraceId, Vec<(usize, S)>)> = Vec::new();
+    let mut index = std::collections::HashMap::<TraceId, usize, ahash::RandomState>::default();
+    for (trace_id, si, span) in spans {
+        let slot = *index.entry(trace_id).or_insert_with(|| {
+            traces.push((trace_id, Vec::new()));
+            traces.len() - 1
+        });
+        traces[slot].1.push((si, span));
+        out.accepted_spans += 1;
+    }
+    for (trace_id, spans) in traces {
+        // Sized up front: growing the buffer span by span copied it over and over.
+        let spans_len: usize = spans.iter().map(|(_, s)| s.len() + 6).sum();
+        let scopes_len: usize = scopes.iter().map(|(s, url)| s.map_or(8, |s| s.len() + 8) + url.len()).sum();
+        let resource_len = resource.map_or(0, |r| r.len() + 6);
+        let mut buf = Vec::with_capacity(resource_len + scopes_len + spans_len + schema_url.len() + 8);
+        if let Some(r) = resource {
+            put_field(&mut buf, 1, r);
+        }
+        let mut i = 0;
+        while i < spans.len() {
+            let si = spans[i].0;
+            let run = spans[i..].iter().take_while(|(s, _)| *s == si).count();
+            let (scope, url) = scopes[si];
+            let mut len = scope.map_or(0, |s| field_len(1, s.len()));
+            len += spans[i..i + run].iter().map(|(_, s)| field_len(2, s.len())).sum::<usize>();
+            if !url.is_empty() {
+                len += field_len(3, url.len());
+            }
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(len as u64, &mut buf);
+            if let Some(s) = scope {
+                put_field(&mut buf, 1, s);
+            }
+            for (_, span) in &spans[i..i + run] {
+                encode_key(2, WireType::LengthDelimited, &mut buf);
+                encode_varint(span.len() as u64, &mut buf);
+                span.put(&mut buf);
+            }
+            if !url.is_empty() {
+                put_field(&mut buf, 3, url);
+            }
+            i += run;
+        }
+        if !schema_url.is_empty() {
+            put_field(&mut buf, 3, schema_url);
+        }
+        out.fragments.push(Fragment { trace_id, spans: spans.len() as u32, bytes: Bytes::from(buf) });
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +343,50 @@ mod tests {
         assert_eq!(f.scope_spans[0].schema_url, "u");
         assert_eq!(f.scope_spans[1].scope, None);
         assert_eq!(f.scope_spans[1].spans, vec![span(1, 4)]);
+    }
+
+    fn same_split(a: &Split, b: &Split) {
+        assert_eq!(a.fragments, b.fragments);
+        assert_eq!((a.accepted_spans, a.rejected_spans, &a.message), (b.accepted_spans, b.rejected_spans, &b.message));
+    }
+
+    #[test]
+    fn an_untouched_body_splits_into_the_same_bytes_as_its_decoded_request() {
+        let mut rng = crate::synth::Rng::new(7);
+        for traces in [1, 3, 50] {
+            let (mut req, _) = crate::synth::build_request(&mut rng, traces, 1_700_000_000_000_000_000);
+            // Bad IDs and a second scope without scope or schema URL, among the good spans.
+            let good = req.resource_spans[0].scope_spans[0].spans[0].clone();
+            let bad = Span { span_id: vec![0; 8], ..good.clone() };
+            req.resource_spans[0].scope_spans.push(ScopeSpans {
+                scope: None,
+                spans: vec![bad, good],
+                schema_url: String::new(),
+            });
+            req.resource_spans[0].schema_url = "https://opentelemetry.io/schemas/1.26.0".into();
+            let body = req.encode_to_vec();
+            same_split(&split_encoded(&body).unwrap(), &split_request(&req));
+        }
+    }
+
+    #[test]
+    fn what_only_a_decode_merges_is_left_to_the_decoded_path() {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![], dropped_attributes_count: 1 }),
+                scope_spans: vec![ScopeSpans { scope: None, spans: vec![span(1, 1)], schema_url: String::new() }],
+                schema_url: String::new(),
+            }],
+        };
+        let mut body = req.encode_to_vec();
+        assert!(split_encoded(&body).is_some());
+        // The resource given twice inside the one ResourceSpans: protobuf merges the two.
+        let extra = [0x0a, 0x02, 0x10, 0x02];
+        body[1] += extra.len() as u8;
+        body.extend_from_slice(&extra);
+        assert!(ExportTraceServiceRequest::decode(&body[..]).is_ok());
+        assert!(split_encoded(&body).is_none());
+        assert!(split_encoded(&[0x0a, 0x05, 0x01]).is_none(), "truncated");
     }
 }
 

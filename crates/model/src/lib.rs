@@ -11,10 +11,11 @@ pub mod otlp;
 pub mod synth;
 pub mod time;
 pub mod trace;
+pub mod wire;
 
 pub use error::Error;
 pub use fragment::{
     Fragment, Record, Retained, Split, decode_any, decode_record, encode_decisions, encode_record, retain_valid,
-    split_request,
+    split_encoded, split_request,
 };
 pub use ids::{SpanId, TraceId};

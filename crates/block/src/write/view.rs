@@ -7,11 +7,8 @@ use std::borrow::Cow;
 
 use prost::Message;
 use spoor_model::otlp::{AnyValue, KeyValue, ResourceSpans, Span, any_value};
-
-/// Why a fragment's bytes are not a `ResourceSpans`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct WireError(&'static str);
+pub use spoor_model::wire::WireError;
+use spoor_model::wire::{I32, I64, LEN, Reader, VARINT};
 
 type Wire<T> = std::result::Result<T, WireError>;
 
@@ -215,11 +212,6 @@ pub(crate) fn kv_of(kv: &KeyValue) -> Kv<'_> {
     Kv { key: &kv.key, value }
 }
 
-const VARINT: u8 = 0;
-const I64: u8 = 1;
-const LEN: u8 = 2;
-const I32: u8 = 5;
-
 fn scope_spans(bytes: &[u8]) -> Wire<ScopeSpansV<'_>> {
     let mut out = ScopeSpansV::default();
     let mut r = Reader(bytes);
@@ -345,7 +337,7 @@ fn any_value(bytes: &[u8]) -> Wire<Val<'_>> {
                 Val::Nested(Cow::Borrowed(bytes))
             }
             (7, LEN) => Val::Bytes(r.bytes()?),
-            (1..=7, _) => return Err(WireError("an AnyValue field has the wrong wire type")),
+            (1..=7, _) => return Err(WireError::new("an AnyValue field has the wrong wire type")),
             _ => {
                 r.skip(wire)?;
                 out
@@ -353,79 +345,6 @@ fn any_value(bytes: &[u8]) -> Wire<Val<'_>> {
         };
     }
     Ok(out)
-}
-
-/// A cursor over protobuf wire data.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    /// The next field's number and wire type, or None at the end.
-    fn key(&mut self) -> Wire<Option<(u32, u8)>> {
-        if self.0.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let tag = (key >> 3) as u32;
-        if tag == 0 || key >> 32 != 0 {
-            return Err(WireError("invalid field number"));
-        }
-        Ok(Some((tag, (key & 7) as u8)))
-    }
-
-    fn varint(&mut self) -> Wire<u64> {
-        // Keys, lengths and most counts are one byte.
-        if let Some((&b, rest)) = self.0.split_first()
-            && b < 0x80
-        {
-            self.0 = rest;
-            return Ok(u64::from(b));
-        }
-        let mut value = 0u64;
-        for (i, &b) in self.0.iter().take(10).enumerate() {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                self.0 = &self.0[i + 1..];
-                return Ok(value);
-            }
-        }
-        Err(WireError("truncated or overlong varint"))
-    }
-
-    fn take(&mut self, n: usize) -> Wire<&'a [u8]> {
-        if n > self.0.len() {
-            return Err(WireError("a field runs past the end of its message"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn bytes(&mut self) -> Wire<&'a [u8]> {
-        let n = self.varint()?;
-        self.take(usize::try_from(n).map_err(|_| WireError("length out of range"))?)
-    }
-
-    fn str(&mut self) -> Wire<&'a str> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| WireError("a string field is not valid UTF-8"))
-    }
-
-    fn fixed64(&mut self) -> Wire<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-
-    fn fixed32(&mut self) -> Wire<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-
-    fn skip(&mut self, wire: u8) -> Wire<()> {
-        match wire {
-            VARINT => self.varint().map(drop),
-            I64 => self.take(8).map(drop),
-            LEN => self.bytes().map(drop),
-            I32 => self.take(4).map(drop),
-            _ => Err(WireError("unsupported wire type (groups are not OTLP)")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! receiver ─► front door: memory limiter ─► decompress ─► decode ─► tenant rate limit ─► scrub
-//!          ─► validate + split by trace ─► head limits ─► metrics generator (every span, before
-//!          sampling) ─► WAL (group-committed fsync) ─► acknowledge ─► tail sampler (decisions
-//!          also to the WAL) ─► head (live traces) ─► [flusher] cut by size/age ─► block
-//!          (Parquet) in the backend ─► WAL segments released
+//!          ─► validate + split by trace (copying the body's bytes when scrubbing changed
+//!          nothing) ─► head limits ─► metrics generator (every span, before sampling) ─► WAL
+//!          (group-committed fsync) ─► acknowledge ─► tail sampler (decisions also to the WAL)
+//!          ─► head (live traces) ─► [flusher] cut by size/age ─► block (Parquet) in the
+//!          backend ─► WAL segments released
 //! ```
 //!
 //! Everything after the WAL is rebuilt from it on start ([`Pipeline::replay`]), so the reply a
@@ -15,7 +16,7 @@
 use std::sync::Arc;
 
 use spoor_model::otlp::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use spoor_model::{Record, encode_record, split_request};
+use spoor_model::{Record, encode_record, split_encoded, split_request};
 use spoor_store::head::Admitted;
 use spoor_store::{Head, Refusal};
 
@@ -218,13 +219,20 @@ impl Pipeline {
 
     /// Through the front door, then validate, split by trace and admit: everything before the WAL.
     fn prepare(&self, export: Export) -> Result<Prepared, Error> {
-        let mut opened = self.front.open(export, false)?;
+        let mut opened = self.front.open(export, true)?;
         let owned = std::mem::take(&mut opened.tenant);
         let tenant = owned.as_str();
         let refused = |reason: &'static str, spans: usize| {
             self.metrics.inc(names::SPANS_REFUSED_TOTAL, &[("tenant", tenant), ("reason", reason)], spans as f64);
         };
-        let split = split_request(&opened.request);
+        // A request scrubbing left alone is cut from its own bytes: encoding every span again
+        // cost more than the copy.
+        let split = match &opened.raw {
+            Some(raw) if opened.scrubbed == spoor_process::Counts::default() => {
+                split_encoded(raw).unwrap_or_else(|| split_request(&opened.request))
+            }
+            _ => split_request(&opened.request),
+        };
         if split.rejected_spans > 0 {
             refused("invalid", split.rejected_spans);
         }
