@@ -425,12 +425,15 @@ fn merge(base: &mut Value, over: Value) {
 fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
     let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
     let mut default = Some(&defaults);
+    let open = path.first().is_some_and(|s| s == "processors");
     let mut cur = root;
     for (i, seg) in path.iter().enumerate() {
         // An optional section unset by default (`server.otlp_grpc_tls`) starts empty when a
         // variable sets one of its keys, and takes keys the defaults cannot show; the final
         // deserialization checks that they exist.
-        let optional = i > 0 && default.is_some_and(Value::is_null);
+        // So are the collector-shaped `processors:` (a stage a file does not set is no key of
+        // the defaults); their own deserialization names an unknown processor or key.
+        let optional = i > 0 && (open || default.is_some_and(Value::is_null));
         if optional && cur.is_null() {
             *cur = Value::Object(Default::default());
         }
@@ -453,6 +456,12 @@ fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
         Value::Array(_) => {
             Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.into()).collect())
         }
+        // A processor key no default shows: a number or a boolean when it reads as one
+        // (`limit_mib=10`), else a string (`check_interval=100ms`).
+        Value::Null if open => match raw {
+            "true" | "false" => Value::Bool(raw == "true"),
+            _ => raw.parse::<u64>().map_or_else(|_| Value::String(raw.to_owned()), |n| Value::Number(n.into())),
+        },
         _ => Value::String(raw.to_owned()),
     };
     Ok(())
@@ -822,6 +831,28 @@ mod tests {
         let c = Config::load(Some(std::path::Path::new(path)), vec![], &[]).unwrap();
         assert_eq!(c.wal.durability, Durability::Fsync);
         assert_eq!(c.metrics_generator, Config::default().metrics_generator, "the example shows the defaults");
+    }
+
+    #[test]
+    fn environment_variables_reach_processors_a_file_does_not_set() {
+        let env = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let c = Config::load(
+            None,
+            vec![
+                env("SPOOR__PROCESSORS__MEMORY_LIMITER__LIMIT_MIB", "10"),
+                env("SPOOR__PROCESSORS__MEMORY_LIMITER__CHECK_INTERVAL", "100ms"),
+                env("SPOOR__PROCESSORS__SCRUB__ENABLED", "false"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let m = c.memory_limiter();
+        assert_eq!((m.limit_mib, m.check_interval), (10, std::time::Duration::from_millis(100)));
+        assert!(matches!(c.processors.0.get("scrub"), Some(Processor::Scrub(s)) if !s.enabled));
+        let err = Config::load(None, vec![env("SPOOR__PROCESSORS__MEMORY_LIMITR__LIMIT_MIB", "10")], &[])
+            .unwrap_err()
+            .message;
+        assert!(err.contains("memory_limitr"), "{err}");
     }
 
     #[test]
