@@ -14,7 +14,7 @@ pub enum Error {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("invalid fragment of trace {trace}: {source}")]
-    Fragment { trace: spoor_model::TraceId, source: crate::write::WireError },
+    Fragment { trace: spoor_model::TraceId, source: spoor_model::wire::WireError },
     #[error("traces must be pushed in ascending ID order: {next} after {previous}")]
     Order { previous: spoor_model::TraceId, next: spoor_model::TraceId },
     #[error("invalid trace-ID filter: {0}")]

@@ -19,4 +19,4 @@ pub use meta::{
 pub use read::{BlockReader, TraceIter};
 pub use schema as columns;
 pub use schema::{ColumnEncoding, Encodings};
-pub use write::{BlockWriter, DedicatedPolicy, Finished, WireError, WriteOptions, encode_batch};
+pub use write::{BlockWriter, DedicatedPolicy, Finished, WriteOptions, encode_batch};

@@ -26,7 +26,6 @@ use self::columns::Rows;
 use self::decode::{TraceView, decode_trace, view_trace};
 use self::keys::{KeyCatalog, KeyStats};
 use self::view::SpanV;
-pub use self::view::WireError;
 use crate::error::{Error, Result};
 use crate::filter;
 use crate::index::IndexBuilder;

@@ -11,6 +11,7 @@ pub mod generated;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod reload;
 pub mod retry;
 pub mod tempo;
 pub mod tls;

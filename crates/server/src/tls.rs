@@ -161,40 +161,25 @@ impl Reloading {
     }
 
     /// Reloads every `reload_interval` until `stop` turns true.
-    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn watch(self: Arc<Self>, stop: watch::Receiver<bool>) {
         if self.config.reload_interval.is_zero() {
             return;
         }
-        let mut tick = tokio::time::interval(self.config.reload_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        // A problem is logged when it appears or changes, not at every tick while it lasts.
-        let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let me = self.clone();
-            let outcome = tokio::task::spawn_blocking(move || me.reload()).await.unwrap_or_else(|e| Err(e.to_string()));
-            match outcome {
-                Ok(changed) => {
-                    if changed {
-                        tracing::info!(listener = %self.what, "TLS certificates reloaded");
-                    }
-                    last_error = None;
-                }
-                Err(e) if last_error.as_ref() != Some(&e) => {
-                    tracing::warn!(
-                        listener = %self.what,
-                        error = %e,
-                        "cannot reload TLS certificates; still serving the previous ones"
-                    );
-                    last_error = Some(e);
-                }
-                Err(_) => {}
-            }
-        }
+        let me = self.clone();
+        crate::reload::every(
+            self.config.reload_interval,
+            stop,
+            move || me.reload(),
+            || tracing::info!(listener = %self.what, "TLS certificates reloaded"),
+            |e| {
+                tracing::warn!(
+                    listener = %self.what,
+                    error = %e,
+                    "cannot reload TLS certificates; still serving the previous ones"
+                )
+            },
+        )
+        .await
     }
 }
 

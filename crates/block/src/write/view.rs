@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use prost::Message;
 use spoor_model::otlp::{AnyValue, KeyValue, ResourceSpans, Span, any_value};
-pub use spoor_model::wire::WireError;
+use spoor_model::wire::WireError;
 use spoor_model::wire::{I32, I64, LEN, Reader, VARINT};
 
 type Wire<T> = std::result::Result<T, WireError>;

@@ -197,32 +197,16 @@ impl Tokens {
     }
 
     /// Re-reads the file while the process serves, until `stop` turns true.
-    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(RELOAD_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A problem is logged when it appears or changes, not every second while it lasts.
-        let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let me = self.clone();
-            let outcome = tokio::task::spawn_blocking(move || me.reload()).await.unwrap_or_else(|e| Err(e.to_string()));
-            match outcome {
-                Ok(changed) => {
-                    if changed {
-                        tracing::info!(file = %self.path.display(), "auth tokens reloaded");
-                    }
-                    last_error = None;
-                }
-                Err(e) if last_error.as_ref() != Some(&e) => {
-                    tracing::warn!(error = %e, "cannot reload auth tokens; the previous ones stay in force");
-                    last_error = Some(e);
-                }
-                Err(_) => {}
-            }
-        }
+    pub async fn watch(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let me = self.clone();
+        crate::reload::every(
+            RELOAD_EVERY,
+            stop,
+            move || me.reload(),
+            || tracing::info!(file = %self.path.display(), "auth tokens reloaded"),
+            |e| tracing::warn!(error = %e, "cannot reload auth tokens; the previous ones stay in force"),
+        )
+        .await
     }
 }
 
