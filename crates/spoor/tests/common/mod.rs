@@ -305,7 +305,15 @@ pub async fn kill9_rounds(s: &mut Server, record: &Path, rounds: u64, rate: u64,
     let mut rng = 0x2545F4914F6CDD1Du64;
     for round in 0..rounds {
         let transport = if round % 2 == 0 { "grpc" } else { "http" };
+        let before = std::fs::metadata(record).map(|m| m.len()).unwrap_or(0);
         let mut lg = loadgen(s, transport, record, round + 1, rate);
+        // The kill point counts from the first acknowledgement, not from the spawn: a debug
+        // load generator on a busy CI machine can take over a second to build its payloads.
+        let waited = std::time::Instant::now();
+        while std::fs::metadata(record).map(|m| m.len()).unwrap_or(0) == before {
+            assert!(waited.elapsed() < Duration::from_secs(30), "round {round}: no acknowledgement in 30 s\n{}", s.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
