@@ -271,8 +271,12 @@ pub async fn fetch_span_ids(s: &Server, trace: &str) -> Vec<String> {
 }
 
 pub async fn assert_all_present_once(s: &Server, acked: &HashMap<String, HashSet<String>>) {
-    for (trace, spans) in acked {
-        let got = fetch_span_ids(s, trace).await;
+    use futures_util::StreamExt;
+    // Eight fetches in flight: a kill -9 round checks tens of thousands of traces.
+    let mut checks = futures_util::stream::iter(acked)
+        .map(|(trace, spans)| async move { (trace, spans, fetch_span_ids(s, trace).await) })
+        .buffer_unordered(8);
+    while let Some((trace, spans, got)) = checks.next().await {
         let unique: HashSet<String> = got.iter().cloned().collect();
         assert_eq!(unique.len(), got.len(), "trace {trace} returned a span twice");
         let missing: Vec<_> = spans.difference(&unique).collect();
@@ -303,6 +307,7 @@ pub async fn send_traces(s: &Server, first: u32, n: u32) -> Vec<String> {
 /// span acknowledged so far (recorded in `record`) is there exactly once.
 pub async fn kill9_rounds(s: &mut Server, record: &Path, rounds: u64, rate: u64, min_ms: u64, spread_ms: u64) {
     let mut rng = 0x2545F4914F6CDD1Du64;
+    let mut seen = HashMap::new();
     for round in 0..rounds {
         let transport = if round % 2 == 0 { "grpc" } else { "http" };
         let before = std::fs::metadata(record).map(|m| m.len()).unwrap_or(0);
@@ -311,7 +316,11 @@ pub async fn kill9_rounds(s: &mut Server, record: &Path, rounds: u64, rate: u64,
         // load generator on a busy CI machine can take over a second to build its payloads.
         let waited = std::time::Instant::now();
         while std::fs::metadata(record).map(|m| m.len()).unwrap_or(0) == before {
-            assert!(waited.elapsed() < Duration::from_secs(30), "round {round}: no acknowledgement in 30 s\n{}", s.log());
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "round {round}: no acknowledgement in 30 s\n{}",
+                s.log()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         rng ^= rng << 13;
@@ -325,8 +334,13 @@ pub async fn kill9_rounds(s: &mut Server, record: &Path, rounds: u64, rate: u64,
         lg.wait().unwrap();
         s.spawn();
         s.wait_ready();
-        let acked = acked(record);
-        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
-        assert_all_present_once(s, &acked).await;
+        // Each round checks what it acknowledged; the last also checks every earlier round again
+        // (a later crash must not lose or duplicate what an earlier one kept).
+        let all = acked(record);
+        let new: HashMap<_, _> =
+            all.iter().filter(|(t, sp)| seen.get(*t) != Some(*sp)).map(|(t, sp)| (t.clone(), sp.clone())).collect();
+        assert!(!new.is_empty(), "round {round}: nothing was acknowledged");
+        assert_all_present_once(s, if round + 1 == rounds { &all } else { &new }).await;
+        seen = all;
     }
 }
