@@ -128,6 +128,10 @@ fn operand(compiled: &Compiled, node: &Node, partials: &mut [Option<Partial>], g
             let rhs = operand(compiled, rhs, partials, grid)?;
             arithmetic(*op, lhs, rhs)
         }
+        Node::Staged(inner, stages) => match operand(compiled, inner, partials, grid)? {
+            Operand::Series(series) => Operand::Series(second_stage(series, stages)?),
+            Operand::Scalar(..) => return Err(Error::Invalid("topk, bottomk and filters need series".into())),
+        },
     })
 }
 

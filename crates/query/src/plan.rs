@@ -309,6 +309,7 @@ fn first_spanset(m: &MetricsExpr) -> Option<&SpansetQuery> {
         MetricsExpr::Query(q) => Some(&q.spans),
         MetricsExpr::Binary { lhs, rhs, .. } => first_spanset(lhs).or_else(|| first_spanset(rhs)),
         MetricsExpr::Scalar { .. } => None,
+        MetricsExpr::Staged { expr, .. } => first_spanset(expr),
     }
 }
 

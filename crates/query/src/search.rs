@@ -84,6 +84,18 @@ pub struct SearchResult {
 }
 
 pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequest) -> Result<SearchResult> {
+    search_progressively(head, blocks, tenant, req, &mut |_| {}).await
+}
+
+/// [`search`], handing `progress` the answer so far after the live traces and after each wave
+/// of blocks (streaming clients show results while the older blocks are still read).
+pub async fn search_progressively(
+    head: &Head,
+    blocks: &Blocks,
+    tenant: &str,
+    req: &SearchRequest,
+    progress: &mut (dyn FnMut(SearchResult) + Send),
+) -> Result<SearchResult> {
     let mut ranked = Ranked::new(req);
     let mut metrics = SearchMetrics::default();
 
@@ -99,6 +111,7 @@ pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequ
         metrics.inspected_traces += inspected_traces;
         metrics.inspected_spans += inspected_spans;
         ranked.add(hits);
+        progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
     }
 
     let mut readers: Vec<BlockReader> = blocks
@@ -131,6 +144,7 @@ pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequ
             metrics.completed_blocks += 1;
             ranked.add(found.hits);
         }
+        progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
     }
     Ok(SearchResult { traces: ranked.finish(), metrics })
 }
@@ -550,9 +564,18 @@ impl<'a> Ranked<'a> {
 
     fn finish(self) -> Vec<TraceHit> {
         let req = self.req;
-        let mut hits: Vec<TraceHit> = self.by_id.into_values().filter(|h| Ranked::keeps_for(req, h)).collect();
+        Ranked::newest(req, self.by_id.into_values().filter(|h| Ranked::keeps_for(req, h)).collect())
+    }
+
+    /// The answer so far, leaving the ranking to go on.
+    fn snapshot(&self) -> Vec<TraceHit> {
+        let req = self.req;
+        Ranked::newest(req, self.by_id.values().filter(|h| Ranked::keeps_for(req, h)).cloned().collect())
+    }
+
+    fn newest(req: &SearchRequest, mut hits: Vec<TraceHit>) -> Vec<TraceHit> {
         hits.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| a.trace_id.cmp(&b.trace_id)));
-        hits.truncate(self.req.limit);
+        hits.truncate(req.limit);
         hits
     }
 }

@@ -275,7 +275,7 @@ pub async fn values(head: &Head, blocks: &Blocks, tenant: &str, attr: &Attribute
         let values: Vec<Value> = match (attr, own) {
             (_, Some(v)) => vec![v],
             (Attribute::Intrinsic(Intrinsic::Name), _) => spans.map(|s| Value::Str(s.name.clone())).collect(),
-            _ => spans.flat_map(|s| &s.attributes).filter(|(k, _)| *k == key).map(|(_, v)| v.clone()).collect(),
+            _ => spans.flat_map(|s| &s.attributes).filter(|(k, _)| *k == key).flat_map(|(_, v)| elements(v)).collect(),
         };
         for v in values {
             if matches!(v, Value::Nil | Value::Any(_)) || out.contains(&v) {
@@ -289,6 +289,26 @@ pub async fn values(head: &Head, blocks: &Blocks, tenant: &str, attr: &Attribute
         }
     }
     Ok(out)
+}
+
+/// A value as tag values: an array's scalar elements each (typed as they are), else itself.
+fn elements(v: &Value) -> Vec<Value> {
+    use spoor_model::otlp::{AnyValue, any_value::Value as V};
+    let Value::Any(bytes) = v else { return vec![v.clone()] };
+    let Ok(AnyValue { value: Some(V::ArrayValue(array)) }) = <AnyValue as prost::Message>::decode(&bytes[..]) else {
+        return Vec::new();
+    };
+    array
+        .values
+        .into_iter()
+        .filter_map(|e| match e.value? {
+            V::StringValue(s) => Some(Value::Str(s)),
+            V::BoolValue(b) => Some(Value::Bool(b)),
+            V::IntValue(i) => Some(Value::Int(i)),
+            V::DoubleValue(f) => Some(Value::Float(f)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn value_bytes(v: &Value) -> usize {

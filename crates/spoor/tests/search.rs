@@ -67,7 +67,9 @@ fn dataset(base: u64) -> Value {
             span(T_CART, "0000000000000003", "0000000000000001", "charge", 2, base + 320_000_000, 160, 1, json!([])),
         ]),
         resource("portal", vec![
-            span(T_PORTAL, "00000000000000a1", "", "render", 1, base + s, 20, 0, json!([])),
+            span(T_PORTAL, "00000000000000a1", "", "render", 1, base + s, 20, 0, json!([
+                kv("retry.counts", json!({"arrayValue": {"values": [{"intValue": "1"}, {"intValue": "3"}]}})),
+            ])),
         ]),
         resource("jenkins", vec![
             span(T_DEPLOY, "00000000000000b1", "", "pipeline", 1, base + 2 * s, 3000, 0, json!([])),
@@ -272,6 +274,24 @@ async fn search_answers_the_same_from_live_traces_and_from_blocks() {
     let ids: Vec<String> =
         r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec![T_DEPLOY.to_owned()]);
+    // A legacy tag whose value reads as a number matches the int attribute too.
+    let r = request("GET", &s.api_url("/api/search?tags=http.status_code%3D500"), &[], "").await;
+    let ids: Vec<String> =
+        r.json()["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, vec![T_CART.to_owned()], "{}", r.text());
+    // Tag values of an int array: each element, typed.
+    let r = request("GET", &s.api_url("/api/v2/search/tag/span.retry.counts/values"), &[], "").await;
+    assert_eq!(
+        r.json()["tagValues"],
+        json!([{"type": "int", "value": "1"}, {"type": "int", "value": "3"}]),
+        "{}",
+        r.text()
+    );
+    // Metrics arithmetic followed by a filter and a limit.
+    let q = encode("(({ } | count_over_time()) * 100 > 5) | topk(1)");
+    let r = request("GET", &s.api_url(&format!("/api/metrics/query_range?q={q}&since=24h")), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["series"].as_array().map(Vec::len), Some(1), "{}", r.text());
     // Raw, unencoded braces, as one Grafana version sent them (over a plain socket: HTTP
     // clients refuse to send such a URL).
     let (status, raw) = blocking_get(&s.api_url("/api/search?q={%20name=%22render%22%20}")).unwrap();

@@ -538,15 +538,51 @@ pub fn needs_quotes(name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub enum MetricsExpr {
     Query(Box<MetricsQuery>),
-    Binary { op: BinOp, lhs: Box<MetricsExpr>, rhs: Box<MetricsExpr>, span: Span },
-    Scalar { value: Static, span: Span },
+    Binary {
+        op: BinOp,
+        lhs: Box<MetricsExpr>,
+        rhs: Box<MetricsExpr>,
+        span: Span,
+    },
+    Scalar {
+        value: Static,
+        span: Span,
+    },
+    /// Second stages after metrics arithmetic: `(q1) + (q2) > 10`, `((q1) * 100) | topk(5)`. A
+    /// single query keeps its own in [`MetricsQuery::second`].
+    Staged {
+        expr: Box<MetricsExpr>,
+        second: Vec<SecondStage>,
+        span: Span,
+    },
 }
 
 impl MetricsExpr {
     pub fn span(&self) -> Span {
         match self {
             MetricsExpr::Query(q) => q.span,
-            MetricsExpr::Binary { span, .. } | MetricsExpr::Scalar { span, .. } => *span,
+            MetricsExpr::Binary { span, .. } | MetricsExpr::Scalar { span, .. } | MetricsExpr::Staged { span, .. } => {
+                *span
+            }
+        }
+    }
+
+    /// This expression followed by `stage`, which ends at `end`.
+    pub fn then(self, stage: SecondStage, end: Span) -> MetricsExpr {
+        match self {
+            MetricsExpr::Query(mut q) => {
+                q.second.push(stage);
+                q.span = q.span.to(end);
+                MetricsExpr::Query(q)
+            }
+            MetricsExpr::Staged { expr, mut second, span } => {
+                second.push(stage);
+                MetricsExpr::Staged { expr, second, span: span.to(end) }
+            }
+            expr => {
+                let span = expr.span().to(end);
+                MetricsExpr::Staged { expr: Box::new(expr), second: vec![stage], span }
+            }
         }
     }
 }

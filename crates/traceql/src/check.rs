@@ -215,7 +215,8 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Intrinsics and `resource.service.name` are never missing, so `= nil` is a mistake.
+    /// Intrinsics and `resource.service.name` are never missing, so `= nil` is a mistake. The
+    /// span name is the exception Tempo makes: `{ name != nil }` is valid (and every span has one).
     fn nil_comparison(&self, lhs: &FieldExpr, rhs: &FieldExpr, e: &FieldExpr) -> Result<(), Error> {
         let (attr, span) = match (lhs, rhs) {
             (FieldExpr::Attr { attr, span }, FieldExpr::Static { value: Static::Nil, .. })
@@ -223,6 +224,7 @@ impl Checker<'_> {
             _ => return Ok(()),
         };
         let always_present = match attr {
+            Attribute::Intrinsic(Intrinsic::Name) => false,
             Attribute::Intrinsic(_) => true,
             Attribute::Attr { scope, name } => *scope == Scope::Resource && name == "service.name",
         };
@@ -283,6 +285,11 @@ impl Checker<'_> {
                 return self.metrics(rhs, true);
             }
             MetricsExpr::Scalar { .. } => return Ok(()),
+            MetricsExpr::Staged { expr, second, span } => {
+                self.metrics(expr, in_arithmetic)?;
+                self.durations(second, "metrics arithmetic", *span)?;
+                return self.limits(second, *span);
+            }
         };
         self.spanset_query(&q.spans)?;
         match &q.func {
@@ -314,14 +321,37 @@ impl Checker<'_> {
         for a in &q.by {
             self.attribute(a, q.span)?;
         }
-        for stage in &q.second {
+        let plain = match &q.func {
+            MetricsFn::Rate => Some("rate()"),
+            MetricsFn::CountOverTime => Some("count_over_time()"),
+            MetricsFn::HistogramOverTime(_) => Some("histogram_over_time()"),
+            _ => None,
+        };
+        if let Some(plain) = plain {
+            self.durations(&q.second, plain, q.span)?;
+        }
+        self.limits(&q.second, q.span)
+    }
+
+    /// A duration compares only with values in seconds (`quantile_over_time(duration, .9) >
+    /// 200ms`), never with a rate, a count or arithmetic on series: they are plain numbers.
+    fn durations(&self, second: &[SecondStage], what: &str, span: Span) -> Result<(), Error> {
+        match second.iter().find(|s| matches!(s, SecondStage::Filter(_, Static::Duration(_)))) {
+            Some(filter) => Err(self.fail(span, format!("a duration cannot be compared with {what}: {filter}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// `topk(n)` and `bottomk(n)` need `n > 0`.
+    fn limits(&self, second: &[SecondStage], span: Span) -> Result<(), Error> {
+        for stage in second {
             let (name, n) = match stage {
                 SecondStage::TopK(n) => ("topk", *n),
                 SecondStage::BottomK(n) => ("bottomk", *n),
                 SecondStage::Filter(..) => continue,
             };
             if n <= 0 {
-                return Err(self.fail(q.span, format!("limit must be greater than 0: {name}({n})")));
+                return Err(self.fail(span, format!("limit must be greater than 0: {name}({n})")));
             }
         }
         Ok(())

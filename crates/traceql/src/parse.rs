@@ -333,15 +333,10 @@ impl Parser<'_> {
             },
             Item::Metrics(l) => match comparison_op(op) {
                 Some(cmp) => {
-                    let MetricsExpr::Query(mut query) = l else {
-                        return Err(self.error(op_span, "filters after metrics arithmetic are not supported"));
-                    };
                     let Item::Scalar(ScalarExpr::Static { value, span: value_span }) = rhs else {
                         return Err(self.wrong(&rhs, "a number or a duration"));
                     };
-                    query.second.push(SecondStage::Filter(cmp, value));
-                    query.span = query.span.to(value_span);
-                    Ok(Item::Metrics(MetricsExpr::Query(query)))
+                    Ok(Item::Metrics(l.then(SecondStage::Filter(cmp, value), value_span)))
                 }
                 None => self.metrics_arithmetic(op, op_span, Item::Metrics(l), rhs, span),
             },
@@ -548,15 +543,15 @@ impl Parser<'_> {
             Vec::new()
         };
         let span = start.to(self.tokens[self.pos - 1].span);
-        let mut query = Box::new(MetricsQuery { spans, func, by, second: Vec::new(), span });
-        self.filters(&mut query)?;
+        let query = Box::new(MetricsQuery { spans, func, by, second: Vec::new(), span });
+        let expr = self.filters(MetricsExpr::Query(query))?;
         if let Tok::Sym(op @ ("+" | "-" | "*" | "/" | "%" | "^")) = self.peek() {
             return Err(self.error(
                 self.span(),
                 format!("metrics arithmetic needs each query in parentheses, e.g. ({{ }} | rate()) {op} 2"),
             ));
         }
-        Ok(Item::Metrics(MetricsExpr::Query(query)))
+        Ok(Item::Metrics(expr))
     }
 
     fn metrics_function(&mut self, name: &str) -> Result<MetricsFn, Error> {
@@ -608,32 +603,29 @@ impl Parser<'_> {
 
     /// `| topk(n)` or `| bottomk(n)`, at the keyword.
     fn limit(&mut self, item: Item) -> Result<Item, Error> {
-        let Item::Metrics(MetricsExpr::Query(mut query)) = item else {
-            return Err(self.error(self.span(), "topk and bottomk after metrics arithmetic are not supported"));
+        let Item::Metrics(expr) = item else {
+            return Err(self.error(self.span(), "topk and bottomk need a metrics function first"));
         };
         let bottom = self.at_keyword("bottomk");
         self.bump();
         self.expect("(", "'('")?;
         let n = self.integer()?;
         let end = self.expect(")", "')'")?;
-        query.second.push(if bottom { SecondStage::BottomK(n) } else { SecondStage::TopK(n) });
-        query.span = query.span.to(end);
-        self.filters(&mut query)?;
-        Ok(Item::Metrics(MetricsExpr::Query(query)))
+        let expr = expr.then(if bottom { SecondStage::BottomK(n) } else { SecondStage::TopK(n) }, end);
+        Ok(Item::Metrics(self.filters(expr)?))
     }
 
     /// Second-stage comparisons: `> 10`, `<= 200ms`, ...
-    fn filters(&mut self, query: &mut MetricsQuery) -> Result<(), Error> {
+    fn filters(&mut self, mut expr: MetricsExpr) -> Result<MetricsExpr, Error> {
         while let Some(op) = match self.peek() {
             Tok::Sym(s) => comparison_op(s),
             _ => None,
         } {
             self.bump();
             let (value, span) = self.constant("a number or a duration")?;
-            query.second.push(SecondStage::Filter(op, value));
-            query.span = query.span.to(span);
+            expr = expr.then(SecondStage::Filter(op, value), span);
         }
-        Ok(())
+        Ok(expr)
     }
 
     // ---- pipelines ----
@@ -981,6 +973,15 @@ impl Num {
 /// result a duration; int and duration compare as raw nanoseconds (§2.5).
 fn fold_numbers(op: BinOp, a: Num, b: Num) -> Result<Option<Static>, &'static str> {
     let duration = matches!(a, Num::Duration(_)) || matches!(b, Num::Duration(_));
+    if let (BinOp::Mul, Num::Duration(x), Num::Duration(y)) = (op, a, b) {
+        // Tempo multiplies the nanoseconds (`10s * 20s` overflows and wraps); a product of two
+        // durations is taken in seconds instead, so `10s * 20s` is `200s`.
+        let v = (x as f64 / 1e9) * (y as f64 / 1e9) * 1e9;
+        if !v.is_finite() || v.abs() >= i64::MAX as f64 {
+            return Err(OUT_OF_RANGE);
+        }
+        return Ok(Some(Static::Duration(v.round() as i64)));
+    }
     if op.is_comparison() {
         let ord = match (a.integral(), b.integral()) {
             (Some(x), Some(y)) => Some(x.cmp(&y)),

@@ -308,6 +308,18 @@ fn write_metrics(f: &mut Formatter<'_>, e: &MetricsExpr, min: u8) -> fmt::Result
                 write_metrics(f, rhs, r)
             })
         }
+        MetricsExpr::Staged { expr, second, .. } => {
+            // A filter binds like a comparison, `| topk` like a pipe; the operand binds tighter.
+            let limited = second.iter().any(|s| matches!(s, SecondStage::TopK(_) | SecondStage::BottomK(_)));
+            let prec = if limited { PIPE } else { binary_precedence(BinOp::Gt) };
+            parenthesise(f, prec, min, |f| {
+                write_metrics(f, expr, prec + 1)?;
+                for stage in second {
+                    write!(f, " {stage}")?;
+                }
+                Ok(())
+            })
+        }
     }
 }
 

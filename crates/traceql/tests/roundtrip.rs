@@ -351,10 +351,12 @@ fn metrics() -> impl Strategy<Value = MetricsExpr> {
     let leaf = prop_oneof![3 => metrics_query(), 1 => scalar];
     leaf.prop_recursive(2, 4, 2, move |inner| {
         let op = prop::sample::select(vec![BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div]);
-        (op, inner.clone(), inner, metrics_query()).prop_map(move |(op, lhs, rhs, query)| {
+        let stages = prop::collection::vec(second_stage(), 0..3);
+        (op, inner.clone(), inner, metrics_query(), stages).prop_map(move |(op, lhs, rhs, query, second)| {
             let scalar = |m: &MetricsExpr| matches!(m, MetricsExpr::Scalar { .. });
             let rhs = if scalar(&lhs) && scalar(&rhs) { query } else { rhs };
-            MetricsExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs), span }
+            let expr = MetricsExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs), span };
+            if second.is_empty() { expr } else { MetricsExpr::Staged { expr: Box::new(expr), second, span } }
         })
     })
     .prop_filter_map("a lone number is no query", |m| match m {

@@ -29,6 +29,8 @@ pub(super) enum Node {
     /// A number in arithmetic, and how it prints in a series name.
     Scalar(f64, String),
     Binary(BinOp, Box<Node>, Box<Node>),
+    /// Second stages on the series of arithmetic.
+    Staged(Box<Node>, Vec<SecondStage>),
 }
 
 impl Compiled {
@@ -62,6 +64,9 @@ impl Compiled {
                 let lhs = Compiled::node(lhs, query, exemplars, leaves)?;
                 let rhs = Compiled::node(rhs, query, exemplars, leaves)?;
                 Node::Binary(*op, Box::new(lhs), Box::new(rhs))
+            }
+            MetricsExpr::Staged { expr, second, .. } => {
+                Node::Staged(Box::new(Compiled::node(expr, query, exemplars, leaves)?), second.clone())
             }
         })
     }

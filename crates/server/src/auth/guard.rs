@@ -121,6 +121,8 @@ fn need(auth: &Auth, surface: Surface, method: &Method, path: &str) -> Need {
     }
     match crate::http::percent_decode(path, false).as_str() {
         "/metrics" | "/flush" => Need::Role(Role::Admin),
+        // gRPC calls are POSTs; the streaming querier's only read.
+        p if p.starts_with(crate::tempo::stream::SERVICE) => Need::Role(Role::Read),
         // Whatever changes state is admin's, including routes added later.
         _ if method != Method::GET && method != Method::HEAD => Need::Role(Role::Admin),
         "/metrics/generated" => Need::Generated,

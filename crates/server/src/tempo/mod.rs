@@ -1,5 +1,5 @@
 //! The Tempo-compatible HTTP API (tempo-compat §1): trace by ID, search, tags and tag values,
-//! TraceQL metrics, and the process endpoints. Query handlers take only the [`reader::Reader`]; the
+//! TraceQL metrics (also as Tempo's streaming gRPC service, [`stream`]), and the process endpoints. Query handlers take only the [`reader::Reader`]; the
 //! process endpoints see every role through [`admin::Admin`]. Errors are plain text, as Tempo's are.
 
 pub mod admin;
@@ -8,6 +8,7 @@ pub mod metrics_query;
 pub mod params;
 pub mod reader;
 pub mod search;
+pub mod stream;
 pub mod tags;
 pub mod traces;
 
@@ -28,6 +29,8 @@ pub fn router(admin: Admin) -> axum::Router {
         .route("/api/v2/search/tags", get(tags::names_v2))
         .route("/api/search/tag/{*tag}", get(tags::values_v1))
         .route("/api/v2/search/tag/{*tag}", get(tags::values_v2))
+        // Grafana's streaming search: gRPC over the same port (HTTP/2).
+        .route("/tempopb.StreamingQuerier/{method}", post(stream::handler))
         .with_state(admin.reader.clone());
     let generated = axum::Router::new()
         .route("/metrics/generated", get(crate::generated::scrape))

@@ -51,11 +51,26 @@ pub async fn handler(
 /// A search from its raw query string to its result, newest traces first; the HTTP handler
 /// and `spoor query` (reading blocks directly) share it.
 pub async fn search(r: &Reader, tenants: &[String], raw: &str) -> Result<SearchResult, Error> {
+    search_progressively(r, tenants, raw, &mut |_| {}).await
+}
+
+/// [`search`], handing `progress` the answer so far as blocks are read (one tenant's only: a
+/// federated search answers once, at the end).
+pub async fn search_progressively(
+    r: &Reader,
+    tenants: &[String],
+    raw: &str,
+    progress: &mut (dyn FnMut(SearchResult) + Send),
+) -> Result<SearchResult, Error> {
     let params = Params::parse(raw);
     let req = request(&params, &r.search)?;
     let mut all = SearchResult::default();
+    let mut quiet = |_| {};
+    let progress = if tenants.len() == 1 { progress } else { &mut quiet };
     for t in tenants {
-        let found = spoor_query::search::search(&r.head, &r.blocks, t, &req).await.map_err(query_error)?;
+        let found = spoor_query::search::search_progressively(&r.head, &r.blocks, t, &req, progress)
+            .await
+            .map_err(query_error)?;
         all.traces.extend(found.traces);
         all.metrics += &found.metrics;
     }
@@ -157,7 +172,9 @@ fn logfmt(s: &str) -> Result<Vec<(String, String)>, Error> {
 }
 
 /// Tempo's legacy tag search as TraceQL: a case-insensitive substring of a span or resource
-/// attribute (the unscoped attribute looks in both).
+/// attribute (the unscoped attribute looks in both). Regexes match strings only, so a value
+/// that reads as a number or a boolean also matches that typed value
+/// (`http.status_code=402` finds the int 402).
 fn legacy_query(tags: &[(String, String)]) -> String {
     if tags.is_empty() {
         return "{ }".into();
@@ -168,7 +185,16 @@ fn legacy_query(tags: &[(String, String)]) -> String {
             let attr =
                 spoor_traceql::ast::Attribute::Attr { scope: spoor_traceql::ast::Scope::Unscoped, name: k.clone() };
             let pattern = format!("(?i).*{}.*", regex::escape(v));
-            format!("{attr} =~ {}", serde_json::to_string(&pattern).unwrap_or_default())
+            let text = format!("{attr} =~ {}", serde_json::to_string(&pattern).unwrap_or_default());
+            let typed = if v.parse::<i64>().is_ok() || v == "true" || v == "false" {
+                Some(v.clone())
+            } else {
+                v.parse::<f64>().ok().filter(|f| f.is_finite() && v.contains('.')).map(|f| format!("{f:?}"))
+            };
+            match typed {
+                Some(value) => format!("({text} || {attr} = {value})"),
+                None => text,
+            }
         })
         .collect();
     format!("{{ {} }}", conds.join(" && "))
@@ -183,5 +209,10 @@ mod tests {
         let tags = logfmt("service.name=shop http.url=\"/a b\"").unwrap();
         assert_eq!(legacy_query(&tags), r#"{ .service.name =~ "(?i).*shop.*" && .http.url =~ "(?i).*/a b.*" }"#);
         assert!(logfmt("novalue").is_err());
+        let tags = logfmt("http.status_code=402 ok=true ratio=0.5 v=1e3").unwrap();
+        assert_eq!(
+            legacy_query(&tags),
+            r#"{ (.http.status_code =~ "(?i).*402.*" || .http.status_code = 402) && (.ok =~ "(?i).*true.*" || .ok = true) && (.ratio =~ "(?i).*0\\.5.*" || .ratio = 0.5) && .v =~ "(?i).*1e3.*" }"#
+        );
     }
 }

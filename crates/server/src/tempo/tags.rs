@@ -118,7 +118,7 @@ fn tag_query(p: &Reader, params: &Params, filter: Option<FieldExpr>) -> Result<T
     })
 }
 
-async fn names(p: &Reader, headers: &HeaderMap, raw: &str, version: u8) -> Result<Json, Error> {
+pub(crate) async fn names(p: &Reader, headers: &HeaderMap, raw: &str, version: u8) -> Result<Json, Error> {
     let tenants = p.tenants(headers)?;
     let params = Params::parse(raw);
     let scope = scope_param(&params)?;
@@ -174,7 +174,7 @@ fn decode_tag(tag: &str) -> String {
     }
 }
 
-async fn values(p: &Reader, headers: &HeaderMap, tag: &str, raw: &str, version: u8) -> Result<Json, Error> {
+pub(crate) async fn values(p: &Reader, headers: &HeaderMap, tag: &str, raw: &str, version: u8) -> Result<Json, Error> {
     let tenants = p.tenants(headers)?;
     let params = Params::parse(raw);
     let tag = decode_tag(tag);
