@@ -242,7 +242,42 @@ fn masked_request(mask: &Mask, path: &str, raw_query: &str) -> Result<(), Error>
             return mask.check_tag(tag).or_else(refuse);
         }
     }
+    if let Some(rest) = path.strip_prefix("/jaeger/api/").or_else(|| path.strip_prefix("/api/")) {
+        return masked_jaeger(mask, rest, raw_query);
+    }
     refuse(format!("{path} is not available to a token with mask"))
+}
+
+/// Jaeger's routes for a masking token. A trace by ID masks what it renders. Everything else
+/// names or lists services (the filters `service=`, the lists, the edges, the series labels),
+/// so it needs `service.name` readable; a search's `tags` name keys, each checked as a tag.
+fn masked_jaeger(mask: &Mask, rest: &str, raw_query: &str) -> Result<(), Error> {
+    let refuse = |why: String| Err(Error::forbidden(why));
+    let jaeger = rest.starts_with("traces")
+        || rest.starts_with("services")
+        || ["operations", "dependencies"].contains(&rest)
+        || rest.starts_with("metrics/") && !["metrics/query", "metrics/query_range"].contains(&rest);
+    if !jaeger {
+        return refuse(format!("/api/{rest} is not available to a token with mask"));
+    }
+    if let Some(id) = rest.strip_prefix("traces/")
+        && !id.contains('/')
+    {
+        return Ok(());
+    }
+    if let Err(why) = mask.check_tag("resource.service.name") {
+        return refuse(format!("{why}; Jaeger's API names services in every answer"));
+    }
+    for tags in params(raw_query, "tags") {
+        let keys: Vec<String> = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&tags) {
+            Ok(map) => map.keys().cloned().collect(),
+            Err(_) => tags.split_whitespace().filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned())).collect(),
+        };
+        for k in keys {
+            mask.check_tag(&k).or_else(refuse)?;
+        }
+    }
+    Ok(())
 }
 
 /// The parameters `/api/search` reads as such; any other is a legacy tag.
