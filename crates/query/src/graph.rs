@@ -19,6 +19,9 @@ use crate::eval::columns::StrCol;
 use crate::plan::Plan;
 use crate::search::{self, Scan, SearchMetrics};
 
+/// Calls per (parent service, child service).
+type Counts = BTreeMap<(String, String), u64>;
+
 /// Calls from `parent` to `child` counted in the window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edge {
@@ -38,10 +41,9 @@ pub async fn dependencies(
     // `{ }` reads the base columns only: IDs, start, service name.
     let query = spoor_traceql::parse("{ }").map_err(|e| Error::Internal(format!("the match-all query: {e}")))?;
     let scan = Scan { plan: Arc::new(Plan::new(&query)?), range, all_columns: false };
-    let each: Arc<dyn Fn(RecordBatch) -> Result<BTreeMap<(String, String), u64>> + Send + Sync> =
-        Arc::new(move |batch| edges(&batch, range));
+    let each: Arc<dyn Fn(RecordBatch) -> Result<Counts> + Send + Sync> = Arc::new(move |batch| edges(&batch, range));
     let (found, metrics) = search::scan(head, blocks, tenant, &scan, each).await?;
-    let mut all: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut all = Counts::new();
     for part in found {
         for (k, n) in part {
             *all.entry(k).or_default() += n;
@@ -52,7 +54,7 @@ pub async fn dependencies(
 
 /// The edges of one batch. Batches hold whole traces (row groups never split one), so every
 /// parent a span can have in its trace is in the same batch.
-fn edges(batch: &RecordBatch, (start, end): (u64, u64)) -> Result<BTreeMap<(String, String), u64>> {
+fn edges(batch: &RecordBatch, (start, end): (u64, u64)) -> Result<Counts> {
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| Error::Corrupt(format!("no column {name}")));
     let trace = column(col::TRACE_ID)?
         .as_fixed_size_binary_opt()

@@ -463,6 +463,26 @@ mod tests {
     }
 
     #[test]
+    fn jaeger_routes_mask_or_refuse() {
+        let mask = |e: &[&str]| Mask::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let email = mask(&["span.user.email"]);
+        let ok = |m: &Mask, path: &str, q: &str| masked_request(m, path, q).is_ok();
+        assert!(ok(&email, "/jaeger/api/traces/abc", ""));
+        assert!(ok(&email, "/jaeger/api/services", ""));
+        assert!(ok(&email, "/api/services/shop/operations", ""));
+        assert!(ok(&email, "/jaeger/api/traces", "service=shop&tags=%7B%22http.route%22%3A%22%2Fa%22%7D"));
+        assert!(!ok(&email, "/jaeger/api/traces", "service=shop&tags=%7B%22user.email%22%3A%22a%22%7D"));
+        assert!(!ok(&email, "/jaeger/api/traces", "service=shop&tags=user.email%3Da"));
+        assert!(ok(&email, "/api/metrics/calls", "service=shop"));
+        assert!(!ok(&email, "/api/other", ""));
+        let service = mask(&["resource.service.name"]);
+        assert!(ok(&service, "/jaeger/api/traces/abc", ""));
+        for path in ["/jaeger/api/services", "/jaeger/api/traces", "/api/dependencies", "/api/metrics/latencies"] {
+            assert!(!ok(&service, path, "service=shop"), "{path}");
+        }
+    }
+
+    #[test]
     fn query_parameters_decode() {
         assert_eq!(param("a=1&q=%7B+.x%3D1+%7D", "q").as_deref(), Some("{ .x=1 }"));
         assert_eq!(param("tenant=b", "q"), None);

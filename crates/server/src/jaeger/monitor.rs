@@ -61,6 +61,9 @@ pub async fn handler(
     }
 }
 
+/// One series: its labels as (name, value), and its points as (unix ns, value).
+type LabelledPoints = (Vec<(String, String)>, Vec<(u64, f64)>);
+
 struct Request {
     services: Vec<String>,
     kinds: Vec<&'static str>,
@@ -152,7 +155,7 @@ impl Request {
     }
 
     async fn run(&self, r: &Reader, tenants: &[String], metric: &str) -> Result<Json, Error> {
-        let (name, help, points): (&str, &str, Vec<(Vec<(String, String)>, Vec<(u64, f64)>)>) = match metric {
+        let (name, help, points): (&str, &str, Vec<LabelledPoints>) = match metric {
             "latencies" => {
                 let grid = Grid::range(self.start, self.end, self.step).map_err(query_error)?;
                 let text =
