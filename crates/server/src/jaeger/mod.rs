@@ -7,22 +7,22 @@
 //! the window asked. docs/jaeger.md has the mapping and what differs.
 //!
 //! - `convert`: OTLP traces as Jaeger's JSON model.
+//! - `envelope`: Jaeger's answer and error envelopes.
 //! - `query`: services, operations, search, trace by ID, dependencies.
 //! - `monitor`: `metrics/{latencies,calls,errors,minstep}`.
 
 pub mod convert;
+pub mod envelope;
 pub mod monitor;
 pub mod query;
 
 use std::sync::Arc;
 
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Value as Json, json};
 
 use crate::error::Error;
 use crate::tempo::reader::Reader;
+use envelope::failure;
 
 pub fn router(reader: Arc<Reader>) -> axum::Router {
     let shared = || {
@@ -38,27 +38,4 @@ pub fn router(reader: Arc<Reader>) -> axum::Router {
         .route("/traces/{id}", get(query::trace))
         .fallback(|| async { failure(Error::new(crate::error::Kind::NotFound, "no such Jaeger API route")) });
     axum::Router::new().nest("/jaeger/api", jaeger).nest("/api", shared()).with_state(reader)
-}
-
-/// Jaeger's envelope for an answer: `data` and `total`, `limit` and `offset` (always 0: the
-/// API has no paging), `errors` null.
-pub fn success(data: Json, total: usize) -> Response {
-    axum::Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": Json::Null })).into_response()
-}
-
-/// Jaeger's envelope for a refusal: the status, and `errors` naming it.
-pub fn failure(e: Error) -> Response {
-    let status = e.http_status();
-    let body = json!({
-        "data": Json::Null,
-        "total": 0,
-        "limit": 0,
-        "offset": 0,
-        "errors": [{ "code": status.as_u16(), "msg": e.to_string() }],
-    });
-    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
-    if let Some(v) = e.retry_after_secs().and_then(|secs| secs.to_string().parse().ok()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
 }

@@ -19,8 +19,8 @@ use serde_json::{Value as Json, json};
 use spoor_query::metrics::{self, Grid, Label, MetricsRequest, Series};
 
 use crate::error::{Error, Kind};
+use crate::jaeger::envelope::{failure, success};
 use crate::jaeger::query::{literal, millis, span_kind};
-use crate::jaeger::{failure, success};
 use crate::tempo::params::{Params, SECOND, query_error};
 use crate::tempo::reader::Reader;
 

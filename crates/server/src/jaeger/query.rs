@@ -23,7 +23,7 @@ use crate::auth::audit::ResultCount;
 use crate::auth::mask::Masking;
 use crate::error::Error;
 use crate::jaeger::convert;
-use crate::jaeger::{failure, success};
+use crate::jaeger::envelope::{failure, success};
 use crate::tempo::params::{Params, SECOND, check_size, go_duration, query_error};
 use crate::tempo::reader::Reader;
 
