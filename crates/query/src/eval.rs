@@ -31,7 +31,7 @@
 //! this file, so the module has no import cycle.
 
 mod attributes;
-mod columns;
+pub(crate) mod columns;
 mod compare;
 mod expr;
 mod field;

@@ -8,12 +8,14 @@
 //!   first, deterministic limits, merging fragments of a trace found in several places.
 //! - metrics.rs, metrics/: TraceQL metrics queries (`| rate() by (...)`) over the same scan, as
 //!   partial aggregates per block that merge.
+//! - graph.rs: service dependencies (parent service → child service calls) over a window.
 //!
-//! Modules import each other one way only (tags, metrics → search → plan → spanset → eval),
+//! Modules import each other one way only (tags, metrics, graph → search → plan → spanset → eval),
 //! never this file, which only declares them and re-exports the public API.
 
 mod error;
 mod eval;
+pub mod graph;
 pub mod hit;
 pub mod metrics;
 mod plan;

@@ -1,6 +1,6 @@
 //! The Spoor server, by role: `ingest/` (receivers, the front door, the pipeline, the WAL,
 //! the flusher), `tempo/` (the Tempo-compatible query API over a reader of live traces and
-//! blocks), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
+//! blocks), `jaeger/` (Jaeger's query API over the same reader), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
 //! share (`config`, `error`, `http`, `retry`, `metrics`, `background`).
 
 pub mod auth;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod generated;
 pub mod http;
 pub mod ingest;
+pub mod jaeger;
 pub mod metrics;
 pub mod reload;
 pub mod retry;
@@ -124,7 +125,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         generated: generated.clone(),
     };
     let a = auth.as_ref();
-    servers.serve_tls(api, protect(a, Surface::Api, tempo::router(admin)), api_tls);
+    let api_router = tempo::router(admin).merge(jaeger::router(reader.clone()));
+    servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));
         servers.serve_tls(grpc, grpc_router, grpc_tls);

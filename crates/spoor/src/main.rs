@@ -4,6 +4,7 @@ mod blocks;
 mod http;
 mod loadgen;
 mod query;
+mod trace;
 
 // Ingest allocates and frees many small strings per span across threads; glibc's malloc spent
 // about half the server's CPU on that under load, mimalloc a small fraction (docs/performance.md).
@@ -38,6 +39,8 @@ enum Command {
     Blocks(blocks::Command),
     /// Search with TraceQL, against a running server or straight against the blocks.
     Query(query::Args),
+    /// Print one trace as a tree of spans, from a running server or straight from the blocks.
+    Trace(trace::Args),
 }
 
 #[derive(clap::Args)]
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Loadgen(args) => loadgen::run(args).await,
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
+            Command::Trace(args) => trace::run(args).await,
             Command::Config(args) => {
                 print!("{}", args.load()?.to_yaml());
                 Ok(())

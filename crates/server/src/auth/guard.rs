@@ -244,7 +244,42 @@ fn masked_request(mask: &Mask, path: &str, raw_query: &str) -> Result<(), Error>
             return mask.check_tag(tag).or_else(refuse);
         }
     }
+    if let Some(rest) = path.strip_prefix("/jaeger/api/").or_else(|| path.strip_prefix("/api/")) {
+        return masked_jaeger(mask, rest, raw_query);
+    }
     refuse(format!("{path} is not available to a token with mask"))
+}
+
+/// Jaeger's routes for a masking token. A trace by ID masks what it renders. Everything else
+/// names or lists services (the filters `service=`, the lists, the edges, the series labels),
+/// so it needs `service.name` readable; a search's `tags` name keys, each checked as a tag.
+fn masked_jaeger(mask: &Mask, rest: &str, raw_query: &str) -> Result<(), Error> {
+    let refuse = |why: String| Err(Error::forbidden(why));
+    let jaeger = rest.starts_with("traces")
+        || rest.starts_with("services")
+        || ["operations", "dependencies"].contains(&rest)
+        || rest.starts_with("metrics/") && !["metrics/query", "metrics/query_range"].contains(&rest);
+    if !jaeger {
+        return refuse(format!("/api/{rest} is not available to a token with mask"));
+    }
+    if let Some(id) = rest.strip_prefix("traces/")
+        && !id.contains('/')
+    {
+        return Ok(());
+    }
+    if let Err(why) = mask.check_tag("resource.service.name") {
+        return refuse(format!("{why}; Jaeger's API names services in every answer"));
+    }
+    for tags in params(raw_query, "tags") {
+        let keys: Vec<String> = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&tags) {
+            Ok(map) => map.keys().cloned().collect(),
+            Err(_) => tags.split_whitespace().filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned())).collect(),
+        };
+        for k in keys {
+            mask.check_tag(&k).or_else(refuse)?;
+        }
+    }
+    Ok(())
 }
 
 /// The parameters `/api/search` reads as such; any other is a legacy tag.
@@ -427,6 +462,26 @@ mod tests {
         assert_eq!(role(Method::GET, "/api/search"), "read");
         assert_eq!(role(Method::GET, "/%72eady"), "read");
         assert!(matches!(need(&auth, Surface::OtlpGrpc, &Method::POST, "/ready"), Need::Role(Role::Ingest)));
+    }
+
+    #[test]
+    fn jaeger_routes_mask_or_refuse() {
+        let mask = |e: &[&str]| Mask::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let email = mask(&["span.user.email"]);
+        let ok = |m: &Mask, path: &str, q: &str| masked_request(m, path, q).is_ok();
+        assert!(ok(&email, "/jaeger/api/traces/abc", ""));
+        assert!(ok(&email, "/jaeger/api/services", ""));
+        assert!(ok(&email, "/api/services/shop/operations", ""));
+        assert!(ok(&email, "/jaeger/api/traces", "service=shop&tags=%7B%22http.route%22%3A%22%2Fa%22%7D"));
+        assert!(!ok(&email, "/jaeger/api/traces", "service=shop&tags=%7B%22user.email%22%3A%22a%22%7D"));
+        assert!(!ok(&email, "/jaeger/api/traces", "service=shop&tags=user.email%3Da"));
+        assert!(ok(&email, "/api/metrics/calls", "service=shop"));
+        assert!(!ok(&email, "/api/other", ""));
+        let service = mask(&["resource.service.name"]);
+        assert!(ok(&service, "/jaeger/api/traces/abc", ""));
+        for path in ["/jaeger/api/services", "/jaeger/api/traces", "/api/dependencies", "/api/metrics/latencies"] {
+            assert!(!ok(&service, path, "service=shop"), "{path}");
+        }
     }
 
     #[test]
