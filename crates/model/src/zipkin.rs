@@ -280,6 +280,7 @@ fn convert(spans: Vec<ZSpan>, options: Options) -> ExportTraceServiceRequest {
         let mut error = None;
         let mut kind = s.kind;
         let mut trace_state = String::new();
+        let mut dropped = [0u32; 3];
         let kind_tag = s.tags.get("span.kind").and_then(|v| convert::kind_from_tag(v));
         for (key, value) in s.tags {
             if scope.take(&key, &value) {
@@ -290,6 +291,12 @@ fn convert(spans: Vec<ZSpan>, options: Options) -> ExportTraceServiceRequest {
                 "otel.status_description" => status_message = Some(value),
                 "error" => error = Some(value),
                 "w3c.tracestate" => trace_state = value,
+                // What the exporter had to drop, where OTLP keeps it.
+                "otel.dropped_attributes_count" if value.parse::<u32>().is_ok() => {
+                    dropped[0] = value.parse().unwrap_or(0)
+                }
+                "otel.dropped_events_count" if value.parse::<u32>().is_ok() => dropped[1] = value.parse().unwrap_or(0),
+                "otel.dropped_links_count" if value.parse::<u32>().is_ok() => dropped[2] = value.parse().unwrap_or(0),
                 // Only where Zipkin's own kind is absent, as the collector reads it.
                 "span.kind" if kind.is_none() && kind_tag.is_some() => kind = kind_tag,
                 _ => attributes.push(tag(key, value, options)),
@@ -320,6 +327,9 @@ fn convert(spans: Vec<ZSpan>, options: Options) -> ExportTraceServiceRequest {
             attributes,
             events: s.annotations.into_iter().map(|(ts, value)| event(ts, value)).collect(),
             status: (code != 0 || !message.is_empty()).then_some(Status { code, message }),
+            dropped_attributes_count: dropped[0],
+            dropped_events_count: dropped[1],
+            dropped_links_count: dropped[2],
             ..Default::default()
         };
         grouper.push(&resource, scope.scope(), span);

@@ -9,6 +9,7 @@ use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub use crate::auth::AuthConfig;
+pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
 pub use crate::tls::TlsConfig;
@@ -27,6 +28,11 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub search: SearchConfig,
     pub tenancy: TenancyConfig,
+    /// The Zipkin v2 receiver; off unless present (`zipkin: {}` listens on 127.0.0.1:9411).
+    pub zipkin: Option<ZipkinConfig>,
+    /// The Jaeger Thrift-over-HTTP receiver; off unless present (`jaeger: {}` listens on
+    /// 127.0.0.1:14268). Jaeger gRPC is always served on the OTLP gRPC port.
+    pub jaeger: Option<JaegerConfig>,
     /// Tokens, roles and the audit log; off by default (docs/security.md).
     pub auth: AuthConfig,
     /// The collector-shaped `processors:` block (scrubbing, tail sampling, memory limiter, batch).
