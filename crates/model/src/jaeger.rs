@@ -274,18 +274,22 @@ fn span(s: JSpan) -> (crate::otlp::InstrumentationScope, Span) {
     (scope.scope(), span)
 }
 
-/// A log as an event: its `event` field names it, the other fields are its attributes.
+/// A log as an event: its `event` field names it (the collector's reading), else its
+/// `message` field (where OpenTelemetry's Jaeger exporters put the event name); the other
+/// fields are its attributes.
 fn event(log: Log) -> Event {
+    let time_unix_nano = nanos(log.timestamp.as_ref());
+    let is_name = |f: &JKeyValue, key: &str| f.key == key && f.v_type == V_STRING;
+    let named_by = ["event", "message"].into_iter().find(|k| log.fields.iter().any(|f| is_name(f, k)));
     let mut name = String::new();
     let mut attributes = Vec::with_capacity(log.fields.len());
     for f in log.fields {
-        if f.key == "event" && f.v_type == V_STRING && name.is_empty() {
-            name = f.v_str;
-        } else {
-            attributes.push(attribute(f));
+        match named_by {
+            Some(k) if name.is_empty() && is_name(&f, k) => name = f.v_str,
+            _ => attributes.push(attribute(f)),
         }
     }
-    Event { time_unix_nano: nanos(log.timestamp.as_ref()), name, attributes, dropped_attributes_count: 0 }
+    Event { time_unix_nano, name, attributes, dropped_attributes_count: 0 }
 }
 
 #[cfg(test)]

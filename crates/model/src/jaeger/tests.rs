@@ -68,7 +68,8 @@ fn proto_batch_converts_as_the_collector_does() {
     let keys: Vec<_> = s.attributes.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(keys, ["amount", "blob"], "span.kind, error and the scope tags become fields");
     assert_eq!(s.attributes[1].value.as_ref().unwrap().value, Some(Value::BytesValue(vec![1, 2])));
-    assert_eq!(s.events[0].name, "");
+    assert_eq!(s.events[0].name, "hi", "without an `event` field, `message` names the event");
+    assert!(s.events[0].attributes.is_empty());
     assert_eq!(s.events[0].time_unix_nano, 11_000_000_000);
     let other = &req.resource_spans[1];
     assert_eq!(other.scope_spans[0].spans[0].status.as_ref().unwrap().code, convert::STATUS_OK);
