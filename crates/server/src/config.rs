@@ -420,12 +420,11 @@ fn bad_key(value: &Value) -> Option<String> {
 /// The defaults with every optional section present, so a key set in one by a variable is read
 /// as the type its default has (`zipkin.parse_string_tags=true` is a boolean).
 fn shapes() -> Value {
-    let mut c = Config::default();
-    c.zipkin = Some(Default::default());
-    c.jaeger = Some(Default::default());
-    c.server.http_tls = Some(Default::default());
-    c.server.otlp_grpc_tls = Some(Default::default());
-    c.server.otlp_http_tls = Some(Default::default());
+    fn some<T: Default>() -> Option<T> {
+        Some(T::default())
+    }
+    let server = ServerConfig { http_tls: some(), otlp_grpc_tls: some(), otlp_http_tls: some(), ..Default::default() };
+    let c = Config { zipkin: some(), jaeger: some(), server, ..Default::default() };
     serde_json::to_value(c).unwrap_or(Value::Null)
 }
 
