@@ -421,3 +421,53 @@ async fn bad_input_is_refused_with_the_reason_and_tenants_hold() {
     assert_eq!(r.status, 202);
     assert!(r.text().contains("1 spans rejected"), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_the_receivers_with_the_ingest_role() {
+    use sha2::Digest;
+    let sha = |t: &str| sha2::Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    let yaml = format!(
+        "- {{name: shipper, sha256: {}, tenants: [acme], roles: [ingest]}}\n- {{name: viewer, sha256: {}, tenants: [acme], roles: [read]}}\n",
+        sha("ship-token"),
+        sha("view-token")
+    );
+    std::fs::write(&tokens, yaml).unwrap();
+    let (s, zipkin, jaeger_http) = start(
+        &dir.path().join("d"),
+        &[
+            ("SPOOR__TENANCY__MULTITENANCY_ENABLED", "true"),
+            ("SPOOR__AUTH__ENABLED", "true"),
+            ("SPOOR__AUTH__TOKENS_FILE", tokens.to_str().unwrap()),
+            ("SPOOR__AUTH__AUDIT_LOG", ""),
+        ],
+    );
+    let z = format!("http://{zipkin}/api/v2/spans");
+    let j = format!("http://{jaeger_http}/api/traces");
+    let json = ("content-type", "application/json");
+    let thrift = ("content-type", "application/x-thrift");
+
+    let r = request("POST", &z, &[json], ZIPKIN_JSON).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request("POST", &z, &[json, ("authorization", "Bearer view-token")], ZIPKIN_JSON).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("ingest"), "{}", r.text());
+    let r = request("POST", &j, &[thrift, ("authorization", "Bearer view-token")], thrift_batch()).await;
+    assert_eq!(r.status, 403);
+    let (status, _) = grpc_post_spans(&s.grpc, Bytes::new()).await;
+    assert_eq!(status, "16", "no token on the gRPC port");
+
+    // The token's tenant is the write's tenant.
+    let ship = ("authorization", "Bearer ship-token");
+    assert_eq!(request("POST", &z, &[json, ship], ZIPKIN_JSON).await.status, 202);
+    assert_eq!(request("POST", &j, &[thrift, ship], thrift_batch()).await.status, 202);
+    let view = [("authorization", "Bearer view-token"), ("x-scope-orgid", "acme")];
+    assert_eq!(fetch(&s, ZIPKIN_TRACE, &view).await.len(), 2);
+    assert_eq!(fetch(&s, JAEGER_TRACE, &view).await.len(), 2);
+    let m = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    assert!(
+        m.lines().any(|l| l.starts_with("spoor_auth_refused_requests_total") && l.contains("listener=\"zipkin\"")),
+        "{m}"
+    );
+}
