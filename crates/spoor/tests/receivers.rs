@@ -471,3 +471,24 @@ async fn tokens_guard_the_receivers_with_the_ingest_role() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_with_a_retry_hint_and_keep_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, zipkin, jaeger_http) = start(&dir.path().join("d"), &[("SPOOR__LIMITS__MAX_LIVE_TRACES", "1")]);
+    let z = format!("http://{zipkin}/api/v2/spans");
+    assert_eq!(request("POST", &z, &[("content-type", "application/json")], ZIPKIN_JSON).await.status, 202);
+    // A second live trace is over the tenant's limit: 429 with Retry-After, nothing stored.
+    let r = request(
+        "POST",
+        &format!("http://{jaeger_http}/api/traces"),
+        &[("content-type", "application/x-thrift")],
+        thrift_batch(),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.headers.get("retry-after").is_some());
+    assert!(r.text().contains("max_live_traces") || r.text().contains("live-trace limits"), "{}", r.text());
+    let gone = request("GET", &s.api_url(&format!("/api/v2/traces/{JAEGER_TRACE}")), &[], "").await;
+    assert_eq!(gone.status, 404);
+}
