@@ -11,4 +11,7 @@ pub enum Error {
     Json { path: String, message: String },
     #[error("{0}")]
     TraceId(String),
+    /// A Zipkin or Jaeger body that does not decode: the format, and where and why.
+    #[error("invalid {format}: {message}")]
+    Foreign { format: &'static str, message: String },
 }

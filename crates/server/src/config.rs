@@ -9,6 +9,7 @@ use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub use crate::auth::AuthConfig;
+pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
 pub use crate::tls::TlsConfig;
@@ -27,6 +28,11 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub search: SearchConfig,
     pub tenancy: TenancyConfig,
+    /// The Zipkin v2 receiver; off unless present (`zipkin: {}` listens on 127.0.0.1:9411).
+    pub zipkin: Option<ZipkinConfig>,
+    /// The Jaeger Thrift-over-HTTP receiver; off unless present (`jaeger: {}` listens on
+    /// 127.0.0.1:14268). Jaeger gRPC is always served on the OTLP gRPC port.
+    pub jaeger: Option<JaegerConfig>,
     /// Tokens, roles and the audit log; off by default (docs/security.md).
     pub auth: AuthConfig,
     /// The collector-shaped `processors:` block (scrubbing, tail sampling, memory limiter, batch).
@@ -393,15 +399,33 @@ impl Config {
 fn bad_key(value: &Value) -> Option<String> {
     let defaults = serde_json::to_value(Config::default()).ok()?;
     for (section, keys) in value.as_object()? {
-        for (key, v) in keys.as_object()? {
+        let Some(keys) = keys.as_object() else { continue };
+        for (key, v) in keys {
             let mut probe = defaults.clone();
-            *probe.get_mut(section)?.get_mut(key)? = v.clone();
+            let Some(slot) = probe.get_mut(section) else { continue };
+            // An optional section unset by default (`zipkin`) is probed with this key alone.
+            if slot.is_null() {
+                *slot = Value::Object(Default::default());
+            }
+            let Some(obj) = slot.as_object_mut() else { continue };
+            obj.insert(key.clone(), v.clone());
             if serde_json::from_value::<Config>(probe).is_err() {
                 return Some(format!("{section}.{key}"));
             }
         }
     }
     None
+}
+
+/// The defaults with every optional section present, so a key set in one by a variable is read
+/// as the type its default has (`zipkin.parse_string_tags=true` is a boolean).
+fn shapes() -> Value {
+    fn some<T: Default>() -> Option<T> {
+        Some(T::default())
+    }
+    let server = ServerConfig { http_tls: some(), otlp_grpc_tls: some(), otlp_http_tls: some(), ..Default::default() };
+    let c = Config { zipkin: some(), jaeger: some(), server, ..Default::default() };
+    serde_json::to_value(c).unwrap_or(Value::Null)
 }
 
 fn merge(base: &mut Value, over: Value) {
@@ -445,7 +469,8 @@ fn set(root: &mut Value, path: &[String], raw: &str) -> Result<(), String> {
         default = if optional { default } else { default.and_then(|d| d.get(seg)) };
     }
     let key = path.join(".");
-    *cur = match cur {
+    let shape = if cur.is_null() { shapes().pointer(&format!("/{}", path.join("/"))).cloned() } else { None };
+    *cur = match shape.as_ref().unwrap_or(cur) {
         Value::String(_) => Value::String(raw.to_owned()),
         Value::Bool(_) => Value::Bool(raw.parse().map_err(|_| format!("{key} must be true or false, got {raw:?}"))?),
         Value::Number(_) => Value::Number(
@@ -823,6 +848,17 @@ mod tests {
         let bad = vec![("SPOOR__SERVER__HTTP_TLS__NOPE".to_string(), "x".to_string())];
         let err = Config::load(None, bad, &[]).unwrap_err().message;
         assert!(err.contains("server.http_tls") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn zipkin_and_jaeger_are_off_until_configured() {
+        assert_eq!((Config::default().zipkin, Config::default().jaeger), (None, None));
+        let env = vec![("SPOOR__ZIPKIN__PARSE_STRING_TAGS".to_owned(), "true".to_owned())];
+        let z = Config::load(None, env, &[]).unwrap().zipkin.unwrap();
+        assert_eq!((z.listen.as_str(), z.parse_string_tags), ("127.0.0.1:9411", true));
+        let bad = vec![("SPOOR__JAEGER__NOPE".to_owned(), "x".to_owned())];
+        let err = Config::load(None, bad, &[]).unwrap_err().message;
+        assert!(err.contains("jaeger.nope"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let api_tls = tls::load(config.server.tls_for(Listener::Api).0, "the query API")?;
     let grpc_tls = tls::load(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
     let http_tls = tls::load(config.server.tls_for(Listener::OtlpHttp).0, "OTLP/HTTP")?;
+    // The Zipkin and Jaeger listeners serve with `server.tls`.
+    let foreign_tls = tls::load(&config.server.tls, "the Zipkin and Jaeger receivers")?;
     let metrics = Arc::new(Metrics::default());
     let auth = Auth::open(
         &config.auth,
@@ -63,7 +65,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let receivers = if ingest {
         let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
         let http = http::bind(&config.server.otlp_http_listen, "OTLP/HTTP").await?;
-        Some((grpc, http))
+        Some((grpc, http, bind_foreign(&config).await?))
     } else {
         tracing::info!("ingest disabled: serving queries over the backend's blocks only");
         None
@@ -127,7 +129,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let a = auth.as_ref();
     let api_router = tempo::router(admin).merge(jaeger::router(reader.clone()));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
-    if let (Some((grpc, http)), Some((pipeline, _))) = (receivers, &write) {
+    if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));
         servers.serve_tls(grpc, grpc_router, grpc_tls);
         servers.serve_tls(
@@ -135,6 +137,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             protect(a, Surface::OtlpHttp, ingest::receive::http_router(pipeline.clone())),
             http_tls,
         );
+        let Foreign { zipkin, jaeger_thrift, jaeger_grpc } = foreign;
+        if let (Some(l), Some(z)) = (zipkin, &config.zipkin) {
+            let router = ingest::foreign::zipkin_router(pipeline.clone(), z);
+            servers.serve_tls(l, protect(a, Surface::Zipkin, router), foreign_tls.clone());
+        }
+        if let Some(l) = jaeger_thrift {
+            let router = ingest::foreign::jaeger_thrift_router(pipeline.clone());
+            servers.serve_tls(l, protect(a, Surface::JaegerThrift, router), foreign_tls.clone());
+        }
+        if let Some(l) = jaeger_grpc {
+            let router = ingest::receive::grpc_router(pipeline.clone());
+            servers.serve_tls(l, protect(a, Surface::JaegerGrpc, router), foreign_tls);
+        }
     }
     if let Some(a) = &auth {
         tokio::spawn(a.tokens.clone().watch(servers.stopping()));
@@ -178,6 +193,27 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The Zipkin and Jaeger listeners a configuration asks for.
+struct Foreign {
+    zipkin: Option<tokio::net::TcpListener>,
+    jaeger_thrift: Option<tokio::net::TcpListener>,
+    jaeger_grpc: Option<tokio::net::TcpListener>,
+}
+
+async fn bind_foreign(config: &Config) -> Result<Foreign, StartupError> {
+    let mut f = Foreign { zipkin: None, jaeger_thrift: None, jaeger_grpc: None };
+    if let Some(z) = &config.zipkin {
+        f.zipkin = Some(http::bind(&z.listen, "Zipkin (POST /api/v2/spans)").await?);
+    }
+    if let Some(j) = &config.jaeger {
+        f.jaeger_thrift = Some(http::bind(&j.thrift_http_listen, "Jaeger Thrift over HTTP (POST /api/traces)").await?);
+        if !j.grpc_listen.is_empty() {
+            f.jaeger_grpc = Some(http::bind(&j.grpc_listen, "Jaeger gRPC (and OTLP/gRPC)").await?);
+        }
+    }
+    Ok(f)
 }
 
 /// Reads the blocklist for the first time. A backend that cannot be reached does not stop

@@ -108,7 +108,11 @@ pub mod names {
 }
 
 const HELP: &[(&str, &str, &str)] = &[
-    (names::REQUESTS_TOTAL, "counter", "Export requests received, by transport and outcome code."),
+    (
+        names::REQUESTS_TOTAL,
+        "counter",
+        "Export requests received, by transport (grpc, http, zipkin, jaeger_grpc, jaeger_thrift) and outcome code.",
+    ),
     (
         names::AUTH_REFUSED_TOTAL,
         "counter",

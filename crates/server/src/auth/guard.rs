@@ -38,6 +38,12 @@ pub enum Surface {
     OtlpHttp,
     /// OTLP/gRPC: trailers-only refusals.
     OtlpGrpc,
+    /// Zipkin's HTTP receiver: plain-text refusals.
+    Zipkin,
+    /// Jaeger's Thrift-over-HTTP receiver: plain-text refusals.
+    JaegerThrift,
+    /// The extra gRPC port for Jaeger clients (`jaeger.grpc_listen`): trailers-only refusals.
+    JaegerGrpc,
 }
 
 impl Surface {
@@ -46,6 +52,9 @@ impl Surface {
             Surface::Api => "api",
             Surface::OtlpHttp => "otlp_http",
             Surface::OtlpGrpc => "otlp_grpc",
+            Surface::Zipkin => "zipkin",
+            Surface::JaegerThrift => "jaeger_thrift",
+            Surface::JaegerGrpc => "jaeger_grpc",
         }
     }
 }
@@ -396,7 +405,12 @@ fn param(raw: &str, name: &str) -> Option<String> {
 
 async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Response {
     let mut resp = match surface {
-        Surface::OtlpGrpc => return receive::grpc_error(&e),
+        Surface::OtlpGrpc | Surface::JaegerGrpc => return receive::grpc_error(&e),
+        Surface::Zipkin | Surface::JaegerThrift => {
+            let limit = auth.discard_limit.min(DISCARD_AT_MOST_BYTES);
+            let _ = tokio::time::timeout(DISCARD_AT_MOST, receive::discard(req.into_body(), limit)).await;
+            receive::text_error(&e)
+        }
         Surface::OtlpHttp => {
             let json = req
                 .headers()

@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use spoor_model::otlp::ExportTraceServiceRequest;
+use spoor_model::{jaeger, thrift, zipkin};
 
 use crate::error::Error;
 
@@ -29,10 +30,29 @@ impl Compression {
     }
 }
 
+/// What a body holds. OTLP is what the pipeline speaks; the other protocols' bodies are
+/// converted to an OTLP request at decode, so every step after it is the same for all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// OTLP `ExportTraceServiceRequest`.
     Protobuf,
+    /// OTLP/JSON.
     Json,
+    /// Zipkin v2 JSON (a list of spans).
+    ZipkinJson(zipkin::Options),
+    /// Zipkin proto3 `ListOfSpans`.
+    ZipkinProto(zipkin::Options),
+    /// Jaeger gRPC `PostSpansRequest`.
+    JaegerProto,
+    /// Jaeger Thrift `Batch`, binary protocol.
+    JaegerThrift,
+}
+
+impl Format {
+    /// OTLP/HTTP answers in the request's own encoding; the other protocols in plain text.
+    pub fn is_otlp(self) -> bool {
+        matches!(self, Format::Protobuf | Format::Json)
+    }
 }
 
 /// Decompresses `body`, refusing (413 / RESOURCE_EXHAUSTED) once the output would pass
@@ -70,6 +90,12 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<ExportTraceServiceRequest,
         Format::Protobuf => <ExportTraceServiceRequest as prost::Message>::decode(bytes)
             .map_err(|e| Error::bad_request(format!("invalid protobuf ExportTraceServiceRequest: {e}"))),
         Format::Json => spoor_model::json::decode_export_request(bytes).map_err(|e| Error::bad_request(e.to_string())),
+        Format::ZipkinJson(o) => zipkin::decode_json(bytes, o).map_err(|e| Error::bad_request(e.to_string())),
+        Format::ZipkinProto(o) => zipkin::decode_proto(bytes, o).map_err(|e| Error::bad_request(e.to_string())),
+        Format::JaegerProto => jaeger::decode_post_spans(bytes).map_err(|e| Error::bad_request(e.to_string())),
+        Format::JaegerThrift => {
+            thrift::decode_batch(bytes).map(jaeger::to_otlp).map_err(|e| Error::bad_request(e.to_string()))
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The write path of `spoor serve`: the receivers hand each request to the front door
+//! The write path of `spoor serve`: the receivers (OTLP, and Zipkin and Jaeger converted to
+//! OTLP at decode) hand each request to the front door
 //! (admission, decode, scrub; shared with `spoor agent`), the pipeline makes it durable in the
 //! WAL and live in the head, tail sampling decides after the WAL, and the flusher turns live
 //! traces into blocks and releases the WAL behind them. `pipeline.rs` is the data path on one
@@ -6,6 +7,7 @@
 
 pub mod body;
 pub mod flush;
+pub mod foreign;
 pub mod front;
 pub mod limits;
 pub mod pace;

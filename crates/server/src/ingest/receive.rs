@@ -1,5 +1,6 @@
 //! OTLP receivers: HTTP (`POST /v1/traces`, protobuf or JSON) and gRPC
-//! (`TraceService/Export`).
+//! (`TraceService/Export`), and Jaeger's gRPC `CollectorService/PostSpans` on the same gRPC
+//! port (a unary method like Export; only the message and the reply differ).
 //!
 //! gRPC is served by axum over HTTP/2 (h2c) rather than a gRPC framework: Export is one unary
 //! method, and handling the 5-byte message framing here gives full control over size limits,
@@ -16,6 +17,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
+use spoor_model::jaeger;
 use spoor_model::otlp::{ExportTraceServiceResponse, ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
 
 use crate::error::{Error, code};
@@ -69,12 +71,16 @@ pub fn http_router<P: Ingest>(p: Arc<P>) -> axum::Router {
 pub fn grpc_router<P: Ingest>(p: Arc<P>) -> axum::Router {
     axum::Router::new()
         .route(GRPC_EXPORT_PATH, post(grpc_export::<P>))
+        .route(jaeger::POST_SPANS_PATH, post(grpc_post_spans::<P>))
         .fallback(|req: Request| async move { grpc_error(&unimplemented(req.uri().path())) })
         .with_state(p)
 }
 
 fn unimplemented(path: &str) -> Error {
-    Error::unsupported(format!("unknown gRPC method {path}; this port serves {GRPC_EXPORT_PATH}"))
+    Error::unsupported(format!(
+        "unknown gRPC method {path}; this port serves {GRPC_EXPORT_PATH} and {}",
+        jaeger::POST_SPANS_PATH
+    ))
 }
 
 /// Reads a refused request's body without keeping it, so an HTTP/1 client hears the refusal
@@ -90,7 +96,7 @@ pub async fn discard(mut body: Body, limit: usize) {
 }
 
 /// Reads a body, refusing it once it passes `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
+pub async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes().to_vec()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -100,12 +106,12 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Error> {
     }
 }
 
-fn header_str(h: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
+pub fn header_str(h: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Request headers the processors may read (`from_context: metadata.<name>`), lowercase.
-fn metadata(h: &HeaderMap) -> Vec<(String, String)> {
+pub fn metadata(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
         .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "cookie" | "content-length" | "content-type"))
@@ -149,26 +155,38 @@ async fn http_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Respon
 /// An OTLP/HTTP refusal: the status, and a `google.rpc.Status` in the request's format.
 pub fn http_error(e: &Error, format: Format) -> Response {
     let body = match format {
-        Format::Protobuf => rpc_status(e).encode_to_vec(),
         Format::Json => {
             serde_json::to_vec(&spoor_model::json::rpc_status_json(e.grpc_code(), &e.to_string(), e.retry_after_secs()))
                 .unwrap_or_default()
         }
+        Format::Protobuf => rpc_status(e).encode_to_vec(),
+        _ => return text_error(e),
     };
     http_reply(e.http_status(), format, body, e.retry_after_secs())
 }
 
+/// A refusal in plain text, for the HTTP receivers of protocols without an error body of
+/// their own (Zipkin, Jaeger): the status, the reason, and `Retry-After` when retrying helps.
+pub fn text_error(e: &Error) -> Response {
+    let mut r =
+        (e.http_status(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{e}\n")).into_response();
+    if let Some(secs) = e.retry_after_secs() {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
 fn encode_response(resp: &ExportTraceServiceResponse, format: Format) -> Vec<u8> {
     match format {
-        Format::Protobuf => resp.encode_to_vec(),
         Format::Json => serde_json::to_vec(&spoor_model::json::export_response_json(resp)).unwrap_or_default(),
+        _ => resp.encode_to_vec(),
     }
 }
 
 fn http_reply(status: StatusCode, format: Format, body: Vec<u8>, retry_after: Option<u64>) -> Response {
     let ct = match format {
-        Format::Protobuf => "application/x-protobuf",
         Format::Json => "application/json",
+        _ => "application/x-protobuf",
     };
     let mut r = (status, [(header::CONTENT_TYPE, ct)], body).into_response();
     if let Some(secs) = retry_after {
@@ -191,6 +209,23 @@ pub fn rpc_status(e: &Error) -> RpcStatus {
 }
 
 async fn grpc_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Response {
+    grpc_unary(p, req, Format::Protobuf, "grpc", |resp| resp.encode_to_vec()).await
+}
+
+/// Jaeger's PostSpans: its reply is empty, so spans refused one by one (partial success in
+/// OTLP) are only counted in `spoor_spans_refused_total`.
+async fn grpc_post_spans<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Response {
+    grpc_unary(p, req, Format::JaegerProto, "jaeger_grpc", |_| jaeger::PostSpansResponse {}.encode_to_vec()).await
+}
+
+/// One unary call: the request message in `format`, the reply encoded by `reply`.
+async fn grpc_unary<P: Ingest>(
+    p: Arc<P>,
+    req: Request,
+    format: Format,
+    transport: &'static str,
+    reply: fn(&ExportTraceServiceResponse) -> Vec<u8>,
+) -> Response {
     let headers = req.headers().clone();
     let result = async {
         let ct = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
@@ -211,7 +246,7 @@ async fn grpc_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Respon
         }
         if frame.len() != 5 + len {
             return Err(Error::bad_request(format!(
-                "gRPC frame says {len} bytes but {} followed (unary Export takes exactly one message)",
+                "gRPC frame says {len} bytes but {} followed (a unary call takes exactly one message)",
                 frame.len() - 5
             )));
         }
@@ -223,12 +258,12 @@ async fn grpc_export<P: Ingest>(State(p): State<Arc<P>>, req: Request) -> Respon
         let mut body = frame;
         body.drain(..5);
         let metadata = metadata(&headers);
-        p.ingest(Export { tenant, transport: "grpc", body, compression, format: Format::Protobuf, metadata }).await
+        p.ingest(Export { tenant, transport, body, compression, format, metadata }).await
     }
     .await;
     match result {
         Ok(resp) => {
-            let msg = resp.encode_to_vec();
+            let msg = reply(&resp);
             let mut framed = Vec::with_capacity(5 + msg.len());
             framed.push(0);
             framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
