@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::auth::mask::Mask;
+use crate::auth::spans::SpanFilter;
 use crate::ingest::tenant;
 
 /// What a token may do. `admin` does not imply the others: a flush token cannot read traces.
@@ -48,7 +49,7 @@ struct Entry {
     /// Attribute keys masked on every read path (see `mask`).
     #[serde(default)]
     mask: Vec<String>,
-    /// A TraceQL spanset filter limiting what the token sees; refused for the same reason.
+    /// A TraceQL spanset filter limiting the spans the token sees (see `spans`).
     #[serde(default)]
     spans: String,
 }
@@ -63,6 +64,8 @@ pub struct Identity {
     pub roles: Vec<Role>,
     /// `None` when the entry masks nothing.
     pub mask: Option<Arc<Mask>>,
+    /// `None` when the entry sees every span.
+    pub spans: Option<Arc<SpanFilter>>,
     digest: [u8; 32],
 }
 
@@ -76,6 +79,11 @@ impl Identity {
     }
 
     /// The tenant a request without `X-Scope-OrgID` belongs to: the token's only one.
+    /// An identity vouched for by someone else (an OIDC provider): no digest, nothing masked.
+    pub fn from_provider(name: String, tenants: Vec<String>, all_tenants: bool, roles: Vec<Role>) -> Identity {
+        Identity { name, tenants, all_tenants, roles, mask: None, spans: None, digest: [0; 32] }
+    }
+
     pub fn sole_tenant(&self) -> Option<&str> {
         match self.tenants.as_slice() {
             [one] if !self.all_tenants => Some(one),
@@ -95,12 +103,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
             return Err(at(format!("entry {i}: name is empty")));
         }
         let mask = Mask::parse(&e.mask).map_err(entry)?;
-        if !e.spans.trim().is_empty() {
-            return Err(entry(
-                "spans is not supported yet; remove it (serving without the filter it asks for would leak spans)"
-                    .into(),
-            ));
-        }
+        let spans = match e.spans.trim() {
+            "" => None,
+            text => Some(Arc::new(SpanFilter::parse(text).map_err(entry)?)),
+        };
         let digest = hex32(e.sha256.trim()).ok_or_else(|| {
             entry("sha256 must be the 64 hex digits of the token's SHA-256 digest (never the token itself)".into())
         })?;
@@ -122,7 +128,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
         }
         let tenants = if all_tenants { Vec::new() } else { e.tenants };
         let mask = (!mask.is_empty()).then(|| Arc::new(mask));
-        out.push(Arc::new(Identity { name: e.name, tenants, all_tenants, roles: e.roles, mask, digest }));
+        out.push(Arc::new(Identity { name: e.name, tenants, all_tenants, roles: e.roles, mask, spans, digest }));
     }
     Ok(out)
 }
@@ -156,9 +162,13 @@ const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 impl Tokens {
     /// Reads the file; an unreadable or invalid one stops the process, naming it.
+    /// Without a path (OIDC tokens only) there are no tokens.
     pub fn open(path: &Path) -> Result<Arc<Tokens>, String> {
         if path.as_os_str().is_empty() {
-            return Err("auth.enabled is true but auth.tokens_file is not set".into());
+            return Ok(Arc::new(Tokens {
+                path: PathBuf::new(),
+                current: RwLock::new((Arc::new(Vec::new()), Vec::new())),
+            }));
         }
         let bytes = read(path)?;
         let ids = parse(&String::from_utf8_lossy(&bytes), path)?;
@@ -198,6 +208,9 @@ impl Tokens {
 
     /// Re-reads the file while the process serves, until `stop` turns true.
     pub async fn watch(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
         let me = self.clone();
         crate::reload::every(
             RELOAD_EVERY,
@@ -251,8 +264,8 @@ mod tests {
                 "unknown scope \"user\"",
             ),
             (
-                format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], spans: '{{ true }}'}}"),
-                "spans is not supported yet",
+                format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], spans: '{{ }} | count() > 1'}}"),
+                "spans: must be one spanset filter",
             ),
             ("- {name: a, sha256: secret, tenants: [a], roles: [read]}".to_string(), "64 hex digits"),
             (format!("- {{name: a, sha256: {good}, tenants: [], roles: [read]}}"), "tenants is empty"),
