@@ -98,7 +98,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 enum Source {
     File(PathBuf),
-    Url { uri: Uri, client: HttpClient },
+    Url { uri: Uri, client: Box<HttpClient> },
 }
 
 /// A fetch on an unknown `kid` happens at most this often, so tokens naming made-up keys
@@ -142,7 +142,7 @@ impl Oidc {
             let connector =
                 crate::tls::client::connector(false, &cfg.tls).map_err(|e| format!("auth.oidc.jwks_url: {e}"))?;
             let client = Client::builder(TokioExecutor::new()).build(connector);
-            (Source::Url { uri, client }, (Arc::new(KeySet::default()), Vec::new()))
+            (Source::Url { uri, client: Box::new(client) }, (Arc::new(KeySet::default()), Vec::new()))
         };
         Ok(Arc::new(Oidc {
             cfg: cfg.clone(),
