@@ -31,6 +31,7 @@ use crate::error::{Error, StartupError};
 use crate::ingest::body::Format;
 use crate::ingest::{receive, tenant};
 use crate::metrics::{Metrics, names};
+use crate::tls::peer::PeerNames;
 
 /// Which listener a guard stands in front of: it decides the roles and how a refusal is said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +86,9 @@ impl Auth {
             return Ok(None);
         }
         if cfg.tokens_file.as_os_str().is_empty() && !cfg.oidc.enabled() {
-            return Err(StartupError::new("auth.enabled is true but neither auth.tokens_file nor auth.oidc is set"));
+            return Err(StartupError::new(
+                "auth.enabled is true but auth.tokens_file is not set (nor auth.oidc.issuer_url)",
+            ));
         }
         let tokens = Tokens::open(&cfg.tokens_file).map_err(StartupError::new)?;
         let oidc = if cfg.oidc.enabled() { Some(Oidc::open(&cfg.oidc).map_err(StartupError::new)?) } else { None };
@@ -199,15 +202,28 @@ async fn decide(
     req: &mut Request,
     raw_query: &str,
 ) -> Result<(Arc<Identity>, Option<String>), Refusal> {
-    let token = credentials(req.headers()).map_err(|e| (e, None))?;
-    let id = match (auth.tokens.lookup(&token), &auth.oidc) {
-        (Some(id), _) => id,
-        (None, Some(oidc)) if jwt::looks_like_jwt(&token) => {
-            Arc::new(oidc.identify(&token).await.map_err(|m| (Error::unauthenticated(m), None))?)
+    let peer = req.extensions().get::<PeerNames>().cloned();
+    let id = match (credentials(req.headers()), peer) {
+        // Without a token, a verified client certificate may name an entry (mTLS identity).
+        (Err(_), Some(PeerNames(names))) if !req.headers().contains_key(header::AUTHORIZATION) => {
+            auth.tokens.lookup_cert(&names).ok_or_else(|| {
+                let msg = format!(
+                    "the client certificate ({}) names no entry of the tokens file, and the request has no token",
+                    names.join(", ")
+                );
+                (Error::unauthenticated(msg), None)
+            })?
         }
-        (None, _) => {
-            return Err((Error::unauthenticated("unknown token: no entry of the tokens file matches it"), None));
-        }
+        (Err(e), _) => return Err((e, None)),
+        (Ok(token), _) => match (auth.tokens.lookup(&token), &auth.oidc) {
+            (Some(id), _) => id,
+            (None, Some(oidc)) if jwt::looks_like_jwt(&token) => {
+                Arc::new(oidc.identify(&token).await.map_err(|m| (Error::unauthenticated(m), None))?)
+            }
+            (None, _) => {
+                return Err((Error::unauthenticated("unknown token: no entry of the tokens file matches it"), None));
+            }
+        },
     };
     let role = match need {
         Need::Role(r) => *r,

@@ -43,7 +43,13 @@ impl Role {
 #[serde(deny_unknown_fields)]
 struct Entry {
     name: String,
+    /// The token's digest; may be left out when `client_cert` identifies the caller.
+    #[serde(default)]
     sha256: String,
+    /// A subject common name or subject alternative name (DNS, URI, e-mail) of a client
+    /// certificate that stands for this entry on listeners requiring client certificates.
+    #[serde(default)]
+    client_cert: String,
     tenants: Vec<String>,
     roles: Vec<Role>,
     /// Attribute keys masked on every read path (see `mask`).
@@ -66,7 +72,10 @@ pub struct Identity {
     pub mask: Option<Arc<Mask>>,
     /// `None` when the entry sees every span.
     pub spans: Option<Arc<SpanFilter>>,
-    digest: [u8; 32],
+    /// `None` for an entry that only a client certificate selects.
+    digest: Option<[u8; 32]>,
+    /// The client certificate name that selects this entry; empty for none.
+    client_cert: String,
 }
 
 impl Identity {
@@ -81,7 +90,16 @@ impl Identity {
     /// The tenant a request without `X-Scope-OrgID` belongs to: the token's only one.
     /// An identity vouched for by someone else (an OIDC provider): no digest, nothing masked.
     pub fn from_provider(name: String, tenants: Vec<String>, all_tenants: bool, roles: Vec<Role>) -> Identity {
-        Identity { name, tenants, all_tenants, roles, mask: None, spans: None, digest: [0; 32] }
+        Identity {
+            name,
+            tenants,
+            all_tenants,
+            roles,
+            mask: None,
+            spans: None,
+            digest: None,
+            client_cert: String::new(),
+        }
     }
 
     pub fn sole_tenant(&self) -> Option<&str> {
@@ -107,9 +125,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
             "" => None,
             text => Some(Arc::new(SpanFilter::parse(text).map_err(entry)?)),
         };
-        let digest = hex32(e.sha256.trim()).ok_or_else(|| {
-            entry("sha256 must be the 64 hex digits of the token's SHA-256 digest (never the token itself)".into())
-        })?;
+        let client_cert = e.client_cert.trim().to_owned();
+        let digest = match e.sha256.trim() {
+            "" if !client_cert.is_empty() => None,
+            "" => return Err(entry("needs sha256 (a token's digest) or client_cert (a certificate name)".into())),
+            hex => Some(hex32(hex).ok_or_else(|| {
+                entry("sha256 must be the 64 hex digits of the token's SHA-256 digest (never the token itself)".into())
+            })?),
+        };
         if e.tenants.is_empty() {
             return Err(entry("tenants is empty; name tenants or use [\"*\"] for all".into()));
         }
@@ -123,12 +146,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
         if let Some(other) = out.iter().find(|o| o.name == e.name) {
             return Err(entry(format!("name {:?} is used twice", other.name)));
         }
-        if let Some(other) = out.iter().find(|o| o.digest == digest) {
+        if let Some(other) = out.iter().find(|o| digest.is_some() && o.digest == digest) {
             return Err(entry(format!("same sha256 as entry {:?}", other.name)));
+        }
+        if let Some(other) = out.iter().find(|o| !client_cert.is_empty() && o.client_cert == client_cert) {
+            return Err(entry(format!("same client_cert as entry {:?}", other.name)));
         }
         let tenants = if all_tenants { Vec::new() } else { e.tenants };
         let mask = (!mask.is_empty()).then(|| Arc::new(mask));
-        out.push(Arc::new(Identity { name: e.name, tenants, all_tenants, roles: e.roles, mask, spans, digest }));
+        out.push(Arc::new(Identity {
+            name: e.name,
+            tenants,
+            all_tenants,
+            roles: e.roles,
+            mask,
+            spans,
+            digest,
+            client_cert,
+        }));
     }
     Ok(out)
 }
@@ -188,11 +223,20 @@ impl Tokens {
         let ids = self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone();
         let mut found = None;
         for id in ids.iter() {
-            if bool::from(id.digest.ct_eq(&digest)) {
+            if let Some(d) = &id.digest
+                && bool::from(d.ct_eq(&digest))
+            {
                 found = Some(id.clone());
             }
         }
         found
+    }
+
+    /// The entry a verified client certificate names (by its common name or a subject
+    /// alternative name).
+    pub fn lookup_cert(&self, names: &[String]) -> Option<Arc<Identity>> {
+        let ids = self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+        ids.iter().find(|id| !id.client_cert.is_empty() && names.contains(&id.client_cert)).cloned()
     }
 
     /// Reads the file again; `Ok(true)` when a changed, valid version took over.
@@ -252,6 +296,25 @@ mod tests {
         let root = t.lookup("secret-root").unwrap();
         assert!(root.may_use("anything") && root.sole_tenant().is_none());
         assert!(t.lookup("secret-b").is_none() && t.lookup("").is_none());
+    }
+
+    #[test]
+    fn client_certificates_name_entries() {
+        let text = format!(
+            "- {{name: c, client_cert: collector-7, tenants: [a], roles: [ingest]}}\n- {{name: g, sha256: {}, client_cert: 'spiffe://x/g', tenants: [a], roles: [read]}}\n",
+            sha("secret-g")
+        );
+        let t = Tokens::from_text(&text);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(t.lookup_cert(&names(&["other", "collector-7"])).unwrap().name, "c");
+        assert_eq!(t.lookup_cert(&names(&["spiffe://x/g"])).unwrap().name, "g");
+        assert_eq!(t.lookup("secret-g").unwrap().name, "g");
+        assert!(t.lookup_cert(&names(&["collector-8"])).is_none() && t.lookup("").is_none());
+        let p = Path::new("tokens.yaml");
+        let err = parse("- {name: a, tenants: [a], roles: [read]}", p).unwrap_err();
+        assert!(err.contains("needs sha256") && err.contains("client_cert"), "{err}");
+        let twice = "- {name: a, client_cert: x, tenants: [a], roles: [read]}\n- {name: b, client_cert: x, tenants: [a], roles: [read]}";
+        assert!(parse(twice, p).unwrap_err().contains("same client_cert"));
     }
 
     #[test]
