@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -95,10 +96,15 @@ class HttpResponse:
 
 
 def _request(url: str, body: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None,
-             timeout: float = 10.0) -> HttpResponse:  # fmt: skip
+             timeout: float = 10.0, ca_file: Path | None = None) -> HttpResponse:  # fmt: skip
     req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    opener = _NO_PROXY
+    if ca_file is not None:
+        # A server with TLS (start_prometheus(tls=...)): trust the test's CA only.
+        context = ssl.create_default_context(cafile=str(ca_file))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     try:
-        with _NO_PROXY.open(req, timeout=timeout) as r:
+        with opener.open(req, timeout=timeout) as r:
             return HttpResponse(r.status, r.read())
     except urllib.error.HTTPError as e:
         return HttpResponse(e.code, e.read())
@@ -111,6 +117,7 @@ class Prometheus:
     config_path: Path
     log_path: Path
     proc: subprocess.Popen = field(repr=False)
+    ca_file: Path | None = None  # with TLS: the CA its certificate chains to
 
     # --- process -------------------------------------------------------------------------
 
@@ -145,7 +152,7 @@ class Prometheus:
         query = urllib.parse.urlencode(params or {}, doseq=True)
         url = f"{self.url}/api/v1/{path}" + (f"?{query}" if query else "")
         try:
-            r = _request(url)
+            r = _request(url, ca_file=self.ca_file)
         except OSError as e:
             raise self._fail(f"GET {url}: {e!r}") from e
         try:
@@ -238,7 +245,7 @@ class Prometheus:
             "Content-Encoding": "snappy",
             "X-Prometheus-Remote-Write-Version": "0.1.0",
         }
-        r = _request(self.remote_write_url, body, headers, method="POST")
+        r = _request(self.remote_write_url, body, headers, method="POST", ca_file=self.ca_file)
         if r.status // 100 != 2:
             raise self._fail(f"remote write: {r.status} {r.body[:300]!r}")
 
@@ -249,11 +256,13 @@ def start_prometheus(
     rule_files: Sequence[Path | str] = (),
     evaluation_interval: str = "1s",
     extra_args: Sequence[str] = (),
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Prometheus:
     """Starts Prometheus on a free loopback port with its config, TSDB and log under `workdir`
     and waits for /-/ready. `rule_files` are loaded from where they are (e.g. the files of
     deploy/prometheus). Raises PrometheusError if it does not come up (the rule files and the
-    configuration are checked at start: a bad one makes it exit)."""
+    configuration are checked at start: a bad one makes it exit). `tls` is (certificate, key,
+    CA): Prometheus then serves HTTPS only (`--web.config.file` with `tls_server_config`)."""
     binary = prometheus_binary()
     if binary is None:
         raise PrometheusError("prometheus not found: install it (apt-get install prometheus) or set $PROMETHEUS_BIN")
@@ -267,7 +276,11 @@ def start_prometheus(
     # JSON is YAML: no YAML library needed.
     config_path.write_text(json.dumps(config, indent=2))
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    if tls:
+        web = {"tls_server_config": {"cert_file": str(tls[0]), "key_file": str(tls[1])}}
+        (workdir / "web.yml").write_text(json.dumps(web))
+        extra_args = [*extra_args, f"--web.config.file={workdir / 'web.yml'}"]
     log_path = workdir / "prometheus.log"
     cmd = [
         binary,
@@ -280,14 +293,15 @@ def start_prometheus(
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
-    prom = Prometheus(url=url, workdir=workdir, config_path=config_path, log_path=log_path, proc=proc)
+    ca_file = tls[2] if tls else None
+    prom = Prometheus(url=url, workdir=workdir, config_path=config_path, log_path=log_path, proc=proc, ca_file=ca_file)
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = "no answer"
     while True:
         if proc.poll() is not None:
             raise prom._fail(f"prometheus exited early with {proc.returncode}: {' '.join(cmd)}")
         try:
-            r = _request(f"{url}/-/ready", timeout=1.0)
+            r = _request(f"{url}/-/ready", timeout=1.0, ca_file=ca_file)
             if r.status == 200:
                 return prom
             last = f"{r.status} {r.body[:200]!r}"

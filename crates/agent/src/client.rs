@@ -55,7 +55,7 @@ impl OtlpClient {
         tenant: Option<String>,
         tls: &ClientTlsConfig,
     ) -> Result<OtlpClient, String> {
-        let connector = crate::tls::connector(transport == Transport::Grpc, tls)?;
+        let connector = spoor_server::tls::client::connector(transport == Transport::Grpc, tls)?;
         Ok(Self::build(transport, endpoint, tenant, connector))
     }
 

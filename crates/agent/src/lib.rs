@@ -19,7 +19,6 @@ pub mod client;
 pub mod export;
 pub mod resolve;
 pub mod ring;
-pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -520,7 +519,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     servers.serve_tls(otlp_http, protect(a, Surface::OtlpHttp, receive::http_router(agent.clone())), http_tls);
     servers.serve_tls(api, protect(a, Surface::Api, admin), api_tls);
     if let Some(a) = &auth {
-        tokio::spawn(a.tokens.clone().watch(servers.stopping()));
+        a.watch(&servers.stopping());
     }
     let mut forwarders = tokio::task::JoinSet::new();
     for _ in 0..agent.config.agent.num_consumers.max(1) {

@@ -901,7 +901,7 @@ mod tests {
         let file = dir.path().join("c.yaml");
         for (yaml, expected) in [
             ("metrics_generator:\n  processors: [local-blocks]\n", "metrics_generator.processors: unknown processor"),
-            ("metrics_generator:\n  remote_write: [{url: \"https://p:9090/api/v1/write\"}]\n", "remote_write[0]"),
+            ("metrics_generator:\n  remote_write: [{url: \"ftp://p:9090/api/v1/write\"}]\n", "remote_write[0]"),
             ("metrics_generator:\n  service_graphs: {wait: soon}\n", "invalid duration"),
             (
                 "metrics_generator:\n  span_metrics:\n    filter_policies: [{include: {attributes: [{key: http.method, value: GET}]}}]\n",

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::error::StartupError;
 use crate::tls::Reloading;
+use crate::tls::peer::PeerNames;
 
 /// Binds `addr` for `what` (named in the log line and in the error).
 pub async fn bind(addr: &str, what: &str) -> Result<TcpListener, StartupError> {
@@ -155,14 +156,14 @@ pub async fn serve_http(
         // Small request/response exchanges: without TCP_NODELAY, Nagle plus delayed ACKs add
         // ~40 ms to a fraction of replies.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let mut stop = stop.clone();
         let conns_rx = conns_rx.clone();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let timeout = (!header_read_timeout.is_zero()).then_some(header_read_timeout);
             match acceptor {
-                None => serve_connection(tcp, service, timeout, &mut stop).await,
+                None => serve_connection(tcp, TowerToHyperService::new(router), timeout, &mut stop).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(tcp);
                     let done = match timeout {
@@ -170,7 +171,16 @@ pub async fn serve_http(
                         None => Ok(handshake.await),
                     };
                     match done {
-                        Ok(Ok(stream)) => serve_connection(stream, service, timeout, &mut stop).await,
+                        Ok(Ok(stream)) => {
+                            // A verified client certificate's names go with every request of
+                            // the connection, for the auth guard (mTLS identities).
+                            let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+                            let router = match peer.and_then(|c| PeerNames::from_der(c)) {
+                                Some(names) => router.layer(axum::Extension(names)),
+                                None => router,
+                            };
+                            serve_connection(stream, TowerToHyperService::new(router), timeout, &mut stop).await
+                        }
                         // Debug only: a port scanner or a plaintext client must not fill the log.
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),

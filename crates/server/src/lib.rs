@@ -152,7 +152,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     }
     if let Some(a) = &auth {
-        tokio::spawn(a.tokens.clone().watch(servers.stopping()));
+        a.watch(&servers.stopping());
     }
 
     // Replay runs while the listeners answer: /ready says 503 and ingest asks clients to retry.

@@ -281,12 +281,12 @@ fn bad_security_settings_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let masked = d.join("masked.yaml");
-    std::fs::write(&masked, tokens_yaml("- {name: m, sha256: 00000000000000000000000000000000000000000000000000000000000000ff, tenants: [a], roles: [read], spans: \"{ span.public = true }\"}\n")).unwrap();
+    std::fs::write(&masked, tokens_yaml("- {name: m, sha256: 00000000000000000000000000000000000000000000000000000000000000ff, tenants: [a], roles: [read], spans: \"{ span.public = true } | count() > 1\"}\n")).unwrap();
     let on = ("SPOOR__AUTH__ENABLED", "true");
     refuses_to_start(
         d,
         &[on, ("SPOOR__AUTH__TOKENS_FILE", masked.to_str().unwrap())],
-        &["spans is not supported yet", "masked.yaml"],
+        &["spans: must be one spanset filter", "masked.yaml"],
     );
     let bad_mask = d.join("bad-mask.yaml");
     std::fs::write(&bad_mask, tokens_yaml("- {name: n, sha256: 00000000000000000000000000000000000000000000000000000000000000fe, tenants: [a], roles: [read], mask: [email]}\n")).unwrap();

@@ -1,7 +1,7 @@
 //! The object store behind blocks: local disk by default, or S3-compatible, GCS or Azure,
 //! all through `object_store`, with retries and timeouts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,38 @@ pub struct S3Config {
     pub allow_http: bool,
     /// `bucket.host` addressing instead of path-style `host/bucket`.
     pub virtual_hosted_style: bool,
+    /// Server-side encryption asked for on every object written.
+    pub sse: SseConfig,
+    /// TLS for an `https://` endpoint, in the shape of every client `tls` block.
+    pub tls: S3TlsConfig,
+}
+
+/// `storage.s3.tls`: the keys of the server's `ClientTlsConfig` (this crate sits below the
+/// server, so it spells them out). The object-store client is reqwest's, which takes extra CAs
+/// and the test-only skip of verification; client certificates and a server name override are
+/// refused at start rather than ignored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3TlsConfig {
+    /// PEM CAs trusted besides the system's (a private CA in front of MinIO or Ceph).
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Accept any server certificate. For tests only.
+    pub insecure_skip_verify: bool,
+    pub server_name_override: String,
+}
+
+/// `storage.s3.sse`: S3 server-side encryption, sent as headers on every PUT (the store
+/// encrypts; Spoor never sees the keys).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// `SSE-S3` (keys managed by S3), `SSE-KMS` (a KMS key), or empty for the bucket's default.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// With `SSE-KMS`: the key's ID or ARN; empty: the account's default KMS key for S3.
+    pub kms_key_id: String,
 }
 
 impl Default for S3Config {
@@ -48,6 +80,8 @@ impl Default for S3Config {
             session_token: String::new(),
             allow_http: false,
             virtual_hosted_style: false,
+            sse: SseConfig::default(),
+            tls: S3TlsConfig::default(),
         }
     }
 }
@@ -106,7 +140,7 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
             }
             // Client options first: allow_http lives inside them and would be overwritten.
             let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_client_options(client)
+                .with_client_options(s3_tls(client, &c.tls)?)
                 .with_bucket_name(&c.bucket)
                 .with_region(&c.region)
                 .with_allow_http(c.allow_http)
@@ -120,6 +154,23 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
             }
             if !c.session_token.is_empty() {
                 b = b.with_token(&c.session_token);
+            }
+            match (c.sse.kind.as_str(), c.sse.kms_key_id.as_str()) {
+                ("", "") => {}
+                ("SSE-S3", "") => {
+                    // object_store names SSE-S3 only through its configuration keys.
+                    let key: object_store::aws::AmazonS3ConfigKey = "aws_server_side_encryption".parse()?;
+                    b = b.with_config(key, "AES256");
+                }
+                ("SSE-KMS", key) => b = b.with_sse_kms_encryption(key),
+                ("SSE-S3" | "", _) => {
+                    return Err(Error::Config("storage.s3.sse.kms_key_id needs sse.type: SSE-KMS".into()));
+                }
+                (other, _) => {
+                    return Err(Error::Config(format!(
+                        "storage.s3.sse.type {other:?}: use SSE-S3 or SSE-KMS (or leave it empty)"
+                    )));
+                }
             }
             Arc::new(b.build()?)
         }
@@ -161,4 +212,40 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
     } else {
         Arc::new(object_store::prefix::PrefixStore::new(store, prefix.to_owned()))
     })
+}
+
+/// `storage.s3.tls` applied to the object-store client.
+fn s3_tls(mut client: object_store::ClientOptions, tls: &S3TlsConfig) -> Result<object_store::ClientOptions> {
+    let unsupported = |key: &str| {
+        Err(Error::Config(format!(
+            "storage.s3.tls.{key}: the object-store client does not support it (use ca_file, insecure_skip_verify)"
+        )))
+    };
+    if !tls.cert_file.as_os_str().is_empty() || !tls.key_file.as_os_str().is_empty() {
+        return unsupported("cert_file");
+    }
+    if !tls.server_name_override.is_empty() {
+        return unsupported("server_name_override");
+    }
+    if !tls.ca_file.as_os_str().is_empty() {
+        let pem = std::fs::read(&tls.ca_file)
+            .map_err(|e| Error::Config(format!("cannot read storage.s3.tls.ca_file {}: {e}", tls.ca_file.display())))?;
+        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::Config(format!("storage.s3.tls.ca_file {}: no usable PEM certificate ({e})", tls.ca_file.display()))
+        })?;
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "storage.s3.tls.ca_file {}: no PEM certificate in it",
+                tls.ca_file.display()
+            )));
+        }
+        for c in certs {
+            client = client.with_root_certificate(c);
+        }
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!("storage.s3.tls.insecure_skip_verify is on: the store's certificate is not checked");
+        client = client.with_allow_invalid_certificates(true);
+    }
+    Ok(client)
 }

@@ -22,12 +22,16 @@ use base64::Engine;
 
 use crate::auth::AuthConfig;
 use crate::auth::audit::{Audit, Event, ResultCount};
+use crate::auth::jwt;
 use crate::auth::mask::{Mask, Masking};
+use crate::auth::oidc::Oidc;
+use crate::auth::spans::{SpanFilter, SpanFiltering};
 use crate::auth::tokens::{Identity, Role, Tokens};
 use crate::error::{Error, StartupError};
 use crate::ingest::body::Format;
 use crate::ingest::{receive, tenant};
 use crate::metrics::{Metrics, names};
+use crate::tls::peer::PeerNames;
 
 /// Which listener a guard stands in front of: it decides the roles and how a refusal is said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +71,8 @@ const DISCARD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(2);
 /// What every guard of a process shares.
 pub struct Auth {
     pub tokens: Arc<Tokens>,
+    /// With `auth.oidc`: JWTs the tokens file does not know are verified here.
+    pub oidc: Option<Arc<Oidc>>,
     audit: Option<Audit>,
     multitenancy: bool,
     protect_metrics: bool,
@@ -88,13 +94,29 @@ impl Auth {
         if !cfg.enabled {
             return Ok(None);
         }
+        if cfg.tokens_file.as_os_str().is_empty() && !cfg.oidc.enabled() {
+            return Err(StartupError::new(
+                "auth.enabled is true but auth.tokens_file is not set (nor auth.oidc.issuer_url)",
+            ));
+        }
         let tokens = Tokens::open(&cfg.tokens_file).map_err(StartupError::new)?;
+        let oidc = if cfg.oidc.enabled() { Some(Oidc::open(&cfg.oidc).map_err(StartupError::new)?) } else { None };
         let audit = match cfg.audit_log.trim() {
             "" => None,
             target => Some(Audit::open(target).map_err(StartupError::new)?),
         };
         let protect_metrics = cfg.protect_metrics;
-        Ok(Some(Arc::new(Auth { tokens, audit, multitenancy, protect_metrics, discard_limit, metrics })))
+        Ok(Some(Arc::new(Auth { tokens, oidc, audit, multitenancy, protect_metrics, discard_limit, metrics })))
+    }
+}
+
+impl Auth {
+    /// Keeps the tokens file and the OIDC key set current until `stop` turns true.
+    pub fn watch(&self, stop: &tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(self.tokens.clone().watch(stop.clone()));
+        if let Some(o) = &self.oidc {
+            tokio::spawn(o.clone().watch(stop.clone()));
+        }
     }
 }
 
@@ -148,7 +170,7 @@ async fn check(State((auth, surface)): State<(Arc<Auth>, Surface)>, mut req: Req
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let raw_query = req.uri().query().unwrap_or("").to_owned();
-    let decided = decide(&auth, &need, &mut req, &raw_query);
+    let decided = decide(&auth, &need, &mut req, &raw_query).await;
     let record = |who: Option<&str>, tenant: Option<&str>, status: StatusCode, results, reason: Option<&str>| {
         if let Some(a) = audit {
             let query = param(&raw_query, "q").or_else(|| param(&raw_query, "query"));
@@ -185,17 +207,35 @@ type Refusal = (Error, Option<Arc<Identity>>);
 
 /// The caller and the tenants the request covers (`None` for admin routes, which are not a
 /// tenant's), or why not.
-fn decide(
+async fn decide(
     auth: &Auth,
     need: &Need,
     req: &mut Request,
     raw_query: &str,
 ) -> Result<(Arc<Identity>, Option<String>), Refusal> {
-    let token = credentials(req.headers()).map_err(|e| (e, None))?;
-    let id = auth
-        .tokens
-        .lookup(&token)
-        .ok_or_else(|| (Error::unauthenticated("unknown token: no entry of the tokens file matches it"), None))?;
+    let peer = req.extensions().get::<PeerNames>().cloned();
+    let id = match (credentials(req.headers()), peer) {
+        // Without a token, a verified client certificate may name an entry (mTLS identity).
+        (Err(_), Some(PeerNames(names))) if !req.headers().contains_key(header::AUTHORIZATION) => {
+            auth.tokens.lookup_cert(&names).ok_or_else(|| {
+                let msg = format!(
+                    "the client certificate ({}) names no entry of the tokens file, and the request has no token",
+                    names.join(", ")
+                );
+                (Error::unauthenticated(msg), None)
+            })?
+        }
+        (Err(e), _) => return Err((e, None)),
+        (Ok(token), _) => match (auth.tokens.lookup(&token), &auth.oidc) {
+            (Some(id), _) => id,
+            (None, Some(oidc)) if jwt::looks_like_jwt(&token) => {
+                Arc::new(oidc.identify(&token).await.map_err(|m| (Error::unauthenticated(m), None))?)
+            }
+            (None, _) => {
+                return Err((Error::unauthenticated("unknown token: no entry of the tokens file matches it"), None));
+            }
+        },
+    };
     let role = match need {
         Need::Role(r) => *r,
         _ => Role::Read,
@@ -208,6 +248,10 @@ fn decide(
     if let (Some(mask), Need::Role(Role::Read) | Need::Generated) = (&id.mask, need) {
         masked_request(mask, req.uri().path(), raw_query).map_err(|e| (e, Some(id.clone())))?;
         req.extensions_mut().insert(Masking(mask.clone()));
+    }
+    if let (Some(filter), Need::Role(Role::Read) | Need::Generated) = (&id.spans, need) {
+        filtered_request(filter, req, raw_query).map_err(|e| (e, Some(id.clone())))?;
+        req.extensions_mut().insert(SpanFiltering(filter.clone()));
     }
     let tenants = match need {
         Need::Role(Role::Admin) => None,
@@ -230,12 +274,7 @@ fn masked_request(mask: &Mask, path: &str, raw_query: &str) -> Result<(), Error>
         }
     }
     if path == "/api/search" {
-        // Legacy tag search names keys outside TraceQL (`tags=k=v`, or one parameter per tag).
-        let legacy = raw_query.split('&').filter(|p| !p.is_empty()).any(|p| {
-            let name = crate::http::percent_decode(p.split('=').next().unwrap_or(""), true);
-            !SEARCH_PARAMS.contains(&name.as_str()) || (name == "tags" && !p.ends_with('='))
-        });
-        return if legacy {
+        return if legacy_search(raw_query) {
             refuse("legacy tag search is not available to a token with mask; use q".into())
         } else {
             Ok(())
@@ -289,6 +328,104 @@ fn masked_jaeger(mask: &Mask, rest: &str, raw_query: &str) -> Result<(), Error> 
         }
     }
     Ok(())
+}
+
+/// The read routes that honour a token's span filter. Searches and metrics queries run with
+/// the filter folded into every spanset (the request's `q`/`query` is rewritten here, so the
+/// handlers cannot forget it); tag routes and traces apply it themselves. Any other read route
+/// is refused: new routes stay closed to a filtered token until they learn to filter.
+fn filtered_request(filter: &SpanFilter, req: &mut Request, raw_query: &str) -> Result<(), Error> {
+    let path = crate::http::percent_decode(req.uri().path(), false);
+    let refuse = |why: String| Err(Error::forbidden(why));
+    let searches = path == "/api/search";
+    if searches && legacy_search(raw_query) {
+        return refuse("legacy tag search is not available to a token with spans; use q".into());
+    }
+    if searches || ["/api/metrics/query_range", "/api/metrics/query"].contains(&path.as_str()) {
+        let mut pairs: Vec<String> = Vec::new();
+        let mut asked = false;
+        for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = crate::http::percent_decode(k, true);
+            if name == "q" || name == "query" {
+                asked = true;
+                let text = crate::http::percent_decode(v, true);
+                // An empty `q` is a search for everything: the filter alone.
+                let restricted = filter.restrict(&text).map_err(Error::forbidden)?;
+                pairs.push(format!("{k}={}", query_encode(&restricted)));
+            } else {
+                pairs.push(pair.to_owned());
+            }
+        }
+        if searches && !asked {
+            pairs.push(format!("q={}", query_encode(&filter.restrict("").map_err(Error::forbidden)?)));
+        }
+        let pq = format!("{}?{}", req.uri().path(), pairs.join("&"));
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query =
+            Some(pq.parse().map_err(|_| Error::bad_request("the request's query string cannot be rewritten"))?);
+        *req.uri_mut() = axum::http::Uri::from_parts(parts)
+            .map_err(|_| Error::bad_request("the request's URI cannot be rewritten"))?;
+        return Ok(());
+    }
+    if ["/api/search/tags", "/api/v2/search/tags"].contains(&path.as_str())
+        || path.starts_with("/api/traces/")
+        || path.starts_with("/api/v2/traces/")
+    {
+        return check_tag_q(filter, raw_query);
+    }
+    for prefix in ["/api/search/tag/", "/api/v2/search/tag/"] {
+        if let Some(tag) = path.strip_prefix(prefix).and_then(|r| r.strip_suffix("/values")) {
+            // Values of trace:rootService would list the services of hidden root spans.
+            if let Ok(attrs) = spoor_traceql::referenced(tag)
+                && attrs.iter().any(|a| {
+                    matches!(
+                        a,
+                        spoor_traceql::ast::Attribute::Intrinsic(
+                            spoor_traceql::ast::Intrinsic::TraceRootName
+                                | spoor_traceql::ast::Intrinsic::TraceRootService
+                        )
+                    )
+                })
+            {
+                return refuse(format!("tag {tag:?} may describe spans this token may not see"));
+            }
+            return check_tag_q(filter, raw_query);
+        }
+    }
+    refuse(format!("{path} is not available to a token with spans"))
+}
+
+/// The tag routes' `q` is parsed leniently by the handler: check what it names, when it lexes.
+fn check_tag_q(filter: &SpanFilter, raw_query: &str) -> Result<(), Error> {
+    for text in params(raw_query, "q") {
+        if spoor_traceql::referenced(&text).is_ok() {
+            filter.check_query(&text).map_err(Error::forbidden)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a search uses Tempo's legacy tag form (`tags=k=v`, or one parameter per tag),
+/// which names keys outside TraceQL.
+fn legacy_search(raw_query: &str) -> bool {
+    raw_query.split('&').filter(|p| !p.is_empty()).any(|p| {
+        let name = crate::http::percent_decode(p.split('=').next().unwrap_or(""), true);
+        !SEARCH_PARAMS.contains(&name.as_str()) || (name == "tags" && !p.ends_with('='))
+    })
+}
+
+/// Percent-encodes a query-string value (everything but unreserved characters).
+fn query_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The parameters `/api/search` reads as such; any other is a legacy tag.

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::auth::mask::Mask;
+use crate::auth::spans::SpanFilter;
 use crate::ingest::tenant;
 
 /// What a token may do. `admin` does not imply the others: a flush token cannot read traces.
@@ -42,13 +43,19 @@ impl Role {
 #[serde(deny_unknown_fields)]
 struct Entry {
     name: String,
+    /// The token's digest; may be left out when `client_cert` identifies the caller.
+    #[serde(default)]
     sha256: String,
+    /// A subject common name or subject alternative name (DNS, URI, e-mail) of a client
+    /// certificate that stands for this entry on listeners requiring client certificates.
+    #[serde(default)]
+    client_cert: String,
     tenants: Vec<String>,
     roles: Vec<Role>,
     /// Attribute keys masked on every read path (see `mask`).
     #[serde(default)]
     mask: Vec<String>,
-    /// A TraceQL spanset filter limiting what the token sees; refused for the same reason.
+    /// A TraceQL spanset filter limiting the spans the token sees (see `spans`).
     #[serde(default)]
     spans: String,
 }
@@ -63,7 +70,12 @@ pub struct Identity {
     pub roles: Vec<Role>,
     /// `None` when the entry masks nothing.
     pub mask: Option<Arc<Mask>>,
-    digest: [u8; 32],
+    /// `None` when the entry sees every span.
+    pub spans: Option<Arc<SpanFilter>>,
+    /// `None` for an entry that only a client certificate selects.
+    digest: Option<[u8; 32]>,
+    /// The client certificate name that selects this entry; empty for none.
+    client_cert: String,
 }
 
 impl Identity {
@@ -76,6 +88,20 @@ impl Identity {
     }
 
     /// The tenant a request without `X-Scope-OrgID` belongs to: the token's only one.
+    /// An identity vouched for by someone else (an OIDC provider): no digest, nothing masked.
+    pub fn from_provider(name: String, tenants: Vec<String>, all_tenants: bool, roles: Vec<Role>) -> Identity {
+        Identity {
+            name,
+            tenants,
+            all_tenants,
+            roles,
+            mask: None,
+            spans: None,
+            digest: None,
+            client_cert: String::new(),
+        }
+    }
+
     pub fn sole_tenant(&self) -> Option<&str> {
         match self.tenants.as_slice() {
             [one] if !self.all_tenants => Some(one),
@@ -95,15 +121,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
             return Err(at(format!("entry {i}: name is empty")));
         }
         let mask = Mask::parse(&e.mask).map_err(entry)?;
-        if !e.spans.trim().is_empty() {
-            return Err(entry(
-                "spans is not supported yet; remove it (serving without the filter it asks for would leak spans)"
-                    .into(),
-            ));
-        }
-        let digest = hex32(e.sha256.trim()).ok_or_else(|| {
-            entry("sha256 must be the 64 hex digits of the token's SHA-256 digest (never the token itself)".into())
-        })?;
+        let spans = match e.spans.trim() {
+            "" => None,
+            text => Some(Arc::new(SpanFilter::parse(text).map_err(entry)?)),
+        };
+        let client_cert = e.client_cert.trim().to_owned();
+        let digest = match e.sha256.trim() {
+            "" if !client_cert.is_empty() => None,
+            "" => return Err(entry("needs sha256 (a token's digest) or client_cert (a certificate name)".into())),
+            hex => Some(hex32(hex).ok_or_else(|| {
+                entry("sha256 must be the 64 hex digits of the token's SHA-256 digest (never the token itself)".into())
+            })?),
+        };
         if e.tenants.is_empty() {
             return Err(entry("tenants is empty; name tenants or use [\"*\"] for all".into()));
         }
@@ -117,12 +146,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Arc<Identity>>, String> {
         if let Some(other) = out.iter().find(|o| o.name == e.name) {
             return Err(entry(format!("name {:?} is used twice", other.name)));
         }
-        if let Some(other) = out.iter().find(|o| o.digest == digest) {
+        if let Some(other) = out.iter().find(|o| digest.is_some() && o.digest == digest) {
             return Err(entry(format!("same sha256 as entry {:?}", other.name)));
+        }
+        if let Some(other) = out.iter().find(|o| !client_cert.is_empty() && o.client_cert == client_cert) {
+            return Err(entry(format!("same client_cert as entry {:?}", other.name)));
         }
         let tenants = if all_tenants { Vec::new() } else { e.tenants };
         let mask = (!mask.is_empty()).then(|| Arc::new(mask));
-        out.push(Arc::new(Identity { name: e.name, tenants, all_tenants, roles: e.roles, mask, digest }));
+        out.push(Arc::new(Identity {
+            name: e.name,
+            tenants,
+            all_tenants,
+            roles: e.roles,
+            mask,
+            spans,
+            digest,
+            client_cert,
+        }));
     }
     Ok(out)
 }
@@ -156,9 +197,13 @@ const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 impl Tokens {
     /// Reads the file; an unreadable or invalid one stops the process, naming it.
+    /// Without a path (OIDC tokens only) there are no tokens.
     pub fn open(path: &Path) -> Result<Arc<Tokens>, String> {
         if path.as_os_str().is_empty() {
-            return Err("auth.enabled is true but auth.tokens_file is not set".into());
+            return Ok(Arc::new(Tokens {
+                path: PathBuf::new(),
+                current: RwLock::new((Arc::new(Vec::new()), Vec::new())),
+            }));
         }
         let bytes = read(path)?;
         let ids = parse(&String::from_utf8_lossy(&bytes), path)?;
@@ -178,11 +223,20 @@ impl Tokens {
         let ids = self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone();
         let mut found = None;
         for id in ids.iter() {
-            if bool::from(id.digest.ct_eq(&digest)) {
+            if let Some(d) = &id.digest
+                && bool::from(d.ct_eq(&digest))
+            {
                 found = Some(id.clone());
             }
         }
         found
+    }
+
+    /// The entry a verified client certificate names (by its common name or a subject
+    /// alternative name).
+    pub fn lookup_cert(&self, names: &[String]) -> Option<Arc<Identity>> {
+        let ids = self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+        ids.iter().find(|id| !id.client_cert.is_empty() && names.contains(&id.client_cert)).cloned()
     }
 
     /// Reads the file again; `Ok(true)` when a changed, valid version took over.
@@ -198,6 +252,9 @@ impl Tokens {
 
     /// Re-reads the file while the process serves, until `stop` turns true.
     pub async fn watch(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
         let me = self.clone();
         crate::reload::every(
             RELOAD_EVERY,
@@ -242,6 +299,25 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_name_entries() {
+        let text = format!(
+            "- {{name: c, client_cert: collector-7, tenants: [a], roles: [ingest]}}\n- {{name: g, sha256: {}, client_cert: 'spiffe://x/g', tenants: [a], roles: [read]}}\n",
+            sha("secret-g")
+        );
+        let t = Tokens::from_text(&text);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(t.lookup_cert(&names(&["other", "collector-7"])).unwrap().name, "c");
+        assert_eq!(t.lookup_cert(&names(&["spiffe://x/g"])).unwrap().name, "g");
+        assert_eq!(t.lookup("secret-g").unwrap().name, "g");
+        assert!(t.lookup_cert(&names(&["collector-8"])).is_none() && t.lookup("").is_none());
+        let p = Path::new("tokens.yaml");
+        let err = parse("- {name: a, tenants: [a], roles: [read]}", p).unwrap_err();
+        assert!(err.contains("needs sha256") && err.contains("client_cert"), "{err}");
+        let twice = "- {name: a, client_cert: x, tenants: [a], roles: [read]}\n- {name: b, client_cert: x, tenants: [a], roles: [read]}";
+        assert!(parse(twice, p).unwrap_err().contains("same client_cert"));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         let p = Path::new("tokens.yaml");
         let good = sha("x");
@@ -251,8 +327,8 @@ mod tests {
                 "unknown scope \"user\"",
             ),
             (
-                format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], spans: '{{ true }}'}}"),
-                "spans is not supported yet",
+                format!("- {{name: a, sha256: {good}, tenants: [a], roles: [read], spans: '{{ }} | count() > 1'}}"),
+                "spans: must be one spanset filter",
             ),
             ("- {name: a, sha256: secret, tenants: [a], roles: [read]}".to_string(), "64 hex digits"),
             (format!("- {{name: a, sha256: {good}, tenants: [], roles: [read]}}"), "tenants is empty"),

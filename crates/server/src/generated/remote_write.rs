@@ -21,6 +21,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -30,6 +31,7 @@ use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::metrics::names;
 use crate::retry::{Backoff, RetryConfig, Rng, parse_retry_after};
+use crate::tls::ClientTlsConfig;
 
 /// Headers the protocol sets; a configured header must not replace them.
 const RESERVED_HEADERS: [&str; 8] = [
@@ -55,8 +57,12 @@ const LOG_EXCERPT: usize = 512;
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
-    /// `http://host:port/path`, e.g. `http://prometheus:9090/api/v1/write`. Plain HTTP only.
+    /// `http://host:port/path` or `https://…`, e.g. `http://prometheus:9090/api/v1/write`.
     pub url: String,
+    /// TLS for an `https://` url: the client keys of every `tls` block (CA, client certificate,
+    /// server name override, skip verification for tests).
+    #[serde(default, skip_serializing_if = "is_default_tls")]
+    pub tls: ClientTlsConfig,
     /// Names the endpoint in logs and in the `endpoint` label of Spoor's own metrics (the URL
     /// when empty). Unique among the endpoints.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -100,6 +106,10 @@ pub struct BasicAuth {
     pub password: String,
 }
 
+fn is_default_tls(t: &ClientTlsConfig) -> bool {
+    !t.is_set()
+}
+
 fn yes() -> bool {
     true
 }
@@ -122,7 +132,11 @@ fn default_max_retry_after_secs() -> u64 {
 impl RemoteWriteConfig {
     /// The checks [`RemoteWrite::new`] makes for one endpoint, as a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        self.uri()?;
+        let uri = self.uri()?;
+        self.tls.validate().map_err(|e| format!("remote_write {}: {e}", self.label()))?;
+        if self.tls.is_set() && uri.scheme_str() != Some("https") {
+            return Err(format!("remote_write {}: tls is set but the url is not https://", self.label()));
+        }
         self.header_map()?;
         self.tenant_header_maps()?;
         if self.timeout_secs == 0 {
@@ -152,14 +166,9 @@ impl RemoteWriteConfig {
         if url.is_empty() {
             return Err("remote_write url is empty".into());
         }
-        if url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
-            return Err(format!(
-                "remote_write url {url:?}: https is not supported (this build has no TLS client); \
-                 use http:// or a TLS-terminating proxy"
-            ));
-        }
-        if !url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) {
-            return Err(format!("remote_write url {url:?} must start with http://"));
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https")) {
+            return Err(format!("remote_write url {url:?} must start with http:// or https://"));
         }
         let uri: hyper::Uri = url.parse().map_err(|e| format!("remote_write url {url:?}: {e}"))?;
         if uri.host().is_none_or(str::is_empty) {
@@ -240,6 +249,8 @@ enum Verdict {
 
 struct Endpoint {
     label: String,
+    /// Per endpoint, since each may have its own TLS settings; pools its connections.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: hyper::Uri,
     headers: HeaderMap,
     tenant_headers: HashMap<String, HeaderMap>,
@@ -253,7 +264,6 @@ struct Endpoint {
 /// Every configured endpoint, sharing one connection pool. Cheap to share behind an `Arc`;
 /// `push` may run concurrently (for different tenants).
 pub struct RemoteWrite {
-    client: Client<HttpConnector, Full<Bytes>>,
     endpoints: Vec<Endpoint>,
 }
 
@@ -279,7 +289,10 @@ impl RemoteWrite {
             }
             let min = Duration::from_millis(c.min_backoff_ms);
             let max = Duration::from_millis(c.max_backoff_ms);
+            let connector = crate::tls::client::connector(false, &c.tls)
+                .map_err(|e| StartupError::new(format!("remote_write {label}: {e}")))?;
             endpoints.push(Endpoint {
+                client: Client::builder(TokioExecutor::new()).build(connector),
                 label,
                 uri: c.uri().map_err(StartupError::new)?,
                 headers: c.header_map().map_err(StartupError::new)?,
@@ -300,10 +313,7 @@ impl RemoteWrite {
                 max_retry_after: Duration::from_secs(c.max_retry_after_secs),
             });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(RemoteWrite { client, endpoints })
+        Ok(RemoteWrite { endpoints })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -399,7 +409,7 @@ impl RemoteWrite {
         *req.method_mut() = hyper::Method::POST;
         *req.uri_mut() = e.uri.clone();
         *req.headers_mut() = headers.clone();
-        let resp = match self.client.request(req).await {
+        let resp = match e.client.request(req).await {
             Ok(r) => r,
             // Could not connect or the connection broke: the samples may not have arrived.
             Err(err) => return Verdict::Retry { after: None, error: format!("request failed: {}", error_chain(&err)) },
@@ -527,9 +537,11 @@ mod tests {
             f(&mut c);
             c.validate()
         };
-        let err = with(&|c| c.url = "https://h/api/v1/write".into()).unwrap_err();
-        assert!(err.contains("TLS"), "{err}");
-        assert!(with(&|c| c.url = "HTTPS://h/".into()).unwrap_err().contains("TLS"));
+        assert!(with(&|c| c.url = "https://h/api/v1/write".into()).is_ok());
+        assert!(with(&|c| c.url = "HTTPS://h/".into()).is_ok());
+        let err = with(&|c| c.tls.insecure_skip_verify = true).unwrap_err();
+        assert!(err.contains("not https://"), "{err}");
+        assert!(with(&|c| c.url = "ftp://h/".into()).is_err());
         assert!(with(&|c| c.url = "h:9090/api/v1/write".into()).is_err());
         assert!(with(&|c| c.url = "http://".into()).is_err());
         assert!(with(&|c| c.url = "http://h h/".into()).is_err());
@@ -562,7 +574,10 @@ mod tests {
         let named = RemoteWriteConfig { name: "b".into(), ..ok.clone() };
         let rw = RemoteWrite::new(&[ok.clone(), named]).unwrap();
         assert_eq!(rw.endpoints().collect::<Vec<_>>(), ["http://h:9090/api/v1/write", "b"]);
-        assert!(RemoteWrite::new(&[RemoteWriteConfig { url: "https://h/".into(), ..ok }]).is_err());
+        let missing_ca = ClientTlsConfig { ca_file: "/nonexistent/ca.pem".into(), ..ClientTlsConfig::default() };
+        let err =
+            RemoteWrite::new(&[RemoteWriteConfig { url: "https://h/".into(), tls: missing_ca, ..ok }]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
         assert!(RemoteWrite::new(&[]).unwrap().is_empty());
     }
 
@@ -630,6 +645,7 @@ mod tests {
     fn config(url: &str) -> RemoteWriteConfig {
         RemoteWriteConfig {
             url: url.to_string(),
+            tls: ClientTlsConfig::default(),
             name: String::new(),
             headers: BTreeMap::new(),
             send_tenant_header: true,

@@ -13,6 +13,7 @@ use spoor_query::search::{SearchRequest, SearchResult};
 
 use crate::auth::audit::ResultCount;
 use crate::auth::mask::Masking;
+use crate::auth::spans::{SpanFilter, SpanFiltering};
 use crate::config::SearchConfig;
 use crate::error::Error;
 use crate::metrics::names;
@@ -25,6 +26,7 @@ pub async fn handler(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     mask: Option<Extension<Masking>>,
+    spans: Option<Extension<SpanFiltering>>,
 ) -> Response {
     let started = Instant::now();
     let result = async { search(&r, &r.tenants(&headers)?, raw.as_deref().unwrap_or("")).await }.await;
@@ -39,6 +41,10 @@ pub async fn handler(
             let mut answer = search_json(&found);
             if let Some(Extension(Masking(m))) = &mask {
                 m.apply_search_json(&mut answer);
+            }
+            // The query itself was restricted by the guard; what remains is the trace summary.
+            if spans.is_some() {
+                SpanFilter::apply_search_json(&mut answer);
             }
             let mut resp = axum::Json(answer).into_response();
             resp.extensions_mut().insert(ResultCount(found.traces.len()));

@@ -6,7 +6,8 @@
 //! the live traces and after each wave of blocks, then the whole answer.
 //!
 //! Auth and tenancy are the HTTP routes' (the guard gives these paths the read role; a token
-//! with a mask is refused them, as every route that does not apply masks).
+//! with a `mask` or a `spans` filter is refused them, as every route that does not apply
+//! those, hence the `None` span filter below).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -149,9 +150,9 @@ async fn run(
                 ("limit", nonzero(req.max_tags_per_scope)),
             ]);
             if method == "SearchTagsV2" {
-                frame(&SearchTagsV2Response::of(&tags::names(r, headers, &raw, 2).await?))
+                frame(&SearchTagsV2Response::of(&tags::names(r, headers, &raw, 2, None).await?))
             } else {
-                frame(&SearchTagsResponse::of(&tags::names(r, headers, &raw, 1).await?))
+                frame(&SearchTagsResponse::of(&tags::names(r, headers, &raw, 1, None).await?))
             }
         }
         "SearchTagValues" | "SearchTagValuesV2" => {
@@ -163,9 +164,9 @@ async fn run(
                 ("limit", nonzero(req.max_tag_values)),
             ]);
             if method == "SearchTagValuesV2" {
-                frame(&SearchTagValuesV2Response::of(&tags::values(r, headers, &req.tag_name, &raw, 2).await?))
+                frame(&SearchTagValuesV2Response::of(&tags::values(r, headers, &req.tag_name, &raw, 2, None).await?))
             } else {
-                frame(&SearchTagValuesResponse::of(&tags::values(r, headers, &req.tag_name, &raw, 1).await?))
+                frame(&SearchTagValuesResponse::of(&tags::values(r, headers, &req.tag_name, &raw, 1, None).await?))
             }
         }
         "MetricsQueryRange" => {

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use spoor_query::Value;
 use spoor_query::tags::{NameScope, TagQuery};
 use spoor_traceql::ast::{Attribute, FieldExpr, Intrinsic, Root, SpansetExpr, SpansetQuery, Stage};
 
+use crate::auth::spans::{SpanFilter, SpanFiltering};
 use crate::error::Error;
 use crate::tempo::params::{Params, go_duration_string, query_error, text_error};
 use crate::tempo::reader::Reader;
@@ -49,14 +51,31 @@ const INTRINSICS: [&str; 25] = [
 const STATUS: [&str; 3] = ["ok", "error", "unset"];
 const KINDS: [&str; 6] = ["client", "server", "producer", "consumer", "internal", "unspecified"];
 
-pub async fn names_v1(State(p): State<Arc<Reader>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let started = std::time::Instant::now();
-    respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 1).await)
+/// The span filter of the caller's token, when it has one.
+type Spans = Option<Extension<SpanFiltering>>;
+
+fn filter_of(spans: &Spans) -> Option<&SpanFilter> {
+    spans.as_ref().map(|Extension(SpanFiltering(f))| f.as_ref())
 }
 
-pub async fn names_v2(State(p): State<Arc<Reader>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn names_v1(
+    State(p): State<Arc<Reader>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    spans: Spans,
+) -> Response {
     let started = std::time::Instant::now();
-    respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 2).await)
+    respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 1, filter_of(&spans)).await)
+}
+
+pub async fn names_v2(
+    State(p): State<Arc<Reader>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    spans: Spans,
+) -> Response {
+    let started = std::time::Instant::now();
+    respond(&p, "tags", started, names(&p, &headers, raw.as_deref().unwrap_or(""), 2, filter_of(&spans)).await)
 }
 
 /// `/api/search/tag/{tag}/values`: the route captures `{tag}/values` whole, since the tag
@@ -66,8 +85,9 @@ pub async fn values_v1(
     headers: HeaderMap,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
+    spans: Spans,
 ) -> Response {
-    tag_values(&p, &headers, &rest, raw.as_deref().unwrap_or(""), 1).await
+    tag_values(&p, &headers, &rest, raw.as_deref().unwrap_or(""), 1, filter_of(&spans)).await
 }
 
 pub async fn values_v2(
@@ -75,14 +95,22 @@ pub async fn values_v2(
     headers: HeaderMap,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
+    spans: Spans,
 ) -> Response {
-    tag_values(&p, &headers, &rest, raw.as_deref().unwrap_or(""), 2).await
+    tag_values(&p, &headers, &rest, raw.as_deref().unwrap_or(""), 2, filter_of(&spans)).await
 }
 
-async fn tag_values(p: &Reader, headers: &HeaderMap, rest: &str, raw: &str, version: u8) -> Response {
+async fn tag_values(
+    p: &Reader,
+    headers: &HeaderMap,
+    rest: &str,
+    raw: &str,
+    version: u8,
+    spans: Option<&SpanFilter>,
+) -> Response {
     let Some(tag) = rest.strip_suffix("/values") else { return axum::http::StatusCode::NOT_FOUND.into_response() };
     let started = std::time::Instant::now();
-    respond(p, "tag_values", started, values(p, headers, tag, raw, version).await)
+    respond(p, "tag_values", started, values(p, headers, tag, raw, version, spans).await)
 }
 
 fn respond(p: &Reader, endpoint: &str, started: std::time::Instant, r: Result<Json, Error>) -> Response {
@@ -118,11 +146,22 @@ fn tag_query(p: &Reader, params: &Params, filter: Option<FieldExpr>) -> Result<T
     })
 }
 
-pub(crate) async fn names(p: &Reader, headers: &HeaderMap, raw: &str, version: u8) -> Result<Json, Error> {
+pub(crate) async fn names(
+    p: &Reader,
+    headers: &HeaderMap,
+    raw: &str,
+    version: u8,
+    spans: Option<&SpanFilter>,
+) -> Result<Json, Error> {
     let tenants = p.tenants(headers)?;
     let params = Params::parse(raw);
     let scope = scope_param(&params)?;
     let filter = if version == 2 { lenient_filter(params.get("q").unwrap_or(""))? } else { None };
+    // A filtered token's names and values come from the spans it may see only.
+    let filter = match spans {
+        Some(s) => Some(s.and(filter)),
+        None => filter,
+    };
     let q = tag_query(p, &params, filter)?;
     let mut found = spoor_query::tags::TagNames::default();
     for t in &tenants {
@@ -174,7 +213,14 @@ fn decode_tag(tag: &str) -> String {
     }
 }
 
-pub(crate) async fn values(p: &Reader, headers: &HeaderMap, tag: &str, raw: &str, version: u8) -> Result<Json, Error> {
+pub(crate) async fn values(
+    p: &Reader,
+    headers: &HeaderMap,
+    tag: &str,
+    raw: &str,
+    version: u8,
+    spans: Option<&SpanFilter>,
+) -> Result<Json, Error> {
     let tenants = p.tenants(headers)?;
     let params = Params::parse(raw);
     let tag = decode_tag(tag);
@@ -205,6 +251,11 @@ pub(crate) async fn values(p: &Reader, headers: &HeaderMap, tag: &str, raw: &str
         }
     }
     let filter = if version == 2 { lenient_filter(params.get("q").unwrap_or(""))? } else { None };
+    // A filtered token's names and values come from the spans it may see only.
+    let filter = match spans {
+        Some(s) => Some(s.and(filter)),
+        None => filter,
+    };
     let q = tag_query(p, &params, filter)?;
     let mut all: Vec<Value> = Vec::new();
     for t in &tenants {

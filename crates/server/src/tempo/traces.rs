@@ -15,6 +15,7 @@ use spoor_model::json::{IdStyle, trace_to_json};
 use spoor_model::otlp::{TraceByIdMetrics, TraceByIdResponse};
 
 use crate::auth::mask::Masking;
+use crate::auth::spans::{SpanFilter, SpanFiltering};
 use crate::error::Error;
 use crate::tempo::params::{SECOND, text_error};
 use crate::tempo::reader::Reader;
@@ -29,6 +30,7 @@ async fn lookup(
     headers: &HeaderMap,
     id: &str,
     params: &HashMap<String, String>,
+    spans: Option<&SpanFilter>,
 ) -> Result<spoor_model::trace::Assembled, Error> {
     let tenants = p.tenants(headers)?;
     let id = TraceId::parse_api(id).map_err(|e| Error::bad_request(e.to_string()))?;
@@ -51,8 +53,13 @@ async fn lookup(
     if fragments.is_empty() {
         return Err(Error::not_found());
     }
-    let assembled = spoor_model::trace::assemble(fragments.iter().map(|b| &b[..]))
+    let mut assembled = spoor_model::trace::assemble(fragments.iter().map(|b| &b[..]))
         .map_err(|e| Error::internal(format!("stored trace {id} does not decode: {e}")))?;
+    if let Some(filter) = spans {
+        // Decided on the stored spans, before anything is rendered or masked.
+        let visible = filter.visible(id, &fragments).map_err(|e| Error::internal(format!("trace {id}: {e}")))?;
+        SpanFilter::apply(&visible, &mut assembled.trace);
+    }
     Ok(assembled)
 }
 
@@ -62,8 +69,9 @@ pub async fn v1(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     mask: Option<Extension<Masking>>,
+    spans: Option<Extension<SpanFiltering>>,
 ) -> Response {
-    trace_by_id(&p, &headers, &id, &params, 1, mask).await
+    trace_by_id(&p, &headers, &id, &params, 1, mask, spans).await
 }
 
 pub async fn v2(
@@ -72,8 +80,9 @@ pub async fn v2(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     mask: Option<Extension<Masking>>,
+    spans: Option<Extension<SpanFiltering>>,
 ) -> Response {
-    trace_by_id(&p, &headers, &id, &params, 2, mask).await
+    trace_by_id(&p, &headers, &id, &params, 2, mask, spans).await
 }
 
 /// v1 answers a `Trace` (JSON: `batches`); v2 a `TraceByIDResponse` (JSON: `trace.resourceSpans`).
@@ -84,8 +93,10 @@ async fn trace_by_id(
     params: &HashMap<String, String>,
     version: u8,
     mask: Option<Extension<Masking>>,
+    spans: Option<Extension<SpanFiltering>>,
 ) -> Response {
-    let mut t = match lookup(p, headers, id, params).await {
+    let filter = spans.as_ref().map(|Extension(SpanFiltering(f))| f.as_ref());
+    let mut t = match lookup(p, headers, id, params, filter).await {
         Ok(t) => t,
         Err(e) => return text_error(e),
     };

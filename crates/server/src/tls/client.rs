@@ -1,10 +1,12 @@
-//! TLS for the agent's exporters: a rustls client configuration from the collector-shaped
-//! `tls` keys (CA file or the system's trust store, client certificate, server name override,
-//! and the test-only skip of verification), and the connector the OTLP client dials with.
+//! TLS as a client (the agent's exporters, remote_write, the OIDC key set's URL): a rustls
+//! client configuration from the collector-shaped `tls` keys (CA file or the system's trust
+//! store, client certificate, server name override, and the test-only skip of verification),
+//! and the connector an HTTP client dials with.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::tls::ClientTlsConfig;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -13,7 +15,6 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls_platform_verifier::BuilderVerifierExt;
-use spoor_server::tls::ClientTlsConfig;
 
 /// A connector for `http://` and `https://` URLs; `https://` uses `tls`. `http2`: gRPC, whose
 /// servers insist on negotiating h2; otherwise HTTP/1.1, as OTLP/HTTP goes in plaintext.

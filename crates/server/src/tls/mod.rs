@@ -17,6 +17,9 @@ use tokio::sync::watch;
 
 use crate::error::StartupError;
 
+pub mod client;
+pub mod peer;
+
 /// `server.tls` and its per-listener overrides (`server.http_tls`, `server.otlp_grpc_tls`,
 /// `server.otlp_http_tls`), the collector's `tls` shape. TLS is on when `cert_file` is set.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
