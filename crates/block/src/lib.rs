@@ -7,6 +7,7 @@ mod filter;
 mod index;
 mod meta;
 mod read;
+mod sealed;
 pub mod schema;
 mod write;
 

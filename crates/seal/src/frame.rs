@@ -179,6 +179,13 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
+impl FrameWriter<Vec<u8>> {
+    /// Takes what has been sealed so far (streaming uploads send it as a part).
+    pub fn take_sealed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+}
+
 impl<W: Write> Write for FrameWriter<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);

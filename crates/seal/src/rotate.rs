@@ -18,8 +18,8 @@ use crate::error::{Error, Kind, Result, io};
 use crate::header::{HEADER_LEN, Header, SLOT_LEN};
 use crate::key::MasterKey;
 
-fn read_header(path: &Path) -> Result<(std::fs::File, Header)> {
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+fn read_header(path: &Path, write: bool) -> Result<(std::fs::File, Header)> {
+    let file = OpenOptions::new().read(true).write(write).open(path).map_err(io(path))?;
     let mut buf = [0u8; HEADER_LEN];
     let len = file.metadata().map_err(io(path))?.len();
     let n = (len as usize).min(HEADER_LEN);
@@ -34,7 +34,7 @@ fn write_slot(file: &std::fs::File, path: &Path, i: usize, slot: &[u8; SLOT_LEN]
 
 /// Pass 1 for one file: makes it open with `new` too. Returns false when it already did.
 pub fn add_key(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<bool> {
-    let (file, header) = read_header(path)?;
+    let (file, header) = read_header(path, true)?;
     if header.slot_of(new).is_some() {
         return Ok(false);
     }
@@ -51,7 +51,7 @@ pub fn add_key(path: &Path, old: &MasterKey, new: &MasterKey) -> Result<bool> {
 
 /// Pass 2 for one file: clears every slot but `keep`'s. Returns false when there was none.
 pub fn drop_other_keys(path: &Path, keep: &MasterKey) -> Result<bool> {
-    let (file, header) = read_header(path)?;
+    let (file, header) = read_header(path, true)?;
     let Some(i) = header.slot_of(keep) else {
         return Err(Error::new(
             Kind::WrongKey,
@@ -68,6 +68,6 @@ pub fn drop_other_keys(path: &Path, keep: &MasterKey) -> Result<bool> {
 
 /// Checks that `path` opens with `key` (reads the header only).
 pub fn check(path: &Path, key: &MasterKey) -> Result<()> {
-    let (_, header) = read_header(path)?;
+    let (_, header) = read_header(path, false)?;
     header.open(key, path).map(|_| ())
 }

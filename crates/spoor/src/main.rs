@@ -2,6 +2,7 @@
 
 mod blocks;
 mod http;
+mod keys;
 mod loadgen;
 mod query;
 
@@ -38,6 +39,9 @@ enum Command {
     Blocks(blocks::Command),
     /// Search with TraceQL, against a running server or straight against the blocks.
     Query(query::Args),
+    /// Manage the encryption-at-rest keys of a data dir.
+    #[command(subcommand)]
+    Keys(keys::Command),
 }
 
 #[derive(clap::Args)]
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::Loadgen(args) => loadgen::run(args).await,
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
+            Command::Keys(command) => keys::run(command),
             Command::Config(args) => {
                 print!("{}", args.load()?.to_yaml());
                 Ok(())

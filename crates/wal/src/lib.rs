@@ -42,6 +42,8 @@ const MAGIC: u32 = 0x5350_574C; // "SPWL"
 const HEADER: usize = 12;
 /// A record larger than this is refused at append and treated as corruption at replay.
 pub const MAX_RECORD: usize = 256 << 20;
+/// The largest length field a valid record has: a payload of [`MAX_RECORD`] bytes, sealed.
+const MAX_STORED: usize = MAX_RECORD + spoor_seal::RECORD_OVERHEAD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -501,7 +503,7 @@ fn record_at(data: &[u8], pos: usize) -> Option<(usize, usize)> {
         return None;
     }
     let len = word(4) as usize;
-    if len > MAX_RECORD {
+    if len > MAX_STORED {
         return None;
     }
     let payload = data.get(pos + HEADER..pos + HEADER + len)?;
@@ -760,7 +762,7 @@ impl SegmentReader {
         let i = (pos - self.buf_start) as usize;
         let word = |buf: &[u8], at: usize| u32::from_le_bytes(buf[i + at..i + at + 4].try_into().unwrap());
         let len = word(&self.buf, 4) as usize;
-        if word(&self.buf, 0) != MAGIC || len > MAX_RECORD || self.fill(pos, HEADER + len, limit)? < HEADER + len {
+        if word(&self.buf, 0) != MAGIC || len > MAX_STORED || self.fill(pos, HEADER + len, limit)? < HEADER + len {
             return Ok(None);
         }
         let i = (pos - self.buf_start) as usize;
