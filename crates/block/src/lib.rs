@@ -7,8 +7,8 @@ mod filter;
 mod index;
 mod meta;
 mod read;
-mod sealed;
 pub mod schema;
+mod sealed;
 mod write;
 
 pub use error::{Error, Result};

@@ -42,7 +42,8 @@ async fn send_secret_traces(s: &Server, prefix: &str, n: u32) -> Vec<String> {
     for i in 0..n {
         let t = format!("{prefix}{i:08x}");
         assert_eq!(t.len(), 32);
-        let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], secret_trace(&t)).await;
+        let r =
+            request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], secret_trace(&t)).await;
         assert_eq!(r.status, 200, "{}", r.text());
         out.push(t);
     }
@@ -68,7 +69,10 @@ fn assert_nothing_readable(dir: &Path, traces: &[String]) {
         let raw: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).unwrap()).collect();
         needles.push((format!("trace {t} in hex"), t.as_bytes().to_vec()));
         needles.push((format!("trace {t} in HEX"), t.to_uppercase().into_bytes()));
-        needles.push((format!("trace {t} in base64"), base64::engine::general_purpose::STANDARD.encode(&raw).into_bytes()));
+        needles.push((
+            format!("trace {t} in base64"),
+            base64::engine::general_purpose::STANDARD.encode(&raw).into_bytes(),
+        ));
         needles.push((format!("trace {t} raw"), raw));
     }
     let mut files = Vec::new();
@@ -77,7 +81,11 @@ fn assert_nothing_readable(dir: &Path, traces: &[String]) {
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for (what, needle) in &needles {
-            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_slice()), "{what} is readable in {}", f.display());
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{what} is readable in {}",
+                f.display()
+            );
         }
     }
 }
@@ -199,9 +207,10 @@ async fn a_key_for_a_plaintext_data_dir_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load_with_encryption_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d");
-    let key = write_key(dir.path(), "k", 0x44, false);
+    // Kept when the test fails: the server's log is in it.
+    let kept = tempfile::Builder::new().prefix("spoor-enc-kill9-").tempdir().unwrap().keep();
+    let data = kept.join("d");
+    let key = write_key(&kept, "k", 0x44, false);
     let mut s = Server::unstarted(&data);
     // Small blocks cut every second and compacted every second: kills land mid-flush and
     // mid-compaction of sealed blocks.
@@ -217,11 +226,12 @@ async fn kill9_under_load_with_encryption_loses_nothing_acknowledged() {
     }
     s.spawn();
     s.wait_ready();
-    let record = dir.path().join("acked.txt");
+    let record = kept.join("acked.txt");
     kill9_rounds(&mut s, &record, 3, 10_000, 1500, 2500).await;
     let traces: Vec<String> = acked(&record).into_keys().take(200).collect();
     s.terminate();
     assert_nothing_readable(&data, &traces);
+    let _ = std::fs::remove_dir_all(&kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

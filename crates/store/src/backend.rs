@@ -100,8 +100,9 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
         BackendKind::Local => {
             std::fs::create_dir_all(o.local_path).map_err(crate::error::io(o.local_path))?;
             // Deleting a block's last file removes its directory, as on an object store.
-            let local =
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(o.local_path)?.with_automatic_cleanup(true));
+            let local = Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(o.local_path)?.with_automatic_cleanup(true),
+            );
             match &o.seal {
                 Some(key) => Arc::new(crate::sealed::SealedStore::new(local, key.clone())),
                 None => local,

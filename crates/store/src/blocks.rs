@@ -183,16 +183,35 @@ impl Blocks {
     /// Spans of a trace from every visible block that may hold it, as fragments. With a
     /// `range` (unix nanos, inclusive), blocks whose spans all fall outside it are skipped.
     pub async fn find_trace(&self, tenant: &str, id: &TraceId, range: Option<(u64, u64)>) -> Result<Vec<Bytes>> {
+        // A block deleted under the read (compacted away) had its spans copied to a block that
+        // was listed before the deletion: looking again, in the new list, finds them there.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (found, vanished) = self.find_trace_once(tenant, id, range).await?;
+            if !vanished || attempts == 3 {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// One lookup over the blocks listed now; true when one of them was deleted meanwhile.
+    async fn find_trace_once(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+        range: Option<(u64, u64)>,
+    ) -> Result<(Vec<Bytes>, bool)> {
         let overlaps = |m: &BlockMeta| range.is_none_or(|(s, e)| m.start_unix_nano <= e && m.end_unix_nano >= s);
         let candidates: Vec<BlockReader> =
             self.visible(tenant).into_iter().filter(|b| overlaps(b.meta()) && b.may_contain(id)).collect();
         let found = futures_util::future::try_join_all(candidates.iter().map(|b| async move {
             match b.find_trace(id).await {
-                Ok(f) => Ok(f),
+                Ok(f) => Ok(Some(f)),
                 // Deleted since it was listed (compacted away, expired): its spans are elsewhere
                 // or gone on purpose. Anything else is an error worth reporting.
                 Err(e) => match self.store.head(&block_dir(tenant, &b.meta().block_id).join(META_FILE)).await {
-                    Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
                     _ => Err(e),
                 },
             }
@@ -201,7 +220,8 @@ impl Blocks {
         if !candidates.is_empty() {
             self.trim_cache();
         }
-        Ok(found.into_iter().flatten().collect())
+        let vanished = found.iter().any(Option::is_none);
+        Ok((found.into_iter().flatten().flatten().collect(), vanished))
     }
 
     /// Re-reads the blocklist from the backend: new metas are opened, vanished ones dropped.
@@ -424,10 +444,7 @@ impl Write for SharedWriter {
 }
 
 impl TmpFile {
-    pub(crate) fn create(
-        path: &std::path::Path,
-        seal: Option<&MasterKey>,
-    ) -> Result<(Box<dyn Write + Send>, TmpFile)> {
+    pub(crate) fn create(path: &std::path::Path, seal: Option<&MasterKey>) -> Result<(Box<dyn Write + Send>, TmpFile)> {
         let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io(path))?);
         Ok(match seal {
             None => (Box::new(out), TmpFile::Plain),

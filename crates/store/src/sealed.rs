@@ -47,11 +47,7 @@ impl SealedStore {
         if let Some(f) = self.frames.lock().unwrap_or_else(|e| e.into_inner()).get(location) {
             return Ok(f.clone());
         }
-        let head = GetOptions {
-            range: Some(GetRange::Bounded(0..HEADER_LEN as u64)),
-            head: false,
-            ..options.clone()
-        };
+        let head = GetOptions { range: Some(GetRange::Bounded(0..HEADER_LEN as u64)), head: false, ..options.clone() };
         let got = self.inner.get_opts(location, head).await?;
         let size = got.meta.size;
         let header = got.bytes().await?;
@@ -93,7 +89,12 @@ impl fmt::Debug for SealedStore {
 
 #[async_trait]
 impl ObjectStore for SealedStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.forget(location);
         let plain: Bytes = payload.into();
         let key = self.key.clone();
@@ -130,8 +131,10 @@ impl ObjectStore for SealedStore {
             })?,
         };
         let stored = frames.sealed_range(&range);
-        let got = self.inner.get_opts(location, GetOptions { range: Some(GetRange::Bounded(stored)), ..options }).await?;
-        let (meta, attributes, extensions) = (plain_meta(got.meta.clone()), got.attributes.clone(), got.extensions.clone());
+        let got =
+            self.inner.get_opts(location, GetOptions { range: Some(GetRange::Bounded(stored)), ..options }).await?;
+        let (meta, attributes, extensions) =
+            (plain_meta(got.meta.clone()), got.attributes.clone(), got.extensions.clone());
         let bytes = got.bytes().await?;
         let (r, loc) = (range.clone(), location.clone());
         let open = move || frames.open_range(&r, &bytes, std_path(&loc)).map_err(sealed);
@@ -173,7 +176,11 @@ impl ObjectStore for SealedStore {
         self.inner.list(prefix).map_ok(plain_meta).boxed()
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.inner.list_with_offset(prefix, offset).map_ok(plain_meta).boxed()
     }
 
@@ -212,7 +219,9 @@ impl fmt::Debug for SealedUpload {
 impl MultipartUpload for SealedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let Some(writer) = self.writer.as_mut() else {
-            return Box::pin(async { Err(object_store::Error::Generic { store: "sealed", source: "upload completed".into() }) });
+            return Box::pin(async {
+                Err(object_store::Error::Generic { store: "sealed", source: "upload completed".into() })
+            });
         };
         for chunk in data.iter() {
             std::io::Write::write_all(writer, chunk).expect("writing to a Vec cannot fail");
@@ -225,10 +234,10 @@ impl MultipartUpload for SealedUpload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let writer = self.writer.take().ok_or_else(|| object_store::Error::Generic {
-            store: "sealed",
-            source: "upload completed twice".into(),
-        })?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| object_store::Error::Generic { store: "sealed", source: "upload completed twice".into() })?;
         let last = writer.finish().expect("writing to a Vec cannot fail");
         self.inner.put_part(PutPayload::from(last)).await?;
         self.inner.complete().await

@@ -519,6 +519,10 @@ fn segment_key(head: &[u8], path: &Path, seal: Option<&MasterKey>) -> Result<(us
         return Ok((0, None));
     }
     let sealed = spoor_seal::is_sealed(head);
+    // Cut short while the segment was being created (its header not all written): nothing in
+    // it was ever acknowledged.
+    let torn_header =
+        head.len() < spoor_seal::HEADER_LEN && spoor_seal::header::MAGIC.starts_with(&head[..head.len().min(4)]);
     match seal {
         None if sealed => Err(SealError::new(
             Kind::NotSealed,
@@ -526,13 +530,12 @@ fn segment_key(head: &[u8], path: &Path, seal: Option<&MasterKey>) -> Result<(us
         )
         .into()),
         None => Ok((0, None)),
+        Some(_) if torn_header => Ok((head.len(), None)),
         Some(_) if !sealed => Err(SealError::new(
             Kind::NotSealed,
             format!("{} is not encrypted, yet an encryption key is configured", path.display()),
         )
         .into()),
-        // Cut short while the segment was being created: nothing in it was ever acknowledged.
-        Some(_) if head.len() < spoor_seal::HEADER_LEN => Ok((head.len(), None)),
         Some(master) => {
             let key = Header::parse(head, path)?.open(master, path)?;
             Ok((spoor_seal::HEADER_LEN, Some(key)))

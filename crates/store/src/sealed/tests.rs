@@ -71,7 +71,8 @@ async fn a_flipped_stored_byte_fails_the_read() {
 #[tokio::test]
 async fn multipart_uploads_seal_as_they_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let raw: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let raw: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let store = SealedStore::new(raw, key(4));
     let plain = data(1_000_003);
     let path = Path::from("big");
