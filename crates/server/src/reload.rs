@@ -27,7 +27,7 @@ pub async fn every<R>(
             _ = stop.wait_for(|s| *s) => return,
         }
         let r = reload.clone();
-        match tokio::task::spawn_blocking(move || r()).await.unwrap_or_else(|e| Err(e.to_string())) {
+        match tokio::task::spawn_blocking(r).await.unwrap_or_else(|e| Err(e.to_string())) {
             Ok(changed) => {
                 if changed {
                     reloaded();
