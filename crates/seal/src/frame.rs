@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::aead::{Aad, Nonce};
 
 use crate::error::{Error, Kind, Result, io};
-use crate::header::{HEADER_LEN, Header, Layout};
+use crate::header::{FRAME_SHIFT, HEADER_LEN, Header, Layout};
 use crate::key::{DataKey, MasterKey, TAG_LEN};
 
-pub(crate) const FRAME_SHIFT: u8 = 16;
 /// Plaintext bytes per frame (64 KiB).
 pub const FRAME: u64 = 1 << FRAME_SHIFT;
 const SEALED_FRAME: u64 = FRAME + TAG_LEN as u64;

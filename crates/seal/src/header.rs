@@ -17,6 +17,8 @@ use crate::error::{Error, Kind, Result};
 use crate::key::{DataKey, KEY_ID_LEN, KEY_LEN, MasterKey, WRAPPED_LEN, hex, random};
 
 pub const MAGIC: [u8; 4] = *b"SPSE";
+/// log2 of the plaintext bytes per frame (64 KiB), recorded in (and checked against) every header.
+pub(crate) const FRAME_SHIFT: u8 = 16;
 const VERSION: u8 = 1;
 const PREFIX_LEN: usize = 8;
 pub(crate) const SLOT_LEN: usize = KEY_ID_LEN + WRAPPED_LEN;
@@ -53,7 +55,7 @@ impl Header {
             Layout::Frames => 1,
             Layout::Records => 2,
         };
-        prefix[6] = crate::frame::FRAME_SHIFT;
+        prefix[6] = FRAME_SHIFT;
         let mut data_key = [0u8; KEY_LEN];
         random(&mut data_key);
         let mut header = Header { prefix, slots: [[0; SLOT_LEN]; 2] };
@@ -71,7 +73,7 @@ impl Header {
         }
         let mut prefix = [0u8; PREFIX_LEN];
         prefix.copy_from_slice(&bytes[..PREFIX_LEN]);
-        if prefix[4] != VERSION || !matches!(prefix[5], 1 | 2) || prefix[6] != crate::frame::FRAME_SHIFT {
+        if prefix[4] != VERSION || !matches!(prefix[5], 1 | 2) || prefix[6] != FRAME_SHIFT {
             return Err(Error::new(
                 Kind::Corrupt,
                 format!("{}: unknown encryption header (version {}, layout {})", what.display(), prefix[4], prefix[5]),
