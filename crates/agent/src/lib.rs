@@ -225,12 +225,18 @@ impl Agent {
         } else {
             q.directory.clone()
         };
+        // The queue holds whole requests: sealed under storage.encryption like the server's WAL.
+        let seal = config.storage.encryption.load()?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StartupError::new(format!("cannot create the agent queue dir {}: {e}", dir.display())))?;
+        spoor_server::encryption::check_dir(&dir, std::slice::from_ref(&dir), seal.as_deref())?;
         let queue = Queue::open(QueueConfig {
             dir: dir.clone(),
             max_bytes: q.max_bytes,
             segment_bytes: q.segment_bytes,
             durability: q.durability,
             memory_bytes: q.memory_bytes,
+            seal,
         })
         .map_err(|e| StartupError::new(format!("cannot open the agent queue in {}: {e}", dir.display())))?;
         let route = Route::new(&config.agent.exporters)?;

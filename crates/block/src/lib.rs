@@ -8,6 +8,7 @@ mod index;
 mod meta;
 mod read;
 pub mod schema;
+mod sealed;
 mod write;
 
 pub use error::{Error, Result};

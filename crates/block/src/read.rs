@@ -414,7 +414,14 @@ impl TraceIter {
             .unwrap_or_else(|panic| Err(panicked(panic)))
     }
 
-    fn open_file(file: std::fs::File) -> Result<TraceIter> {
+    /// Like [`TraceIter::open`], for a block file sealed at rest.
+    pub fn open_sealed(file: spoor_seal::SealedFile) -> Result<TraceIter> {
+        let chunks = crate::sealed::SealedChunks(Arc::new(file));
+        std::panic::catch_unwind(AssertUnwindSafe(|| Self::open_file(chunks)))
+            .unwrap_or_else(|panic| Err(panicked(panic)))
+    }
+
+    fn open_file<R: parquet::file::reader::ChunkReader + 'static>(file: R) -> Result<TraceIter> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
         let layout = Arc::new(Layout::new(builder.metadata())?);
         layout.check(builder.schema())?;

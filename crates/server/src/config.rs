@@ -9,6 +9,7 @@ use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub use crate::auth::AuthConfig;
+pub use crate::encryption::EncryptionConfig;
 pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
@@ -126,6 +127,8 @@ pub struct StorageConfig {
     /// Memory for block footers and page indexes kept between lookups (least recently used
     /// blocks give theirs up first).
     pub block_cache_bytes: usize,
+    /// Encryption at rest of the WAL, local blocks and the agent's queue (docs/security.md).
+    pub encryption: EncryptionConfig,
 }
 
 impl Default for StorageConfig {
@@ -142,6 +145,7 @@ impl Default for StorageConfig {
             max_retries: 10,
             blocklist_poll_secs: 15,
             block_cache_bytes: 256 << 20,
+            encryption: EncryptionConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod encryption;
 pub mod error;
 pub mod generated;
 pub mod http;
@@ -48,6 +49,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let ingest = config.ingest.enabled;
     // The WAL is what must not be shared; a query-only process writes none.
     let _lock = if ingest { Some(http::lock_data_dir(&data_dir)?) } else { None };
+    // The key is checked against the data before anything is read or written.
+    let seal = config.storage.encryption.load()?;
+    if ingest {
+        encryption::check_dir(&data_dir, &[data_dir.clone(), config.storage.local_path()], seal.as_deref())?;
+    } else if data_dir.join(encryption::MARKER).exists() {
+        encryption::check_dir(&data_dir, &[], seal.as_deref())?;
+    }
+    if seal.is_some() && config.storage.backend != spoor_store::BackendKind::Local {
+        tracing::info!(
+            "encryption at rest covers the WAL and temp files; blocks in the {:?} backend rely on its server-side encryption",
+            config.storage.backend
+        );
+    }
     // Certificates and tokens are checked before any port opens: a bad file stops the start.
     let api_tls = tls::load(config.server.tls_for(Listener::Api).0, "the query API")?;
     let grpc_tls = tls::load(config.server.tls_for(Listener::OtlpGrpc).0, "OTLP/gRPC")?;
@@ -93,7 +107,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
     let generated = Generated::new(&config, metrics.clone())?.map(Arc::new);
     let (write, wal) = if ingest {
-        let wal = Arc::new(WalSlot::new(&config));
+        let wal = Arc::new(WalSlot::new(&config, seal.clone()));
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?.map(Arc::new);
         let pipeline = Arc::new(Pipeline::new(
             &config,

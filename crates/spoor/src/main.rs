@@ -2,6 +2,7 @@
 
 mod blocks;
 mod http;
+mod keys;
 mod loadgen;
 mod query;
 mod trace;
@@ -41,6 +42,9 @@ enum Command {
     Query(query::Args),
     /// Print one trace as a tree of spans, from a running server or straight from the blocks.
     Trace(trace::Args),
+    /// Manage the encryption-at-rest keys of a data dir.
+    #[command(subcommand)]
+    Keys(keys::Command),
 }
 
 #[derive(clap::Args)]
@@ -104,6 +108,7 @@ fn main() -> std::process::ExitCode {
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
             Command::Trace(args) => trace::run(args).await,
+            Command::Keys(command) => keys::run(command),
             Command::Config(args) => {
                 print!("{}", args.load()?.to_yaml());
                 Ok(())

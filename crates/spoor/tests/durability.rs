@@ -155,6 +155,7 @@ async fn not_ready_while_replaying_and_ingest_asks_to_retry() {
         dir: data.join("wal"),
         segment_bytes: 64 << 20,
         durability: spoor_wal::Durability::Os,
+        seal: None,
     })
     .unwrap();
     let mut rng = Rng::new(5);

@@ -112,6 +112,9 @@ pub struct Options<'a> {
     pub azure: &'a AzureConfig,
     pub request_timeout: Duration,
     pub max_retries: usize,
+    /// Seal the blocks of the local backend under this master key. Remote backends store what
+    /// they are given and rely on the provider's server-side encryption (docs/security.md).
+    pub seal: Option<Arc<spoor_seal::MasterKey>>,
 }
 
 /// Builds the configured store; the prefix, if any, is applied on top.
@@ -131,7 +134,13 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
         BackendKind::Local => {
             std::fs::create_dir_all(o.local_path).map_err(crate::error::io(o.local_path))?;
             // Deleting a block's last file removes its directory, as on an object store.
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(o.local_path)?.with_automatic_cleanup(true))
+            let local = Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(o.local_path)?.with_automatic_cleanup(true),
+            );
+            match &o.seal {
+                Some(key) => Arc::new(crate::sealed::SealedStore::new(local, key.clone())),
+                None => local,
+            }
         }
         BackendKind::S3 => {
             let c = o.s3;

@@ -6,10 +6,10 @@
 //! ID is listed in another visible block's `replaces` (the compactor's output) is hidden.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -17,6 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use spoor_block::{BlockMeta, BlockReader, BlockWriter, DATA_FILE, FILTER_FILE, META_FILE, WriteOptions};
 use spoor_model::TraceId;
+use spoor_seal::{FrameWriter, MasterKey, SealedFile};
 
 use crate::error::{Error, Result, io};
 use crate::fail;
@@ -52,6 +53,8 @@ pub struct Blocks {
     cache_bytes: usize,
     /// CPU time of the threads that built blocks, in nanoseconds: [flush, compaction].
     build_cpu_ns: Arc<[AtomicU64; 2]>,
+    /// Seals the temp files blocks are built in and downloaded to (encryption at rest).
+    seal: Option<Arc<MasterKey>>,
 }
 
 impl Blocks {
@@ -64,7 +67,19 @@ impl Blocks {
             added: AtomicU64::new(0),
             cache_bytes,
             build_cpu_ns: Arc::default(),
+            seal: None,
         }
+    }
+
+    /// Seals every temp file under `seal`, so no block is ever on local disk in plaintext
+    /// (the store itself is sealed by the backend: `crate::sealed`).
+    pub fn with_seal(mut self, seal: Option<Arc<MasterKey>>) -> Blocks {
+        self.seal = seal;
+        self
+    }
+
+    pub(crate) fn seal(&self) -> Option<&Arc<MasterKey>> {
+        self.seal.as_ref()
     }
 
     /// CPU seconds spent building blocks, (flushing, compacting): with the bytes each wrote,
@@ -168,16 +183,35 @@ impl Blocks {
     /// Spans of a trace from every visible block that may hold it, as fragments. With a
     /// `range` (unix nanos, inclusive), blocks whose spans all fall outside it are skipped.
     pub async fn find_trace(&self, tenant: &str, id: &TraceId, range: Option<(u64, u64)>) -> Result<Vec<Bytes>> {
+        // A block deleted under the read (compacted away) had its spans copied to a block that
+        // was listed before the deletion: looking again, in the new list, finds them there.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (found, vanished) = self.find_trace_once(tenant, id, range).await?;
+            if !vanished || attempts == 3 {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// One lookup over the blocks listed now; true when one of them was deleted meanwhile.
+    async fn find_trace_once(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+        range: Option<(u64, u64)>,
+    ) -> Result<(Vec<Bytes>, bool)> {
         let overlaps = |m: &BlockMeta| range.is_none_or(|(s, e)| m.start_unix_nano <= e && m.end_unix_nano >= s);
         let candidates: Vec<BlockReader> =
             self.visible(tenant).into_iter().filter(|b| overlaps(b.meta()) && b.may_contain(id)).collect();
         let found = futures_util::future::try_join_all(candidates.iter().map(|b| async move {
             match b.find_trace(id).await {
-                Ok(f) => Ok(f),
+                Ok(f) => Ok(Some(f)),
                 // Deleted since it was listed (compacted away, expired): its spans are elsewhere
                 // or gone on purpose. Anything else is an error worth reporting.
                 Err(e) => match self.store.head(&block_dir(tenant, &b.meta().block_id).join(META_FILE)).await {
-                    Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
                     _ => Err(e),
                 },
             }
@@ -186,7 +220,8 @@ impl Blocks {
         if !candidates.is_empty() {
             self.trim_cache();
         }
-        Ok(found.into_iter().flatten().collect())
+        let vanished = found.iter().any(Option::is_none);
+        Ok((found.into_iter().flatten().flatten().collect(), vanished))
     }
 
     /// Re-reads the blocklist from the backend: new metas are opened, vanished ones dropped.
@@ -260,13 +295,16 @@ impl Blocks {
         let id = spoor_block::new_block_id();
         let file = self.tmp_dir.join(format!("{id}.parquet"));
         let (tenant, options, path) = (frozen.tenant.clone(), self.options.clone(), file.clone());
+        let seal = self.seal.clone();
         let built = in_thread(Priority::Drain, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
-            let out = std::fs::File::create(&path).map_err(io(&path))?;
-            let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &tenant, &id, &options)?;
+            let (out, sealed) = TmpFile::create(&path, seal.as_deref())?;
+            let mut w = BlockWriter::new(out, &tenant, &id, &options)?;
             for trace_id in frozen.sorted_ids() {
                 w.push_trace(trace_id, frozen.fragments(&trace_id))?;
             }
-            Ok(w.finish()?)
+            let built = w.finish()?;
+            sealed.finish(&path)?;
+            Ok(built)
         })
         .await;
         let result = match built {
@@ -286,7 +324,10 @@ impl Blocks {
     ) -> Result<BlockMeta> {
         let meta = built.meta;
         let dir = block_dir(&meta.tenant, &meta.block_id);
-        upload_file(self.store.as_ref(), &dir.clone().join(DATA_FILE), data).await?;
+        match &self.seal {
+            None => upload_file(self.store.as_ref(), &dir.clone().join(DATA_FILE), data).await?,
+            Some(key) => upload_sealed_file(self.store.as_ref(), &dir.clone().join(DATA_FILE), data, key).await?,
+        }
         self.store.put(&dir.clone().join(FILTER_FILE), PutPayload::from(built.filter)).await?;
         fail::point(&format!("{stage}.before_meta"));
         let json = serde_json::to_vec_pretty(&meta).expect("meta serializes");
@@ -316,10 +357,37 @@ impl Blocks {
         Ok(())
     }
 
-    /// Copies a block's data file to a local temp file (bounded memory: streamed).
-    pub(crate) async fn download(&self, meta: &BlockMeta) -> Result<std::fs::File> {
-        use tokio::io::AsyncWriteExt;
+    /// Copies a block's data file to a local temp file (bounded memory: streamed), sealed when
+    /// encryption is on.
+    pub(crate) async fn download(&self, meta: &BlockMeta) -> Result<Downloaded> {
         let path = self.tmp_dir.join(format!("in-{}.parquet", meta.block_id));
+        let Some(key) = &self.seal else { return self.download_plain(meta, path).await.map(Downloaded::Plain) };
+        let source = block_dir(&meta.tenant, &meta.block_id).join(DATA_FILE);
+        let size = self.store.head(&source).await?.size;
+        let (key, p) = (key.clone(), path.clone());
+        let file = std::fs::File::create(&path).map_err(io(&path))?;
+        let mut w = Some(FrameWriter::new(&key, BufWriter::with_capacity(1 << 20, file)).map_err(io(&path))?);
+        let mut at = 0;
+        while at < size {
+            let end = (at + PART_BYTES as u64).min(size);
+            let chunk = self.store.get_range(&source, at..end).await?;
+            let mut writer = w.take().expect("put back after every chunk");
+            let p = p.clone();
+            writer = tokio::task::spawn_blocking(move || writer.write_all(&chunk).map(|()| writer).map_err(io(&p)))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+            w = Some(writer);
+            at = end;
+        }
+        let writer = w.take().expect("put back after every chunk");
+        writer.finish().and_then(|b| b.into_inner().map_err(|e| e.into_error())).map_err(io(&path))?;
+        let file = std::fs::File::open(&path).map_err(io(&path))?;
+        let _ = std::fs::remove_file(&path);
+        Ok(Downloaded::Sealed(SealedFile::open(file, &path, &key).map_err(|e| Error::Task(e.to_string()))?))
+    }
+
+    async fn download_plain(&self, meta: &BlockMeta, path: PathBuf) -> Result<std::fs::File> {
+        use tokio::io::AsyncWriteExt;
         let mut out = tokio::fs::File::create(&path).await.map_err(io(&path))?;
         let mut stream = self.store.get(&block_dir(&meta.tenant, &meta.block_id).join(DATA_FILE)).await?.into_stream();
         while let Some(chunk) = stream.try_next().await? {
@@ -332,6 +400,103 @@ impl Blocks {
         let _ = std::fs::remove_file(&path);
         Ok(file)
     }
+}
+
+/// A downloaded block file, as compaction reads it.
+pub(crate) enum Downloaded {
+    Plain(std::fs::File),
+    Sealed(SealedFile),
+}
+
+impl Downloaded {
+    pub(crate) fn traces(self) -> Result<spoor_block::TraceIter> {
+        Ok(match self {
+            Downloaded::Plain(f) => spoor_block::TraceIter::open(f)?,
+            Downloaded::Sealed(f) => spoor_block::TraceIter::open_sealed(f)?,
+        })
+    }
+}
+
+/// The temp file a block is built in: plaintext, or sealed a frame at a time. Parquet's writer
+/// owns (and drops) what it writes to, so a sealed one writes through a shared handle that is
+/// finished (the last frame sealed) afterwards.
+pub(crate) enum TmpFile {
+    Plain,
+    Sealed(Arc<Mutex<Option<FrameWriter<BufWriter<std::fs::File>>>>>),
+}
+
+struct SharedWriter(Arc<Mutex<Option<FrameWriter<BufWriter<std::fs::File>>>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(std::io::Error::other("sealed temp file already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TmpFile {
+    pub(crate) fn create(path: &std::path::Path, seal: Option<&MasterKey>) -> Result<(Box<dyn Write + Send>, TmpFile)> {
+        let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io(path))?);
+        Ok(match seal {
+            None => (Box::new(out), TmpFile::Plain),
+            Some(key) => {
+                let shared = Arc::new(Mutex::new(Some(FrameWriter::new(key, out).map_err(io(path))?)));
+                (Box::new(SharedWriter(shared.clone())), TmpFile::Sealed(shared))
+            }
+        })
+    }
+
+    /// Seals the last frame and flushes; call once the block writer has finished.
+    pub(crate) fn finish(self, path: &std::path::Path) -> Result<()> {
+        if let TmpFile::Sealed(shared) = self {
+            let writer = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(w) = writer {
+                w.finish().and_then(|b| b.into_inner().map_err(|e| e.into_error())).map_err(io(path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Uploads a sealed temp file: opened a part at a time, sealed again by the store.
+async fn upload_sealed_file(store: &dyn ObjectStore, to: &Path, from: &std::path::Path, key: &MasterKey) -> Result<()> {
+    let file = std::fs::File::open(from).map_err(io(from))?;
+    let sealed = Arc::new(SealedFile::open(file, from, key).map_err(|e| Error::Task(e.to_string()))?);
+    let len = sealed.len();
+    let read = |range: std::ops::Range<u64>| {
+        let sealed = sealed.clone();
+        async move {
+            tokio::task::spawn_blocking(move || sealed.read_range(range))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?
+                .map_err(|e| Error::Task(e.to_string()))
+        }
+    };
+    if len <= SINGLE_PUT_BYTES {
+        store.put(to, PutPayload::from(read(0..len).await?)).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(to).await?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut at = 0;
+    while at < len {
+        let end = (at + PART_BYTES as u64).min(len);
+        let chunk = read(at..end).await?;
+        w.wait_for_capacity(2).await?;
+        w.write(&chunk);
+        at = end;
+    }
+    w.finish().await?;
+    Ok(())
 }
 
 /// How a block-building thread is scheduled.

@@ -9,7 +9,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::io::BufWriter;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt;
@@ -18,8 +17,8 @@ use spoor_model::TraceId;
 use spoor_model::otlp::ResourceSpans;
 use spoor_model::time::now_nanos;
 
-use crate::blocks::{Blocks, Priority, in_thread};
-use crate::error::{Result, io};
+use crate::blocks::{Blocks, Downloaded, Priority, TmpFile, in_thread};
+use crate::error::Result;
 use crate::fail;
 
 #[derive(Clone, Debug)]
@@ -111,12 +110,14 @@ impl Blocks {
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
+        let seal = self.seal().cloned();
         let built = in_thread(Priority::Background, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
-            let iters = files.into_iter().map(TraceIter::open).collect::<std::result::Result<Vec<_>, _>>()?;
-            let out = std::fs::File::create(&path).map_err(io(&path))?;
-            let mut w = BlockWriter::new(BufWriter::with_capacity(1 << 20, out), &t, &id, &options)?;
+            let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
+            let (out, sealed) = TmpFile::create(&path, seal.as_deref())?;
+            let mut w = BlockWriter::new(out, &t, &id, &options)?;
             merge(iters, |trace_id, fragments| Ok(w.push_decoded(trace_id, fragments)?))?;
             let mut built = w.finish()?;
+            sealed.finish(&path)?;
             built.meta.compaction_level = level;
             built.meta.replaces = replaces2;
             Ok(built)

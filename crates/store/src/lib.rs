@@ -7,6 +7,7 @@ pub mod compact;
 pub mod error;
 pub mod fail;
 pub mod head;
+pub mod sealed;
 
 pub use backend::{AzureConfig, BackendKind, GcsConfig, S3Config};
 pub use blocks::{BlockStats, Blocks};

@@ -16,7 +16,7 @@ fn append(c: &mut Criterion) {
         for appenders in [1usize, 16] {
             let dir = tempfile::tempdir().unwrap();
             let (wal, _thread) =
-                Wal::open(Config { dir: dir.path().into(), segment_bytes: 64 << 20, durability }).unwrap();
+                Wal::open(Config { dir: dir.path().into(), segment_bytes: 64 << 20, durability, seal: None }).unwrap();
             g.bench_function(format!("{name}/{appenders}_appenders"), |b| {
                 b.iter(|| {
                     rt.block_on(async {

@@ -20,6 +20,7 @@ fn open(dir: &std::path::Path, durability: Durability) -> Queue {
         segment_bytes: 16 << 20,
         durability,
         memory_bytes: 64 << 20,
+        seal: None,
     })
     .unwrap()
 }

@@ -14,6 +14,12 @@
 //! Each append reports the segment its record went to. Once everything in the segments below
 //! some number is durable elsewhere (in blocks), [`Wal::release_before`] deletes them.
 //!
+//! With a master key ([`Config::seal`]), a segment starts with an encryption header (its own
+//! random data key, wrapped: `spoor_seal::Header`) and every payload is sealed on its own
+//! (`spoor_seal::seal_record`) inside the same framing, so torn tails, corrupt records and
+//! resuming at a record boundary work exactly as without; a record that passes its CRC but not
+//! its authentication tag counts as corrupt. Without a key nothing changes, byte for byte.
+//!
 //! Other users of the same log format (the agent's persistent queue) need more: the exact
 //! [`Position`] of each record ([`Wal::append_at`]), a callback that sees each record in log
 //! order once it is durable ([`Wal::open_with_hook`]), and a reader that resumes at any record
@@ -29,12 +35,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use spoor_seal::{DataKey, Header, Layout, MasterKey};
 use tokio::sync::{mpsc, oneshot};
 
 const MAGIC: u32 = 0x5350_574C; // "SPWL"
 const HEADER: usize = 12;
 /// A record larger than this is refused at append and treated as corruption at replay.
 pub const MAX_RECORD: usize = 256 << 20;
+/// The largest length field a valid record has: a payload of [`MAX_RECORD`] bytes, sealed.
+const MAX_STORED: usize = MAX_RECORD + spoor_seal::RECORD_OVERHEAD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,6 +53,9 @@ pub enum Error {
     TooLarge(usize),
     #[error("WAL is closed")]
     Closed,
+    /// A wrong or missing key, or a sealed header that does not open (names the file).
+    #[error("{0}")]
+    Seal(#[from] spoor_seal::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -64,6 +76,8 @@ pub struct Config {
     pub dir: PathBuf,
     pub segment_bytes: u64,
     pub durability: Durability,
+    /// Seal every segment under this master key; `None` writes plaintext.
+    pub seal: Option<Arc<MasterKey>>,
 }
 
 /// Upper bounds (seconds) of the fsync latency histogram buckets.
@@ -101,6 +115,11 @@ pub struct Position {
 /// Bytes a record of `payload_len` bytes takes in a segment, header included.
 pub fn framed_len(payload_len: usize) -> u64 {
     (HEADER + payload_len) as u64
+}
+
+/// Like [`framed_len`], for a log that is sealed (`sealed`) or not.
+pub fn stored_len(payload_len: usize, sealed: bool) -> u64 {
+    framed_len(payload_len + if sealed { spoor_seal::RECORD_OVERHEAD } else { 0 })
 }
 
 /// Called by the writer thread for each record once it is durable, in log order, before the
@@ -229,6 +248,9 @@ struct Segment {
     file: File,
     path: PathBuf,
     len: u64,
+    /// Where records begin: after the encryption header, if any.
+    start: u64,
+    key: Option<DataKey>,
 }
 
 struct Writer {
@@ -260,7 +282,7 @@ impl Writer {
             };
             match first {
                 Msg::Rotate(done) => {
-                    let holds_records = self.file.as_ref().is_some_and(|s| s.len > 0);
+                    let holds_records = self.file.as_ref().is_some_and(|s| s.len > s.start);
                     let result = if holds_records || self.file.is_none() { self.rotate() } else { Ok(()) };
                     let _ = done.send(result.map(|()| self.next - 1));
                     continue;
@@ -287,7 +309,7 @@ impl Writer {
                 let _ = a.done.send(match &mut result {
                     Ok(offset) => {
                         let pos = Position { segment, offset: *offset };
-                        *offset += framed_len(a.payload.len());
+                        *offset += stored_len(a.payload.len(), self.config.seal.is_some());
                         if let Some(hook) = &mut self.on_durable {
                             hook(pos, a.payload);
                         }
@@ -306,18 +328,28 @@ impl Writer {
 
     /// Writes and syncs one batch; returns the offset of its first record.
     fn write_batch(&mut self, batch: &[Append]) -> Result<u64, Error> {
-        self.buf.clear();
-        for a in batch {
-            encode_record(&a.payload, &mut self.buf);
-        }
+        let sealed = self.config.seal.is_some();
+        let size: u64 = batch.iter().map(|a| stored_len(a.payload.len(), sealed)).sum();
         let needs_new = match &self.file {
             None => true,
-            Some(seg) => seg.len > 0 && seg.len + self.buf.len() as u64 > self.config.segment_bytes,
+            Some(seg) => seg.len > seg.start && seg.len + size > self.config.segment_bytes,
         };
         if needs_new {
             self.rotate()?;
         }
         let seg = self.file.as_mut().expect("rotate opened a segment");
+        self.buf.clear();
+        match &seg.key {
+            None => batch.iter().for_each(|a| encode_record(&a.payload, &mut self.buf)),
+            Some(key) => {
+                let mut sealed = Vec::new();
+                for a in batch {
+                    sealed.clear();
+                    spoor_seal::seal_record(key, &a.payload, &mut sealed);
+                    encode_record(&sealed, &mut self.buf);
+                }
+            }
+        }
         let first = seg.len;
         let result = (|| {
             seg.file.write_all(&self.buf)?;
@@ -343,7 +375,7 @@ impl Writer {
                 let _ = seg.file.set_len(seg.len);
                 let _ = seg.file.sync_all();
                 let path = seg.path.clone();
-                if seg.len == 0 {
+                if seg.len == seg.start {
                     // Nothing in it: don't leave an empty file per failed attempt while the disk is full.
                     let _ = fs::remove_file(&path);
                 }
@@ -358,13 +390,24 @@ impl Writer {
             old.file.sync_all().map_err(io(&old.path))?;
         }
         let path = self.config.dir.join(segment_name(self.next));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
+        let (start, key) = match &self.config.seal {
+            None => (0, None),
+            Some(master) => {
+                let (header, key) = Header::new(master, Layout::Records);
+                if let Err(e) = file.write_all(&header.encode()).and_then(|()| file.sync_data()) {
+                    let _ = fs::remove_file(&path);
+                    return Err(io(&path)(e));
+                }
+                (spoor_seal::HEADER_LEN as u64, Some(key))
+            }
+        };
         // Make the new file's directory entry durable before any record in it is acknowledged.
         File::open(&self.config.dir).and_then(|d| d.sync_all()).map_err(io(&self.config.dir))?;
         self.active.store(self.next, Ordering::SeqCst);
         self.next += 1;
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
-        self.file = Some(Segment { file, path, len: 0 });
+        self.file = Some(Segment { file, path, len: start, start, key });
         Ok(())
     }
 }
@@ -423,14 +466,25 @@ pub struct ReplayStats {
 /// Reads every record of every segment, oldest first, and hands each payload to `apply` with
 /// its segment number. A torn tail is truncated; a corrupt record in the middle is skipped and
 /// counted.
-pub fn replay(dir: &Path, mut apply: impl FnMut(u64, &[u8])) -> Result<ReplayStats, Error> {
+pub fn replay(dir: &Path, apply: impl FnMut(u64, &[u8])) -> Result<ReplayStats, Error> {
+    replay_sealed(dir, None, apply)
+}
+
+/// [`replay`] of a log sealed under `seal` (`None`: plaintext). A segment sealed under another
+/// key, a sealed segment without a key, or a plaintext one with a key, is an error naming it.
+pub fn replay_sealed(
+    dir: &Path,
+    seal: Option<&MasterKey>,
+    mut apply: impl FnMut(u64, &[u8]),
+) -> Result<ReplayStats, Error> {
     let mut stats = ReplayStats::default();
     for (segment, path) in list_segments(dir)? {
         let mut apply = |payload: &[u8]| apply(segment, payload);
         let mut data = Vec::new();
         File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io(&path))?;
         stats.segments += 1;
-        let valid_end = scan(&data, &mut stats, &mut apply);
+        let (start, key) = segment_key(&data, &path, seal)?;
+        let valid_end = scan(&data, start, key.as_ref(), &mut stats, &mut apply);
         if valid_end < data.len() {
             stats.truncated_bytes += (data.len() - valid_end) as u64;
             let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
@@ -449,7 +503,7 @@ fn record_at(data: &[u8], pos: usize) -> Option<(usize, usize)> {
         return None;
     }
     let len = word(4) as usize;
-    if len > MAX_RECORD {
+    if len > MAX_STORED {
         return None;
     }
     let payload = data.get(pos + HEADER..pos + HEADER + len)?;
@@ -457,13 +511,64 @@ fn record_at(data: &[u8], pos: usize) -> Option<(usize, usize)> {
     (crc == word(8)).then_some((pos + HEADER, pos + HEADER + len))
 }
 
-/// Applies the valid records of one segment; returns where the valid data ends.
-fn scan(data: &[u8], stats: &mut ReplayStats, apply: &mut impl FnMut(&[u8])) -> usize {
-    let mut pos = 0;
-    let mut valid_end = 0;
+/// Where a segment's records start, and its data key, from its first bytes (`head`: the
+/// whole file or at least its first [`spoor_seal::HEADER_LEN`] bytes).
+fn segment_key(head: &[u8], path: &Path, seal: Option<&MasterKey>) -> Result<(usize, Option<DataKey>), Error> {
+    use spoor_seal::{Error as SealError, Kind};
+    if head.is_empty() {
+        return Ok((0, None));
+    }
+    let sealed = spoor_seal::is_sealed(head);
+    // Cut short while the segment was being created (its header not all written): nothing in
+    // it was ever acknowledged.
+    let torn_header =
+        head.len() < spoor_seal::HEADER_LEN && spoor_seal::header::MAGIC.starts_with(&head[..head.len().min(4)]);
+    match seal {
+        None if sealed => Err(SealError::new(
+            Kind::NotSealed,
+            format!("{} is encrypted, and no encryption key is configured", path.display()),
+        )
+        .into()),
+        None => Ok((0, None)),
+        Some(_) if torn_header => Ok((head.len(), None)),
+        Some(_) if !sealed => Err(SealError::new(
+            Kind::NotSealed,
+            format!("{} is not encrypted, yet an encryption key is configured", path.display()),
+        )
+        .into()),
+        Some(master) => {
+            let key = Header::parse(head, path)?.open(master, path)?;
+            Ok((spoor_seal::HEADER_LEN, Some(key)))
+        }
+    }
+}
+
+/// Applies the valid records of one segment from `start`; returns where the valid data ends.
+fn scan(
+    data: &[u8],
+    start: usize,
+    key: Option<&DataKey>,
+    stats: &mut ReplayStats,
+    apply: &mut impl FnMut(&[u8]),
+) -> usize {
+    let mut pos = start;
+    let mut valid_end = start;
     while pos < data.len() {
         if let Some((start, end)) = record_at(data, pos) {
-            apply(&data[start..end]);
+            match key {
+                None => apply(&data[start..end]),
+                Some(key) => match spoor_seal::open_record(key, &data[start..end]) {
+                    Ok(plain) => apply(&plain),
+                    // Its CRC holds but its tag does not: altered on purpose. Skip it like any
+                    // corrupt record; never apply bytes that fail authentication.
+                    Err(_) => {
+                        stats.corrupt_records += 1;
+                        pos = end;
+                        valid_end = end;
+                        continue;
+                    }
+                },
+            }
             stats.records += 1;
             stats.bytes += (end - start) as u64;
             pos = end;
@@ -505,12 +610,26 @@ pub struct SegmentReader {
     pub corrupt_records: u64,
     /// Damaged bytes at the end of the segment (or before the limit) with no valid record after them.
     pub trailing_bytes: u64,
+    /// The master key of a sealed segment; its data key once the header has been read.
+    seal: Option<Arc<MasterKey>>,
+    key: Option<DataKey>,
+    /// Where records start (after the header of a sealed segment).
+    start: u64,
+    /// The last record opened (sealed segments).
+    plain: Vec<u8>,
 }
 
 impl SegmentReader {
+    /// A reader of a plaintext segment.
     pub fn open(path: &Path) -> Result<SegmentReader, Error> {
+        Self::open_sealed(path, None)
+    }
+
+    /// A reader of a segment sealed under `seal` (`None`: plaintext).
+    pub fn open_sealed(path: &Path, seal: Option<Arc<MasterKey>>) -> Result<SegmentReader, Error> {
         let file = File::open(path).map_err(io(path))?;
-        Ok(SegmentReader {
+        let start = if seal.is_some() { spoor_seal::HEADER_LEN as u64 } else { 0 };
+        let mut reader = SegmentReader {
             file,
             path: path.to_owned(),
             pos: 0,
@@ -518,12 +637,41 @@ impl SegmentReader {
             buf_start: 0,
             corrupt_records: 0,
             trailing_bytes: 0,
-        })
+            seal,
+            key: None,
+            start,
+            plain: Vec::new(),
+        };
+        if reader.seal.is_none() {
+            // A sealed segment read as plaintext: refuse rather than hand out ciphertext.
+            let n = reader.fill(0, 4, u64::MAX)?;
+            segment_key(&reader.buf[..n], path, None)?;
+        } else {
+            reader.load_key()?;
+        }
+        Ok(reader)
+    }
+
+    /// Reads the data key of a sealed segment once its header is on disk (a reader may open
+    /// the segment being created); true when records can be read.
+    fn load_key(&mut self) -> Result<bool, Error> {
+        let Some(master) = self.seal.clone() else { return Ok(true) };
+        if self.key.is_some() {
+            return Ok(true);
+        }
+        let n = self.fill(0, spoor_seal::HEADER_LEN, u64::MAX)?;
+        let head = &self.buf[..n];
+        if n < spoor_seal::HEADER_LEN && spoor_seal::header::MAGIC.starts_with(&head[..n.min(4)]) {
+            return Ok(false);
+        }
+        let (_, key) = segment_key(head, &self.path, Some(&master))?;
+        self.key = key;
+        Ok(true)
     }
 
     /// Where the next record is looked for: the end of the last one returned or skipped.
     pub fn position(&self) -> u64 {
-        self.pos
+        self.pos.max(self.start)
     }
 
     /// Continues at `offset`, which must be a record boundary (an earlier [`Position`] or
@@ -535,12 +683,27 @@ impl SegmentReader {
     /// The next valid record at or after the position that ends at or before `limit` (a file
     /// offset; `u64::MAX` for the whole file), as its offset and payload; `None` at the end.
     pub fn next_record(&mut self, limit: u64) -> Result<Option<(u64, &[u8])>, Error> {
+        if !self.load_key()? {
+            return Ok(None); // a sealed segment whose header is not written yet: nothing in it
+        }
         loop {
-            let pos = self.pos;
+            let pos = self.pos.max(self.start);
             if let Some(len) = self.valid_at(pos, limit)? {
                 self.pos = pos + framed_len(len);
                 let start = (pos - self.buf_start) as usize + HEADER;
-                return Ok(Some((pos, &self.buf[start..start + len])));
+                let Some(key) = &self.key else {
+                    return Ok(Some((pos, &self.buf[start..start + len])));
+                };
+                match spoor_seal::open_record(key, &self.buf[start..start + len]) {
+                    Ok(plain) => {
+                        self.plain = plain;
+                        return Ok(Some((pos, &self.plain)));
+                    }
+                    Err(_) => {
+                        self.corrupt_records += 1;
+                        continue;
+                    }
+                }
             }
             if self.fill(pos, 1, limit)? == 0 {
                 return Ok(None); // a clean end: more may be appended later
@@ -602,7 +765,7 @@ impl SegmentReader {
         let i = (pos - self.buf_start) as usize;
         let word = |buf: &[u8], at: usize| u32::from_le_bytes(buf[i + at..i + at + 4].try_into().unwrap());
         let len = word(&self.buf, 4) as usize;
-        if word(&self.buf, 0) != MAGIC || len > MAX_RECORD || self.fill(pos, HEADER + len, limit)? < HEADER + len {
+        if word(&self.buf, 0) != MAGIC || len > MAX_STORED || self.fill(pos, HEADER + len, limit)? < HEADER + len {
             return Ok(None);
         }
         let i = (pos - self.buf_start) as usize;
@@ -635,218 +798,4 @@ impl SegmentReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn collect(dir: &Path) -> (Vec<Vec<u8>>, ReplayStats) {
-        let mut out = Vec::new();
-        let stats = replay(dir, |_, p| out.push(p.to_vec())).unwrap();
-        (out, stats)
-    }
-
-    fn write_records(dir: &Path, records: &[Vec<u8>], segment_bytes: u64) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (wal, thread) =
-            Wal::open(Config { dir: dir.into(), segment_bytes, durability: Durability::Fsync }).unwrap();
-        rt.block_on(async {
-            for r in records {
-                wal.append(r.clone()).await.unwrap();
-            }
-        });
-        drop(wal);
-        thread.join();
-    }
-
-    #[test]
-    fn round_trip_across_segments_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let records: Vec<Vec<u8>> = (0..100u32).map(|i| vec![i as u8; i as usize * 7]).collect();
-        write_records(dir.path(), &records[..50], 1000);
-        write_records(dir.path(), &records[50..], 1000);
-        assert!(list_segments(dir.path()).unwrap().len() > 5);
-        let (got, stats) = collect(dir.path());
-        assert_eq!(got, records);
-        assert_eq!(stats.corrupt_records, 0);
-        assert_eq!(stats.truncated_bytes, 0);
-    }
-
-    /// A segment of five 40-byte records: (its dir, the records, its path, its bytes).
-    fn five_records() -> (tempfile::TempDir, Vec<Vec<u8>>, PathBuf, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let records: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40]).collect();
-        write_records(dir.path(), &records, 1 << 20);
-        let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
-        let full = fs::read(&path).unwrap();
-        (dir, records, path, full)
-    }
-
-    #[test]
-    fn torn_tail_is_truncated_at_every_offset() {
-        let (dir, records, path, full) = five_records();
-        let rec = HEADER + 40;
-        for cut in 0..full.len() {
-            fs::write(&path, &full[..cut]).unwrap();
-            let (got, stats) = collect(dir.path());
-            assert_eq!(got, records[..cut / rec].to_vec(), "cut at {cut}");
-            assert_eq!(stats.truncated_bytes as usize, cut % rec);
-            assert_eq!(stats.corrupt_records, 0);
-            assert_eq!(fs::metadata(&path).unwrap().len() as usize, cut - cut % rec);
-        }
-    }
-
-    #[test]
-    fn flipped_bit_skips_only_that_record() {
-        let (dir, records, path, full) = five_records();
-        let rec = HEADER + 40;
-        // Every bit of record 2, header included.
-        for bit in (2 * rec * 8)..(3 * rec * 8) {
-            let mut data = full.clone();
-            data[bit / 8] ^= 1 << (bit % 8);
-            fs::write(&path, &data).unwrap();
-            let (got, stats) = collect(dir.path());
-            let mut want = records.clone();
-            want.remove(2);
-            assert_eq!(got, want, "bit {bit}");
-            assert_eq!(stats.corrupt_records, 1, "bit {bit}");
-        }
-    }
-
-    #[test]
-    fn appends_report_segments_and_released_segments_are_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (wal, thread) =
-            Wal::open(Config { dir: dir.path().into(), segment_bytes: 100, durability: Durability::Fsync }).unwrap();
-        rt.block_on(async {
-            let first = wal.active_segment();
-            assert_eq!(wal.append(vec![1; 60]).await.unwrap(), first);
-            let second = wal.append(vec![2; 60]).await.unwrap();
-            assert_eq!(second, first + 1, "a full segment rolls over");
-            let third = wal.rotate().await.unwrap();
-            assert_eq!((third, wal.active_segment()), (second + 1, second + 1));
-            // Rotating an empty segment keeps it.
-            assert_eq!(wal.rotate().await.unwrap(), third);
-            assert_eq!(wal.append(vec![3; 10]).await.unwrap(), third);
-            assert_eq!(wal.release_before(second).unwrap(), 1);
-            // Never the active segment, whatever is asked.
-            assert_eq!(wal.release_before(u64::MAX).unwrap(), 1);
-        });
-        drop(wal);
-        thread.join();
-        let (got, _) = collect(dir.path());
-        assert_eq!(got, vec![vec![3; 10]]);
-    }
-
-    /// Every record of `path` through a [`SegmentReader`]: (offset, payload), and the reader.
-    fn read_segment(path: &Path, from: u64, limit: u64) -> (Vec<(u64, Vec<u8>)>, SegmentReader) {
-        let mut reader = SegmentReader::open(path).unwrap();
-        reader.seek(from);
-        let mut out = Vec::new();
-        while let Some((offset, payload)) = reader.next_record(limit).unwrap() {
-            out.push((offset, payload.to_vec()));
-        }
-        (out, reader)
-    }
-
-    #[test]
-    fn positions_hook_and_segment_reader_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let hook_seen = seen.clone();
-        let (wal, thread) = Wal::open_with_hook(
-            Config { dir: dir.path().into(), segment_bytes: 1 << 20, durability: Durability::Os },
-            Box::new(move |pos, payload| hook_seen.lock().unwrap().push((pos, payload))),
-        )
-        .unwrap();
-        // Sizes around and above the reader's chunk, so records straddle its buffer.
-        let records: Vec<Vec<u8>> =
-            (0..40u32).map(|i| vec![i as u8; [10, 70_000, 300_000, 1][i as usize % 4] + i as usize]).collect();
-        let positions: Vec<Position> = rt.block_on(async {
-            let mut out = Vec::new();
-            for r in &records {
-                out.push(wal.append_at(r.clone()).await.unwrap());
-            }
-            out
-        });
-        drop(wal);
-        thread.join();
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen, positions.iter().copied().zip(records.iter().cloned()).collect::<Vec<_>>());
-        assert_eq!(positions[0].offset, 0);
-        for i in 1..positions.len() {
-            let want = if positions[i].segment == positions[i - 1].segment {
-                positions[i - 1].offset + framed_len(records[i - 1].len())
-            } else {
-                0
-            };
-            assert_eq!(positions[i].offset, want, "record {i}");
-        }
-        let segments: Vec<u64> = positions.iter().map(|p| p.segment).collect();
-        assert!(segments.first() != segments.last(), "the records span segments");
-
-        let mut got = Vec::new();
-        for (segment, path) in list_segments(dir.path()).unwrap() {
-            let (records, reader) = read_segment(&path, 0, u64::MAX);
-            assert_eq!((reader.corrupt_records, reader.trailing_bytes), (0, 0));
-            got.extend(records.into_iter().map(|(offset, p)| (Position { segment, offset }, p)));
-        }
-        assert_eq!(got, seen);
-
-        // Resuming at a record boundary, and stopping at a limit.
-        let first = positions[0].segment;
-        let in_first: Vec<_> = seen.iter().filter(|(p, _)| p.segment == first).collect();
-        let path = dir.path().join(segment_name(first));
-        let (rest, _) = read_segment(&path, in_first[3].0.offset, u64::MAX);
-        assert_eq!(rest.len(), in_first.len() - 3);
-        assert_eq!(rest[0].1, in_first[3].1);
-        let (head, reader) = read_segment(&path, 0, in_first[5].0.offset);
-        assert_eq!(head.len(), 5);
-        assert_eq!((reader.position(), reader.corrupt_records, reader.trailing_bytes), (in_first[5].0.offset, 0, 0));
-    }
-
-    #[test]
-    fn segment_reader_skips_corrupt_records_and_stops_at_torn_tails() {
-        let (_dir, records, path, full) = five_records();
-        let rec = HEADER + 40;
-        for bit in (2 * rec * 8)..(3 * rec * 8) {
-            let mut data = full.clone();
-            data[bit / 8] ^= 1 << (bit % 8);
-            fs::write(&path, &data).unwrap();
-            let (got, reader) = read_segment(&path, 0, u64::MAX);
-            let mut want: Vec<_> = records.iter().enumerate().map(|(i, r)| ((i * rec) as u64, r.clone())).collect();
-            want.remove(2);
-            assert_eq!(got, want, "bit {bit}");
-            assert_eq!((reader.corrupt_records, reader.trailing_bytes), (1, 0), "bit {bit}");
-        }
-        for cut in 0..full.len() {
-            fs::write(&path, &full[..cut]).unwrap();
-            let (got, reader) = read_segment(&path, 0, u64::MAX);
-            assert_eq!(got.len(), cut / rec, "cut at {cut}");
-            assert_eq!((reader.corrupt_records, reader.trailing_bytes as usize), (0, cut % rec), "cut at {cut}");
-            assert_eq!(reader.position() as usize, cut, "cut at {cut}");
-        }
-        // The reader never changes the file.
-        assert_eq!(fs::metadata(&path).unwrap().len() as usize, full.len() - 1);
-    }
-
-    #[test]
-    fn oversized_record_is_refused_and_log_goes_on() {
-        // Real device errors (ENOSPC) are tested end to end on a small tmpfs in the server's
-        // tests; here: a refused record leaves the log usable.
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (wal, thread) =
-            Wal::open(Config { dir: dir.path().into(), segment_bytes: 1 << 20, durability: Durability::Fsync })
-                .unwrap();
-        rt.block_on(async {
-            wal.append(b"one".to_vec()).await.unwrap();
-            assert!(wal.append(vec![0; MAX_RECORD + 1]).await.is_err());
-            wal.append(b"two".to_vec()).await.unwrap();
-        });
-        drop(wal);
-        thread.join();
-        let (got, _) = collect(dir.path());
-        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
-    }
-}
+mod tests;

@@ -48,6 +48,9 @@ pub struct QueueConfig {
     pub durability: crate::Durability,
     /// Cap on payload bytes kept in memory for fast dispatch; the rest is read back from disk.
     pub memory_bytes: usize,
+    /// Seal the segments (the items) under this master key; `None`: plaintext. Ack logs hold
+    /// only offsets and times and stay plaintext.
+    pub seal: Option<Arc<spoor_seal::MasterKey>>,
 }
 
 /// Where an item's record is: stable across restarts, ordered like the queue.
@@ -138,6 +141,7 @@ struct Shared {
     /// Wakes waiting pops.
     items_ready: Notify,
     memory_cap: usize,
+    seal: Option<Arc<spoor_seal::MasterKey>>,
 }
 
 struct State {
@@ -401,7 +405,7 @@ impl Shared {
 
     /// Runs on the WAL writer thread for every item once durable, in log order.
     fn on_durable(&self, pos: Position, record: Vec<u8>) {
-        let framed = crate::framed_len(record.len());
+        let framed = crate::stored_len(record.len(), self.seal.is_some());
         let pushed_at = decode_item(&record).unwrap_or(0);
         let header = record.len().min(ITEM_HEADER);
         let len = record.len() - header;
@@ -466,12 +470,16 @@ struct Read {
 fn read_at(
     reader: &mut Option<(u64, SegmentReader)>,
     dir: &Path,
+    seal: &Option<Arc<spoor_seal::MasterKey>>,
     at: Position,
     limit: u64,
 ) -> Result<Read, crate::Error> {
     let r = match reader {
         Some((seg, r)) if *seg == at.segment => r,
-        _ => &mut reader.insert((at.segment, SegmentReader::open(&crate::segment_path(dir, at.segment))?)).1,
+        _ => {
+            let path = crate::segment_path(dir, at.segment);
+            &mut reader.insert((at.segment, SegmentReader::open_sealed(&path, seal.clone())?)).1
+        }
     };
     if r.position() != at.offset {
         r.seek(at.offset);
@@ -501,7 +509,7 @@ fn reader_thread(shared: Arc<Shared>) {
         };
         st.reading = true;
         drop(st);
-        let read = read_at(&mut reader, &dir, at, limit);
+        let read = read_at(&mut reader, &dir, &shared.seal, at, limit);
         st = shared.lock();
         st.reading = false;
         match read {
@@ -541,7 +549,7 @@ struct Recovered {
     disk: u64,
 }
 
-fn recover(dir: &Path) -> Result<Recovered, QueueError> {
+fn recover(dir: &Path, seal: &Option<Arc<spoor_seal::MasterKey>>) -> Result<Recovered, QueueError> {
     let listed = crate::list_segments(dir)?;
     // Ack logs whose segment is gone (a crash while deleting): remove them before the WAL can
     // reuse their numbers.
@@ -561,11 +569,11 @@ fn recover(dir: &Path) -> Result<Recovered, QueueError> {
         let acks = read_acks(dir, n)?;
         let mut g = Segment { recovered: true, ..Segment::default() };
         g.file_bytes = fs::metadata(&path).map_err(io_err("read", &path))?.len();
-        let mut reader = SegmentReader::open(&path)?;
+        let mut reader = SegmentReader::open_sealed(&path, seal.clone())?;
         let (mut items, mut bytes, mut malformed) = (0, 0, 0);
         while let Some((offset, record)) = reader.next_record(u64::MAX)? {
             g.records += 1;
-            g.end = offset + crate::framed_len(record.len());
+            g.end = offset + crate::stored_len(record.len(), seal.is_some());
             match decode_item(record) {
                 Some(t) if acks.get(&offset) != Some(&t) => {
                     items += 1;
@@ -615,7 +623,7 @@ impl Queue {
     pub fn open(cfg: QueueConfig) -> Result<Queue, QueueError> {
         fs::create_dir_all(&cfg.dir).map_err(io_err("create", &cfg.dir))?;
         let lock_file = lock_dir(&cfg.dir)?;
-        let found = recover(&cfg.dir)?;
+        let found = recover(&cfg.dir, &cfg.seal)?;
         if found.items > 0 {
             tracing::info!(items = found.items, bytes = found.bytes, "queue: recovered items not yet delivered");
         }
@@ -647,10 +655,15 @@ impl Queue {
             reader_wake: Condvar::new(),
             items_ready: Notify::new(),
             memory_cap: cfg.memory_bytes,
+            seal: cfg.seal.clone(),
         });
         let hook_shared = shared.clone();
-        let wal_cfg =
-            crate::Config { dir: cfg.dir.clone(), segment_bytes: cfg.segment_bytes, durability: cfg.durability };
+        let wal_cfg = crate::Config {
+            dir: cfg.dir.clone(),
+            segment_bytes: cfg.segment_bytes,
+            durability: cfg.durability,
+            seal: cfg.seal.clone(),
+        };
         let (wal, writer) =
             Wal::open_with_hook(wal_cfg, Box::new(move |pos, record| hook_shared.on_durable(pos, record)))?;
         {
@@ -684,7 +697,7 @@ impl Queue {
     /// reached) → [`QueueError::Full`] at once; I/O error → [`QueueError::Io`].
     pub async fn push(&self, item: Vec<u8>) -> Result<(), QueueError> {
         let shared = &self.inner.shared;
-        let framed = crate::framed_len(ITEM_HEADER + item.len());
+        let framed = crate::stored_len(ITEM_HEADER + item.len(), shared.seal.is_some());
         let mut rotated = false;
         let wal = loop {
             // The guard must not live across an await: decide in a block.

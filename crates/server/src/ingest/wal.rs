@@ -19,12 +19,14 @@ pub struct WalSlot {
 }
 
 impl WalSlot {
-    pub fn new(config: &Config) -> WalSlot {
+    /// `seal`: the master key when encryption at rest is on.
+    pub fn new(config: &Config, seal: Option<Arc<spoor_seal::MasterKey>>) -> WalSlot {
         WalSlot {
             config: spoor_wal::Config {
                 dir: config.storage.data_dir.join("wal"),
                 segment_bytes: config.wal.segment_bytes,
                 durability: config.wal.durability,
+                seal,
             },
             wal: RwLock::new(None),
             thread: Mutex::new(None),
@@ -45,7 +47,8 @@ impl WalSlot {
     pub fn replay(&self, metrics: &Metrics, mut apply: impl FnMut(u64, Record)) -> Result<(), spoor_wal::Error> {
         let start = Instant::now();
         let mut unreadable = 0u64;
-        let stats = spoor_wal::replay(&self.config.dir, |segment, payload| match decode_any(payload) {
+        let seal = self.config.seal.as_deref();
+        let stats = spoor_wal::replay_sealed(&self.config.dir, seal, |segment, payload| match decode_any(payload) {
             Some(record) => apply(segment, record),
             None => unreadable += 1,
         })?;

@@ -75,6 +75,7 @@ impl Reader {
 /// The configured backend's blocks; `tmp` holds blocks being written or compacted.
 pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, StartupError> {
     let st = &config.storage;
+    let seal = st.encryption.load()?;
     let store = spoor_store::backend::open(&spoor_store::backend::Options {
         kind: st.backend,
         local_path: &st.local_path(),
@@ -84,6 +85,7 @@ pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, S
         azure: &st.azure,
         request_timeout: Duration::from_secs(st.request_timeout_secs),
         max_retries: st.max_retries,
+        seal: seal.clone(),
     })
     .map_err(|e| StartupError::new(format!("cannot open the block storage backend: {e}")).with_source(e))?;
     let mut options = spoor_block::WriteOptions::default();
@@ -93,5 +95,5 @@ pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, S
     if !config.blocks.dedicated_columns {
         options.dedicated = spoor_block::DedicatedPolicy::Fixed(Vec::new());
     }
-    Ok(Blocks::new(store, tmp, options, st.block_cache_bytes))
+    Ok(Blocks::new(store, tmp, options, st.block_cache_bytes).with_seal(seal))
 }

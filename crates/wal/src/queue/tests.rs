@@ -14,6 +14,7 @@ fn cfg(dir: &Path) -> QueueConfig {
         segment_bytes: 1 << 20,
         durability: Durability::Os,
         memory_bytes: 1 << 20,
+        seal: None,
     }
 }
 
@@ -515,4 +516,39 @@ fn kill_9_loses_no_acknowledged_push() {
     let again: Vec<_> = acked.iter().filter(|i| found.contains(i)).collect();
     assert!(again.is_empty(), "acked items delivered again: {again:?}");
     assert!(popped.is_subset(&found), "the item in flight at the kill is found");
+}
+
+#[test]
+fn a_sealed_queue_holds_no_plaintext_and_reads_back_through_memory_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |b: u8| Some(Arc::new(spoor_seal::MasterKey::from_bytes(&[b; 32], Path::new(&format!("key-{b}")))));
+    // Little memory and small segments: items are read back from sealed segments on disk.
+    let config = QueueConfig { memory_bytes: 2 << 10, segment_bytes: 4 << 10, seal: key(1), ..cfg(dir.path()) };
+    let rt = rt();
+    let q = Queue::open(config.clone()).unwrap();
+    rt.block_on(push_all(&q, 0..100, 300));
+    rt.block_on(async {
+        for i in 0..50 {
+            let item = next(&q).await;
+            assert_eq!(item.payload, payload(i, 300));
+            q.ack(item.id);
+        }
+    });
+    drop(q); // as after a crash: the 50 not acked come back
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "wal") {
+            let bytes = fs::read(&path).unwrap();
+            assert!(!bytes.windows(5).any(|w| w == b"item-"), "{} holds plaintext", path.display());
+        }
+    }
+    let err = Queue::open(QueueConfig { seal: key(2), ..config.clone() }).err().unwrap();
+    assert!(err.to_string().contains("another key"), "{err}");
+    let err = Queue::open(QueueConfig { seal: None, ..config.clone() }).err().unwrap();
+    assert!(err.to_string().contains("is encrypted"), "{err}");
+    let q = Queue::open(config).unwrap();
+    let rest = rt.block_on(drain(&q));
+    assert_eq!(rest.len(), 50);
+    assert!(rest.iter().all(|i| *i >= 50));
+    q.close();
 }
