@@ -84,17 +84,18 @@ pub struct SearchResult {
 }
 
 pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequest) -> Result<SearchResult> {
-    search_progressively(head, blocks, tenant, req, &mut |_| {}).await
+    search_progressively(head, blocks, tenant, req, None).await
 }
 
 /// [`search`], handing `progress` the answer so far after the live traces and after each wave
-/// of blocks (streaming clients show results while the older blocks are still read).
+/// of blocks (streaming clients show results while the older blocks are still read). Without
+/// it no intermediate answer is built.
 pub async fn search_progressively(
     head: &Head,
     blocks: &Blocks,
     tenant: &str,
     req: &SearchRequest,
-    progress: &mut (dyn FnMut(SearchResult) + Send),
+    mut progress: Option<&mut (dyn FnMut(SearchResult) + Send)>,
 ) -> Result<SearchResult> {
     let mut ranked = Ranked::new(req);
     let mut metrics = SearchMetrics::default();
@@ -111,7 +112,9 @@ pub async fn search_progressively(
         metrics.inspected_traces += inspected_traces;
         metrics.inspected_spans += inspected_spans;
         ranked.add(hits);
-        progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
+        if let Some(progress) = progress.as_deref_mut() {
+            progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
+        }
     }
 
     let mut readers: Vec<BlockReader> = blocks
@@ -144,7 +147,9 @@ pub async fn search_progressively(
             metrics.completed_blocks += 1;
             ranked.add(found.hits);
         }
-        progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
+        if let Some(progress) = progress.as_deref_mut() {
+            progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
+        }
     }
     Ok(SearchResult { traces: ranked.finish(), metrics })
 }

@@ -15,18 +15,8 @@ pub struct Args {
     /// The TraceQL query, e.g. '{ resource.service.name = "checkout" && duration > 1s }', or a
     /// metrics query, e.g. '{ } | rate() by (resource.service.name)'.
     query: String,
-    /// Query this server's HTTP API (e.g. http://127.0.0.1:3200) instead of reading blocks.
-    #[arg(long)]
-    server: Option<String>,
-    /// YAML configuration file whose `storage` section says where blocks are.
-    #[arg(long, conflicts_with = "server")]
-    config: Option<std::path::PathBuf>,
-    /// Data dir of a local backend [default: ./data].
-    #[arg(long, conflicts_with = "server")]
-    data_dir: Option<std::path::PathBuf>,
-    /// Tenant (X-Scope-OrgID); `a|b` searches several.
-    #[arg(long)]
-    tenant: Option<String>,
+    #[command(flatten)]
+    source: Source,
     /// Traces to return.
     #[arg(long, default_value_t = 20)]
     limit: u32,
@@ -97,8 +87,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         params.push(("exemplars".into(), args.exemplars.to_string()));
     }
-    let body = match &args.server {
-        Some(server) => remote(server, kind.path(), &params, args.tenant.as_deref()).await?,
+    let body = match &args.source.server {
+        Some(server) => remote(server, kind.path(), &params, args.source.tenant.as_deref()).await?,
         None => local(&args, kind, &params).await?,
     };
     if args.json {
@@ -152,28 +142,52 @@ async fn remote(server: &str, path: &str, params: &[(String, String)], tenant: O
     Ok(serde_json::from_slice(&body)?)
 }
 
-async fn local(args: &Args, kind: Kind, params: &[(String, String)]) -> anyhow::Result<Json> {
-    let mut overrides = Vec::new();
-    if let Some(d) = &args.data_dir {
-        overrides.push(("storage.data_dir", d.display().to_string()));
+/// Where `spoor query` and `spoor trace` read: a server's HTTP API, or the blocks themselves.
+#[derive(clap::Args)]
+pub struct Source {
+    /// Ask this server's HTTP API (e.g. http://127.0.0.1:3200) instead of reading blocks.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// YAML configuration file whose `storage` section says where blocks are.
+    #[arg(long, conflicts_with = "server")]
+    config: Option<std::path::PathBuf>,
+    /// Data dir of a local backend [default: ./data].
+    #[arg(long, conflicts_with = "server")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Tenant (X-Scope-OrgID); `a|b` reads several.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+impl Source {
+    /// A reader of the blocks alone (nothing live: this process only reads blocks), and the
+    /// tenants to read: the flag's, else every tenant with blocks, else the single tenant.
+    pub async fn blocks(&self) -> anyhow::Result<(Reader, Vec<String>)> {
+        let mut overrides = Vec::new();
+        if let Some(d) = &self.data_dir {
+            overrides.push(("storage.data_dir", d.display().to_string()));
+        }
+        let config = Config::load(self.config.as_deref(), std::env::vars(), &overrides)?;
+        let blocks = spoor_server::tempo::reader::open_blocks(&config, std::env::temp_dir())?;
+        blocks.poll().await?;
+        let tenants: Vec<String> = match &self.tenant {
+            Some(t) => t.split('|').map(str::to_owned).collect(),
+            None if config.tenancy.multitenancy_enabled => blocks.tenants(),
+            None => vec![spoor_server::ingest::tenant::SINGLE_TENANT.to_owned()],
+        };
+        let head = spoor_store::Head::new(spoor_store::Limits {
+            max_live_traces: 0,
+            max_bytes_per_trace: 0,
+            max_bytes_per_tenant: 0,
+            max_bytes_total: 0,
+        });
+        Ok((Reader::new(Arc::new(head), Arc::new(blocks), &config, Default::default()), tenants))
     }
-    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    let blocks = spoor_server::tempo::reader::open_blocks(&config, std::env::temp_dir())?;
-    blocks.poll().await?;
-    let tenants: Vec<String> = match &args.tenant {
-        Some(t) => t.split('|').map(str::to_owned).collect(),
-        None if config.tenancy.multitenancy_enabled => blocks.tenants(),
-        None => vec![spoor_server::ingest::tenant::SINGLE_TENANT.to_owned()],
-    };
+}
+
+async fn local(args: &Args, kind: Kind, params: &[(String, String)]) -> anyhow::Result<Json> {
+    let (reader, tenants) = args.source.blocks().await?;
     let raw: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
-    // Nothing live: this process only reads blocks.
-    let head = spoor_store::Head::new(spoor_store::Limits {
-        max_live_traces: 0,
-        max_bytes_per_trace: 0,
-        max_bytes_per_tenant: 0,
-        max_bytes_total: 0,
-    });
-    let reader = Reader::new(Arc::new(head), Arc::new(blocks), &config, Default::default());
     let raw = raw.join("&");
     Ok(match kind {
         Kind::Search => tempo::json::search_json(&tempo::search::search(&reader, &tenants, &raw).await?),

@@ -5,32 +5,19 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::Arc;
 
 use prost::Message;
 use spoor_model::TraceId;
 use spoor_model::ids::hex;
 use spoor_model::otlp::{AnyValue, KeyValue, Span, TracesData, any_value};
-use spoor_server::Config;
 use spoor_server::tempo::params::go_duration_string;
-use spoor_server::tempo::reader::Reader;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The trace ID (1–32 hex characters).
     id: String,
-    /// Ask this server's HTTP API (e.g. http://127.0.0.1:3200) instead of reading blocks.
-    #[arg(long)]
-    server: Option<String>,
-    /// YAML configuration file whose `storage` section says where blocks are.
-    #[arg(long, conflicts_with = "server")]
-    config: Option<std::path::PathBuf>,
-    /// Data dir of a local backend [default: ./data].
-    #[arg(long, conflicts_with = "server")]
-    data_dir: Option<std::path::PathBuf>,
-    /// Tenant (X-Scope-OrgID); `a|b` looks in several.
-    #[arg(long)]
-    tenant: Option<String>,
+    #[command(flatten)]
+    source: crate::query::Source,
     /// Print the trace as OTLP/JSON (`{"resourceSpans": …}`) instead of a tree.
     #[arg(long)]
     json: bool,
@@ -60,8 +47,8 @@ const KEY_ATTRIBUTES: [&str; 14] = [
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let id = TraceId::parse_api(&args.id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let trace = match &args.server {
-        Some(server) => remote(server, &id, args.tenant.as_deref()).await?,
+    let trace = match &args.source.server {
+        Some(server) => remote(server, &id, args.source.tenant.as_deref()).await?,
         None => local(&args, &id).await?,
     };
     let Some(trace) =
@@ -93,26 +80,7 @@ async fn remote(server: &str, id: &TraceId, tenant: Option<&str>) -> anyhow::Res
 
 /// The trace from every block that may hold it.
 async fn local(args: &Args, id: &TraceId) -> anyhow::Result<Option<TracesData>> {
-    let mut overrides = Vec::new();
-    if let Some(d) = &args.data_dir {
-        overrides.push(("storage.data_dir", d.display().to_string()));
-    }
-    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    let blocks = spoor_server::tempo::reader::open_blocks(&config, std::env::temp_dir())?;
-    blocks.poll().await?;
-    let tenants: Vec<String> = match &args.tenant {
-        Some(t) => t.split('|').map(str::to_owned).collect(),
-        None if config.tenancy.multitenancy_enabled => blocks.tenants(),
-        None => vec![spoor_server::ingest::tenant::SINGLE_TENANT.to_owned()],
-    };
-    // Nothing live: this process only reads blocks.
-    let head = spoor_store::Head::new(spoor_store::Limits {
-        max_live_traces: 0,
-        max_bytes_per_trace: 0,
-        max_bytes_per_tenant: 0,
-        max_bytes_total: 0,
-    });
-    let reader = Reader::new(Arc::new(head), Arc::new(blocks), &config, Default::default());
+    let (reader, tenants) = args.source.blocks().await?;
     let mut fragments = Vec::new();
     for t in &tenants {
         fragments.extend(reader.find_trace(t, id, None).await?);

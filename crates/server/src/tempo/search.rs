@@ -57,7 +57,7 @@ pub async fn handler(
 /// A search from its raw query string to its result, newest traces first; the HTTP handler
 /// and `spoor query` (reading blocks directly) share it.
 pub async fn search(r: &Reader, tenants: &[String], raw: &str) -> Result<SearchResult, Error> {
-    search_progressively(r, tenants, raw, &mut |_| {}).await
+    search_progressively(r, tenants, raw, None).await
 }
 
 /// [`search`], handing `progress` the answer so far as blocks are read (one tenant's only: a
@@ -66,17 +66,25 @@ pub async fn search_progressively(
     r: &Reader,
     tenants: &[String],
     raw: &str,
-    progress: &mut (dyn FnMut(SearchResult) + Send),
+    mut progress: Option<&mut (dyn FnMut(SearchResult) + Send)>,
 ) -> Result<SearchResult, Error> {
     let params = Params::parse(raw);
     let req = request(&params, &r.search)?;
     let mut all = SearchResult::default();
-    let mut quiet = |_| {};
-    let progress = if tenants.len() == 1 { progress } else { &mut quiet };
+    if tenants.len() > 1 {
+        progress = None;
+    }
     for t in tenants {
-        let found = spoor_query::search::search_progressively(&r.head, &r.blocks, t, &req, progress)
-            .await
-            .map_err(query_error)?;
+        let found = spoor_query::search::search_progressively(
+            &r.head,
+            &r.blocks,
+            t,
+            &req,
+            // Reborrowed for one tenant; the coercion shortens the closure's lifetime to match.
+            progress.as_mut().map(|p| &mut **p as &mut (dyn FnMut(SearchResult) + Send)),
+        )
+        .await
+        .map_err(query_error)?;
         all.traces.extend(found.traces);
         all.metrics += &found.metrics;
     }

@@ -137,7 +137,7 @@ async fn run(
                 // A slow client misses intermediate answers, never the last one.
                 let _ = partial.try_send(frame(&SearchResponse::of(&search_json(&found))));
             };
-            let found = search::search_progressively(r, tenants, &raw, &mut progress).await?;
+            let found = search::search_progressively(r, tenants, &raw, Some(&mut progress)).await?;
             frame(&SearchResponse::of(&search_json(&found)))
         }
         "SearchTags" | "SearchTagsV2" => {
