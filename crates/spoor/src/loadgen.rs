@@ -40,6 +40,8 @@ pub struct Args {
     /// Tenant to send as X-Scope-OrgID.
     #[arg(long)]
     tenant: Option<String>,
+    #[command(flatten)]
+    access: crate::http::Access,
     /// Sink mode: accept OTLP/gRPC on this address for --duration seconds, answer every export
     /// with success without decoding it, and report requests and bytes received (a downstream
     /// that costs nothing, for benchmarking `spoor agent`).
@@ -176,8 +178,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::new();
+    let mut headers = hyper::HeaderMap::new();
+    if let Some(a) = args.access.authorization()? {
+        headers.insert(hyper::header::AUTHORIZATION, a);
+    }
     for c in 0..args.connections.max(1) {
-        let client = OtlpClient::new(transport, &args.endpoint, args.tenant.clone());
+        let client = OtlpClient::with_tls(transport, &args.endpoint, args.tenant.clone(), &args.access.tls())
+            .map_err(anyhow::Error::msg)?
+            .with_headers(headers.clone());
         let (args, totals, stop, record) = (args.clone(), totals.clone(), stop.clone(), record.clone());
         let (record_traces, payloads, windows) = (record_traces.clone(), payloads.clone(), windows.clone());
         tasks.push(tokio::spawn(async move {
@@ -319,7 +327,7 @@ async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
     ids.dedup();
     anyhow::ensure!(!ids.is_empty(), "no trace IDs in {}", file.display());
     let ids: Arc<Vec<String>> = Arc::new(ids.into_iter().map(str::to_owned).collect());
-    let client = crate::http::Api::new(args.tenant.as_deref());
+    let client = crate::http::Api::with_access(args.tenant.as_deref(), &args.access)?;
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -377,7 +385,7 @@ async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
 /// Each `--search` query `--queries` times in a row; latency percentiles, traces found and
 /// spans inspected per query (the server's own count).
 async fn search(args: &Args) -> anyhow::Result<()> {
-    let client = crate::http::Api::new(args.tenant.as_deref());
+    let client = crate::http::Api::with_access(args.tenant.as_deref(), &args.access)?;
     let mut results = Vec::new();
     for q in &args.search {
         let url = format!("{}/api/search?q={}&limit={}", args.endpoint, crate::query::encode(q), args.search_limit);

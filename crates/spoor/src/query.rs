@@ -88,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         params.push(("exemplars".into(), args.exemplars.to_string()));
     }
     let body = match &args.source.server {
-        Some(server) => remote(server, kind.path(), &params, args.source.tenant.as_deref()).await?,
+        Some(server) => remote(server, kind.path(), &params, &args.source.api()?).await?,
         None => local(&args, kind, &params).await?,
     };
     if args.json {
@@ -134,10 +134,10 @@ pub fn encode(s: &str) -> String {
         .collect()
 }
 
-async fn remote(server: &str, path: &str, params: &[(String, String)], tenant: Option<&str>) -> anyhow::Result<Json> {
+async fn remote(server: &str, path: &str, params: &[(String, String)], api: &crate::http::Api) -> anyhow::Result<Json> {
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
     let url = format!("{}{path}?{}", server.trim_end_matches('/'), query.join("&"));
-    let (status, body) = crate::http::Api::new(tenant).get(&url, Some("application/json")).await?;
+    let (status, body) = api.get(&url, Some("application/json")).await?;
     anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
     Ok(serde_json::from_slice(&body)?)
 }
@@ -157,9 +157,16 @@ pub struct Source {
     /// Tenant (X-Scope-OrgID); `a|b` reads several.
     #[arg(long)]
     pub tenant: Option<String>,
+    #[command(flatten)]
+    pub access: crate::http::Access,
 }
 
 impl Source {
+    /// The client for `--server`, with the tenant, token and CA given.
+    pub fn api(&self) -> anyhow::Result<crate::http::Api> {
+        crate::http::Api::with_access(self.tenant.as_deref(), &self.access)
+    }
+
     /// A reader of the blocks alone (nothing live: this process only reads blocks), and the
     /// tenants to read: the flag's, else every tenant with blocks, else the single tenant.
     pub async fn blocks(&self) -> anyhow::Result<(Reader, Vec<String>)> {

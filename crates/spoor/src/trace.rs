@@ -48,7 +48,7 @@ const KEY_ATTRIBUTES: [&str; 14] = [
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let id = TraceId::parse_api(&args.id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let trace = match &args.source.server {
-        Some(server) => remote(server, &id, args.source.tenant.as_deref()).await?,
+        Some(server) => remote(server, &id, &args.source.api()?).await?,
         None => local(&args, &id).await?,
     };
     let Some(trace) =
@@ -68,9 +68,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The trace from a server's `/api/traces/{id}` in protobuf (exact IDs and values); None on 404.
-async fn remote(server: &str, id: &TraceId, tenant: Option<&str>) -> anyhow::Result<Option<TracesData>> {
+async fn remote(server: &str, id: &TraceId, api: &crate::http::Api) -> anyhow::Result<Option<TracesData>> {
     let url = format!("{}/api/traces/{}", server.trim_end_matches('/'), id.to_hex());
-    let (status, body) = crate::http::Api::new(tenant).get(&url, Some("application/protobuf")).await?;
+    let (status, body) = api.get(&url, Some("application/protobuf")).await?;
     if status == hyper::StatusCode::NOT_FOUND {
         return Ok(None);
     }
