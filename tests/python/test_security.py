@@ -106,7 +106,14 @@ def make_ca(cn: str) -> tuple[Pem, x509.Certificate, ec.EllipticCurvePrivateKey]
     return Pem(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)), cert, key
 
 
-def make_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str, server: bool) -> Pem:
+def make_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    cn: str,
+    server: bool,
+    names: list[x509.GeneralName] | None = None,
+) -> Pem:
+    """A leaf certificate; a server's names are `names`, by default localhost and 127.0.0.1."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -125,7 +132,7 @@ def make_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if server:
-        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        san = names or [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     return Pem(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))

@@ -42,9 +42,10 @@ pub struct S3Config {
 }
 
 /// `storage.s3.tls`: the keys of the server's `ClientTlsConfig` (this crate sits below the
-/// server, so it spells them out). The object-store client is reqwest's, which takes extra CAs
-/// and the test-only skip of verification; client certificates and a server name override are
-/// refused at start rather than ignored.
+/// server, so it spells them out). object_store's own client (reqwest's) takes extra CAs and the
+/// test-only skip of verification; for a client certificate or a server name override the
+/// server passes its own client in [`Options::http`] (without one, those keys are refused at
+/// start rather than ignored).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3TlsConfig {
@@ -115,6 +116,20 @@ pub struct Options<'a> {
     /// Seal the blocks of the local backend under this master key. Remote backends store what
     /// they are given and rely on the provider's server-side encryption (docs/security.md).
     pub seal: Option<Arc<spoor_seal::MasterKey>>,
+    /// The S3 client's HTTP, when built above this crate: the server's rustls client, for the
+    /// `tls` keys object_store's own client cannot honour (a client certificate, a server name
+    /// override). None: object_store's client, with `s3.tls`'s CA and skip-verify applied.
+    pub http: Option<Arc<dyn object_store::client::HttpConnector>>,
+}
+
+/// An injected [`Options::http`], as the builder takes it.
+#[derive(Debug)]
+struct SharedHttp(Arc<dyn object_store::client::HttpConnector>);
+
+impl object_store::client::HttpConnector for SharedHttp {
+    fn connect(&self, options: &object_store::ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        self.0.connect(options)
+    }
 }
 
 /// Builds the configured store; the prefix, if any, is applied on top.
@@ -147,14 +162,21 @@ pub fn open(o: &Options) -> Result<Arc<dyn ObjectStore>> {
             if c.bucket.is_empty() {
                 return Err(Error::Config("storage.s3.bucket is required for the s3 backend".into()));
             }
+            let client = match &o.http {
+                Some(_) => client,
+                None => s3_tls(client, &c.tls)?,
+            };
             // Client options first: allow_http lives inside them and would be overwritten.
             let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_client_options(s3_tls(client, &c.tls)?)
+                .with_client_options(client)
                 .with_bucket_name(&c.bucket)
                 .with_region(&c.region)
                 .with_allow_http(c.allow_http)
                 .with_virtual_hosted_style_request(c.virtual_hosted_style)
                 .with_retry(retry);
+            if let Some(http) = &o.http {
+                b = b.with_http_connector(SharedHttp(http.clone()));
+            }
             if !c.endpoint.is_empty() {
                 b = b.with_endpoint(&c.endpoint);
             }

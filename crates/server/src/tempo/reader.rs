@@ -72,6 +72,30 @@ impl Reader {
     }
 }
 
+/// The S3 client's HTTP when `storage.s3.tls` names a client certificate or a server name
+/// override, which object_store's own client cannot do: the server's rustls client.
+fn store_http(
+    st: &crate::config::StorageConfig,
+) -> Result<Option<Arc<dyn object_store::client::HttpConnector>>, StartupError> {
+    let t = &st.s3.tls;
+    if st.backend != spoor_store::backend::BackendKind::S3
+        || (t.cert_file.as_os_str().is_empty() && t.key_file.as_os_str().is_empty() && t.server_name_override.is_empty())
+    {
+        return Ok(None);
+    }
+    let tls = crate::tls::ClientTlsConfig {
+        ca_file: t.ca_file.clone(),
+        cert_file: t.cert_file.clone(),
+        key_file: t.key_file.clone(),
+        insecure_skip_verify: t.insecure_skip_verify,
+        server_name_override: t.server_name_override.clone(),
+    };
+    tls.validate().map_err(|e| StartupError::new(format!("storage.s3: {e}")))?;
+    let http = crate::tls::client::StoreHttp::new(&tls, Duration::from_secs(st.request_timeout_secs))
+        .map_err(|e| StartupError::new(format!("storage.s3: {e}")))?;
+    Ok(Some(Arc::new(http)))
+}
+
 /// The configured backend's blocks; `tmp` holds blocks being written or compacted.
 pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, StartupError> {
     let st = &config.storage;
@@ -86,6 +110,7 @@ pub fn open_blocks(config: &Config, tmp: std::path::PathBuf) -> Result<Blocks, S
         request_timeout: Duration::from_secs(st.request_timeout_secs),
         max_retries: st.max_retries,
         seal: seal.clone(),
+        http: store_http(st)?,
     })
     .map_err(|e| StartupError::new(format!("cannot open the block storage backend: {e}")).with_source(e))?;
     let mut options = spoor_block::WriteOptions::default();

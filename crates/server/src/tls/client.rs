@@ -120,3 +120,67 @@ impl ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// The object store's HTTP client when `storage.s3.tls` asks for what object_store's own
+/// (reqwest) client cannot do: a client certificate (a bucket behind an mTLS gateway) or a
+/// server name override. It is this module's rustls client, so every `tls` block in Spoor means
+/// the same thing; object_store keeps its retries and signing around it.
+#[derive(Debug, Clone)]
+pub struct StoreHttp {
+    client: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, object_store::client::HttpRequestBody>,
+    /// Until the response's head arrives (object_store's own client counts the body too; a
+    /// stalled body still ends at the connection's failure or the retry layer's deadline).
+    timeout: std::time::Duration,
+}
+
+impl StoreHttp {
+    pub fn new(tls: &ClientTlsConfig, timeout: std::time::Duration) -> Result<StoreHttp, String> {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector(false, tls)?);
+        Ok(StoreHttp { client, timeout })
+    }
+}
+
+impl object_store::client::HttpConnector for StoreHttp {
+    fn connect(&self, _: &object_store::ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        Ok(object_store::client::HttpClient::new(self.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for StoreHttp {
+    async fn call(
+        &self,
+        request: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        use http_body_util::BodyExt;
+        use object_store::client::{HttpError, HttpErrorKind, HttpResponseBody};
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "no response within storage.request_timeout_secs");
+                return Err(HttpError::new(HttpErrorKind::Timeout, e));
+            }
+            // Connect errors (refused, TLS handshake) are retried by object_store as such. The
+            // client error's own text is only "client error (Connect)": the causes say what failed.
+            Ok(Err(e)) => {
+                let kind = if e.is_connect() { HttpErrorKind::Connect } else { HttpErrorKind::Request };
+                return Err(HttpError::new(kind, std::io::Error::other(with_causes(&e))));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let (parts, body) = response.into_parts();
+        let body = HttpResponseBody::new(body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e)));
+        Ok(object_store::client::HttpResponse::from_parts(parts, body))
+    }
+}
+
+/// An error and its causes, `a: b: c`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
