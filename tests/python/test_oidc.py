@@ -122,7 +122,7 @@ class Server:
         return requests.get(f"{self.api}{path}", headers=headers, timeout=10)
 
 
-def start(tmp: Path, oidc_env: dict[str, str]) -> tuple[subprocess.Popen, Server]:
+def start(tmp: Path, oidc_env: dict[str, str], config: str | None = None) -> tuple[subprocess.Popen, Server]:
     grpc_port, http_port, api_port = _free_ports(3)
     server = Server(grpc_port, http_port, api_port, tmp / "spoor.log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOR__")}
@@ -144,6 +144,9 @@ def start(tmp: Path, oidc_env: dict[str, str]) -> tuple[subprocess.Popen, Server
         "--otlp-http-listen", f"127.0.0.1:{http_port}",
         "--http-listen", f"127.0.0.1:{api_port}",
     ]  # fmt: skip
+    if config is not None:
+        (tmp / "spoor.yaml").write_text(config)
+        cmd += ["--config", str(tmp / "spoor.yaml")]
     with open(server.log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -380,3 +383,78 @@ def test_bad_oidc_configuration_stops_the_start(tmp_path: Path):
             env={**env, **base, **extra}, capture_output=True, timeout=30,
         )  # fmt: skip
         assert r.returncode != 0 and why in r.stderr.decode() + r.stdout.decode(), (why, r.stderr)
+
+
+RESTRICTIONS = """
+auth:
+  oidc:
+    restrictions:
+      - claim: groups
+        value: contractors
+        mask: [span.customer.segment]
+        spans: '{ resource.service.name = "oidc-visible" }'
+      - claim: spoor.department
+        value: support
+        mask: [span.customer.segment]
+"""
+
+
+def test_restrictions_by_claim_mask_and_hide(tmp_path: Path):
+    """`auth.oidc.restrictions`: the first rule whose claim holds the value gives the token a
+    mask and a span filter, as a tokens-file entry has them."""
+    key = rsa_key("rsa-r")
+    (tmp_path / "jwks.json").write_bytes(jwks(key))
+    proc, s = start(tmp_path, {"SPOOR__AUTH__OIDC__JWKS_FILE": str(tmp_path / "jwks.json")}, RESTRICTIONS)
+    try:
+        writer = key.sign(claims(roles=["ingest"]))
+        ids = {}
+        for service in ("oidc-visible", "oidc-hidden"):
+            memory = InMemorySpanExporter()
+            provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            provider.add_span_processor(SimpleSpanProcessor(memory))
+            with provider.get_tracer("oidc-test").start_as_current_span(f"{service}-root") as root:
+                root.set_attribute("customer.segment", "platinum-4711")
+            provider.shutdown()
+            ids[service] = format(root.get_span_context().trace_id, "032x")
+            exporter = HttpSpanExporter(
+                endpoint=f"http://127.0.0.1:{s.http_port}/v1/traces", headers={"authorization": f"Bearer {writer}"}
+            )
+            assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS, s.log()
+        staff = key.sign(claims(roles=["read"], groups=["staff"]))
+        contractor = key.sign(claims(roles=["read"], groups=["staff", "contractors"]))
+        support = key.sign(claims(roles=["read"], spoor={"tenants": ["a"], "department": "support"}))
+        # No rule matches: everything.
+        full = wait_for_trace(s, ids["oidc-visible"], staff)
+        assert "platinum-4711" in json.dumps(full)
+        # The contractor rule: masked on the visible service, and the other service's span is a
+        # placeholder with nothing of its own.
+        r = s.get(f"/api/v2/traces/{ids['oidc-visible']}", contractor)
+        assert r.status_code == 200 and "platinum-4711" not in r.text and "[masked]" in r.text, r.text
+        assert "oidc-visible-root" in r.text
+        r = s.get(f"/api/v2/traces/{ids['oidc-hidden']}", contractor)
+        assert r.status_code == 200 and "oidc-hidden-root" not in r.text and "platinum-4711" not in r.text, r.text
+        # The support rule (a nested claim): masked, nothing hidden.
+        r = s.get(f"/api/v2/traces/{ids['oidc-hidden']}", support)
+        assert r.status_code == 200 and "oidc-hidden-root" in r.text and "platinum-4711" not in r.text, r.text
+        # A masked key cannot be probed through search.
+        probe = s.get("/api/search?q=" + requests.utils.quote('{ span.customer.segment = "platinum-4711" }'), support)
+        assert probe.status_code == 403, probe.text
+    finally:
+        stop(proc, s)
+
+
+def test_bad_restrictions_stop_the_start(tmp_path: Path):
+    (tmp_path / "jwks.json").write_bytes(jwks(rsa_key("rsa-b")))
+    bad = "auth:\n  oidc:\n    restrictions:\n      - {claim: groups, value: x, mask: [customer.segment]}\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOR__")}
+    env.update({
+        "SPOOR__AUTH__ENABLED": "true", "SPOOR__AUTH__OIDC__ISSUER_URL": ISSUER,
+        "SPOOR__AUTH__OIDC__AUDIENCE": AUDIENCE, "SPOOR__AUTH__OIDC__JWKS_FILE": str(tmp_path / "jwks.json"),
+    })  # fmt: skip
+    (tmp_path / "bad.yaml").write_text(bad)
+    r = subprocess.run(
+        [str(SPOOR_BIN), "serve", "--config", str(tmp_path / "bad.yaml"), "--data-dir", str(tmp_path / "data"),
+         "--http-listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode != 0 and "auth.oidc.restrictions[0]" in r.stderr, r.stderr

@@ -51,6 +51,51 @@ pub struct OidcConfig {
     /// Clock skew forgiven on `exp` and `nbf`.
     #[serde(with = "spoor_process::duration")]
     pub leeway: Duration,
+    /// What a token may see, by the value of one of its claims (a group, a department): the
+    /// first rule that matches gives the identity its `mask` and `spans`, as a tokens-file entry
+    /// has them. No rule matching: everything the tenants and roles allow.
+    pub restrictions: Vec<OidcRestriction>,
+}
+
+/// One `auth.oidc.restrictions` rule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcRestriction {
+    /// The claim to look at (dotted names reach into objects, as for `tenants_claim`).
+    pub claim: String,
+    /// Matches when the claim is this string, or a list (or space/comma-separated string) holding it.
+    pub value: String,
+    /// Keys whose values read as `"[masked]"` (the tokens file's `mask`).
+    pub mask: Vec<String>,
+    /// A TraceQL spanset filter: other spans become placeholders (the tokens file's `spans`).
+    pub spans: String,
+}
+
+/// A rule, compiled.
+struct Restriction {
+    claim: String,
+    value: String,
+    mask: Option<Arc<crate::auth::mask::Mask>>,
+    spans: Option<Arc<crate::auth::spans::SpanFilter>>,
+}
+
+impl Restriction {
+    fn compile(i: usize, r: &OidcRestriction) -> Result<Restriction, String> {
+        let at = |m: String| format!("auth.oidc.restrictions[{i}]: {m}");
+        if r.claim.is_empty() || r.value.is_empty() {
+            return Err(at("claim and value are required".into()));
+        }
+        if r.mask.is_empty() && r.spans.trim().is_empty() {
+            return Err(at("restricts nothing: give it mask, spans or both".into()));
+        }
+        let mask = crate::auth::mask::Mask::parse(&r.mask).map_err(at)?;
+        let spans = match r.spans.trim() {
+            "" => None,
+            text => Some(Arc::new(crate::auth::spans::SpanFilter::parse(text).map_err(at)?)),
+        };
+        let mask = (!mask.is_empty()).then(|| Arc::new(mask));
+        Ok(Restriction { claim: r.claim.clone(), value: r.value.clone(), mask, spans })
+    }
 }
 
 impl Default for OidcConfig {
@@ -66,6 +111,7 @@ impl Default for OidcConfig {
             roles_claim: "roles".into(),
             name_claim: "sub".into(),
             leeway: Duration::from_secs(60),
+            restrictions: Vec::new(),
         }
     }
 }
@@ -113,6 +159,7 @@ const FILE_RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// The OIDC verifier of a process.
 pub struct Oidc {
     cfg: OidcConfig,
+    restrictions: Vec<Restriction>,
     source: Source,
     /// The keys in force and the bytes they came from (to tell whether a new read changed them).
     keys: RwLock<(Arc<KeySet>, Vec<u8>)>,
@@ -130,6 +177,8 @@ impl Oidc {
     /// the first token that needs it.
     pub fn open(cfg: &OidcConfig) -> Result<Arc<Oidc>, String> {
         cfg.validate()?;
+        let restrictions =
+            cfg.restrictions.iter().enumerate().map(|(i, r)| Restriction::compile(i, r)).collect::<Result<_, _>>()?;
         let (source, keys) = if cfg.jwks_url.is_empty() {
             let bytes = read(&cfg.jwks_file)?;
             let keys = parse_at(&bytes, &cfg.jwks_file.display().to_string())?;
@@ -146,6 +195,7 @@ impl Oidc {
         };
         Ok(Arc::new(Oidc {
             cfg: cfg.clone(),
+            restrictions,
             source,
             keys: RwLock::new(keys),
             fetched: Mutex::new(None),
@@ -207,7 +257,12 @@ impl Oidc {
                 roles.push(role);
             }
         }
-        Identity::from_provider(format!("oidc:{name}"), tenants, all, roles)
+        let mut identity = Identity::from_provider(format!("oidc:{name}"), tenants, all, roles);
+        if let Some(r) = self.restrictions.iter().find(|r| strings(claim(claims, &r.claim)).contains(&r.value)) {
+            identity.mask = r.mask.clone();
+            identity.spans = r.spans.clone();
+        }
+        identity
     }
 
     /// Fetches the URL again unless a fetch happened moments ago.
