@@ -51,12 +51,28 @@ export function num(x) {
   return a >= 100 ? x.toFixed(0) : x.toPrecision(3).replace(/\.?0+$/, '');
 }
 
-/** A stable colour per service (hue from a string hash), readable on light and dark. @param {string} s */
+// Twelve hues that stay apart from each other on light and dark backgrounds.
+const PALETTE = ['#3b82f6', '#f59e0b', '#10b981', '#ef4444', '#8b5cf6', '#06b6d4', '#ec4899', '#84cc16', '#f97316', '#6366f1', '#14b8a6', '#a855f7'];
+/** @type {Map<string, string>} */
+const assigned = new Map();
+
+/**
+ * A colour per service: the first twelve services seen in this page's session get distinct
+ * palette colours (so a trace's few services never share one); later ones a hue from a hash.
+ * @param {string} s
+ */
 export function serviceColor(s) {
-  let h = 2166136261;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
-  const hue = ((h >>> 0) % 360 + 360) % 360;
-  return `hsl(${hue} 62% 52%)`;
+  let c = assigned.get(s);
+  if (!c) {
+    if (assigned.size < PALETTE.length) c = PALETTE[assigned.size];
+    else {
+      let h = 2166136261;
+      for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+      c = `hsl(${(h >>> 0) % 360} 62% 52%)`;
+    }
+    assigned.set(s, c);
+  }
+  return c;
 }
 
 /** A relative range such as `1h` or `15m` as seconds; null when it is not one. @param {string} r */

@@ -157,7 +157,7 @@ export function link(spans, startUnixNano = 0n, duration = 0) {
   const roots = [];
   for (const s of spans) {
     const p = s.parentId ? byId.get(s.parentId) : undefined;
-    if (p && p !== s && !isAncestor(s, p)) {
+    if (p && p !== s) {
       s.parent = p;
       p.children.push(s);
       s.orphan = false;
@@ -165,6 +165,29 @@ export function link(spans, startUnixNano = 0n, duration = 0) {
       s.orphan = Boolean(s.parentId);
       roots.push(s);
     }
+  }
+  // Spans a root does not reach sit on a parent loop (bad input): each loop is cut at one of
+  // its spans, which becomes a root.
+  /** @type {Set<Span>} */
+  const reached = new Set();
+  const reach = (/** @type {Span} */ r) => {
+    const todo = [r];
+    while (todo.length) {
+      const s = /** @type {Span} */ (todo.pop());
+      if (reached.has(s)) continue;
+      reached.add(s);
+      todo.push(...s.children);
+    }
+  };
+  roots.forEach(reach);
+  for (const s of spans) {
+    if (reached.has(s) || !s.parent) continue;
+    const p = s.parent;
+    p.children = p.children.filter((c) => c !== s);
+    s.parent = null;
+    s.orphan = true;
+    roots.push(s);
+    reach(s);
   }
   const byStart = (/** @type {Span} */ a, /** @type {Span} */ b) => a.start - b.start || a.end - b.end || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   roots.sort((a, b) => (a.orphan === b.orphan ? byStart(a, b) : a.orphan ? 1 : -1));
@@ -186,12 +209,6 @@ export function link(spans, startUnixNano = 0n, duration = 0) {
   const services = [...new Set(ordered.map((s) => s.service))];
   const traceId = spans.find((s) => s.traceId)?.traceId ?? '';
   return { traceId, spans: ordered, roots, byId, startUnixNano, duration, services };
-}
-
-/** Whether `a` is an ancestor of `b` (with the links made so far): linking would loop. */
-function isAncestor(a, b) {
-  for (let p = b; p; p = p.parent) if (p === a) return true;
-  return false;
 }
 
 /** @param {Span} s @param {string} key */
