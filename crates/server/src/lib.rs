@@ -142,7 +142,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         generated: generated.clone(),
     };
     let a = auth.as_ref();
-    let ui = ui::Ui { config: config.ui.clone(), auth: auth.is_some(), multitenancy: config.tenancy.multitenancy_enabled };
+    let ui =
+        ui::Ui { config: config.ui.clone(), auth: auth.is_some(), multitenancy: config.tenancy.multitenancy_enabled };
     let api_router = tempo::router(admin).merge(jaeger::router(reader.clone())).merge(ui::router(ui));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
