@@ -131,7 +131,14 @@ async fn with_auth_the_page_is_open_and_its_data_is_not() {
     assert_eq!(request("POST", &s.api_url("/"), &[], "").await.status, 401);
     // The data the page shows still needs a token.
     assert_eq!(request("GET", &s.api_url("/api/search?q=%7B%7D"), &[], "").await.status, 401);
-    assert_eq!(request("GET", &s.api_url("/api/tenants"), &[], "").await.status, 401);
+    let refused = request("GET", &s.api_url("/api/tenants"), &[], "").await;
+    assert_eq!(refused.status, 401);
+    let challenges = |r: &common::Response| r.headers.get_all("www-authenticate").iter().count();
+    assert_eq!(challenges(&refused), 2, "Bearer and Basic");
+    // The page's fetches hear only Bearer, so the browser does not pop its own login dialog.
+    let fetched = request("GET", &s.api_url("/api/tenants"), &[("sec-fetch-dest", "empty")], "").await;
+    assert_eq!((fetched.status, challenges(&fetched)), (401, 1));
+    assert_eq!(header(&fetched, "www-authenticate"), "Bearer realm=\"spoor\"");
 
     // The tenant picker's list: the token's tenants, without naming one first.
     let bearer = |t: &str| format!("Bearer {t}");

@@ -547,6 +547,9 @@ fn param(raw: &str, name: &str) -> Option<String> {
 }
 
 async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Response {
+    // A script's request (fetch, as the web UI's) hears no Basic challenge: a browser would
+    // answer it with its own login dialog, over the page that asks for a token itself.
+    let from_script = req.headers().get("sec-fetch-dest").is_some_and(|v| v.as_bytes() == b"empty");
     let mut resp = match surface {
         Surface::OtlpGrpc | Surface::JaegerGrpc => return receive::grpc_error(&e),
         Surface::Zipkin | Surface::JaegerThrift => {
@@ -572,7 +575,9 @@ async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Respon
     if e.http_status() == StatusCode::UNAUTHORIZED {
         let h = resp.headers_mut();
         h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"spoor\""));
-        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"spoor\""));
+        if !from_script {
+            h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"spoor\""));
+        }
     }
     resp
 }
