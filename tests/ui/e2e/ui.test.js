@@ -102,6 +102,10 @@ test('the trace view shows every span, nested as sent, with the critical path', 
   assert.equal(await page.$$eval('.waterfall .row', (r) => r.length), 1);
   await page.locator('.waterfall').press('ArrowRight');
   assert.equal(await page.$$eval('.waterfall .row', (r) => r.length), CHECKOUT.length);
+  // ArrowDown walks the rows; the details follow the selection.
+  await page.locator('.waterfall').press('ArrowDown');
+  assert.equal(await page.$eval('.waterfall .row[aria-selected="true"]', (r) => r.dataset.name), 'call cart');
+  assert.equal(await page.locator('aside.details h2').textContent(), 'call cart');
 
   // Find spans by attribute.
   await page.getByLabel('Find spans').fill('test.step=redis GET');
@@ -111,6 +115,15 @@ test('the trace view shows every span, nested as sent, with the critical path', 
   await page.getByRole('button', { name: 'Flame graph' }).click();
   await page.waitForSelector('canvas.flame');
   await shot('trace-flame');
+
+  // The other theme (headless Chromium prefers light), remembered across pages.
+  await page.getByRole('button', { name: 'Waterfall' }).click();
+  await page.getByRole('button', { name: 'Switch theme' }).click();
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, 'rgb(18, 22, 28)');
+  await shot('trace-dark');
+  await page.getByRole('button', { name: 'Switch theme' }).click();
 });
 
 test('compare shows the slowed span and by how much', async () => {

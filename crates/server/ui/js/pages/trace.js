@@ -334,7 +334,7 @@ export function view(main, trace, id, params) {
       h('h1', null, `${root.service}: ${root.name}`),
       h('span.mono', null, traceId),
       h('span', null, `${duration(trace.duration)} · ${trace.spans.length} spans · ${trace.services.length} services`),
-      errors ? h('span.err', null, `${errors} errors`) : null,
+      errors ? h('span.err', null, `${errors} error${errors === 1 ? '' : 's'}`) : null,
       h('span', null, time(trace.startUnixNano)),
       logs ? h('a', { href: logs, target: '_blank', rel: 'noopener' }, 'Logs for this trace') : null,
     ),
