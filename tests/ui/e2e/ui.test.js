@@ -48,6 +48,18 @@ test('search finds both checkouts, newest first, and links them', async () => {
     assert.match(r.text, /GET \/checkout/);
     assert.match(r.text, /✕ 1/, 'the audit log error is marked');
   }
+  // Autocomplete from the tag APIs: attribute names, then values of the attribute.
+  await editor.fill('{ resource.serv');
+  await editor.press('End');
+  await editor.press('Control+Space');
+  await page.getByRole('option', { name: 'resource.service.name' }).waitFor();
+  await editor.press('Enter');
+  assert.equal(await editor.inputValue(), '{ resource.service.name');
+  await editor.pressSequentially(' = "pay');
+  await page.getByRole('option', { name: '"payment"' }).waitFor();
+  await editor.press('Tab');
+  assert.equal(await editor.inputValue(), '{ resource.service.name = "payment"');
+  await editor.fill('{ resource.service.name = "frontend" && name = "GET /checkout" }');
   // The highlighted editor colours the attribute and the string.
   assert.ok(await page.$('.editor .t-attribute'));
   assert.ok(await page.$('.editor .t-string'));

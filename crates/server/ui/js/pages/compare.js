@@ -64,7 +64,7 @@ export async function render(main, [idA, idB]) {
   paint();
   const summary = summarize(rows).filter((s) => s.totalA !== s.totalB || s.countA !== s.countB).slice(0, 10);
   const side = (/** @type {string} */ id, /** @type {import('../model.js').Trace} */ t) =>
-    h('div', null, h('a.mono', { href: `/trace/${id}` }, id), ` ${t.roots[0]?.service}: ${t.roots[0]?.name} · ${duration(t.duration)} · ${t.spans.length} spans`);
+    h('span', null, h('a.mono', { href: `/trace/${id}` }, id), ` ${t.roots[0]?.service}: ${t.roots[0]?.name} · ${duration(t.duration)} · ${t.spans.length} spans`);
   fill(
     main,
     h('h1', null, 'Compare traces'),
