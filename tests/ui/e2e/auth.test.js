@@ -68,3 +68,25 @@ test('the page asks for a token, lists its tenants, and queries the chosen one',
   await page.close();
   assert.deepEqual(errors, []);
 });
+
+test('multi-tenancy without auth: no token button, the tenant is typed', async () => {
+  const open = await startSpoor('tenancy:\n  multitenancy_enabled: true\n');
+  try {
+    await sendTraces(open.otlp, [CHECKOUT], { 'X-Scope-OrgID': 'blue' });
+    const page = await browser.newPage();
+    await page.goto(`${open.base}/?q=${encodeURIComponent('{ name = "GET /checkout" }')}`);
+    const field = page.locator('#tenant-text');
+    await field.waitFor();
+    assert.equal(await page.locator('#token-button').isVisible(), false);
+    assert.equal(await page.locator('#tenant').isVisible(), false, 'no list to pick from');
+    // Until a tenant is named the page says so instead of asking the server.
+    await page.getByText('choose a tenant').waitFor();
+    await field.fill('blue');
+    await field.press('Enter');
+    await page.waitForSelector('table.traces tbody tr');
+    assert.match(await page.locator('table.traces tbody').textContent(), /frontend/);
+    await page.close();
+  } finally {
+    await open.stop();
+  }
+});

@@ -6,6 +6,8 @@ const TOKEN = 'spoor.token';
 const TENANT = 'spoor.tenant';
 
 export const settings = {
+  /** Set by the page when multi-tenancy is on: queries then wait for a tenant. */
+  tenantRequired: false,
   get token() {
     return localStorage.getItem(TOKEN) ?? '';
   },
@@ -43,6 +45,9 @@ export async function get(path, params = {}, opts = {}) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
   const url = q.toString() ? `${path}?${q}` : path;
+  if (opts.tenant !== false && settings.tenantRequired && !settings.tenant) {
+    throw new ApiError(0, 'Multi-tenancy is on: choose a tenant (top right) first.');
+  }
   /** @type {Record<string, string>} */
   const headers = { Accept: 'application/json' };
   if (settings.token) headers.Authorization = `Bearer ${settings.token}`;

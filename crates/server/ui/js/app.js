@@ -115,7 +115,8 @@ function setupToken() {
   });
   let asked = false;
   onUnauthorized.add(() => {
-    if (!asked && !dialog.open) {
+    // Without auth a 401 is about the tenant, not a token.
+    if (uiConfig.auth && !asked && !dialog.open) {
       asked = true;
       input.value = settings.token;
       dialog.showModal();
@@ -129,6 +130,7 @@ async function loadTenants() {
   const select = /** @type {HTMLSelectElement} */ (document.getElementById('tenant'));
   const text = /** @type {HTMLInputElement} */ (document.getElementById('tenant-text'));
   label.hidden = !uiConfig.multitenancy;
+  settings.tenantRequired = uiConfig.multitenancy;
   if (!uiConfig.multitenancy) {
     settings.tenant = '';
     return;
