@@ -1,7 +1,8 @@
 //! The Spoor server, by role: `ingest/` (receivers, the front door, the pipeline, the WAL,
 //! the flusher), `tempo/` (the Tempo-compatible query API over a reader of live traces and
-//! blocks), `jaeger/` (Jaeger's query API over the same reader), `ui` (the embedded web UI), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
-//! share (`config`, `error`, `http`, `retry`, `metrics`, `background`).
+//! blocks), `jaeger/` (Jaeger's query API over the same reader), `ui` (the embedded web UI),
+//! `generated/` (metrics from traces, scraped or pushed), and the plumbing they share
+//! (`config`, `error`, `http`, `retry`, `metrics`, `background`).
 
 pub mod auth;
 pub mod background;

@@ -169,10 +169,7 @@ async fn shell() -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             // The page loads only its own scripts and styles, and talks only to its own origin.
             // Its styles are set through the CSSOM, which needs no 'unsafe-inline'.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            ),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
         ],
         PAGE.as_str(),
     )

@@ -172,3 +172,21 @@ async fn with_auth_the_page_is_open_and_its_data_is_not() {
     .await;
     assert_eq!(no.status, 403);
 }
+
+#[test]
+fn a_trace_to_logs_template_must_be_a_link() {
+    let run = |value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spoor"))
+            .arg("config")
+            .env("SPOOR__UI__TRACE_TO_LOGS_URL", value)
+            .output()
+            .unwrap()
+    };
+    let bad = run("javascript:alert(document.cookie)");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("ui.trace_to_logs_url") && err.contains("http(s)"), "{err}");
+    let good = run("https://logs.example/?q=${traceId}");
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("trace_to_logs_url: https://logs.example/?q=${traceId}"));
+}
