@@ -96,3 +96,16 @@ test('a parent loop (bad input) is cut into a root instead of hanging', () => {
   assert.equal(t.roots.length, 2);
   assert.equal(criticalPath(t.roots).ids.size, 3);
 });
+
+test('flame rows: parallel siblings get their own rows, children stay below their parent', async () => {
+  const { flameRows } = await import('../../../crates/server/ui/js/flame.js');
+  const t = trace([['root', '', 0, 100], ['a', 'root', 10, 60], ['b', 'root', 20, 90], ['c', 'root', 70, 80], ['a1', 'a', 15, 50]]);
+  const rows = flameRows(t.spans);
+  const r = Object.fromEntries([...rows].map(([s, n]) => [s.id, n]));
+  assert.equal(r.root, 0);
+  assert.equal(r.a, 1);
+  assert.notEqual(r.b, r.a, 'b overlaps a');
+  assert.equal(r.c, 1, 'c fits after a ended');
+  assert.ok(r.a1 > r.a);
+  for (const [s, n] of rows) for (const [o, m] of rows) if (s !== o && n === m) assert.ok(s.end <= o.start || o.end <= s.start, `${s.id} and ${o.id} overlap in row ${n}`);
+});

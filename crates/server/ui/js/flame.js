@@ -8,6 +8,48 @@ import { serviceColor, duration } from './format.js';
 const ROW = 18;
 
 /**
+ * The row of each span: below its parent, and further down while that row already holds a
+ * span overlapping it in time (parallel siblings must not hide each other). Each row keeps its
+ * spans' intervals sorted; they never overlap, so a binary search finds the neighbours.
+ * @param {import('./model.js').Span[]} spans in tree order
+ * @returns {Map<import('./model.js').Span, number>}
+ */
+export function flameRows(spans) {
+  /** @type {Map<import('./model.js').Span, number>} */
+  const row = new Map();
+  /** @type {[number, number][][]} */
+  const taken = [];
+  const free = (/** @type {number} */ r, /** @type {number} */ s, /** @type {number} */ e) => {
+    const list = taken[r] ?? [];
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid][0] < s) lo = mid + 1;
+      else hi = mid;
+    }
+    const before = list[lo - 1];
+    const after = list[lo];
+    return { ok: !(before && before[1] > s) && !(after && after[0] < e), at: lo };
+  };
+  for (const s of spans) {
+    let r = s.parent ? /** @type {number} */ (row.get(s.parent)) + 1 : 0;
+    // A zero-length span still occupies a sliver, so it is not drawn over another.
+    const end = Math.max(s.end, s.start + 1e-3);
+    for (;;) {
+      const f = free(r, s.start, end);
+      if (f.ok) {
+        (taken[r] ??= []).splice(f.at, 0, [s.start, end]);
+        break;
+      }
+      r++;
+    }
+    row.set(s, r);
+  }
+  return row;
+}
+
+/**
  * @param {HTMLCanvasElement} canvas
  * @param {import('./model.js').Trace} trace
  * @param {{ critical: Set<string>, onSelect: (id: string) => void, selected: () => string, matches: () => Set<string> | null }} opts
@@ -18,7 +60,8 @@ export function flameGraph(canvas, trace, opts) {
   tip.className = 'tooltip';
   tip.hidden = true;
   document.body.appendChild(tip);
-  const maxDepth = trace.spans.reduce((m, s) => Math.max(m, s.depth), 0);
+  const rows = flameRows(trace.spans);
+  const maxDepth = Math.max(0, ...rows.values());
   const total = Math.max(trace.duration, 1);
 
   const draw = () => {
@@ -41,7 +84,7 @@ export function flameGraph(canvas, trace, opts) {
     for (const s of trace.spans) {
       const x = (s.start / total) * w;
       const wd = Math.max((s.duration / total) * w, 1);
-      const y = s.depth * ROW + 2;
+      const y = /** @type {number} */ (rows.get(s)) * ROW + 2;
       ctx.globalAlpha = matches && !matches.has(s.id) ? 0.3 : 1;
       ctx.fillStyle = serviceColor(s.service);
       ctx.fillRect(x, y, wd, ROW - 2);
@@ -69,7 +112,7 @@ export function flameGraph(canvas, trace, opts) {
     const depth = Math.floor((ev.clientY - r.top - 2) / ROW);
     const t = ((ev.clientX - r.left) / r.width) * total;
     const slack = (2 / r.width) * total;
-    return trace.spans.find((s) => s.depth === depth && s.start - slack <= t && t <= s.end + slack);
+    return trace.spans.find((s) => rows.get(s) === depth && s.start - slack <= t && t <= s.end + slack);
   };
   const move = (/** @type {MouseEvent} */ ev) => {
     const s = hit(ev);
