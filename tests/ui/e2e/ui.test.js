@@ -43,6 +43,9 @@ test('search finds both checkouts, newest first, and links them', async () => {
   assert.match(page.url(), /\?q=%7B\+resource\.service\.name/);
   const rows = await page.$$eval('table.traces tbody tr', (trs) => trs.map((tr) => ({ id: tr.dataset.traceId, text: tr.textContent })));
   assert.deepEqual(rows.map((r) => r.id), [ids[1], ids[0]], 'newest first');
+  // The matched spans, named in the Matched cell's tooltip.
+  const matched = await page.$$eval('table.traces tbody tr td:nth-child(8)', (tds) => tds.map((td) => [td.textContent, td.title]));
+  assert.deepEqual(matched, [['1', 'GET /checkout (500ms)'], ['1', 'GET /checkout (300ms)']]);
   for (const r of rows) {
     assert.match(r.text, /frontend/);
     assert.match(r.text, /GET \/checkout/);

@@ -167,6 +167,15 @@ export async function render(main, _args, params) {
   return () => ac.abort();
 }
 
+/** The matched spans a search returned for a trace, one per line, for the Matched cell's tooltip. @param {any} t */
+function matchedSpans(t) {
+  const lines = [];
+  for (const set of t.spanSets ?? []) {
+    for (const sp of set.spans ?? []) lines.push(`${sp.name ?? sp.spanID} (${duration(Number(sp.durationNanos ?? 0))})`);
+  }
+  return lines.join('\n');
+}
+
 /**
  * @param {HTMLElement} results
  * @param {any[]} traces
@@ -232,7 +241,7 @@ function showResults(results, traces, compareButton) {
           h('td.num', null, duration(r.durationNs)),
           h('td.num', null, r.spans || '–'),
           h('td', null, r.errors ? h('span.err', { title: `${r.errors} spans with status error` }, `✕ ${r.errors}`) : ''),
-          h('td.num', null, r.matched),
+          h('td.num', { title: matchedSpans(r.t) }, r.matched),
           h('td.mono', null, h('a', { href: `/trace/${r.id}` }, r.id.slice(0, 16))),
         );
       }),
