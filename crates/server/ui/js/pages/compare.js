@@ -35,6 +35,12 @@ export async function render(main, [idA, idB]) {
     h('select', { 'aria-label': 'Show' }, h('option', { value: 'all' }, 'All spans'), h('option', { value: 'changed' }, 'Changed only'))
   );
   const tbody = h('tbody');
+  // Both traces on one time scale, so a slower span's bar is visibly longer in B.
+  const scale = Math.max(a.duration, b.duration, 1);
+  const bar = (/** @type {import('../compare.js').Node | null} */ n, /** @type {string} */ cls) =>
+    n
+      ? h(`div.cbar.${cls}`, { style: { left: `${(n.start / scale) * 100}%`, width: `${Math.max(((n.end - n.start) / scale) * 100, 0.2)}%`, background: serviceColor(n.service) } })
+      : null;
   const paint = () => {
     fill(
       tbody,
@@ -56,6 +62,7 @@ export async function render(main, [idA, idB]) {
             h('td.num', null, r.b ? duration(r.durationB) : '–'),
             h('td.num', null, r.a && r.b ? deltaText(r.delta, r.durationA) : ''),
             h('td', null, h(`span.change.${r.change}`, null, r.change)),
+            h('td.ctime', { 'aria-hidden': 'true' }, bar(r.a, 'a'), bar(r.b, 'b')),
           ),
         ),
     );
@@ -100,7 +107,7 @@ export async function render(main, [idA, idB]) {
       'table.compare',
       null,
       h('caption.visually-hidden', null, 'Spans of A and B aligned by service and operation'),
-      h('thead', null, h('tr', null, ...['Span', 'A', 'B', 'B − A', 'Change'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', null, h('tr', null, ...['Span', 'A', 'B', 'B − A', 'Change', 'Timeline (A above, B below)'].map((c) => h('th', { scope: 'col' }, c)))),
       tbody,
     ),
   );
