@@ -71,6 +71,16 @@ test('search finds both checkouts, newest first, and links them', async () => {
   await page.goto(page.url());
   await page.waitForSelector('table.traces tbody tr');
   assert.equal(await page.$$eval('table.traces tbody tr', (t) => t.length), 2);
+  // An explicit window in the URL (unix seconds) sets the custom range; a window before the
+  // traces finds nothing.
+  const now = Math.floor(Date.now() / 1000);
+  const q = encodeURIComponent('{ name = "GET /checkout" }');
+  await page.goto(`${spoor.base}/?q=${q}&start=${now - 600}&end=${now + 60}`);
+  await page.waitForSelector('table.traces tbody tr');
+  assert.equal(await page.getByLabel('Time range').inputValue(), 'custom');
+  assert.equal(await page.$$eval('table.traces tbody tr', (t) => t.length), 2);
+  await page.goto(`${spoor.base}/?q=${q}&start=${now - 7200}&end=${now - 3600}`);
+  await page.getByText('No traces match in this range.').waitFor();
 });
 
 test('the form mode writes the TraceQL', async () => {
