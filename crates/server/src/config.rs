@@ -43,6 +43,8 @@ pub struct Config {
     /// Span metrics and service graphs from every span before sampling (Tempo's
     /// metrics-generator), for the scrape endpoint and remote_write.
     pub metrics_generator: spoor_generate::GeneratorConfig<crate::generated::remote_write::RemoteWriteConfig>,
+    /// The web UI on the API port (docs/ui.md).
+    pub ui: crate::ui::UiConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -385,6 +387,8 @@ impl Config {
             let (tls, key) = config.server.tls_for(l);
             tls.validate(key).map_err(|e| ConfigError::at(key, format!("invalid configuration: {e}")))?;
         }
+        let key = "ui.trace_to_logs_url";
+        config.ui.validate().map_err(|e| ConfigError::at(key, format!("invalid configuration: {key}: {e}")))?;
         for (i, rw) in config.metrics_generator.remote_write.iter().enumerate() {
             rw.validate().map_err(|e| {
                 let key = format!("metrics_generator.remote_write[{i}]");

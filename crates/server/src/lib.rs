@@ -1,7 +1,8 @@
 //! The Spoor server, by role: `ingest/` (receivers, the front door, the pipeline, the WAL,
 //! the flusher), `tempo/` (the Tempo-compatible query API over a reader of live traces and
-//! blocks), `jaeger/` (Jaeger's query API over the same reader), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
-//! share (`config`, `error`, `http`, `retry`, `metrics`, `background`).
+//! blocks), `jaeger/` (Jaeger's query API over the same reader), `ui` (the embedded web UI),
+//! `generated/` (metrics from traces, scraped or pushed), and the plumbing they share
+//! (`config`, `error`, `http`, `retry`, `metrics`, `background`).
 
 pub mod auth;
 pub mod background;
@@ -17,6 +18,7 @@ pub mod reload;
 pub mod retry;
 pub mod tempo;
 pub mod tls;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -141,7 +143,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         generated: generated.clone(),
     };
     let a = auth.as_ref();
-    let api_router = tempo::router(admin).merge(jaeger::router(reader.clone()));
+    let ui =
+        ui::Ui { config: config.ui.clone(), auth: auth.is_some(), multitenancy: config.tenancy.multitenancy_enabled };
+    let api_router = tempo::router(admin).merge(jaeger::router(reader.clone())).merge(ui::router(ui));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));

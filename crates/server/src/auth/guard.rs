@@ -134,6 +134,9 @@ enum Need {
     Role(Role),
     /// `/metrics/generated`: `read`, for the `?tenant=` asked for or, without one, every tenant.
     Generated,
+    /// `/api/tenants`: any token with `read`, whatever its tenants, mask or span filter: it
+    /// answers only what the token itself may use.
+    Identity,
 }
 
 fn need(auth: &Auth, surface: Surface, method: &Method, path: &str) -> Need {
@@ -145,7 +148,9 @@ fn need(auth: &Auth, surface: Surface, method: &Method, path: &str) -> Need {
     let open = match path {
         "/ready" | "/api/echo" | "/api/status/buildinfo" => true,
         "/metrics" => !auth.protect_metrics,
-        _ => false,
+        // The web UI's page, assets and configuration: the browser has no token until the page
+        // asks for one. Its API calls are guarded like any other.
+        p => (method == Method::GET || method == Method::HEAD) && crate::ui::is_open(p),
     };
     if open {
         return Need::Open;
@@ -157,6 +162,7 @@ fn need(auth: &Auth, surface: Surface, method: &Method, path: &str) -> Need {
         // Whatever changes state is admin's, including routes added later.
         _ if method != Method::GET && method != Method::HEAD => Need::Role(Role::Admin),
         "/metrics/generated" => Need::Generated,
+        "/api/tenants" => Need::Identity,
         _ => Need::Role(Role::Read),
     }
 }
@@ -254,7 +260,7 @@ async fn decide(
         req.extensions_mut().insert(SpanFiltering(filter.clone()));
     }
     let tenants = match need {
-        Need::Role(Role::Admin) => None,
+        Need::Role(Role::Admin) | Need::Identity => None,
         Need::Generated => Some(generated_scope(&id, raw_query).map_err(|e| (e, Some(id.clone())))?),
         _ => Some(scope(auth, req.headers_mut(), &id).map_err(|e| (e, Some(id.clone())))?),
     };
@@ -541,6 +547,9 @@ fn param(raw: &str, name: &str) -> Option<String> {
 }
 
 async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Response {
+    // A script's request (fetch, as the web UI's) hears no Basic challenge: a browser would
+    // answer it with its own login dialog, over the page that asks for a token itself.
+    let from_script = req.headers().get("sec-fetch-dest").is_some_and(|v| v.as_bytes() == b"empty");
     let mut resp = match surface {
         Surface::OtlpGrpc | Surface::JaegerGrpc => return receive::grpc_error(&e),
         Surface::Zipkin | Surface::JaegerThrift => {
@@ -566,7 +575,9 @@ async fn refuse(auth: &Auth, surface: Surface, e: Error, req: Request) -> Respon
     if e.http_status() == StatusCode::UNAUTHORIZED {
         let h = resp.headers_mut();
         h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"spoor\""));
-        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"spoor\""));
+        if !from_script {
+            h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"spoor\""));
+        }
     }
     resp
 }
@@ -602,6 +613,7 @@ mod tests {
             Need::Open => "open",
             Need::Role(r) => r.name(),
             Need::Generated => "generated",
+            Need::Identity => "identity",
         };
         assert_eq!(role(Method::GET, "/ready"), "open");
         assert_eq!(role(Method::GET, "/metrics"), "open");
@@ -612,6 +624,13 @@ mod tests {
         assert_eq!(role(Method::GET, "/metrics/%67enerated"), "generated");
         assert_eq!(role(Method::GET, "/api/search"), "read");
         assert_eq!(role(Method::GET, "/%72eady"), "read");
+        // The UI's page and assets are open to GET only; its data comes through guarded routes.
+        assert_eq!(role(Method::GET, "/"), "open");
+        assert_eq!(role(Method::GET, "/trace/0af7651916cd43dd8448eb211c80319c"), "open");
+        assert_eq!(role(Method::HEAD, "/ui/assets/v/js/app.js"), "open");
+        assert_eq!(role(Method::POST, "/"), "admin");
+        assert_eq!(role(Method::GET, "/api/services"), "read");
+        assert_eq!(role(Method::GET, "/api/tenants"), "identity");
         assert!(matches!(need(&auth, Surface::OtlpGrpc, &Method::POST, "/ready"), Need::Role(Role::Ingest)));
     }
 
