@@ -9,6 +9,7 @@ use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub use crate::auth::AuthConfig;
+pub use crate::dora::config::DoraConfig;
 pub use crate::encryption::EncryptionConfig;
 pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
@@ -43,6 +44,8 @@ pub struct Config {
     /// Span metrics and service graphs from every span before sampling (Tempo's
     /// metrics-generator), for the scrape endpoint and remote_write.
     pub metrics_generator: spoor_generate::GeneratorConfig<crate::generated::remote_write::RemoteWriteConfig>,
+    /// DORA metrics from CI/CD traces (docs/dora.md).
+    pub dora: DoraConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

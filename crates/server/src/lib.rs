@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod dora;
 pub mod encryption;
 pub mod error;
 pub mod generated;
@@ -28,6 +29,7 @@ use crate::metrics::names;
 use auth::guard::{Auth, Surface, protect};
 pub use config::Config;
 use config::Listener;
+use dora::store::Store as DoraStore;
 pub use error::{Error, StartupError};
 use generated::Generated;
 use http::Readiness;
@@ -106,6 +108,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }));
     let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
     let generated = Generated::new(&config, metrics.clone())?.map(Arc::new);
+    let dora_store = if ingest && config.dora.enabled {
+        let now = spoor_model::time::now_nanos();
+        Some(Arc::new(DoraStore::open(&data_dir, &config.dora, config.wal.durability, metrics.clone(), now)?))
+    } else {
+        None
+    };
     let (write, wal) = if ingest {
         let wal = Arc::new(WalSlot::new(&config, seal.clone()));
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?.map(Arc::new);
@@ -115,6 +123,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             wal.clone(),
             sampling.clone(),
             generated.clone(),
+            dora_store.clone(),
             metrics.clone(),
             ready.clone(),
         )?);
@@ -139,9 +148,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         flusher: write.as_ref().map(|(_, f)| f.clone()),
         wal,
         generated: generated.clone(),
+        dora: dora_store.clone(),
     };
     let a = auth.as_ref();
-    let api_router = tempo::router(admin).merge(jaeger::router(reader.clone()));
+    let dora_api = dora::api::Api {
+        store: dora_store.clone(),
+        reader: reader.clone(),
+        max_hinted_deployments: config.dora.max_hinted_deployments,
+    };
+    let api_router = tempo::router(admin).merge(jaeger::router(reader.clone())).merge(dora::api::router(dora_api));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));
@@ -183,6 +198,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 let ingest = write.as_ref().map(|(p, f)| (p, f));
                 let roles = background::Roles { config: &config, reader: &reader, metrics: &metrics, ingest, generated: generated.as_ref() };
                 background::spawn(roles, &mut tasks);
+                if let Some(d) = &dora_store {
+                    tasks.spawn(prune_dora(d.clone()));
+                }
                 tracing::info!("ready");
                 shutdown.await;
                 None
@@ -206,6 +224,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Drops DORA events past their retention, hourly.
+async fn prune_dora(store: Arc<DoraStore>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let s = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || s.prune(spoor_model::time::now_nanos())).await;
+        if let Ok(Err(e)) = pruned {
+            tracing::warn!(error = %e, "cannot prune the DORA store; will retry");
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 pub mod remote_write;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use spoor_generate::{Family, Generator, Labels, remote};
 use spoor_model::time::now_nanos;
 
 use crate::config::Config;
+use crate::dora::store::Store as DoraStore;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::metrics::names;
@@ -69,22 +70,47 @@ fn extra_labels(p: &Generated, tenant: &str, for_scrape: bool) -> Labels {
     labels
 }
 
+/// What the scrape endpoint shows: the generator's series and the DORA store's.
+#[derive(Clone)]
+pub struct Scraped {
+    pub generated: Option<Arc<Generated>>,
+    pub dora: Option<Arc<DoraStore>>,
+    pub multitenancy: bool,
+}
+
 /// `GET /metrics/generated[?tenant=ID]`: every tenant's series, or one tenant's.
 pub async fn scrape(
-    State(p): State<Option<Arc<Generated>>>,
+    State(s): State<Scraped>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
-    let Some(p) = &p else {
-        return ([(header::CONTENT_TYPE, format.content_type())], expose::render(&[], format)).into_response();
+    let tenants: BTreeSet<String> = match params.get("tenant") {
+        Some(t) => BTreeSet::from([t.clone()]),
+        None => {
+            let mut all: BTreeSet<String> = s.generated.iter().flat_map(|p| p.generator.tenants()).collect();
+            all.extend(s.dora.iter().flat_map(|d| d.tenants()));
+            all
+        }
     };
-    let g = &p.generator;
-    let tenants = match params.get("tenant") {
-        Some(t) => vec![t.clone()],
-        None => g.tenants(),
-    };
-    let parts: Vec<(Labels, Vec<Family>)> = tenants.iter().map(|t| (extra_labels(p, t, true), g.snapshot(t))).collect();
+    let now_ms = (now_nanos() / 1_000_000) as i64;
+    let parts: Vec<(Labels, Vec<Family>)> = tenants
+        .iter()
+        .map(|t| {
+            let labels = match &s.generated {
+                Some(p) => extra_labels(p, t, true),
+                None if s.multitenancy => vec![("tenant".to_string(), t.clone())],
+                None => Vec::new(),
+            };
+            let mut families = s.generated.as_ref().map(|p| p.generator.snapshot(t)).unwrap_or_default();
+            if let Some(d) = &s.dora {
+                let events = d.events(std::slice::from_ref(t));
+                let refs: Vec<&spoor_generate::dora::Event> = events.iter().collect();
+                families.extend(spoor_generate::dora::series::families(&refs, now_ms));
+            }
+            (labels, families)
+        })
+        .collect();
     ([(header::CONTENT_TYPE, format.content_type())], expose::render(&parts, format)).into_response()
 }
 

@@ -33,6 +33,11 @@ impl Reader {
         }
     }
 
+    /// Whether reads name their tenants (`X-Scope-OrgID`).
+    pub fn multitenancy(&self) -> bool {
+        self.multitenancy
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
