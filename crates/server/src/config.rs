@@ -874,6 +874,7 @@ mod tests {
         let c = Config::load(Some(std::path::Path::new(path)), vec![], &[]).unwrap();
         assert_eq!(c.wal.durability, Durability::Fsync);
         assert_eq!(c.metrics_generator, Config::default().metrics_generator, "the example shows the defaults");
+        assert_eq!(c.dora, Config::default().dora, "the example shows the defaults");
     }
 
     #[test]
