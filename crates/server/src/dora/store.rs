@@ -270,7 +270,7 @@ fn decode(bytes: &[u8]) -> (Vec<Event>, usize) {
 }
 
 fn tenant_from_file(stem: &str) -> Option<String> {
-    if stem.len() % 2 != 0 {
+    if !stem.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> =
