@@ -349,6 +349,10 @@ def test_deployments_carry_a_timeline_and_hints(plain):
     assert 0 < p1["before"]["p95_seconds"] <= 0.2
     # P0's hour has no checkout spans at all.
     assert rows[0]["hints"]["before"] == {"spans": 0, "error_ratio": None, "p95_seconds": None}
+    newest = dora(server.spoor, "/api/dora/deployments", environment="production", start=START, end=END, limit=2)
+    assert [r["trace_id"] for r in newest["deployments"]] == [r["trace_id"] for r in rows[-2:]]
+    r = http_get(f"{server.spoor.api_url}/api/dora/deployments?limit=0")
+    assert r.status == 400 and b"limit" in r.body
     plain_rows = dora(server.spoor, "/api/dora/deployments", environment="staging", start=START, end=END, hints="false")
     assert [("hints" in r, r["service"]) for r in plain_rows["deployments"]] == [(False, "checkout")]
 

@@ -2,7 +2,8 @@
 //! `by=service`) and `GET /api/dora/deployments` (the deployments behind them, for a timeline,
 //! with change-failure hints). Parameters: `environment`, `service`, `start` and `end` (unix
 //! seconds, or any form `/api/search` takes; default: the 30 days before now) or `since`
-//! (`30d`, `12h`), and `by`. Errors are plain text, as the rest of the API's.
+//! (`30d`, `12h`), `by`, and for the listing `limit` (the newest N, 1000 by default) and
+//! `hints`. Errors are plain text, as the rest of the API's.
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use crate::tempo::params::{Params, SECOND, go_duration, text_error, timestamp};
 use crate::tempo::reader::Reader;
 
 const DEFAULT_SINCE: u64 = 30 * 86_400 * SECOND;
+/// Deployments `/api/dora/deployments` lists without `limit` (the newest ones).
+const DEFAULT_LIMIT: usize = 1000;
 
 /// What the handlers read: the store (None where this process keeps none) and the spans.
 pub struct Api {
@@ -79,10 +82,16 @@ async fn deployments_json(a: &Api, headers: &HeaderMap, raw: &str) -> Result<ser
         Some("false" | "0") => false,
         Some(other) => return Err(Error::bad_request(format!("invalid hints: {other:?} (true or false)"))),
     };
+    let limit = params.uint("limit")?.map_or(DEFAULT_LIMIT, |l| l as usize);
+    if limit == 0 {
+        return Err(Error::bad_request("invalid limit: 0 (at least 1)"));
+    }
     let tenants = a.reader.tenants(headers)?;
     let events = events(a, headers)?;
     let refs: Vec<&Event> = events.iter().collect();
-    let rows = figures::deployments(&refs, &filter);
+    let mut rows = figures::deployments(&refs, &filter);
+    // The newest ones: a timeline shows the recent end first.
+    rows.drain(..rows.len().saturating_sub(limit));
     let hinted = if with_hints { a.max_hinted_deployments } else { 0 };
     let mut out = Vec::with_capacity(rows.len());
     let first_hinted = rows.len().saturating_sub(hinted);
