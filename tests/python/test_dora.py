@@ -126,6 +126,12 @@ class Server:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         _wait_ready(self.proc, s)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final sync; only what was durable survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -405,6 +411,17 @@ def test_the_same_when_tail_sampling_drops_most_traces(tmp_path_factory):
         check_figures(server.spoor)
         server.stop()
         server.start()
+        check_figures(server.spoor)
+        # A crash right after the acknowledgement keeps the deployment.
+        out = Sender(server.spoor)
+        t = out.tracer(**{"service.name": "github-actions"})
+        attrs = {"cicd.pipeline.task.type": "deploy", "deployment.environment.name": "canary", "deployment.name": "cart"}
+        t.start_span("deploy", start_time=(T0 + DAY) * S, attributes=attrs).end(end_time=(T0 + DAY + 5) * S)
+        out.close()
+        server.kill()
+        server.start()
+        canary = dora(server.spoor, environment="canary", start=START, end=END)
+        assert (canary["deployments"], canary["failed_deployments"]) == (1, 0)
         check_figures(server.spoor)
     finally:
         server.stop()

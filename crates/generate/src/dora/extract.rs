@@ -1,6 +1,7 @@
 //! The DORA events in a decoded request: deployments, incidents, and the root spans of CI/CD
 //! traces. This runs on the ingest hot path for every admitted request, so a span that carries
-//! no CI/CD, deployment or incident attribute costs a few prefix compares and no allocation.
+//! no CI/CD attribute, `deployment.id` or `incident.id` costs a few byte compares per
+//! attribute and no allocation.
 //!
 //! Three vocabularies map onto one model (the tables are in docs/dora.md): the OpenTelemetry
 //! CI/CD semantic conventions, the Jenkins OpenTelemetry plugin's legacy names, and ArgoCD sync
@@ -15,8 +16,11 @@ use crate::labels::text_value;
 /// OTLP's `STATUS_CODE_ERROR`.
 const STATUS_CODE_ERROR: i32 = 2;
 
-/// Attribute name prefixes that make a span worth a closer look.
-const MARKERS: [&str; 7] = ["cicd.", "ci.pipeline.", "vcs.", "git.", "deployment.", "incident.", "argocd."];
+/// Prefixes of CI/CD attributes: a span, or a resource, with one belongs to a pipeline.
+/// (`deployment.*` alone does not: many services name their environment on every span.)
+const CICD: [&str; 5] = ["cicd.", "ci.pipeline.", "vcs.", "git.", "argocd."];
+/// Span attributes that make a deployment or an incident without any CI/CD attribute.
+const OTHER: [&str; 2] = ["deployment.id", "incident.id"];
 
 /// Every DORA event in `req` (empty, without allocating, when nothing matches).
 pub fn extract(req: &ExportTraceServiceRequest) -> Vec<Event> {
@@ -27,22 +31,32 @@ pub fn extract(req: &ExportTraceServiceRequest) -> Vec<Event> {
     let mut unmarked_roots = false;
     for rs in &req.resource_spans {
         let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let resource_marked = marked(resource);
+        let resource_cicd = cicd(resource);
         for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-            if !(resource_marked || marked(&span.attributes)) {
-                unmarked_roots |= span.parent_span_id.is_empty();
+            let root = span.parent_span_id.is_empty();
+            let span_cicd = cicd(&span.attributes);
+            // Deployments and incidents are told by attributes of the span itself.
+            let candidate = span_cicd || other(&span.attributes);
+            if !(candidate || resource_cicd) {
+                unmarked_roots |= root;
                 continue;
             }
             let a = Attrs { span: &span.attributes, resource };
-            // An incident's trace is not a pipeline: its root is no change.
-            if let Some(i) = incident(span, &a) {
-                events.push(Event::Incident(i));
-                continue;
+            let mut deploy = false;
+            if candidate {
+                // An incident's trace is not a pipeline: its root is no change.
+                if let Some(i) = incident(span, &a) {
+                    events.push(Event::Incident(i));
+                    continue;
+                }
+                if let Some(d) = deployment(span, &a) {
+                    events.push(Event::Deployment(d));
+                    deploy = true;
+                }
             }
-            if let Some(d) = deployment(span, &a) {
-                events.push(Event::Deployment(d));
-            }
-            if span.parent_span_id.is_empty() {
+            if !(span_cicd || resource_cicd || deploy) {
+                unmarked_roots |= root;
+            } else if root {
                 events.push(Event::Change(change(span)));
             } else if !cicd_traces.contains(&&span.trace_id[..]) {
                 cicd_traces.push(&span.trace_id);
@@ -52,12 +66,13 @@ pub fn extract(req: &ExportTraceServiceRequest) -> Vec<Event> {
     if unmarked_roots && !cicd_traces.is_empty() {
         for rs in &req.resource_spans {
             let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-            if marked(resource) {
+            if cicd(resource) {
                 continue;
             }
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                 if span.parent_span_id.is_empty()
-                    && !marked(&span.attributes)
+                    && !cicd(&span.attributes)
+                    && !other(&span.attributes)
                     && cicd_traces.contains(&&span.trace_id[..])
                 {
                     events.push(Event::Change(change(span)));
@@ -68,12 +83,17 @@ pub fn extract(req: &ExportTraceServiceRequest) -> Vec<Event> {
     events
 }
 
-fn marked(attrs: &[KeyValue]) -> bool {
-    // The first byte rules out nearly every key before any prefix compare.
+/// Whether any key is a CI/CD attribute. The first byte rules out nearly every key before
+/// any prefix compare.
+fn cicd(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| {
-        matches!(kv.key.as_bytes().first(), Some(b'c' | b'v' | b'g' | b'd' | b'i' | b'a'))
-            && MARKERS.iter().any(|m| kv.key.starts_with(m))
+        matches!(kv.key.as_bytes().first(), Some(b'c' | b'v' | b'g' | b'a'))
+            && CICD.iter().any(|m| kv.key.starts_with(m))
     })
+}
+
+fn other(attrs: &[KeyValue]) -> bool {
+    attrs.iter().any(|kv| matches!(kv.key.as_bytes().first(), Some(b'd' | b'i')) && OTHER.contains(&kv.key.as_str()))
 }
 
 fn change(span: &Span) -> Change {

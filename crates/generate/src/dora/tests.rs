@@ -177,6 +177,19 @@ fn levels_at_their_thresholds() {
 fn nothing_to_extract_from_ordinary_spans() {
     let req = request(&[("service.name", "api")], vec![span(1, 1, 0, S, 2 * S, &[("http.route", "/x")], false)]);
     assert!(super::extract::extract(&req).is_empty());
+    // An environment on every span of a service makes no pipeline of it.
+    let req = request(
+        &[("service.name", "api"), ("deployment.environment.name", "prod")],
+        vec![span(1, 1, 0, S, 2 * S, &[("deployment.name", "api")], false)],
+    );
+    assert!(super::extract::extract(&req).is_empty());
+    // A deployment.id alone (with an environment) is a deployment, and its own change.
+    let req = request(
+        &[("service.name", "api"), ("deployment.environment.name", "prod")],
+        vec![span(1, 1, 0, S, 2 * S, &[("deployment.id", "d1")], false)],
+    );
+    let events = super::extract::extract(&req);
+    assert!(matches!(&events[..], [Event::Deployment(_), Event::Change(_)]), "{events:?}");
 }
 
 #[test]
