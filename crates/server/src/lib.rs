@@ -1,6 +1,7 @@
 //! The Spoor server, by role: `ingest/` (receivers, the front door, the pipeline, the WAL,
 //! the flusher), `tempo/` (the Tempo-compatible query API over a reader of live traces and
-//! blocks), `jaeger/` (Jaeger's query API over the same reader), `generated/` (metrics from traces, scraped or pushed), and the plumbing they
+//! blocks), `jaeger/` (Jaeger's query API over the same reader), `generated/` (metrics from
+//! traces, scraped or pushed), `dora/` (DORA metrics from CI/CD traces), and the plumbing they
 //! share (`config`, `error`, `http`, `retry`, `metrics`, `background`).
 
 pub mod auth;
