@@ -138,9 +138,9 @@ class Server:
             assert self.proc.wait(timeout=30) == 0, self.spoor.log_tail()
 
 
-def launch(tmp_path_factory, name: str, extra_config: str = "") -> Server:
+def launch(tmp_path_factory, name: str, extra_config: str = "", ports: list[int] | None = None) -> Server:
     base = tmp_path_factory.mktemp(name)
-    grpc_port, http_port, api_port = _free_ports(3)
+    grpc_port, http_port, api_port = ports or _free_ports(3)
     config = base / "spoor.yaml"
     config.write_text("metrics_generator:\n  collection_interval: 1s\n" + extra_config)
     spoor = Spoor(
@@ -303,22 +303,26 @@ def check_figures(spoor: Spoor) -> None:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
-    server = launch(tmp_path_factory, "dora")
+def plain(tmp_path_factory, prometheus_factory):
+    """The server, and a Prometheus that scrapes it and receives its remote_write."""
+    ports = _free_ports(3)
+    prom = prometheus_factory(scrape=[ScrapeJob([f"127.0.0.1:{ports[2]}"], job_name="spoor", metrics_path="/metrics/generated")])
+    remote_write = f"  remote_write:\n    - url: {prom.remote_write_url}\n"
+    server = launch(tmp_path_factory, "dora", remote_write, ports)
     try:
         traces = send_fixture(server.spoor)
-        yield server, traces
+        yield server, traces, prom
     finally:
         server.stop()
 
 
 def test_figures_equal_the_hand_computed_ones(plain):
-    server, _ = plain
+    server, _, _ = plain
     check_figures(server.spoor)
 
 
 def test_bad_parameters_are_refused_by_name(plain):
-    server, _ = plain
+    server, _, _ = plain
     for params, word in [
         ({"start": "soon"}, "start"),
         ({"start": END, "end": START}, "end must be greater than start"),
@@ -332,7 +336,7 @@ def test_bad_parameters_are_refused_by_name(plain):
 
 
 def test_deployments_carry_a_timeline_and_hints(plain):
-    server, traces = plain
+    server, traces, _ = plain
     rows = dora(server.spoor, "/api/dora/deployments", environment="production", start=START, end=END)["deployments"]
     expected = [p for p in PIPELINES if p[2] == "production" and START <= p[4] < END]
     assert [r["trace_id"] for r in rows] == [traces[p[0]] for p in expected]
@@ -364,7 +368,7 @@ def test_deployments_carry_a_timeline_and_hints(plain):
 
 
 def test_spoor_dora_prints_the_four_metrics(plain):
-    server, _ = plain
+    server, _, _ = plain
     # The last 30 days hold P8 and P9 too: 10 production deployments, 8 successful (lead
     # times 60 120 240 480 600 1800 3600 7200, median 540 s), 2 failed plus P2 named by INC-1
     # (30 %), and INC-0..3 (600 1800 3000 99999 s, median 2400 s).
@@ -384,7 +388,7 @@ def test_spoor_dora_prints_the_four_metrics(plain):
 
 
 def test_the_same_after_flush_and_restart(plain):
-    server, _ = plain
+    server, _, _ = plain
     r = http_request("POST", f"{server.spoor.api_url}/flush", timeout=120)
     assert r.status == 204, r.body
     check_figures(server.spoor)
@@ -427,16 +431,17 @@ def test_the_same_when_tail_sampling_drops_most_traces(tmp_path_factory):
         server.stop()
 
 
-def test_prometheus_scrapes_the_dora_series(plain, prometheus_factory):
-    server, _ = plain
-    api = server.spoor.api_url.removeprefix("http://")
-    prom = prometheus_factory(scrape=[ScrapeJob([api], job_name="spoor", metrics_path="/metrics/generated")])
+@pytest.mark.parametrize("source", ['job="spoor"', 'job=""'])
+def test_prometheus_has_the_dora_series(plain, source):
+    """Scraped from /metrics/generated (job="spoor") and pushed by remote_write (no job)."""
+    server, _, prom = plain
 
     def total(q: str, expected: float):
+        q = q.replace("{environment", "{" + source + ",environment")
         return prom.wait_for(q, lambda r: len(r) == 1 and float(r[0]["value"][1]) == expected, timeout=60)
 
     # Every stored event counts (the series are not windowed): P8 and P9 too.
-    deployments = prom.wait_for('spoor_dora_deployments_total{job="spoor"}', lambda r: len(r) == 5, timeout=60)
+    deployments = prom.wait_for(f"spoor_dora_deployments_total{{{source}}}", lambda r: len(r) == 5, timeout=60)
     got = {
         (m["metric"]["environment"], m["metric"]["service"], m["metric"]["outcome"]): float(m["value"][1])
         for m in deployments

@@ -108,13 +108,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         max_bytes_total: l.max_live_bytes,
     }));
     let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
-    let generated = Generated::new(&config, metrics.clone())?.map(Arc::new);
     let dora_store = if ingest && config.dora.enabled {
         let now = spoor_model::time::now_nanos();
         Some(Arc::new(DoraStore::open(&data_dir, &config.dora, config.wal.durability, metrics.clone(), now)?))
     } else {
         None
     };
+    let generated = Generated::new(&config, metrics.clone(), dora_store.clone())?.map(Arc::new);
     let (write, wal) = if ingest {
         let wal = Arc::new(WalSlot::new(&config, seal.clone()));
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?.map(Arc::new);

@@ -50,7 +50,9 @@ pub fn families(events: &[&Event], now_ms: i64) -> Vec<Family> {
             Event::Change(_) => {}
         }
     }
-    let series = |labels: Labels, value: Value| Series { labels, value, updated_ms: now_ms, created_ms: 0 };
+    // No creation time: the counts are rebuilt from stored events, so remote_write must not
+    // put a 0 sample before them (that is for series that start counting now).
+    let series = |labels: Labels, value: Value| Series { labels, value, updated_ms: now_ms, created_ms: i64::MIN };
     let out = vec![
         Family {
             name: DEPLOYMENTS_TOTAL.into(),
