@@ -238,7 +238,7 @@ pub fn compute(events: &[&Event], f: &Filter) -> Figures {
                 }
                 lead_times.extend(changes.lead_time(d));
             }
-            Event::Incident(i) if f.incident(i) => restores.push((i.end_ns - i.start_ns) as f64 / NS),
+            Event::Incident(i) if f.incident(i) => restores.push(i.end_ns.saturating_sub(i.start_ns) as f64 / NS),
             _ => {}
         }
     }
@@ -286,6 +286,9 @@ pub fn services(events: &[&Event], f: &Filter) -> Vec<String> {
 /// One deployment as `GET /api/dora/deployments` lists it: everything a timeline shows.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Row {
+    /// Unix nanoseconds of the deployment's end, exactly (for the hints' windows).
+    #[serde(skip)]
+    pub end_ns: u64,
     /// Unix seconds of the deployment's end (its time) and start.
     pub time: f64,
     pub start: f64,
@@ -324,6 +327,7 @@ pub fn deployments(events: &[&Event], f: &Filter) -> Vec<Row> {
         .map(|d| {
             let lead = changes.lead_time(d);
             Row {
+                end_ns: d.end_ns,
                 time: d.end_ns as f64 / NS,
                 start: d.start_ns as f64 / NS,
                 service: d.service.clone(),

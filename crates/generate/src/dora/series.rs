@@ -44,7 +44,7 @@ pub fn families(events: &[&Event], now_ms: i64) -> Vec<Family> {
             Event::Incident(i) => {
                 let place = place(&i.environment, &i.service);
                 *incidents.entry(place.clone()).or_default() += 1.0;
-                let seconds = (i.end_ns - i.start_ns) as f64 / 1e9;
+                let seconds = i.end_ns.saturating_sub(i.start_ns) as f64 / 1e9;
                 observe(restore.entry(place).or_insert_with(|| empty(&bounds)), seconds);
             }
             Event::Change(_) => {}

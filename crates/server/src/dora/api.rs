@@ -98,8 +98,7 @@ async fn deployments_json(a: &Api, headers: &HeaderMap, raw: &str) -> Result<ser
     for (i, row) in rows.into_iter().enumerate() {
         let mut v = serde_json::to_value(&row).map_err(|e| Error::internal(e.to_string()))?;
         if i >= first_hinted && !row.service.is_empty() {
-            let at = (row.time * SECOND as f64) as u64;
-            let h = hints::hints(&a.reader, &tenants, &row.service, at, now).await?;
+            let h = hints::hints(&a.reader, &tenants, &row.service, row.end_ns, now).await?;
             v["hints"] = serde_json::to_value(h).map_err(|e| Error::internal(e.to_string()))?;
         }
         out.push(v);

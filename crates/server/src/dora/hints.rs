@@ -30,7 +30,7 @@ pub struct Hints {
 /// The hints for a deployment of `service` at `at_ns`, with `now_ns` bounding the hour after.
 pub async fn hints(r: &Reader, tenants: &[String], service: &str, at_ns: u64, now_ns: u64) -> Result<Hints, Error> {
     let before = window(r, tenants, service, at_ns.saturating_sub(HOUR_NS), at_ns).await?;
-    let after = window(r, tenants, service, at_ns, (at_ns + HOUR_NS).min(now_ns)).await?;
+    let after = window(r, tenants, service, at_ns, at_ns.saturating_add(HOUR_NS).min(now_ns)).await?;
     Ok(Hints { before, after })
 }
 
