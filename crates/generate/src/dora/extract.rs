@@ -19,6 +19,10 @@ const STATUS_CODE_ERROR: i32 = 2;
 /// Prefixes of CI/CD attributes: a span, or a resource, with one belongs to a pipeline.
 /// (`deployment.*` alone does not: many services name their environment on every span.)
 const CICD: [&str; 5] = ["cicd.", "ci.pipeline.", "vcs.", "git.", "argocd."];
+/// On a resource only pipeline attributes count: services and controllers may name their
+/// repository or revision (`vcs.*`) on every span, and that must not make their root spans
+/// changes.
+const RESOURCE_CICD: [&str; 2] = ["cicd.pipeline.", "ci.pipeline."];
 /// Span attributes that make a deployment or an incident without any CI/CD attribute.
 const OTHER: [&str; 2] = ["deployment.id", "incident.id"];
 
@@ -31,7 +35,7 @@ pub fn extract(req: &ExportTraceServiceRequest) -> Vec<Event> {
     let mut unmarked_roots = false;
     for rs in &req.resource_spans {
         let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let resource_cicd = cicd(resource);
+        let resource_cicd = resource_pipeline(resource);
         for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
             let root = span.parent_span_id.is_empty();
             let span_cicd = cicd(&span.attributes);
@@ -66,7 +70,7 @@ pub fn extract(req: &ExportTraceServiceRequest) -> Vec<Event> {
     if unmarked_roots && !cicd_traces.is_empty() {
         for rs in &req.resource_spans {
             let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-            if cicd(resource) {
+            if resource_pipeline(resource) {
                 continue;
             }
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
@@ -90,6 +94,10 @@ fn cicd(attrs: &[KeyValue]) -> bool {
         matches!(kv.key.as_bytes().first(), Some(b'c' | b'v' | b'g' | b'a'))
             && CICD.iter().any(|m| kv.key.starts_with(m))
     })
+}
+
+fn resource_pipeline(attrs: &[KeyValue]) -> bool {
+    attrs.iter().any(|kv| kv.key.starts_with('c') && RESOURCE_CICD.iter().any(|m| kv.key.starts_with(m)))
 }
 
 fn other(attrs: &[KeyValue]) -> bool {

@@ -177,9 +177,9 @@ fn levels_at_their_thresholds() {
 fn nothing_to_extract_from_ordinary_spans() {
     let req = request(&[("service.name", "api")], vec![span(1, 1, 0, S, 2 * S, &[("http.route", "/x")], false)]);
     assert!(super::extract::extract(&req).is_empty());
-    // An environment on every span of a service makes no pipeline of it.
+    // An environment or a revision on every span of a service makes no pipeline of it.
     let req = request(
-        &[("service.name", "api"), ("deployment.environment.name", "prod")],
+        &[("service.name", "api"), ("deployment.environment.name", "prod"), ("vcs.ref.head.revision", "abc")],
         vec![span(1, 1, 0, S, 2 * S, &[("deployment.name", "api")], false)],
     );
     assert!(super::extract::extract(&req).is_empty());
