@@ -75,7 +75,12 @@ PRODUCTION = {
     "change_failure_rate": 0.375,
     "time_to_restore_seconds": {"median": 1800.0},
     "incidents": 3,
-    "levels": {"deployment_frequency": "high", "lead_time": "elite", "change_failure_rate": "medium", "time_to_restore": "elite"},
+    "levels": {
+        "deployment_frequency": "high",
+        "lead_time": "elite",
+        "change_failure_rate": "medium",
+        "time_to_restore": "elite",
+    },
 }
 # Staging: P7 (lead 300), named by INC-4 (100 s).
 STAGING = {
@@ -86,7 +91,12 @@ STAGING = {
     "change_failure_rate": 1.0,
     "time_to_restore_seconds": {"median": 100.0},
     "incidents": 1,
-    "levels": {"deployment_frequency": "medium", "lead_time": "elite", "change_failure_rate": "low", "time_to_restore": "elite"},
+    "levels": {
+        "deployment_frequency": "medium",
+        "lead_time": "elite",
+        "change_failure_rate": "low",
+        "time_to_restore": "elite",
+    },
 }
 # by=service in production. checkout: P0 P1 P2 (120 600 1800) and failed P3, INC-1 names P2.
 # cart: P4 P6 P10 (3600 7200 60) and failed P5, INC-2 and INC-3 (600, 3000 s).
@@ -158,14 +168,16 @@ def launch(tmp_path_factory, name: str, extra_config: str = "", ports: list[int]
 class Sender:
     """One TracerProvider per resource, each exporting over OTLP/gRPC with a recorded result."""
 
-    def __init__(self, spoor: Spoor):
+    def __init__(self, spoor: Spoor, tenant: str | None = None):
         self.spoor = spoor
+        self.headers = {"x-scope-orgid": tenant} if tenant else None
         self.providers: dict[tuple, tuple[TracerProvider, RecordingExporter]] = {}
 
     def tracer(self, **resource: str):
         key = tuple(sorted(resource.items()))
         if key not in self.providers:
-            exporter = RecordingExporter(OTLPSpanExporter(endpoint=self.spoor.grpc_endpoint, insecure=True))
+            inner = OTLPSpanExporter(endpoint=self.spoor.grpc_endpoint, insecure=True, headers=self.headers)
+            exporter = RecordingExporter(inner)
             p = TracerProvider(resource=Resource.create(resource))
             p.add_span_processor(BatchSpanProcessor(exporter))
             self.providers[key] = (p, exporter)
@@ -224,7 +236,8 @@ def send_fixture(spoor: Spoor) -> dict[str, str]:
             }
         root = t.start_span(f"push {name}", kind=SpanKind.SERVER, start_time=change, attributes=root_attrs)
         ctx = trace.set_span_in_context(root)
-        build = t.start_span("build", context=ctx, start_time=change + S, attributes={"cicd.pipeline.task.type": "build"})
+        build_attrs = {"cicd.pipeline.task.type": "build"}
+        build = t.start_span("build", context=ctx, start_time=change + S, attributes=build_attrs)
         build.end(end_time=change + 2 * S)
         deploy = t.start_span("deploy", context=ctx, start_time=end * S - 30 * S, attributes=deploy_attrs)
         if failed and vocabulary == "jenkins":
@@ -306,7 +319,8 @@ def check_figures(spoor: Spoor) -> None:
 def plain(tmp_path_factory, prometheus_factory):
     """The server, and a Prometheus that scrapes it and receives its remote_write."""
     ports = _free_ports(3)
-    prom = prometheus_factory(scrape=[ScrapeJob([f"127.0.0.1:{ports[2]}"], job_name="spoor", metrics_path="/metrics/generated")])
+    job = ScrapeJob([f"127.0.0.1:{ports[2]}"], job_name="spoor", metrics_path="/metrics/generated")
+    prom = prometheus_factory(scrape=[job])
     remote_write = f"  remote_write:\n    - url: {prom.remote_write_url}\n"
     server = launch(tmp_path_factory, "dora", remote_write, ports)
     try:
@@ -350,7 +364,8 @@ def test_deployments_carry_a_timeline_and_hints(plain):
             assert r["repository"] == "https://git.example/shop.git"
             assert r["result"] == ("failure" if failed else "success")
         else:
-            assert (r["revision"], r["pipeline"], r["repository"]) == (f"rev-{name}", "release", "https://git.example/shop")
+            got = (r["revision"], r["pipeline"], r["repository"])
+            assert got == (f"rev-{name}", "release", "https://git.example/shop")
         assert r["caused_incidents"] == (["INC-1"] if name == "P2" else ["INC-3"] if name == "P5" else [])
         assert set(r["hints"]) == {"before", "after"}
     p1 = rows[1]["hints"]
@@ -419,7 +434,7 @@ def test_the_same_when_tail_sampling_drops_most_traces(tmp_path_factory):
         # A crash right after the acknowledgement keeps the deployment.
         out = Sender(server.spoor)
         t = out.tracer(**{"service.name": "github-actions"})
-        attrs = {"cicd.pipeline.task.type": "deploy", "deployment.environment.name": "canary", "deployment.name": "cart"}
+        attrs = {"cicd.pipeline.task.type": "deploy", "deployment.environment.name": "canary"}
         t.start_span("deploy", start_time=(T0 + DAY) * S, attributes=attrs).end(end_time=(T0 + DAY + 5) * S)
         out.close()
         server.kill()
@@ -474,3 +489,31 @@ def test_prometheus_has_the_dora_series(plain, source):
         q = q.replace("$__range_s", "3600").replace("$__range", "1h")
         assert "$" not in q, q
         prom.query(q)
+
+
+def test_tenants_keep_their_own_events(tmp_path_factory):
+    server = launch(tmp_path_factory, "dora-tenants", "tenancy:\n  multitenancy_enabled: true\n")
+    try:
+        out = Sender(server.spoor, tenant="team-a")
+        t = out.tracer(**{"service.name": "github-actions"})
+        attrs = {
+            "cicd.pipeline.task.type": "deploy",
+            "deployment.environment.name": "production",
+            "deployment.name": "cart",
+        }
+        t.start_span("deploy", start_time=(T0 + DAY) * S, attributes=attrs).end(end_time=(T0 + DAY + 5) * S)
+        out.close()
+        url = f"{server.spoor.api_url}/api/dora?start={START}&end={END}"
+        for tenant, n in [("team-a", 1), ("team-b", 0), ("team-b|team-a", 1)]:
+            r = http_get(url, {"x-scope-orgid": tenant})
+            assert r.status == 200 and json.loads(r.body)["deployments"] == n, (tenant, r.status, r.body)
+        assert http_get(url).status == 401
+        scraped = http_get(f"{server.spoor.api_url}/metrics/generated").body.decode()
+        series = 'environment="production",outcome="success",service="cart",tenant="team-a"'
+        assert f"spoor_dora_deployments_total{{{series}}} 1" in scraped, scraped
+        server.stop()
+        server.start()
+        r = http_get(url, {"x-scope-orgid": "team-a"})
+        assert json.loads(r.body)["deployments"] == 1
+    finally:
+        server.stop()

@@ -63,7 +63,7 @@ pub fn families(events: &[&Event], now_ms: i64) -> Vec<Family> {
         Family {
             name: LEAD_TIME_SECONDS.into(),
             kind: Kind::Histogram,
-            help: "Lead time for changes of successful deployments: deployment end minus the pipeline trace's root span start.",
+            help: "Lead time of successful deployments: their end minus their trace's root span start.",
             series: lead.into_iter().map(|(l, h)| series(l, Value::Histogram(h))).collect(),
         },
         Family {
