@@ -374,6 +374,16 @@ def test_deployments_carry_a_timeline_and_hints(plain):
     assert 0 < p1["before"]["p95_seconds"] <= 0.2
     # P0's hour has no checkout spans at all.
     assert rows[0]["hints"]["before"] == {"spans": 0, "error_ratio": None, "p95_seconds": None}
+    listing = dora(server.spoor, "/api/dora/deployments", environment="production", start=START, end=END)
+    incidents = [
+        (i["incident_id"], i["service"], i["start"], i["end"], i["duration_seconds"], i["cause_deployment_id"])
+        for i in listing["incidents"]
+    ]
+    assert incidents == [
+        (inc, service, opened, resolved, resolved - opened, cause)
+        for inc, env, service, opened, resolved, cause in INCIDENTS
+        if env == "production" and START <= resolved < END
+    ]
     newest = dora(server.spoor, "/api/dora/deployments", environment="production", start=START, end=END, limit=2)
     assert [r["trace_id"] for r in newest["deployments"]] == [r["trace_id"] for r in rows[-2:]]
     r = http_get(f"{server.spoor.api_url}/api/dora/deployments?limit=0")

@@ -356,3 +356,42 @@ pub fn deployments(events: &[&Event], f: &Filter) -> Vec<Row> {
     rows.sort_by(|a, b| a.time.total_cmp(&b.time).then_with(|| a.trace_id.cmp(&b.trace_id)));
     rows
 }
+
+/// One incident as `GET /api/dora/deployments` lists it beside the deployments.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentRow {
+    pub incident_id: String,
+    /// Unix seconds: opened and resolved.
+    pub start: f64,
+    pub end: f64,
+    pub duration_seconds: f64,
+    pub service: String,
+    pub environment: String,
+    /// The `deployment.id` named as its cause, empty when none.
+    pub cause_deployment_id: String,
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// The incidents resolved in the window, oldest first.
+pub fn incidents(events: &[&Event], f: &Filter) -> Vec<IncidentRow> {
+    let mut rows: Vec<IncidentRow> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Incident(i) if f.incident(i) => Some(IncidentRow {
+                incident_id: i.incident_id.clone(),
+                start: i.start_ns as f64 / NS,
+                end: i.end_ns as f64 / NS,
+                duration_seconds: i.end_ns.saturating_sub(i.start_ns) as f64 / NS,
+                service: i.service.clone(),
+                environment: i.environment.clone(),
+                cause_deployment_id: i.cause_deployment_id.clone(),
+                trace_id: i.trace_id.clone(),
+                span_id: i.span_id.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.end.total_cmp(&b.end).then_with(|| a.trace_id.cmp(&b.trace_id)));
+    rows
+}

@@ -103,7 +103,8 @@ async fn deployments_json(a: &Api, headers: &HeaderMap, raw: &str) -> Result<ser
         }
         out.push(v);
     }
-    Ok(json!({ "deployments": out }))
+    let incidents = figures::incidents(&refs, &filter);
+    Ok(json!({ "deployments": out, "incidents": incidents }))
 }
 
 fn events(a: &Api, headers: &HeaderMap) -> Result<Vec<Event>, Error> {
