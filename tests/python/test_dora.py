@@ -5,9 +5,10 @@ CI/CD conventions and in the Jenkins plugin's legacy names, deployments to produ
 staging, failed ones (by `deployment.status` and by span status), a root span that arrives after
 its deployment, deployments on both edges of the window, and incidents with and without a cause.
 `/api/dora` must equal the hand-computed figures exactly: as sent, after a flush, after a
-restart, and on a server whose tail sampling drops most of those traces. Then `spoor dora`'s
-output, `/api/dora/deployments` (with the change-failure hints), and the DORA series as the real
-Prometheus scrapes them from `/metrics/generated`.
+restart (also after a SIGKILL right after an acknowledgement), and on a server whose tail
+sampling drops most of those traces. Then `spoor dora`'s output, `/api/dora/deployments` (with
+the change-failure hints and the incidents), tenants kept apart, and the DORA series in the real
+Prometheus, scraped from `/metrics/generated` and pushed by remote_write.
 
 The window is the ten days [T0, T0 + 10 d), T0 a midnight ten days ago.
 """
