@@ -29,7 +29,8 @@ pub struct Series {
     pub value: Value,
     /// Unix milliseconds of the last update.
     pub updated_ms: i64,
-    /// Unix milliseconds of the series' first observation (it started from 0 just before).
+    /// Unix milliseconds of the series' first observation (it started from 0 just before);
+    /// `i64::MIN` for series rebuilt from stored history, which have no such start.
     pub created_ms: i64,
 }
 

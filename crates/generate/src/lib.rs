@@ -6,6 +6,7 @@
 //! [`Family`] snapshots out.
 
 pub mod config;
+pub mod dora;
 pub mod error;
 pub mod expose;
 mod family;

@@ -9,6 +9,7 @@ use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub use crate::auth::AuthConfig;
+pub use crate::dora::config::DoraConfig;
 pub use crate::encryption::EncryptionConfig;
 pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
@@ -45,6 +46,8 @@ pub struct Config {
     pub metrics_generator: spoor_generate::GeneratorConfig<crate::generated::remote_write::RemoteWriteConfig>,
     /// The web UI on the API port (docs/ui.md).
     pub ui: crate::ui::UiConfig,
+    /// DORA metrics from CI/CD traces (docs/dora.md).
+    pub dora: DoraConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -875,6 +878,7 @@ mod tests {
         let c = Config::load(Some(std::path::Path::new(path)), vec![], &[]).unwrap();
         assert_eq!(c.wal.durability, Durability::Fsync);
         assert_eq!(c.metrics_generator, Config::default().metrics_generator, "the example shows the defaults");
+        assert_eq!(c.dora, Config::default().dora, "the example shows the defaults");
     }
 
     #[test]

@@ -317,6 +317,20 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartupErro
     Ok(file)
 }
 
+/// A query-string value, percent-encoded (RFC 3986: only unreserved characters stay), for the
+/// clients that build URLs to Spoor's API (the CLI, DORA's change-failure hints).
+pub fn encode_query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// gRPC's percent-encoding of `grpc-message`.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

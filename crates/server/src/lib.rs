@@ -1,12 +1,14 @@
 //! The Spoor server, by role: `ingest/` (receivers, the front door, the pipeline, the WAL,
 //! the flusher), `tempo/` (the Tempo-compatible query API over a reader of live traces and
 //! blocks), `jaeger/` (Jaeger's query API over the same reader), `ui` (the embedded web UI),
-//! `generated/` (metrics from traces, scraped or pushed), and the plumbing they share
-//! (`config`, `error`, `http`, `retry`, `metrics`, `background`).
+//! `generated/` (metrics from traces, scraped or pushed), `dora/` (DORA metrics from CI/CD
+//! traces), and the plumbing they share (`config`, `error`, `http`, `retry`, `metrics`,
+//! `background`).
 
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod dora;
 pub mod encryption;
 pub mod error;
 pub mod generated;
@@ -30,6 +32,7 @@ use crate::metrics::names;
 use auth::guard::{Auth, Surface, protect};
 pub use config::Config;
 use config::Listener;
+use dora::store::Store as DoraStore;
 pub use error::{Error, StartupError};
 use generated::Generated;
 use http::Readiness;
@@ -107,7 +110,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         max_bytes_total: l.max_live_bytes,
     }));
     let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
-    let generated = Generated::new(&config, metrics.clone())?.map(Arc::new);
+    let dora_store = if ingest && config.dora.enabled {
+        let now = spoor_model::time::now_nanos();
+        Some(Arc::new(DoraStore::open(&data_dir, &config.dora, config.wal.durability, metrics.clone(), now)?))
+    } else {
+        None
+    };
+    let generated = Generated::new(&config, metrics.clone(), dora_store.clone())?.map(Arc::new);
     let (write, wal) = if ingest {
         let wal = Arc::new(WalSlot::new(&config, seal.clone()));
         let sampling = config.processors.tail_sampling().map(Sampling::new).transpose()?.map(Arc::new);
@@ -117,6 +126,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             wal.clone(),
             sampling.clone(),
             generated.clone(),
+            dora_store.clone(),
             metrics.clone(),
             ready.clone(),
         )?);
@@ -141,11 +151,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         flusher: write.as_ref().map(|(_, f)| f.clone()),
         wal,
         generated: generated.clone(),
+        dora: dora_store.clone(),
     };
     let a = auth.as_ref();
     let ui =
         ui::Ui { config: config.ui.clone(), auth: auth.is_some(), multitenancy: config.tenancy.multitenancy_enabled };
-    let api_router = tempo::router(admin).merge(jaeger::router(reader.clone())).merge(ui::router(ui));
+    let dora_api = dora::api::Api {
+        store: dora_store.clone(),
+        reader: reader.clone(),
+        max_hinted_deployments: config.dora.max_hinted_deployments,
+    };
+    let api_router = tempo::router(admin)
+        .merge(jaeger::router(reader.clone()))
+        .merge(dora::api::router(dora_api))
+        .merge(ui::router(ui));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));
@@ -187,6 +206,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 let ingest = write.as_ref().map(|(p, f)| (p, f));
                 let roles = background::Roles { config: &config, reader: &reader, metrics: &metrics, ingest, generated: generated.as_ref() };
                 background::spawn(roles, &mut tasks);
+                if let Some(d) = &dora_store {
+                    tasks.spawn(prune_dora(d.clone()));
+                }
                 tracing::info!("ready");
                 shutdown.await;
                 None
@@ -210,6 +232,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Drops DORA events past their retention, hourly.
+async fn prune_dora(store: Arc<DoraStore>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let s = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || s.prune(spoor_model::time::now_nanos())).await;
+        if let Ok(Err(e)) = pruned {
+            tracing::warn!(error = %e, "cannot prune the DORA store; will retry");
+        }
     }
 }
 

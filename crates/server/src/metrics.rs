@@ -105,6 +105,8 @@ pub mod names {
     pub const AGENT_RESOLUTIONS_TOTAL: &str = "spoor_agent_resolutions_total";
     pub const AGENT_BACKEND_UPDATES_TOTAL: &str = "spoor_agent_backend_updates_total";
     pub const AGENT_BACKENDS: &str = "spoor_agent_backends";
+    pub const DORA_EVENTS: &str = "spoor_dora_events";
+    pub const DORA_EVENTS_REFUSED_TOTAL: &str = "spoor_dora_events_refused_total";
 }
 
 const HELP: &[(&str, &str, &str)] = &[
@@ -175,6 +177,12 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::SEARCH_INSPECTED_BYTES_TOTAL, "counter", "Bytes of blocks searches fetched."),
     (names::READY, "gauge", "1 when the server is ready to ingest and query."),
     (names::GENERATOR_SPANS_TOTAL, "counter", "Spans the metrics generator counted, by tenant."),
+    (names::DORA_EVENTS, "gauge", "DORA events (deployments, incidents, changes) kept in the store, by tenant."),
+    (
+        names::DORA_EVENTS_REFUSED_TOTAL,
+        "counter",
+        "DORA events not stored, by tenant and reason (too_old: past dora.retention_days; max_events: the tenant's store is full).",
+    ),
     (
         names::GENERATOR_SPANS_DISCARDED_TOTAL,
         "counter",

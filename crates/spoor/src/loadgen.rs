@@ -388,7 +388,12 @@ async fn search(args: &Args) -> anyhow::Result<()> {
     let client = crate::http::Api::with_access(args.tenant.as_deref(), &args.access)?;
     let mut results = Vec::new();
     for q in &args.search {
-        let url = format!("{}/api/search?q={}&limit={}", args.endpoint, crate::query::encode(q), args.search_limit);
+        let url = format!(
+            "{}/api/search?q={}&limit={}",
+            args.endpoint,
+            spoor_server::http::encode_query_value(q),
+            args.search_limit
+        );
         let mut latencies = Vec::new();
         let mut last = serde_json::Value::Null;
         for _ in 0..args.queries.max(1) {

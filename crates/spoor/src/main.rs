@@ -1,6 +1,7 @@
 //! `spoor`: the tracing backend in one binary.
 
 mod blocks;
+mod dora;
 mod http;
 mod keys;
 mod loadgen;
@@ -42,6 +43,8 @@ enum Command {
     Query(query::Args),
     /// Print one trace as a tree of spans, from a running server or straight from the blocks.
     Trace(trace::Args),
+    /// The four DORA metrics and their levels, from a server's CI/CD traces (docs/dora.md).
+    Dora(dora::Args),
     /// Manage the encryption-at-rest keys of a data dir.
     #[command(subcommand)]
     Keys(keys::Command),
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
             Command::Trace(args) => trace::run(args).await,
+            Command::Dora(args) => dora::run(args).await,
             Command::Keys(command) => keys::run(command),
             Command::Config(args) => {
                 print!("{}", args.load()?.to_yaml());

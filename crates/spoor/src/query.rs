@@ -124,18 +124,9 @@ impl Kind {
     }
 }
 
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn remote(server: &str, path: &str, params: &[(String, String)], api: &crate::http::Api) -> anyhow::Result<Json> {
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    let query: Vec<String> =
+        params.iter().map(|(k, v)| format!("{k}={}", spoor_server::http::encode_query_value(v))).collect();
     let url = format!("{}{path}?{}", server.trim_end_matches('/'), query.join("&"));
     let (status, body) = api.get(&url, Some("application/json")).await?;
     anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
@@ -194,7 +185,8 @@ impl Source {
 
 async fn local(args: &Args, kind: Kind, params: &[(String, String)]) -> anyhow::Result<Json> {
     let (reader, tenants) = args.source.blocks().await?;
-    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    let raw: Vec<String> =
+        params.iter().map(|(k, v)| format!("{k}={}", spoor_server::http::encode_query_value(v))).collect();
     let raw = raw.join("&");
     Ok(match kind {
         Kind::Search => tempo::json::search_json(&tempo::search::search(&reader, &tenants, &raw).await?),

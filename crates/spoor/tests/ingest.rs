@@ -287,9 +287,10 @@ async fn tenants_are_isolated() {
     assert!(matches!(out, Outcome::Refused { code: 16, .. }), "{out:?}");
     let grpc = OtlpClient::new(Transport::Grpc, &format!("http://{}", s.grpc), Some("team-b".into()));
     assert!(matches!(grpc.export(Bytes::new()).await.unwrap(), Outcome::Accepted { rejected: 0, .. }));
-    // Only validated tenant IDs ever name anything on disk: the block prefixes, after a flush.
+    // Only validated tenant IDs ever name anything on disk: the block prefixes, after a flush
+    // (the DORA store's files spell tenants in hex).
     let names: Vec<_> = std::fs::read_dir(dir.path().join("d")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(names.iter().all(|n| ["wal", "LOCK", "tmp", "blocks"].contains(&n.to_str().unwrap())), "{names:?}");
+    assert!(names.iter().all(|n| ["wal", "LOCK", "tmp", "blocks", "dora"].contains(&n.to_str().unwrap())), "{names:?}");
     assert_eq!(request("POST", &s.api_url("/flush"), &[], "").await.status, 204);
     let mut tenants: Vec<_> =
         std::fs::read_dir(dir.path().join("d/blocks")).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -4,7 +4,7 @@
 
 pub mod remote_write;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use spoor_generate::{Family, Generator, Labels, remote};
 use spoor_model::time::now_nanos;
 
 use crate::config::Config;
+use crate::dora::store::Store as DoraStore;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::metrics::names;
@@ -29,11 +30,17 @@ pub struct Generated {
     config: spoor_generate::GeneratorConfig<RemoteWriteConfig>,
     multitenancy: bool,
     metrics: Arc<Metrics>,
+    /// The DORA store, whose series are pushed with the generator's.
+    dora: Option<Arc<DoraStore>>,
 }
 
 impl Generated {
     /// None when the generator is off (or the process does not ingest).
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Generated>, StartupError> {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        dora: Option<Arc<DoraStore>>,
+    ) -> Result<Option<Generated>, StartupError> {
         let generator = Generator::new(&config.metrics_generator)
             .map_err(|e| StartupError::new(format!("metrics_generator: {e}")).with_source(e))?;
         if !(generator.is_enabled() && config.ingest.enabled) {
@@ -45,6 +52,7 @@ impl Generated {
             config: config.metrics_generator.clone(),
             multitenancy: config.tenancy.multitenancy_enabled,
             metrics,
+            dora,
         }))
     }
 
@@ -69,23 +77,53 @@ fn extra_labels(p: &Generated, tenant: &str, for_scrape: bool) -> Labels {
     labels
 }
 
+/// What the scrape endpoint shows: the generator's series and the DORA store's.
+#[derive(Clone)]
+pub struct Scraped {
+    pub generated: Option<Arc<Generated>>,
+    pub dora: Option<Arc<DoraStore>>,
+    pub multitenancy: bool,
+}
+
 /// `GET /metrics/generated[?tenant=ID]`: every tenant's series, or one tenant's.
 pub async fn scrape(
-    State(p): State<Option<Arc<Generated>>>,
+    State(s): State<Scraped>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
-    let Some(p) = &p else {
-        return ([(header::CONTENT_TYPE, format.content_type())], expose::render(&[], format)).into_response();
+    let tenants: BTreeSet<String> = match params.get("tenant") {
+        Some(t) => BTreeSet::from([t.clone()]),
+        None => {
+            let mut all: BTreeSet<String> = s.generated.iter().flat_map(|p| p.generator.tenants()).collect();
+            all.extend(s.dora.iter().flat_map(|d| d.tenants()));
+            all
+        }
     };
-    let g = &p.generator;
-    let tenants = match params.get("tenant") {
-        Some(t) => vec![t.clone()],
-        None => g.tenants(),
-    };
-    let parts: Vec<(Labels, Vec<Family>)> = tenants.iter().map(|t| (extra_labels(p, t, true), g.snapshot(t))).collect();
+    let now_ms = (now_nanos() / 1_000_000) as i64;
+    let parts: Vec<(Labels, Vec<Family>)> = tenants
+        .iter()
+        .map(|t| {
+            let labels = match &s.generated {
+                Some(p) => extra_labels(p, t, true),
+                None if s.multitenancy => vec![("tenant".to_string(), t.clone())],
+                None => Vec::new(),
+            };
+            let mut families = s.generated.as_ref().map(|p| p.generator.snapshot(t)).unwrap_or_default();
+            if let Some(d) = &s.dora {
+                families.extend(dora_families(d, t, now_ms));
+            }
+            (labels, families)
+        })
+        .collect();
     ([(header::CONTENT_TYPE, format.content_type())], expose::render(&parts, format)).into_response()
+}
+
+/// A tenant's DORA series, rebuilt from its events.
+fn dora_families(d: &DoraStore, tenant: &str, now_ms: i64) -> Vec<Family> {
+    let events = d.events(&[tenant.to_string()]);
+    let refs: Vec<&spoor_generate::dora::Event> = events.iter().collect();
+    spoor_generate::dora::series::families(&refs, now_ms)
 }
 
 /// Spoor's own view of the generator, per tenant: set just before `/metrics` renders.
@@ -129,12 +167,17 @@ pub async fn push(p: Arc<Generated>) {
     let mut previous_push: HashMap<String, i64> = HashMap::new();
     loop {
         tokio::time::sleep(p.config.collection_interval).await;
-        for tenant in g.tenants() {
-            let families = g.snapshot(&tenant);
+        let mut tenants: BTreeSet<String> = g.tenants().into_iter().collect();
+        tenants.extend(p.dora.iter().flat_map(|d| d.tenants()));
+        for tenant in tenants {
+            let now_ms = (now_nanos() / 1_000_000) as i64;
+            let mut families = g.snapshot(&tenant);
+            if let Some(d) = &p.dora {
+                families.extend(dora_families(d, &tenant, now_ms));
+            }
             if families.is_empty() {
                 continue;
             }
-            let now_ms = (now_nanos() / 1_000_000) as i64;
             let since = exemplars_since.get(&tenant).copied().unwrap_or(i64::MIN);
             let previous = previous_push.get(&tenant).copied().unwrap_or(i64::MIN);
             let req = remote::write_request(&families, &extra_labels(&p, &tenant, false), now_ms, since, previous);

@@ -3,7 +3,8 @@
 //! ```text
 //! receiver ─► front door: memory limiter ─► decompress ─► decode ─► tenant rate limit ─► scrub
 //!          ─► validate + split by trace (copying the body's bytes when scrubbing changed
-//!          nothing) ─► head limits ─► metrics generator (every span, before sampling) ─► WAL
+//!          nothing) ─► head limits ─► metrics generator (every span, before sampling)
+//!          ─► DORA events (synced to their store, before sampling) ─► WAL
 //!          (group-committed fsync) ─► acknowledge ─► tail sampler (decisions also to the WAL)
 //!          ─► head (live traces) ─► [flusher] cut by size/age ─► block (Parquet) in the
 //!          backend ─► WAL segments released
@@ -21,6 +22,7 @@ use spoor_store::head::Admitted;
 use spoor_store::{Head, Refusal};
 
 use crate::config::Config;
+use crate::dora::store::Store as DoraStore;
 use crate::error::{Error, StartupError};
 use crate::generated::Generated;
 use crate::http::Readiness;
@@ -44,6 +46,8 @@ pub struct Pipeline {
     sampling: Option<Arc<Sampling>>,
     /// Span metrics and service graphs, from every admitted span (None when turned off).
     generated: Option<Arc<Generated>>,
+    /// Deployments and incidents, durable before the WAL (None when `dora.enabled` is off).
+    dora: Option<Arc<DoraStore>>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     multitenancy: bool,
@@ -119,13 +123,16 @@ impl Ingest for Pipeline {
 }
 
 impl Pipeline {
-    /// The ingest path over `head` and `wal`; `generated` counts every admitted span.
+    /// The ingest path over `head` and `wal`; `generated` counts every admitted span, `dora`
+    /// keeps their DORA events.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
         head: Arc<Head>,
         wal: Arc<WalSlot>,
         sampling: Option<Arc<Sampling>>,
         generated: Option<Arc<Generated>>,
+        dora: Option<Arc<DoraStore>>,
         metrics: Arc<Metrics>,
         ready: Arc<Readiness>,
     ) -> Result<Pipeline, StartupError> {
@@ -140,6 +147,7 @@ impl Pipeline {
             wal,
             sampling,
             generated,
+            dora,
             metrics,
             ready,
             multitenancy: config.tenancy.multitenancy_enabled,
@@ -254,8 +262,17 @@ impl Pipeline {
         }
         // Counted once admitted, from the spans already decoded: metrics see every span,
         // whatever tail sampling keeps. (Not on replay: those spans were counted before.)
+        let now = spoor_model::time::now_nanos();
         if let Some(g) = &self.generated {
-            g.generator.observe(tenant, &opened.request, spoor_model::time::now_nanos());
+            g.generator.observe(tenant, &opened.request, now);
+        }
+        // Durable before the WAL, and idempotent, so no replay has to find them again: a
+        // request whose events cannot be stored is refused and retried.
+        if let Some(d) = &self.dora {
+            let events = spoor_generate::dora::extract::extract(&opened.request);
+            if !events.is_empty() {
+                d.record(tenant, events, now).inspect_err(|_| refused("dora_error", split.accepted_spans))?;
+            }
         }
         Ok(Prepared { tenant: owned, invalid_spans: split.rejected_spans, invalid_message: split.message, admitted })
     }

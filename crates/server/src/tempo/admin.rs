@@ -26,6 +26,8 @@ pub struct Admin {
     pub flusher: Option<Arc<Flusher>>,
     pub wal: Option<Arc<WalSlot>>,
     pub generated: Option<Arc<Generated>>,
+    /// The DORA store, whose series the scrape endpoint shows too.
+    pub dora: Option<Arc<crate::dora::store::Store>>,
 }
 
 pub async fn ready(State(a): State<Arc<Admin>>) -> Response {

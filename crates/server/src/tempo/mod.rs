@@ -32,9 +32,13 @@ pub fn router(admin: Admin) -> axum::Router {
         // Grafana's streaming search: gRPC over the same port (HTTP/2).
         .route("/tempopb.StreamingQuerier/{method}", post(stream::handler))
         .with_state(admin.reader.clone());
-    let generated = axum::Router::new()
-        .route("/metrics/generated", get(crate::generated::scrape))
-        .with_state(admin.generated.clone());
+    let generated = axum::Router::new().route("/metrics/generated", get(crate::generated::scrape)).with_state(
+        crate::generated::Scraped {
+            generated: admin.generated.clone(),
+            dora: admin.dora.clone(),
+            multitenancy: admin.reader.multitenancy(),
+        },
+    );
     let process = axum::Router::new()
         .route("/api/echo", get(|| async { "echo\n" }))
         .route("/ready", get(admin::ready))

@@ -33,6 +33,11 @@ impl Reader {
         }
     }
 
+    /// Whether reads name their tenants (`X-Scope-OrgID`).
+    pub fn multitenancy(&self) -> bool {
+        self.multitenancy
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -79,7 +84,9 @@ fn store_http(
 ) -> Result<Option<Arc<dyn object_store::client::HttpConnector>>, StartupError> {
     let t = &st.s3.tls;
     if st.backend != spoor_store::backend::BackendKind::S3
-        || (t.cert_file.as_os_str().is_empty() && t.key_file.as_os_str().is_empty() && t.server_name_override.is_empty())
+        || (t.cert_file.as_os_str().is_empty()
+            && t.key_file.as_os_str().is_empty()
+            && t.server_name_override.is_empty())
     {
         return Ok(None);
     }

@@ -157,7 +157,10 @@ impl object_store::client::HttpService for StoreHttp {
         use object_store::client::{HttpError, HttpErrorKind, HttpResponseBody};
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "no response within storage.request_timeout_secs");
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no response within storage.request_timeout_secs",
+                );
                 return Err(HttpError::new(HttpErrorKind::Timeout, e));
             }
             // Connect errors (refused, TLS handshake) are retried by object_store as such. The
