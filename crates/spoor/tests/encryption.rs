@@ -37,6 +37,29 @@ fn secret_trace(trace: &str) -> String {
     )
 }
 
+/// A deployment span now (so the DORA store keeps it) with [`SECRET`] as an attribute value: the
+/// store holds its trace ID and environment, which must not reach the disk in the clear either.
+async fn send_secret_deployment(s: &Server, trace: &str) {
+    let now = spoor_model_now_ns();
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{trace}","spanId":"00000000000000d1","name":"deploy","kind":1,"startTimeUnixNano":"{}","endTimeUnixNano":"{now}","attributes":[{{"key":"card.holder","value":{{"stringValue":"{SECRET}"}}}},{{"key":"cicd.pipeline.task.type","value":{{"stringValue":"deploy"}}}},{{"key":"deployment.environment.name","value":{{"stringValue":"production"}}}}]}}]}}]}}]}}"#,
+        now - 1_000_000_000
+    );
+    let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn spoor_model_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// How many production deployments `/api/dora` counts.
+async fn dora_deployments(s: &Server) -> u64 {
+    let r = request("GET", &s.api_url("/api/dora?environment=production"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()["deployments"].as_u64().unwrap()
+}
+
 async fn send_secret_traces(s: &Server, prefix: &str, n: u32) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -138,7 +161,11 @@ async fn encrypted_data_dir_reveals_nothing_and_survives_an_interrupted_rotation
     let r = request("POST", &s.api_url("/flush"), &[], "").await;
     assert_eq!(r.status, 204, "flush: {}", r.text());
     let wal_only = send_secret_traces(&s, "5ec0e7bb22220000cafe0000", 20).await;
-    let all: Vec<String> = flushed.iter().chain(&wal_only).cloned().collect();
+    let deployed = "5ec0e7dd44440000d0d00000deadbeef".to_string();
+    send_secret_deployment(&s, &deployed).await;
+    assert_eq!(dora_deployments(&s).await, 1);
+    assert!(data.join("dora").read_dir().unwrap().next().is_some(), "the DORA store holds the deployment");
+    let all: Vec<String> = flushed.iter().chain(&wal_only).chain([&deployed]).cloned().collect();
     assert_served(&s, &all).await;
     let mut files = Vec::new();
     all_files(&data.join("blocks"), &mut files);
@@ -181,6 +208,7 @@ async fn encrypted_data_dir_reveals_nothing_and_survives_an_interrupted_rotation
     s.spawn();
     s.wait_ready();
     assert_served(&s, &all).await;
+    assert_eq!(dora_deployments(&s).await, 1, "the DORA store opens with the new key");
     let more = send_secret_traces(&s, "5ec0e7cc33330000f00d0000", 5).await;
     let r = request("POST", &s.api_url("/flush"), &[], "").await;
     assert_eq!(r.status, 204);

@@ -11,6 +11,12 @@
 //!
 //! A torn tail (a crash mid-append) is cut off at start-up; expired events are dropped then and
 //! hourly, by rewriting the file (a temporary file renamed over it).
+//!
+//! With encryption at rest (`storage.encryption.key_file`), a file starts with a sealed header
+//! (its own data key, wrapped by the master key, so `spoor keys rotate` re-wraps it with the
+//! WAL's files) and every payload is sealed on its own (`spoor_seal::seal_record`); the CRC
+//! then covers the sealed bytes. Events name services, revisions and repositories: nothing of
+//! them reaches the disk in the clear.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -19,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use spoor_generate::dora::Event;
+use spoor_seal::{DataKey, Header, Layout, MasterKey};
 use spoor_wal::Durability;
 
 use crate::dora::config::DoraConfig;
@@ -32,7 +39,7 @@ const DAY_NS: u64 = 86_400 * 1_000_000_000;
 
 type Key = (u8, String, String);
 
-fn key(e: &Event) -> Key {
+fn key_of(e: &Event) -> Key {
     let (k, t, s) = e.key();
     (k, t.to_string(), s.to_string())
 }
@@ -42,6 +49,7 @@ pub struct Store {
     retention_ns: u64,
     max_events: usize,
     fsync: bool,
+    seal: Option<Arc<MasterKey>>,
     tenants: Mutex<HashMap<String, Arc<Mutex<Log>>>>,
     metrics: Arc<Metrics>,
 }
@@ -51,8 +59,10 @@ struct Log {
     path: PathBuf,
     /// Opened on the first append.
     file: Option<File>,
-    /// Bytes of whole records in the file.
+    /// Bytes of the header and whole records in the file.
     len: u64,
+    /// The file's data key, when the store is sealed.
+    key: Option<DataKey>,
     events: Vec<Event>,
     keys: HashSet<Key>,
 }
@@ -63,6 +73,7 @@ impl Store {
         data_dir: &Path,
         config: &DoraConfig,
         durability: Durability,
+        seal: Option<Arc<MasterKey>>,
         metrics: Arc<Metrics>,
         now_ns: u64,
     ) -> Result<Store, StartupError> {
@@ -74,6 +85,7 @@ impl Store {
             retention_ns: config.retention_days.saturating_mul(DAY_NS),
             max_events: config.max_events_per_tenant,
             fsync: durability == Durability::Fsync,
+            seal,
             tenants: Mutex::new(HashMap::new()),
             metrics,
         };
@@ -88,7 +100,8 @@ impl Store {
             else {
                 continue;
             };
-            let log = load(&path).map_err(|e| fail(format!("cannot load {}", path.display()), e))?;
+            let log = load(&path, store.seal.as_deref())
+                .map_err(|e| fail(format!("cannot load {}", path.display()), e))?;
             store.tenants.lock().unwrap().insert(tenant, Arc::new(Mutex::new(log)));
         }
         store.prune(now_ns).map_err(|e| StartupError::new(format!("cannot prune the DORA store: {e}")))?;
@@ -107,7 +120,7 @@ impl Store {
         };
         let mut batch = HashSet::new();
         for e in events {
-            let k = key(&e);
+            let k = key_of(&e);
             if log.keys.contains(&k) || !batch.insert(k) {
                 continue;
             }
@@ -122,17 +135,13 @@ impl Store {
         if fresh.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        for e in &fresh {
-            encode(e, &mut buf);
-        }
         let fail = |e: std::io::Error| {
             tracing::warn!(tenant, error = %e, "cannot store DORA events; request refused");
             Error::unavailable(format!("cannot store DORA events: {e}; retry later"), 1).with_source(e)
         };
-        log.append(&buf, self.fsync).map_err(fail)?;
+        log.append(&fresh, self.seal.as_deref(), self.fsync).map_err(fail)?;
         for e in fresh {
-            log.keys.insert(key(&e));
+            log.keys.insert(key_of(&e));
             log.events.push(e);
         }
         self.metrics.set(names::DORA_EVENTS, &[("tenant", tenant)], log.events.len() as f64);
@@ -164,7 +173,7 @@ impl Store {
             let before = log.events.len();
             log.events.retain(|e| e.time_ns() >= oldest);
             if log.events.len() != before {
-                log.rewrite()?;
+                log.rewrite(self.seal.as_deref())?;
             }
             self.metrics.set(names::DORA_EVENTS, &[("tenant", &tenant)], log.events.len() as f64);
         }
@@ -176,25 +185,42 @@ impl Store {
         map.entry(tenant.to_string())
             .or_insert_with(|| {
                 let path = self.dir.join(format!("{}.log", spoor_model::ids::hex(tenant.as_bytes())));
-                Arc::new(Mutex::new(Log { path, file: None, len: 0, events: Vec::new(), keys: HashSet::new() }))
+                Arc::new(Mutex::new(Log {
+                    path,
+                    file: None,
+                    len: 0,
+                    key: None,
+                    events: Vec::new(),
+                    keys: HashSet::new(),
+                }))
             })
             .clone()
     }
 }
 
 impl Log {
-    /// Appends whole records; on failure the file is cut back to its last whole record.
-    fn append(&mut self, buf: &[u8], fsync: bool) -> std::io::Result<()> {
+    /// Appends `events` as whole records; on failure the file is cut back to its last whole
+    /// record. A new file under a master key starts with its sealed header.
+    fn append(&mut self, events: &[Event], seal: Option<&MasterKey>, fsync: bool) -> std::io::Result<()> {
+        let mut buf = Vec::new();
         if self.file.is_none() {
             let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
             if self.len == 0 {
+                if let Some(master) = seal {
+                    let (header, key) = Header::new(master, Layout::Records);
+                    buf.extend_from_slice(&header.encode());
+                    self.key = Some(key);
+                }
                 // A new file must survive a crash: its directory entry too.
                 sync_dir(&self.path)?;
             }
             self.file = Some(file);
         }
+        for e in events {
+            encode(e, self.key.as_ref(), &mut buf);
+        }
         let file = self.file.as_mut().expect("opened above");
-        let written = file.write_all(buf).and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+        let written = file.write_all(&buf).and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
         match written {
             Ok(()) => {
                 self.len += buf.len() as u64;
@@ -207,11 +233,16 @@ impl Log {
         }
     }
 
-    /// Replaces the file with one holding exactly `events`.
-    fn rewrite(&mut self) -> std::io::Result<()> {
+    /// Replaces the file with one holding exactly `events` (under a new data key when sealed).
+    fn rewrite(&mut self, seal: Option<&MasterKey>) -> std::io::Result<()> {
         let mut buf = Vec::new();
+        let key = seal.map(|master| {
+            let (header, key) = Header::new(master, Layout::Records);
+            buf.extend_from_slice(&header.encode());
+            key
+        });
         for e in &self.events {
-            encode(e, &mut buf);
+            encode(e, key.as_ref(), &mut buf);
         }
         let tmp = self.path.with_extension("log.tmp");
         let mut f = File::create(&tmp)?;
@@ -221,37 +252,68 @@ impl Log {
         sync_dir(&self.path)?;
         self.file = None;
         self.len = buf.len() as u64;
-        self.keys = self.events.iter().map(key).collect();
+        self.key = key;
+        self.keys = self.events.iter().map(key_of).collect();
         Ok(())
     }
 }
 
-fn encode(e: &Event, out: &mut Vec<u8>) {
-    let payload = serde_json::to_vec(e).expect("events serialize");
+fn encode(e: &Event, key: Option<&DataKey>, out: &mut Vec<u8>) {
+    let json = serde_json::to_vec(e).expect("events serialize");
+    let payload = match key {
+        None => json,
+        Some(key) => {
+            let mut sealed = Vec::with_capacity(json.len() + spoor_seal::RECORD_OVERHEAD);
+            spoor_seal::seal_record(key, &json, &mut sealed);
+            sealed
+        }
+    };
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
 }
 
 /// The events of a file; a torn or corrupt tail is cut off (what follows a bad record cannot
-/// be framed reliably, and only an interrupted append leaves one).
-fn load(path: &Path) -> std::io::Result<Log> {
+/// be framed reliably, and only an interrupted append leaves one). A file sealed under another
+/// key, or sealed while no key is configured (or the reverse), stops the start, as the WAL does.
+fn load(path: &Path, seal: Option<&MasterKey>) -> std::io::Result<Log> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let (events, good) = decode(&bytes);
+    let sealed = spoor_seal::is_sealed(&bytes);
+    // Cut short while its header was being written: nothing in it was ever stored.
+    let torn_header = seal.is_some()
+        && bytes.len() < spoor_seal::HEADER_LEN
+        && spoor_seal::header::MAGIC.starts_with(&bytes[..bytes.len().min(4)]);
+    let refuse = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let (start, key) = match seal {
+        None if sealed => return Err(refuse("it is encrypted, and no encryption key is configured".into())),
+        None => (0, None),
+        Some(_) if torn_header => (bytes.len(), None),
+        Some(_) if !bytes.is_empty() && !sealed => {
+            return Err(refuse("it is not encrypted, yet an encryption key is configured".into()));
+        }
+        Some(_) if bytes.is_empty() => (0, None),
+        Some(master) => {
+            let key = Header::parse(&bytes, path)
+                .and_then(|h| h.open(master, path))
+                .map_err(|e| refuse(e.to_string()))?;
+            (spoor_seal::HEADER_LEN, Some(key))
+        }
+    };
+    let (events, good) = if torn_header { (Vec::new(), 0) } else { decode(&bytes, start, key.as_ref()) };
     if good < bytes.len() {
         tracing::warn!(file = %path.display(), kept = good, cut = bytes.len() - good, "DORA store: torn tail cut off");
         OpenOptions::new().write(true).open(path)?.set_len(good as u64)?;
     }
     let mut keys = HashSet::new();
-    let events: Vec<Event> = events.into_iter().filter(|e| keys.insert(key(e))).collect();
-    Ok(Log { path: path.to_path_buf(), file: None, len: good as u64, events, keys })
+    let events: Vec<Event> = events.into_iter().filter(|e| keys.insert(key_of(e))).collect();
+    Ok(Log { path: path.to_path_buf(), file: None, len: good as u64, key, events, keys })
 }
 
-/// The whole records at the start of `bytes`, and how many bytes they take.
-fn decode(bytes: &[u8]) -> (Vec<Event>, usize) {
+/// The whole records of `bytes` from `start`, and where they end.
+fn decode(bytes: &[u8], start: usize, key: Option<&DataKey>) -> (Vec<Event>, usize) {
     let mut events = Vec::new();
-    let mut at = 0;
+    let mut at = start;
     while bytes.len() - at >= HEADER {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
@@ -262,7 +324,14 @@ fn decode(bytes: &[u8]) -> (Vec<Event>, usize) {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Ok(e) = serde_json::from_slice::<Event>(payload) else { break };
+        let json = match key {
+            None => payload.to_vec(),
+            Some(key) => match spoor_seal::open_record(key, payload) {
+                Ok(plain) => plain,
+                Err(_) => break,
+            },
+        };
+        let Ok(e) = serde_json::from_slice::<Event>(&json) else { break };
         events.push(e);
         at += HEADER + len;
     }
@@ -304,7 +373,59 @@ mod tests {
     const NOW: u64 = 1_000 * DAY_NS;
 
     fn open(dir: &Path, config: &DoraConfig) -> Store {
-        Store::open(dir, config, Durability::Fsync, Arc::new(Metrics::default()), NOW).unwrap()
+        Store::open(dir, config, Durability::Fsync, None, Arc::new(Metrics::default()), NOW).unwrap()
+    }
+
+    fn master(b: u8) -> Option<Arc<MasterKey>> {
+        Some(Arc::new(MasterKey::from_bytes(&[b; 32], Path::new(&format!("key-{b}")))))
+    }
+
+    fn open_sealed(dir: &Path, seal: Option<Arc<MasterKey>>) -> Result<Store, StartupError> {
+        Store::open(dir, &DoraConfig::default(), Durability::Fsync, seal, Arc::new(Metrics::default()), NOW)
+    }
+
+    #[test]
+    fn a_sealed_store_keeps_nothing_in_the_clear_and_needs_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = |span: &str| {
+            Event::Deployment(Deployment {
+                trace_id: "ab".into(),
+                span_id: span.into(),
+                end_ns: NOW,
+                environment: "prod".into(),
+                service: "payments-svc-4711".into(),
+                revision: "rev-cafe-4711".into(),
+                ..Default::default()
+            })
+        };
+        let store = open_sealed(dir.path(), master(1)).unwrap();
+        store.record("t", vec![deploy("01"), deploy("02")], NOW).unwrap();
+        store.record("t", vec![deploy("03")], NOW).unwrap();
+        drop(store);
+        let file = dir.path().join("dora").join(format!("{}.log", spoor_model::ids::hex(b"t")));
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(spoor_seal::is_sealed(&bytes));
+        for clear in ["payments-svc-4711", "rev-cafe-4711", "prod"] {
+            assert!(!bytes.windows(clear.len()).any(|w| w == clear.as_bytes()), "{clear} in the clear");
+        }
+        // Back with its key, after a torn tail; a rewrite (retention) stays sealed.
+        OpenOptions::new().append(true).open(&file).unwrap().write_all(&[40, 0, 0, 0, 1]).unwrap();
+        let store = open_sealed(dir.path(), master(1)).unwrap();
+        assert_eq!(store.events(&["t".into()]).len(), 3);
+        store.log("t").lock().unwrap().rewrite(store.seal.as_deref()).unwrap();
+        store.record("t", vec![deploy("04")], NOW).unwrap();
+        drop(store);
+        assert!(spoor_seal::is_sealed(&std::fs::read(&file).unwrap()));
+        assert_eq!(open_sealed(dir.path(), master(1)).unwrap().events(&["t".into()]).len(), 4);
+        // Another key, or none, stops the start naming the file.
+        for seal in [master(2), None] {
+            let e = open_sealed(dir.path(), seal).err().expect("refused");
+            assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        }
+        // A plaintext store under a key is refused too (as the WAL refuses it).
+        let plain = tempfile::tempdir().unwrap();
+        open(plain.path(), &DoraConfig::default()).record("t", vec![deploy("01")], NOW).unwrap();
+        assert!(open_sealed(plain.path(), master(1)).err().expect("refused").to_string().contains("not encrypted"));
     }
 
     #[test]
@@ -342,8 +463,8 @@ mod tests {
         // Nine days on, 02 is past the retention.
         store.prune(NOW + 9 * DAY_NS + 1).unwrap();
         drop(store);
-        let store = Store::open(dir.path(), &config, Durability::Os, Arc::new(Metrics::default()), NOW).unwrap();
+        let store = Store::open(dir.path(), &config, Durability::Os, None, Arc::new(Metrics::default()), NOW).unwrap();
         assert_eq!(store.events(&["t".into()]).len(), 1);
-        assert_eq!(decode(&[1, 0, 0, 0, 0, 0, 0, 0, b'x']).1, 0);
+        assert_eq!(decode(&[1, 0, 0, 0, 0, 0, 0, 0, b'x'], 0, None).1, 0);
     }
 }
