@@ -112,7 +112,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
     let dora_store = if ingest && config.dora.enabled {
         let now = spoor_model::time::now_nanos();
-        Some(Arc::new(DoraStore::open(&data_dir, &config.dora, config.wal.durability, seal.clone(), metrics.clone(), now)?))
+        Some(Arc::new(DoraStore::open(
+            &data_dir,
+            &config.dora,
+            config.wal.durability,
+            seal.clone(),
+            metrics.clone(),
+            now,
+        )?))
     } else {
         None
     };

@@ -100,8 +100,8 @@ impl Store {
             else {
                 continue;
             };
-            let log = load(&path, store.seal.as_deref())
-                .map_err(|e| fail(format!("cannot load {}", path.display()), e))?;
+            let log =
+                load(&path, store.seal.as_deref()).map_err(|e| fail(format!("cannot load {}", path.display()), e))?;
             store.tenants.lock().unwrap().insert(tenant, Arc::new(Mutex::new(log)));
         }
         store.prune(now_ns).map_err(|e| StartupError::new(format!("cannot prune the DORA store: {e}")))?;
@@ -294,9 +294,8 @@ fn load(path: &Path, seal: Option<&MasterKey>) -> std::io::Result<Log> {
         }
         Some(_) if bytes.is_empty() => (0, None),
         Some(master) => {
-            let key = Header::parse(&bytes, path)
-                .and_then(|h| h.open(master, path))
-                .map_err(|e| refuse(e.to_string()))?;
+            let key =
+                Header::parse(&bytes, path).and_then(|h| h.open(master, path)).map_err(|e| refuse(e.to_string()))?;
             (spoor_seal::HEADER_LEN, Some(key))
         }
     };
