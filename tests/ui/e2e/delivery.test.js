@@ -162,7 +162,8 @@ test('the delivery page shows the DORA figures, the timeline and a deployment wi
 
   // Details of the deployment an incident names, with its hints and its change highlighted.
   const d3 = listing.deployments.find((d) => d.deployment_id === 'dep-3');
-  await page.locator(`svg.timeline g.deploy[data-trace-id="${d3.trace_id}"]`).click();
+  // The mark itself (the group also spans its lead-time line).
+  await page.locator(`svg.timeline g.deploy[data-trace-id="${d3.trace_id}"] .shape`).click();
   const details = page.locator('aside.deploy-details');
   await details.getByRole('heading', { name: `Deployment of ${d3.service}` }).waitFor();
   const text = await details.textContent();

@@ -94,7 +94,8 @@ test('layout: a lane per service, marks in time order at their times, lead lines
     [2, 'incident', 420, 30, null],
   ]);
   assert.deepEqual(L.incidentLanes, []);
-  assert.deepEqual(L.ticks.map((t) => [t.t, t.x]), [0, 1, 2, 3, 4].map((d) => [T0 + d * DAY, 120 + d * 100]));
+  // Four days: a tick every twelve hours.
+  assert.deepEqual(L.ticks.map((t) => [t.t, t.x]), [0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => [T0 + i * 43200, 120 + i * 50]));
 });
 
 test('layout: overlapping incidents take separate lanes, later ones reuse freed lanes, short ones stay visible', () => {
@@ -108,13 +109,26 @@ test('layout: overlapping incidents take separate lanes, later ones reuse freed 
   assert.ok(L.axisY > L.incidentLanes[1]);
 });
 
-test('ticks: UTC midnights, at most ten', () => {
-  assert.deepEqual(D.ticks(T0 + 1, T0 + 3 * DAY), [T0 + DAY, T0 + 2 * DAY, T0 + 3 * DAY]);
+test('ticks: whole UTC hours or midnights, at most ten', () => {
+  assert.deepEqual(D.ticks(T0 + 1, T0 + 3 * DAY), [1, 2, 3, 4, 5, 6].map((i) => T0 + i * 43200));
+  assert.deepEqual(D.ticks(T0 + 1, T0 + 5 * 3600), [1, 2, 3, 4, 5].map((i) => T0 + i * 3600));
+  assert.deepEqual([T0, T0 + 6 * 3600].map(D.tickLabel), ['Dec 07', '06:00']);
   const month = D.ticks(T0, T0 + 30 * DAY);
   assert.ok(month.length <= 10 && month.every((t) => t % DAY === 0), `${month}`);
   assert.equal(month[1] - month[0], 7 * DAY);
   assert.equal(D.dayLabel(T0), 'Dec 07');
   assert.equal(D.when(T0 + 3661.4), '2025-12-07 01:01:01 UTC');
+});
+
+test('fit: the axis spans the events and a margin, inside the window', () => {
+  const deps = [dep({ time: T0 + 10 * DAY, change_time: T0 + 10 * DAY - 7200 }), dep({ time: T0 + 10 * DAY + 3600, change_time: null })];
+  // Three hours of events: an hour's margin each side.
+  assert.deepEqual(D.fit(deps, [], T0, T0 + 30 * DAY), { start: T0 + 10 * DAY - 3 * 3600, end: T0 + 10 * DAY + 2 * 3600 });
+  // Ten days of events (an incident included): a day's margin, cut at the window.
+  assert.deepEqual(D.fit(deps, [inc('I', T0, T0 + 60)], T0, T0 + 30 * DAY), { start: T0, end: T0 + 11 * DAY + 3600 + 3600 / 10 });
+  assert.deepEqual(D.fit([], [], T0, T0 + DAY), { start: T0, end: T0 + DAY });
+  const L = D.layout(deps, [], { start: T0, end: T0 + 30 * DAY, width: 520, left: 120, right: 0, fit: true });
+  assert.deepEqual([L.start, L.end, L.marks[0].leadX, L.marks[1].x], [T0 + 10 * DAY - 3 * 3600, T0 + 10 * DAY + 2 * 3600, 200, 440]);
 });
 
 test('keyboard steps along the marks and stops at the ends', () => {

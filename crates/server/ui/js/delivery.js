@@ -195,13 +195,16 @@ function p95(s) {
  *   a lead-time line back to its change time (clamped to the window's start).
  * - Below them, the incidents as bars from opened to resolved, packed into as few lanes as
  *   keep overlapping incidents apart.
+ * - With `fit`, the axis spans only the events (changes included) and a margin, inside the
+ *   window: a day of deployments in a 30-day window would otherwise be one blot of marks.
  * @param {Deployment[]} deployments @param {Incident[]} incidents
- * @param {{ start: number, end: number, width: number, left?: number, right?: number, lane?: number, top?: number }} o
+ * @param {{ start: number, end: number, width: number, left?: number, right?: number, lane?: number, top?: number, fit?: boolean }} o
  */
 export function layout(deployments, incidents, o) {
   const left = o.left ?? 120, right = o.right ?? 16, laneH = o.lane ?? 28, top = o.top ?? 8;
-  const span = Math.max(o.end - o.start, 1);
-  const x = (/** @type {number} */ t) => left + ((Math.min(Math.max(t, o.start), o.end) - o.start) / span) * (o.width - left - right);
+  const { start, end } = o.fit ? fit(deployments, incidents, o.start, o.end) : o;
+  const span = Math.max(end - start, 1);
+  const x = (/** @type {number} */ t) => left + ((Math.min(Math.max(t, start), end) - start) / span) * (o.width - left - right);
   const services = [...new Set(deployments.map((d) => d.service))].sort();
   const laneOf = new Map(services.map((s, i) => [s, i]));
   const marks = deployments
@@ -231,7 +234,9 @@ export function layout(deployments, incidents, o) {
       const x0 = x(inc.start);
       // A short incident still gets a bar one can see and click.
       const x1 = Math.max(x(inc.end), x0 + 3);
-      return { index, lane, x0, x1, y: incTop + lane * laneH + 4, h: laneH - 8 };
+      // The label goes left of a bar that ends near the right edge, so it is not cut off.
+      const labelLeft = x1 > o.width - right - 60;
+      return { index, lane, x0, x1, y: incTop + lane * laneH + 4, h: laneH - 8, labelX: labelLeft ? x0 - 3 : x1 + 3, labelAnchor: labelLeft ? 'end' : 'start' };
     });
   const height = incTop + laneEnds.length * laneH + 24;
   return {
@@ -241,23 +246,52 @@ export function layout(deployments, incidents, o) {
     bars,
     axisY: height - 20,
     height,
-    ticks: ticks(o.start, o.end).map((t) => ({ t, x: x(t), label: dayLabel(t) })),
+    start,
+    end,
+    ticks: ticks(start, end).map((t) => ({ t, x: x(t), label: tickLabel(t) })),
   };
+}
+
+/**
+ * The span of the events inside [start, end] with a margin of a tenth of it (at least an
+ * hour) on each side; the whole window when there are none.
+ * @param {Deployment[]} deployments @param {Incident[]} incidents @param {number} start @param {number} end
+ */
+export function fit(deployments, incidents, start, end) {
+  const times = [
+    ...deployments.flatMap((d) => (d.change_time === null || d.change_time === undefined ? [d.time] : [d.time, d.change_time])),
+    ...incidents.flatMap((i) => [i.start, i.end]),
+  ].map((t) => Math.min(Math.max(t, start), end));
+  if (!times.length) return { start, end };
+  const lo = Math.min(...times), hi = Math.max(...times);
+  const pad = Math.max((hi - lo) / 10, 3600);
+  return { start: Math.max(start, lo - pad), end: Math.min(end, hi + pad) };
 }
 
 const DAY = 86400;
 
+const HOUR = 3600;
+
 /**
- * Axis ticks at UTC midnights inside [start, end], every 1, 2, 7, 14 or 30 days so that there
- * are at most `max`.
+ * Axis ticks inside [start, end], at most `max`: whole UTC hours (every 1, 2, 3, 6 or 12) for
+ * a short span, else UTC midnights every 1, 2, 7, 14, 30, 60 or 90 days.
  * @param {number} start @param {number} end @param {number} [max]
  */
 export function ticks(start, end, max = 10) {
-  const days = (end - start) / DAY;
-  const step = [1, 2, 7, 14, 30, 60, 90].find((s) => days / s <= max) ?? Math.ceil(days / max);
+  const len = end - start;
+  const steps = [HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY, 60 * DAY, 90 * DAY];
+  const step = steps.find((s) => len / s <= max) ?? Math.ceil(len / max / DAY) * DAY;
   const out = [];
-  for (let t = Math.ceil(start / DAY) * DAY; t <= end; t += step * DAY) out.push(t);
+  // Hours align to their step (00:00, 06:00, …); days start at the first midnight.
+  const first = step < DAY ? Math.ceil(start / step) * step : Math.ceil(start / DAY) * DAY;
+  for (let t = first; t <= end; t += step) out.push(t);
   return out;
+}
+
+/** A tick's label: the date at midnight, the hour otherwise ("Dec 07", "06:00"). @param {number} t unix seconds */
+export function tickLabel(t) {
+  if (t % DAY === 0) return dayLabel(t);
+  return new Date(t * 1000).toISOString().slice(11, 16);
 }
 
 /** A UTC date, short: "Dec 07". @param {number} t unix seconds */

@@ -131,7 +131,7 @@ export async function render(main, _args, params) {
  * @param {D.Deployment[]} deployments @param {D.Incident[]} incidents @param {number} start @param {number} end
  */
 function drawTimeline(into, details, deployments, incidents, start, end) {
-  const L = D.layout(deployments, incidents, { start, end, width: WIDTH });
+  const L = D.layout(deployments, incidents, { start, end, width: WIDTH, fit: true });
   const svg = s('svg', { class: 'timeline', viewBox: `0 0 ${WIDTH} ${L.height}`, role: 'group', 'aria-label': `Timeline: ${deployments.length} deployments and ${incidents.length} incidents; arrow keys move between deployments, Enter shows one` });
   for (const lane of L.lanes) {
     svg.append(s('line', { class: 'lane', x1: 120, y1: lane.y, x2: WIDTH - 16, y2: lane.y }), s('text', { class: 'lane-label', x: 112, y: lane.y + 4, 'text-anchor': 'end' }, lane.service));
@@ -149,7 +149,7 @@ function drawTimeline(into, details, deployments, incidents, start, end) {
         { class: 'incident', 'data-incident': inc.incident_id },
         s('title', {}, `Incident ${inc.incident_id} (${inc.service || 'no service'}, ${inc.environment || 'no environment'}): ${D.when(inc.start)} → ${D.when(inc.end)}, ${D.seconds(inc.duration_seconds)}${inc.cause_deployment_id ? `; caused by ${inc.cause_deployment_id}` : ''}`),
         s('rect', { x: b.x0, y: b.y, width: b.x1 - b.x0, height: b.h, rx: 2 }),
-        s('text', { x: b.x1 + 3, y: b.y + b.h - 5 }, inc.incident_id),
+        s('text', { x: b.labelX, y: b.y + b.h - 5, 'text-anchor': b.labelAnchor }, inc.incident_id),
       ),
     );
   }
@@ -198,7 +198,7 @@ function drawTimeline(into, details, deployments, incidents, start, end) {
     h('span', null, h('span.key.incident'), 'caused an incident'),
     h('span', null, h('span.key.lead'), 'lead time (change → deployment)'),
     h('span', null, h('span.key.incident-bar'), 'incident (opened → resolved)'),
-    h('span.hint', null, 'Times in UTC.'),
+    h('span.hint', null, `From ${D.when(L.start)} to ${D.when(L.end)}, around the window's events.`),
   );
   fill(into, h('h2', null, 'Deployments'), legend, deployments.length || incidents.length ? svg : h('p.hint', null, 'No deployments or incidents in this window.'));
 }
