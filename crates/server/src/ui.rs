@@ -1,8 +1,8 @@
 //! Spoor's own web UI, embedded in the binary so that using it needs no Node.js, no build step
 //! and no internet: plain ES modules and CSS from `crates/server/ui/`, served on the API port.
 //!
-//! - The page routes (`/`, `/trace/{id}`, `/compare/{a}/{b}`, `/services`, `/services/{name}`)
-//!   all answer the one HTML shell; the browser-side router picks the page. The shell is
+//! - The page routes (`/`, `/trace/{id}`, `/compare/{a}/{b}`, `/services`, `/services/{name}`,
+//!   `/delivery`) all answer the one HTML shell; the browser-side router picks the page. The shell is
 //!   `no-cache`, so a new binary's page is seen at once.
 //! - Assets live under `/ui/assets/{version}/…`, where `version` is a digest of every embedded
 //!   asset: the URL changes whenever any asset does, so they are cached as immutable. An asset
@@ -84,6 +84,7 @@ pub fn router(ui: Ui) -> axum::Router {
         .route("/compare/{a}/{b}", get(shell))
         .route("/services", get(shell))
         .route("/services/{name}", get(shell))
+        .route("/delivery", get(shell))
         .route("/ui/config.json", get(config))
         .route("/ui/assets/{version}/{*path}", get(asset))
         .with_state(ui)
@@ -96,6 +97,7 @@ pub fn router(ui: Ui) -> axum::Router {
 pub fn is_open(path: &str) -> bool {
     path == "/"
         || path == "/services"
+        || path == "/delivery"
         || ["/trace/", "/compare/", "/services/", "/ui/"].iter().any(|p| path.starts_with(p))
 }
 
@@ -122,11 +124,13 @@ static ASSETS: &[Asset] = assets!(
     "js/traceql.js",
     "js/editor.js",
     "js/flame.js",
+    "js/delivery.js",
     "js/pages/search.js",
     "js/pages/trace.js",
     "js/pages/compare.js",
     "js/pages/services.js",
     "js/pages/health.js",
+    "js/pages/delivery.js",
     "favicon.svg",
 );
 
@@ -237,10 +241,25 @@ mod tests {
 
     #[test]
     fn open_paths_are_the_uis_only() {
-        for p in ["/", "/trace/abc", "/compare/a/b", "/services", "/services/shop", "/ui/assets/x/app.css"] {
+        let open =
+            ["/", "/trace/abc", "/compare/a/b", "/services", "/services/shop", "/delivery", "/ui/assets/x/app.css"];
+        for p in open {
             assert!(is_open(p), "{p}");
         }
-        for p in ["/api/search", "/api/services", "/jaeger/api/services", "/flush", "/metrics", "/tracex", "/uix"] {
+        // The delivery page's data (`/api/dora`) is guarded like any other API route.
+        let closed = [
+            "/api/search",
+            "/api/services",
+            "/jaeger/api/services",
+            "/api/dora",
+            "/delivery/x",
+            "/deliveryx",
+            "/flush",
+            "/metrics",
+            "/tracex",
+            "/uix",
+        ];
+        for p in closed {
             assert!(!is_open(p), "{p}");
         }
     }

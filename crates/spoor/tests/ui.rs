@@ -30,6 +30,8 @@ async fn pages_are_the_shell_and_assets_are_cached_by_version() {
         "/compare/a1/b2",
         "/services",
         "/services/shop",
+        "/delivery",
+        "/delivery?environment=production&service=&range=30d",
     ] {
         let r = request("GET", &s.api_url(path), &[], "").await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
@@ -44,6 +46,8 @@ async fn pages_are_the_shell_and_assets_are_cached_by_version() {
     for (suffix, ty) in [
         ("js/app.js", "text/javascript; charset=utf-8"),
         ("js/pages/trace.js", "text/javascript; charset=utf-8"),
+        ("js/pages/delivery.js", "text/javascript; charset=utf-8"),
+        ("js/delivery.js", "text/javascript; charset=utf-8"),
         ("app.css", "text/css; charset=utf-8"),
         ("favicon.svg", "image/svg+xml"),
     ] {
@@ -131,6 +135,10 @@ async fn with_auth_the_page_is_open_and_its_data_is_not() {
     assert_eq!(request("POST", &s.api_url("/"), &[], "").await.status, 401);
     // The data the page shows still needs a token.
     assert_eq!(request("GET", &s.api_url("/api/search?q=%7B%7D"), &[], "").await.status, 401);
+    // The delivery page too: its shell is open, its DORA figures are not.
+    assert_eq!(request("GET", &s.api_url("/delivery?environment=production"), &[], "").await.status, 200);
+    assert_eq!(request("GET", &s.api_url("/api/dora"), &[], "").await.status, 401);
+    assert_eq!(request("GET", &s.api_url("/api/dora/deployments"), &[], "").await.status, 401);
     let refused = request("GET", &s.api_url("/api/tenants"), &[], "").await;
     assert_eq!(refused.status, 401);
     let challenges = |r: &common::Response| r.headers.get_all("www-authenticate").iter().count();

@@ -628,6 +628,9 @@ mod tests {
         assert_eq!(role(Method::GET, "/"), "open");
         assert_eq!(role(Method::GET, "/trace/0af7651916cd43dd8448eb211c80319c"), "open");
         assert_eq!(role(Method::HEAD, "/ui/assets/v/js/app.js"), "open");
+        assert_eq!(role(Method::GET, "/delivery"), "open");
+        assert_eq!(role(Method::GET, "/api/dora"), "read");
+        assert_eq!(role(Method::GET, "/api/dora/deployments"), "read");
         assert_eq!(role(Method::POST, "/"), "admin");
         assert_eq!(role(Method::GET, "/api/services"), "read");
         assert_eq!(role(Method::GET, "/api/tenants"), "identity");

@@ -20,6 +20,7 @@ const routes = [
   { re: /^\/compare\/([^/]+)\/([^/]+)$/, page: 'search', load: () => import('./pages/compare.js') },
   { re: /^\/services$/, page: 'services', load: () => import('./pages/services.js') },
   { re: /^\/services\/([^/]+)$/, page: 'services', load: () => import('./pages/health.js') },
+  { re: /^\/delivery$/, page: 'delivery', load: () => import('./pages/delivery.js') },
 ];
 
 /** Renders the page the URL names. */
