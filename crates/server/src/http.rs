@@ -206,7 +206,11 @@ async fn serve_connection<IO>(
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
-    builder.http2().max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+    // Flow-control windows sized to the connection's bandwidth-delay product (BDP pings) rather
+    // than hyper's fixed 1 MiB: a client may send only about a window of its body before it hears
+    // the answer, so an early refusal (memory limiter, back-pressure) no longer receives a whole
+    // ~300 KB export it will not read; on a long link the windows grow to keep it full.
+    builder.http2().max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS).adaptive_window(true);
     let io = TokioIo::new(DetectDeadline::new(io, timeout));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
