@@ -115,6 +115,8 @@ macro_rules! assets {
 static ASSETS: &[Asset] = assets!(
     "app.css",
     "js/app.js",
+    "js/session.js",
+    "js/metrics.js",
     "js/api.js",
     "js/dom.js",
     "js/format.js",

@@ -4,11 +4,8 @@
 
 import { get, settings, onUnauthorized } from './api.js';
 import { fill, h, errorBox } from './dom.js';
+import { uiConfig, navigate, NAVIGATED } from './session.js';
 
-/** @typedef {{ traceToLogsUrl: string, auth: boolean, multitenancy: boolean }} UiConfig */
-
-/** @type {UiConfig} */
-export const uiConfig = { traceToLogsUrl: '', auth: false, multitenancy: false };
 
 /** @type {(() => void) | null} */
 let cleanup = null;
@@ -56,12 +53,6 @@ export async function render() {
   }
 }
 
-/** Goes to `url` inside the page (pushState), or replaces the current entry. */
-export function navigate(url, replace = false) {
-  if (replace) history.replaceState(null, '', url);
-  else history.pushState(null, '', url);
-  render();
-}
 
 function interceptLinks() {
   document.addEventListener('click', (ev) => {
@@ -74,6 +65,7 @@ function interceptLinks() {
     navigate(url.pathname + url.search + url.hash);
   });
   window.addEventListener('popstate', () => render());
+  window.addEventListener(NAVIGATED, () => render());
 }
 
 function setupTheme() {

@@ -8,7 +8,7 @@
 
 import { get } from '../api.js';
 import { h, fill, errorBox } from '../dom.js';
-import { navigate } from '../app.js';
+import { navigate } from '../session.js';
 import * as D from '../delivery.js';
 
 const SVG = 'http://www.w3.org/2000/svg';

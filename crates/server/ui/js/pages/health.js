@@ -7,8 +7,8 @@ import { h, fill, errorBox } from '../dom.js';
 import { anyValue } from '../model.js';
 import { duration, num, rangeSeconds, time } from '../format.js';
 import { quote } from '../traceql.js';
-import { instantBy } from './services.js';
-import { navigate } from '../app.js';
+import { instantBy } from '../metrics.js';
+import { navigate } from '../session.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const RANGES = ['15m', '1h', '6h', '24h'];

@@ -8,7 +8,7 @@ import { h, fill, errorBox } from '../dom.js';
 import { traceqlEditor } from '../editor.js';
 import { buildQuery } from '../traceql.js';
 import { duration, time, rangeSeconds } from '../format.js';
-import { navigate } from '../app.js';
+import { navigate } from '../session.js';
 
 const RANGES = ['15m', '1h', '6h', '24h', '7d'];
 

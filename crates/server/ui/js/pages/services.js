@@ -4,11 +4,11 @@
 // latency from TraceQL metrics over the same window; click a service for its health.
 
 import { get } from '../api.js';
+import { instantBy } from '../metrics.js';
 import { h, fill, errorBox } from '../dom.js';
-import { anyValue } from '../model.js';
 import { duration, num, rangeSeconds } from '../format.js';
 import { quote } from '../traceql.js';
-import { navigate } from '../app.js';
+import { navigate } from '../session.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const RANGES = ['15m', '1h', '6h', '24h'];
@@ -19,23 +19,6 @@ function s(tag, attrs = {}, ...kids) {
   for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) e.setAttribute(k, String(v));
   for (const k of kids) e.append(k);
   return e;
-}
-
-/**
- * An instant metrics query's series as label value → value, for one `by()` label.
- * @param {string} q @param {number} start @param {number} end @param {string} label
- * @returns {Promise<Map<string, number>>}
- */
-export async function instantBy(q, start, end, label) {
-  const r = await get('/api/metrics/query', { q, start, end });
-  /** @type {Map<string, number>} */
-  const out = new Map();
-  for (const series of r.series ?? []) {
-    const l = (series.labels ?? []).find((/** @type {any} */ x) => x.key === label);
-    if (!l) continue;
-    out.set(String(anyValue(l.value)), Number(series.value ?? 0));
-  }
-  return out;
 }
 
 /**

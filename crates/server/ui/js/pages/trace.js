@@ -9,7 +9,7 @@ import { parseTrace, attr } from '../model.js';
 import { criticalPath, selfTimeOnPath } from '../critical.js';
 import { duration, time, serviceColor } from '../format.js';
 import { flameGraph } from '../flame.js';
-import { uiConfig, navigate } from '../app.js';
+import { uiConfig, navigate } from '../session.js';
 
 const ROW_H = 24;
 const OVERSCAN = 10;
