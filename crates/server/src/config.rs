@@ -1,7 +1,6 @@
 //! Configuration: embedded defaults, then a YAML file, then `SPOOR__SECTION__KEY` environment
 //! variables, then command-line flags. Every key is documented in docs/configuration.md.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +12,7 @@ pub use crate::encryption::EncryptionConfig;
 pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
+pub use crate::retention::{RetentionConfig, SampledKeepConfig, TenantRetention, TiersConfig};
 pub use crate::tls::TlsConfig;
 pub use spoor_wal::Durability;
 
@@ -217,28 +217,6 @@ impl Default for CompactionConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Blocks whose newest span is older than this are deleted.
-    pub max_age_hours: u64,
-    /// Per-tenant overrides of `max_age_hours`.
-    pub tenants: BTreeMap<String, u64>,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig { max_age_hours: 7 * 24, tenants: BTreeMap::new() }
-    }
-}
-
-impl RetentionConfig {
-    pub fn max_age(&self, tenant: &str) -> std::time::Duration {
-        let hours = self.tenants.get(tenant).copied().unwrap_or(self.max_age_hours);
-        std::time::Duration::from_secs(hours * 3600)
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
 pub struct WalConfig {
     /// `fsync`: acknowledge after fdatasync. `os`: after write(2) only (survives a crash of
     /// Spoor, not of the machine).
@@ -377,6 +355,7 @@ impl Config {
             }
             None => ConfigError::new(format!("invalid configuration: {e}")),
         })?;
+        config.retention.validate().map_err(|e| ConfigError::at("retention", format!("invalid configuration: {e}")))?;
         config
             .metrics_generator
             .validate()

@@ -152,6 +152,22 @@ impl Blocks {
         t
     }
 
+    /// Like [`Blocks::stats`], per retention tier.
+    pub fn tier_stats(&self) -> Vec<(String, spoor_block::Tier, BlockStats)> {
+        let mut out = Vec::new();
+        for t in self.tenants() {
+            let mut by_tier: BTreeMap<spoor_block::Tier, BlockStats> = BTreeMap::new();
+            for b in self.visible(&t) {
+                let s = by_tier.entry(b.meta().tier).or_default();
+                s.blocks += 1;
+                s.bytes += b.meta().data_bytes + b.meta().filter_bytes;
+                s.spans += b.meta().spans;
+            }
+            out.extend(by_tier.into_iter().map(|(tier, s)| (t.clone(), tier, s)));
+        }
+        out
+    }
+
     pub fn stats(&self) -> Vec<(String, BlockStats)> {
         self.tenants()
             .into_iter()

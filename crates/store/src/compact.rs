@@ -53,12 +53,14 @@ pub struct Compacted {
 /// are never inputs. The lowest level wins, then the biggest merge.
 pub fn plan(blocks: &[BlockMeta], policy: &Policy, now_ns: u64) -> Option<Vec<BlockMeta>> {
     let window = policy.window.as_nanos().max(1) as u64;
-    let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
+    // Keyed by tier too: a merge never mixes tiers (a sampled block holds whole traces chosen by
+    // rules a full block has not been through).
+    let mut windows: BTreeMap<(u64, spoor_block::Tier), Vec<&BlockMeta>> = BTreeMap::new();
     for b in blocks {
-        windows.entry(b.start_unix_nano / window).or_default().push(b);
+        windows.entry((b.start_unix_nano / window, b.tier)).or_default().push(b);
     }
     let mut best: Option<(u32, Vec<BlockMeta>)> = None;
-    for (w, group) in windows {
+    for ((w, _), group) in windows {
         let over = w < now_ns / window;
         let crowded = group.len() > policy.max_input_blocks;
         let mut levels: BTreeMap<u32, Vec<&BlockMeta>> = BTreeMap::new();
@@ -110,6 +112,7 @@ impl Blocks {
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
+        let tier = inputs[0].tier;
         let seal = self.seal().cloned();
         let built = in_thread(Priority::Background, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
             let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
@@ -120,6 +123,7 @@ impl Blocks {
             sealed.finish(&path)?;
             built.meta.compaction_level = level;
             built.meta.replaces = replaces2;
+            built.meta.tier = tier;
             Ok(built)
         })
         .await;
@@ -247,6 +251,7 @@ mod tests {
             dedicated_columns: Vec::new(),
             columns: Vec::new(),
             keys: Default::default(),
+            tier: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fail;
 pub mod head;
 pub mod sealed;
+pub mod tier;
 
 pub use backend::{AzureConfig, BackendKind, GcsConfig, S3Config};
 pub use blocks::{BlockStats, Blocks};

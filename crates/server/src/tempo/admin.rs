@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::background::Compactor;
 use crate::generated::{self, Generated};
 use crate::http::Readiness;
 use crate::ingest::flush::Flusher;
@@ -26,6 +27,8 @@ pub struct Admin {
     pub flusher: Option<Arc<Flusher>>,
     pub wal: Option<Arc<WalSlot>>,
     pub generated: Option<Arc<Generated>>,
+    /// Runs a compaction cycle on demand, in any process (an operator's call).
+    pub compactor: Arc<Compactor>,
 }
 
 pub async fn ready(State(a): State<Arc<Admin>>) -> Response {
@@ -43,6 +46,15 @@ pub async fn flush(State(a): State<Arc<Admin>>) -> Response {
     match flusher.flush(None).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => text_error(e),
+    }
+}
+
+/// `POST /api/admin/compact`: one compaction cycle (cleanup, tiered retention, merges) now;
+/// answers 204 once it is done. For operators and tests; the loop runs the same cycle.
+pub async fn compact(State(a): State<Arc<Admin>>) -> Response {
+    match a.compactor.run_once().await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => text_error(crate::error::Error::internal(format!("compaction failed: {e}")).with_source(e)),
     }
 }
 

@@ -1,0 +1,208 @@
+//! Tiered retention through the real binary: traces sent over OTLP/HTTP with old timestamps,
+//! flushed into blocks placed by their own time, then one on-demand compaction cycle moves each
+//! into its tier (full, sampled, rollups only, gone).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// Flushes only when asked, compacts only when asked.
+const QUIET: &[(&str, &str)] = &[
+    ("SPOOR__BLOCKS__MAX_BLOCK_AGE_SECS", "3600"),
+    ("SPOOR__COMPACTION__ENABLED", "false"),
+    ("SPOOR__STORAGE__BLOCKLIST_POLL_SECS", "1"),
+];
+
+const DAY: u64 = 86_400 * 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+/// A trace as the test sends it: a root and one child, both of service `api`.
+struct Sent {
+    id: String,
+    start: u64,
+    root_ns: u64,
+    error: bool,
+}
+
+/// IDs that look like real ones (random bits everywhere), the same on every run.
+fn trace_id(group: u64, i: u64) -> String {
+    let mut x = group.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    format!("{:016x}{:016x}", next(), next())
+}
+
+fn body(traces: &[Sent]) -> String {
+    let mut spans = Vec::new();
+    for t in traces {
+        let status = if t.error { r#","status":{"code":2}"# } else { "" };
+        spans.push(format!(
+            r#"{{"traceId":"{}","spanId":"00000000000000a1","name":"GET /","kind":2,"startTimeUnixNano":"{}","endTimeUnixNano":"{}"}}"#,
+            t.id,
+            t.start,
+            t.start + t.root_ns
+        ));
+        spans.push(format!(
+            r#"{{"traceId":"{}","spanId":"00000000000000b2","parentSpanId":"00000000000000a1","name":"SELECT","kind":3,"startTimeUnixNano":"{}","endTimeUnixNano":"{}"{status}}}"#,
+            t.id,
+            t.start + MS,
+            t.start + 2 * MS
+        ));
+    }
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"api"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// `n` traces starting `age` ago, a second apart: `errors` of them with an error span, `slow` of
+/// them with a 10 s root, the rest with roots of 10 ms and a little.
+fn group(group: u64, age: u64, n: u64, errors: u64, slow: u64) -> Vec<Sent> {
+    let base = now_ns() - age;
+    (0..n)
+        .map(|i| Sent {
+            id: trace_id(group, i),
+            start: base + i * 1_000_000_000,
+            root_ns: if i >= errors && i < errors + slow { 10_000 * MS } else { 10 * MS + i * 1000 },
+            error: i < errors,
+        })
+        .collect()
+}
+
+async fn send(s: &Server, traces: &[Sent]) {
+    let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], body(traces)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request("POST", &s.api_url("/flush"), &[], "").await;
+    assert_eq!(r.status, 204, "flush: {}", r.text());
+}
+
+async fn compact(s: &Server) {
+    let r = request("POST", &s.api_url("/api/admin/compact"), &[], "").await;
+    assert_eq!(r.status, 204, "compact: {}", r.text());
+}
+
+/// 2 when the trace is there whole, 0 when it is gone; anything else fails the test.
+async fn spans_of(s: &Server, id: &str) -> usize {
+    let got = fetch_span_ids(s, id).await;
+    assert!(got.is_empty() || got.len() == 2, "trace {id} is partial or doubled: {got:?}");
+    got.len()
+}
+
+async fn metric(s: &Server, name_and_labels: &str) -> f64 {
+    let text = request("GET", &s.api_url("/metrics"), &[], "").await.text();
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+async fn traces(s: &Server, what: &str, reason: &str) -> f64 {
+    metric(s, &format!("spoor_tier_traces_{what}_total{{tenant=\"single-tenant\",reason=\"{reason}\"}}")).await
+}
+
+fn blocks_json(data: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_spoor"))
+        .args(["blocks", "list", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_traces_land_in_their_tier_after_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data, QUIET);
+
+    // One block per age: 2 days (full), 10 days (sampled), 40 days (rollups only), 100 days (gone).
+    let two = group(2, 2 * DAY, 50, 5, 0);
+    let ten = group(10, 10 * DAY, 440, 20, 20);
+    let forty = group(40, 40 * DAY, 30, 3, 0);
+    let hundred = group(100, 100 * DAY, 30, 3, 0);
+    for g in [&two, &ten, &forty, &hundred] {
+        send(&s, g).await;
+    }
+    let before = blocks_json(&data);
+    assert_eq!(before.as_array().unwrap().len(), 4);
+    for b in before.as_array().unwrap() {
+        // Placed by their own time: every block's range is its group's, not the arrival's.
+        let end = b["meta"]["end_unix_nano"].as_u64().unwrap();
+        assert!(end < now_ns() - DAY, "a block of old spans ends at arrival time: {b}");
+        assert!(b["meta"].get("tier").is_none(), "flushed blocks are full (the default, not written)");
+    }
+    for t in two.iter().chain(&ten).chain(&forty).chain(&hundred) {
+        assert_eq!(spans_of(&s, &t.id).await, 2, "every old trace is accepted and readable");
+    }
+
+    compact(&s).await;
+    for round in 0..2 {
+        // 2 days: whole.
+        for t in &two {
+            assert_eq!(spans_of(&s, &t.id).await, 2, "round {round}: a 2-day trace");
+        }
+        // 10 days: every error and every slow trace whole, about 10 % of the rest.
+        let mut kept_rest = 0;
+        for t in &ten {
+            let n = spans_of(&s, &t.id).await;
+            if t.error || t.root_ns >= 10_000 * MS {
+                assert_eq!(n, 2, "round {round}: an error or slow 10-day trace was dropped");
+            } else if n == 2 {
+                kept_rest += 1;
+            }
+        }
+        assert!((20..=65).contains(&kept_rest), "round {round}: {kept_rest} of the 400 others kept, not about 10 %");
+        // 40 and 100 days: no traces.
+        for t in forty.iter().chain(&hundred) {
+            assert_eq!(spans_of(&s, &t.id).await, 0, "round {round}: a 40- or 100-day trace survived");
+        }
+        let after = blocks_json(&data);
+        let tiers: Vec<(&str, u64)> = after
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b["meta"]["tier"].as_str().unwrap_or("full"), b["meta"]["spans"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(tiers.len(), 2, "round {round}: the 2-day block and the sampled one: {tiers:?}");
+        assert!(tiers.contains(&("full", 100)), "{tiers:?}");
+        let sampled = tiers.iter().find(|(t, _)| *t == "sampled").expect("a sampled block");
+        assert_eq!(
+            sampled.1 as usize,
+            2 * (kept_rest + 40),
+            "round {round}: the sampled block holds the kept traces whole"
+        );
+
+        // A second cycle (and a restart) changes nothing: counters are per process.
+        if round == 0 {
+            assert_eq!(traces(&s, "kept", "error").await, 20.0);
+            let (slow, ratio) = (traces(&s, "kept", "slow").await, traces(&s, "kept", "ratio").await);
+            assert!(slow >= 20.0, "{slow}");
+            assert_eq!(slow + ratio, (20 + kept_rest) as f64);
+            assert_eq!(traces(&s, "dropped", "sampled_out").await, (400 - kept_rest) as f64);
+            assert_eq!(traces(&s, "dropped", "aggregated").await, 30.0);
+            assert_eq!(traces(&s, "dropped", "expired").await, 30.0);
+            assert_eq!(
+                metric(&s, "spoor_tier_spans{tenant=\"single-tenant\",tier=\"sampled\"}").await,
+                sampled.1 as f64
+            );
+            assert_eq!(metric(&s, "spoor_tier_spans{tenant=\"single-tenant\",tier=\"full\"}").await, 100.0);
+            s.restart();
+            compact(&s).await;
+        } else {
+            assert_eq!(traces(&s, "dropped", "sampled_out").await, 0.0, "nothing is sampled twice");
+        }
+    }
+    let table =
+        Command::new(env!("CARGO_BIN_EXE_spoor")).args(["blocks", "list", "--data-dir"]).arg(&data).output().unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains("TIER") && table.contains("sampled") && table.contains("full"), "{table}");
+}
