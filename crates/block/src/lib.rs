@@ -7,6 +7,7 @@ mod filter;
 mod index;
 mod meta;
 mod read;
+pub mod rollup;
 pub mod schema;
 mod sealed;
 mod write;

@@ -40,7 +40,7 @@ pub async fn dependencies(
 ) -> Result<(Vec<Edge>, SearchMetrics)> {
     // `{ }` reads the base columns only: IDs, start, service name.
     let query = spoor_traceql::parse("{ }").map_err(|e| Error::Internal(format!("the match-all query: {e}")))?;
-    let scan = Scan { plan: Arc::new(Plan::new(&query)?), range, all_columns: false };
+    let scan = Scan { plan: Arc::new(Plan::new(&query)?), range, all_columns: false, full_tier_only: false };
     let each: Arc<dyn Fn(RecordBatch) -> Result<Counts> + Send + Sync> = Arc::new(move |batch| edges(&batch, range));
     let (found, metrics) = search::scan(head, blocks, tenant, &scan, each).await?;
     let mut all = Counts::new();

@@ -255,6 +255,8 @@ pub(crate) struct Scan {
     pub(crate) range: (u64, u64),
     /// Read every column, not just the plan's (`compare()` looks at every attribute).
     pub(crate) all_columns: bool,
+    /// Leave out sampled-tier blocks (metrics: their spans are counted from rollups).
+    pub(crate) full_tier_only: bool,
 }
 
 /// Calls `each` (off the async workers) on every batch of candidate traces of one tenant: the
@@ -294,7 +296,7 @@ pub(crate) async fn scan<T: Send + 'static>(
         .filter(|b| {
             // A block holds whole traces: a span starting in range lies in a trace overlapping it.
             let m = b.meta();
-            m.start_unix_nano <= end && m.end_unix_nano >= start
+            m.start_unix_nano <= end && m.end_unix_nano >= start && (m.tier.is_full() || !scan.full_tier_only)
         })
         .collect();
     metrics.total_blocks = readers.len() as u32;

@@ -231,7 +231,11 @@ impl Compactor {
         // Read every cycle, as the front door re-reads it: a broken file skips retention (never
         // applies a policy nobody wrote) and is reported.
         let overrides = self.tenant_retention();
-        for tenant in r.blocks.tenants() {
+        let mut tenants = r.blocks.tenants();
+        tenants.extend(r.blocks.rollup_tenants());
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
             match &overrides {
                 Ok(o) => match self.config.retention.policy(&tenant, o.get(&tenant)) {
                     Ok(retention::Policy::MaxAge(age)) => self.single_tier(&tenant, age).await?,
@@ -289,6 +293,7 @@ impl Compactor {
                 "blocks moved to the sampled tier"
             );
             m.inc(names::TIER_REWRITES_TOTAL, &[("tenant", tenant), ("outcome", "ok")], 1.0);
+            m.inc(names::ROLLUP_ROWS_WRITTEN_TOTAL, &[("tenant", tenant)], done.rollup.rows as f64);
             for (reason, n) in &done.kept {
                 m.inc(names::TIER_TRACES_KEPT_TOTAL, &[("tenant", tenant), ("reason", reason.as_str())], *n as f64);
             }
@@ -298,6 +303,11 @@ impl Compactor {
             m.inc(names::TIER_SPANS_DROPPED_TOTAL, &labels, done.dropped_spans as f64);
             let inputs = done.inputs.len() as f64;
             m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", tenant), ("reason", "tiered")], inputs);
+        }
+        let gone = spoor_model::time::now_nanos().saturating_sub(p.aggregated.as_nanos() as u64);
+        for rollup in r.blocks.expire_rollups(tenant, gone).await? {
+            tracing::info!(tenant, rollup = rollup.rollup_id, "rollup deleted by retention");
+            m.inc(names::ROLLUPS_DELETED_TOTAL, &[("tenant", tenant)], 1.0);
         }
         for (meta, past_aggregated) in r.blocks.apply_tiers(tenant, p).await? {
             tracing::info!(tenant, block = meta.block_id, tier = meta.tier.as_str(), "block deleted by retention");

@@ -265,7 +265,9 @@ pub struct SearchConfig {
     pub max_spans_per_span_set: u32,
     /// Longest `end - start` a search or tag query may cover.
     pub max_search_duration_hours: u64,
-    /// Longest `end - start` a TraceQL metrics query may cover.
+    /// Longest `end - start` a TraceQL metrics query may cover: the aggregated tier's 90 days,
+    /// answered from rollups past the full tier (the step stays bounded: at most
+    /// `MAX_INTERVALS` steps per query).
     pub max_metrics_duration_hours: u64,
     /// Most exemplars a TraceQL metrics query returns per series (`exemplars=N` is capped).
     pub max_exemplars: usize,
@@ -284,7 +286,7 @@ impl Default for SearchConfig {
             default_spans_per_span_set: 3,
             max_spans_per_span_set: 100,
             max_search_duration_hours: 168,
-            max_metrics_duration_hours: 24,
+            max_metrics_duration_hours: 2160,
             max_exemplars: 100,
             max_query_expression_size_bytes: 128 << 10,
             max_tag_values: 10_000,

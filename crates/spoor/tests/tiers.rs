@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -108,6 +109,52 @@ async fn traces(s: &Server, what: &str, reason: &str) -> f64 {
     metric(s, &format!("spoor_tier_traces_{what}_total{{tenant=\"single-tenant\",reason=\"{reason}\"}}")).await
 }
 
+/// A metrics query's samples summed per series (keyed by the series' label values), over
+/// `[start, end]` (unix ns) in steps of an hour.
+async fn counts(s: &Server, query: &str, (start, end): (u64, u64)) -> Result<BTreeMap<String, f64>, String> {
+    let q: String = query
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let url = s.api_url(&format!(
+        "/api/metrics/query_range?q={q}&start={}&end={}&step=1h",
+        start / 1_000_000_000,
+        end / 1_000_000_000
+    ));
+    let r = request("GET", &url, &[], "").await;
+    if r.status != 200 {
+        return Err(format!("{} {}", r.status, r.text()));
+    }
+    let mut out = BTreeMap::new();
+    for series in r.json()["series"].as_array().unwrap() {
+        let labels: Vec<String> = series["labels"].as_array().unwrap().iter().map(|l| label(&l["value"])).collect();
+        let sum: f64 = series["samples"].as_array().unwrap().iter().filter_map(|v| v["value"].as_f64()).sum();
+        *out.entry(labels.join(",")).or_default() += sum;
+    }
+    Ok(out)
+}
+
+fn label(v: &serde_json::Value) -> String {
+    v["stringValue"].as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
+}
+
+/// What the metrics queries of the test answer: by service and by status over the 40-day
+/// data, by service across the 2- and 10-day data, a rate over the 40-day data (as counts).
+async fn answers(s: &Server, forty: (u64, u64), recent: (u64, u64)) -> Vec<BTreeMap<String, f64>> {
+    let mut out = Vec::new();
+    for (query, range) in [
+        ("{ } | count_over_time() by (resource.service.name)", forty),
+        ("{ } | count_over_time() by (status)", forty),
+        ("{ } | count_over_time() by (resource.service.name)", recent),
+        ("{ } | count_over_time() by (name, kind)", recent),
+    ] {
+        out.push(counts(s, query, range).await.unwrap_or_else(|e| panic!("{query}: {e}")));
+    }
+    let rate = counts(s, "{ } | rate() by (resource.service.name)", forty).await.unwrap();
+    out.push(rate.into_iter().map(|(k, v)| (k, (v * 3600.0).round())).collect());
+    out
+}
+
 fn blocks_json(data: &Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_spoor"))
         .args(["blocks", "list", "--json", "--data-dir"])
@@ -144,8 +191,32 @@ async fn old_traces_land_in_their_tier_after_a_compaction() {
         assert_eq!(spans_of(&s, &t.id).await, 2, "every old trace is accepted and readable");
     }
 
+    let forty_range = (forty[0].start - 3600 * 1_000_000_000, forty[29].start + 3600 * 1_000_000_000);
+    let recent_range = (ten[0].start - 3600 * 1_000_000_000, two[49].start + 3600 * 1_000_000_000);
+    let before = answers(&s, forty_range, recent_range).await;
+    let api = |n: f64| BTreeMap::from([("api".to_owned(), n)]);
+    assert_eq!(before[0], api(60.0), "raw spans, before any tiering");
+    assert_eq!(before[1], BTreeMap::from([("error".to_owned(), 3.0), ("unset".to_owned(), 57.0)]));
+    assert_eq!(before[2], api(980.0));
+    assert_eq!(before[4], api(60.0));
+    let old = (hundred[0].start - 3600 * 1_000_000_000, hundred[29].start + 3600 * 1_000_000_000);
+    assert_eq!(counts(&s, "{ } | count_over_time()", old).await.unwrap().values().sum::<f64>(), 60.0);
+
     compact(&s).await;
     for round in 0..2 {
+        // Metrics answer the same from rollups where traces were sampled or dropped, across the
+        // boundary with the full tier too.
+        assert_eq!(answers(&s, forty_range, recent_range).await, before, "round {round}");
+        assert!(counts(&s, "{ } | count_over_time()", old).await.unwrap().is_empty(), "the 100-day data is gone");
+        for (query, why) in [
+            ("{ status = error } | count_over_time()", "filter on"),
+            ("{ } | count_over_time() by (span.http.route)", "group by"),
+            ("{ } | quantile_over_time(duration, .9)", "rate() and count_over_time()"),
+        ] {
+            let e = counts(&s, query, forty_range).await.expect_err(query);
+            assert!(e.starts_with("400") && e.contains(why), "{query}: {e}");
+        }
+
         // 2 days: whole.
         for t in &two {
             assert_eq!(spans_of(&s, &t.id).await, 2, "round {round}: a 2-day trace");
@@ -183,10 +254,16 @@ async fn old_traces_land_in_their_tier_after_a_compaction() {
 
         // A second cycle (and a restart) changes nothing: counters are per process.
         if round == 0 {
-            assert_eq!(traces(&s, "kept", "error").await, 20.0);
-            let (slow, ratio) = (traces(&s, "kept", "slow").await, traces(&s, "kept", "ratio").await);
-            assert!(slow >= 20.0, "{slow}");
-            assert_eq!(slow + ratio, (20 + kept_rest) as f64);
+            // Rollups name an exemplar trace per row, and the sampled tier keeps those too (the
+            // first rule that matched counts a trace).
+            let exemplar = traces(&s, "kept", "exemplar").await;
+            let (error, slow, ratio) = (
+                traces(&s, "kept", "error").await,
+                traces(&s, "kept", "slow").await,
+                traces(&s, "kept", "ratio").await,
+            );
+            assert!(exemplar > 0.0 && error + exemplar >= 20.0 && slow > 0.0 && ratio > 0.0);
+            assert_eq!(exemplar + error + slow + ratio, (40 + kept_rest) as f64);
             assert_eq!(traces(&s, "dropped", "sampled_out").await, (400 - kept_rest) as f64);
             assert_eq!(traces(&s, "dropped", "aggregated").await, 30.0);
             assert_eq!(traces(&s, "dropped", "expired").await, 30.0);

@@ -3,7 +3,8 @@
 //!
 //! The full → sampled step is a rewrite, crash-safe the way compaction is: every full block of
 //! one compaction window is merged (so each trace is seen whole, across the blocks holding its
-//! parts), the kept traces are written to one new block whose meta lists the inputs in
+//! parts); a first pass writes the rollups of every span (`crate::rollups`), which count only
+//! once the inputs are gone; then the kept traces are written to one new block whose meta lists the inputs in
 //! `replaces`, and only once that meta exists are the inputs deleted. A crash before the meta
 //! leaves the inputs visible and the rewrite is redone; after it, cleanup deletes the inputs.
 //! Blocks already past `sampled` when they leave `full` go through the same rewrite keeping
@@ -12,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use spoor_block::rollup::{RollupBuilder, RollupMeta, exemplar_ids};
 use spoor_block::{BlockMeta, BlockWriter, Tier};
 use spoor_model::TraceId;
 use spoor_model::otlp::any_value::Value;
@@ -76,6 +78,8 @@ pub struct Resampled {
     pub tenant: String,
     pub inputs: Vec<BlockMeta>,
     pub output: BlockMeta,
+    /// Written first: every span of the inputs, counted.
+    pub rollup: RollupMeta,
     /// Traces kept, per reason.
     pub kept: BTreeMap<KeepReason, u64>,
     pub dropped_traces: u64,
@@ -212,46 +216,54 @@ impl Blocks {
         let past_sampled = inputs.iter().all(|m| m.end_unix_nano < sampled_cutoff);
         let rules = policy.keep.clone();
 
-        // Pass 1: the slow thresholds, from every root in the window.
-        let slow = match rules.slow_quantile {
-            Some(q) if !past_sampled => {
-                let mut files = Vec::with_capacity(inputs.len());
-                for m in &inputs {
-                    files.push(self.download(m).await?);
+        // Pass 1, over every span: the rollups (written before anything is dropped) and the
+        // slow thresholds, from every root in the window.
+        let mut files = Vec::with_capacity(inputs.len());
+        for m in &inputs {
+            files.push(self.download(m).await?);
+        }
+        let quantile = rules.slow_quantile.filter(|_| !past_sampled);
+        let (rows, slow) = in_thread(Priority::Background, self.build_cpu_ns(), move || {
+            let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
+            let mut durations: HashMap<(String, String, u64), Vec<u64>> = HashMap::new();
+            let mut rollups = RollupBuilder::default();
+            merge(iters, |trace_id, fragments| {
+                rollups.add_trace(trace_id, &fragments);
+                if quantile.is_some()
+                    && let Some(root) = root_of(&fragments)
+                {
+                    durations.entry(root.key).or_default().push(root.duration);
                 }
-                in_thread(Priority::Background, self.build_cpu_ns(), move || {
-                    let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
-                    let mut durations: HashMap<(String, String, u64), Vec<u64>> = HashMap::new();
-                    merge(iters, |_, fragments| {
-                        if let Some(root) = root_of(&fragments) {
-                            durations.entry(root.key).or_default().push(root.duration);
-                        }
-                        Ok(())
-                    })?;
-                    Ok(thresholds(durations, q))
-                })
-                .await?
-            }
-            _ => HashMap::new(),
-        };
+                Ok(())
+            })?;
+            Ok((rollups.finish(), quantile.map(|q| thresholds(durations, q)).unwrap_or_default()))
+        })
+        .await?;
+        let mut keep_ids = keep_ids.clone();
+        if rules.exemplars {
+            // A rollup's exemplar must lead to a trace while the sampled tier lasts.
+            keep_ids.extend(exemplar_ids(&rows));
+        }
+        let id = spoor_block::new_block_id();
+        let covers: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
+        let range = (
+            inputs.iter().map(|m| m.start_unix_nano).min().unwrap_or(0),
+            inputs.iter().map(|m| m.end_unix_nano).max().unwrap_or(0),
+        );
+        let rollup = self.write_rollup(tenant, &id, &covers, range, &rows).await?;
+        fail::point("tier.after_rollup");
 
         // Pass 2: the kept traces, whole, into one block that replaces the inputs.
         let mut files = Vec::with_capacity(inputs.len());
         for m in &inputs {
             files.push(self.download(m).await?);
         }
-        let id = spoor_block::new_block_id();
         let out_path = self.tmp_dir().join(format!("{id}.parquet"));
         let (t, options, path) = (tenant.to_owned(), self.write_options().clone(), out_path.clone());
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
-        let range = (
-            inputs.iter().map(|m| m.start_unix_nano).min().unwrap_or(0),
-            inputs.iter().map(|m| m.end_unix_nano).max().unwrap_or(0),
-        );
         let seal = self.seal().cloned();
-        let keep_ids = keep_ids.clone();
         type Tally = (spoor_block::Finished, BTreeMap<KeepReason, u64>, u64, u64);
         let built = in_thread(Priority::Background, self.build_cpu_ns(), move || -> Result<Tally> {
             let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
@@ -302,6 +314,7 @@ impl Blocks {
             tenant: tenant.to_owned(),
             inputs,
             output,
+            rollup,
             kept,
             dropped_traces,
             dropped_spans,
