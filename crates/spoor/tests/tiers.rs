@@ -283,3 +283,110 @@ async fn old_traces_land_in_their_tier_after_a_compaction() {
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.contains("TIER") && table.contains("sampled") && table.contains("full"), "{table}");
 }
+
+/// The spans of `traces` as two exports: every root, then every child, so each trace is split
+/// across two blocks of one window.
+async fn send_split(s: &Server, traces: &[Sent]) {
+    let all = body(traces);
+    let parsed: serde_json::Value = serde_json::from_str(&all).unwrap();
+    for parents in [false, true] {
+        let mut half = parsed.clone();
+        let spans = half["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array_mut().unwrap();
+        spans.retain(|sp| sp.get("parentSpanId").is_some() == parents);
+        let r =
+            request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], half.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = request("POST", &s.api_url("/flush"), &[], "").await;
+        assert_eq!(r.status, 204, "flush: {}", r.text());
+    }
+}
+
+/// Kept trace IDs (each checked whole), and the metrics answers over the two ranges.
+async fn outcome(s: &Server, ten: &[Sent], ranges: [(u64, u64); 2]) -> (Vec<String>, Vec<BTreeMap<String, f64>>) {
+    let mut kept = Vec::new();
+    for t in ten {
+        if spans_of(s, &t.id).await == 2 {
+            kept.push(t.id.clone());
+        } else {
+            assert!(!t.error && t.root_ns < 10_000 * MS, "an error or slow trace was lost");
+        }
+    }
+    let mut answers = Vec::new();
+    for range in ranges {
+        for q in ["{ } | count_over_time() by (resource.service.name)", "{ } | count_over_time() by (status)"] {
+            answers.push(counts(s, q, range).await.unwrap_or_else(|e| panic!("{q}: {e}")));
+        }
+    }
+    (kept, answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_at_every_step_of_a_tier_rewrite_loses_and_doubles_nothing() {
+    let ten = group(10, 10 * DAY, 200, 10, 10);
+    let forty = group(40, 40 * DAY, 20, 2, 0);
+    let hour = 3600 * 1_000_000_000;
+    let ranges = [(ten[0].start - hour, ten[199].start + hour), (forty[0].start - hour, forty[19].start + hour)];
+    let env = [QUIET, &[("SPOOR__COMPACTION__ORPHAN_GRACE_SECS", "0")]].concat();
+    // The oldest window goes first: with the 40-day data there, the crash lands in the rewrite
+    // that keeps nothing; without it, in the one that keeps traces.
+    for with_forty in [false, true] {
+        let mut reference = None;
+        for point in [
+            "",
+            "tier.rollup_before_meta",
+            "tier.after_rollup",
+            "tier.before_meta",
+            "tier.after_meta",
+            "tier.after_first_delete",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let mut s = Server::start(&data, &env);
+            send_split(&s, &ten).await;
+            if with_forty {
+                send_split(&s, &forty).await;
+            }
+            let forty_spans = if with_forty { BTreeMap::from([("api".to_owned(), 40.0)]) } else { BTreeMap::new() };
+            if !point.is_empty() {
+                s.kill9();
+                s.env.push(("SPOOR_FAILPOINT".into(), point.into()));
+                s.spawn();
+                s.wait_ready();
+                let r = try_request("POST", &s.api_url("/api/admin/compact")).await;
+                assert!(r.is_err(), "{point}: the process should have died mid-rewrite, got {:?}", r.map(|r| r.status));
+                let status = s.child.as_mut().unwrap().wait().unwrap();
+                assert!(!status.success(), "{point}: should have aborted");
+                s.child = None;
+                s.env.pop();
+                s.spawn();
+                s.wait_ready();
+                // Whatever the crash left, every span is counted once before the rewrite is redone.
+                let (_, answers) = outcome(&s, &ten, ranges).await;
+                assert_eq!(answers[0], BTreeMap::from([("api".to_owned(), 400.0)]), "{point}");
+                assert_eq!(answers[2], forty_spans, "{point}");
+            }
+            compact(&s).await;
+            // A second cycle removes what the crash left (replaced inputs, orphan files) and
+            // changes nothing else.
+            compact(&s).await;
+            let got = outcome(&s, &ten, ranges).await;
+            assert_eq!(got.1[0], BTreeMap::from([("api".to_owned(), 400.0)]), "{point}");
+            assert_eq!(got.1[1], BTreeMap::from([("error".to_owned(), 10.0), ("unset".to_owned(), 390.0)]), "{point}");
+            assert_eq!(got.1[2], forty_spans, "{point}");
+            for t in &forty {
+                assert_eq!(spans_of(&s, &t.id).await, 0, "{point}: a 40-day trace survived");
+            }
+            let blocks = blocks_json(&data);
+            let tiers: Vec<&str> =
+                blocks.as_array().unwrap().iter().map(|b| b["meta"]["tier"].as_str().unwrap_or("full")).collect();
+            assert_eq!(tiers, ["sampled"], "{point}: one sampled block, nothing replaced left: {blocks}");
+            let rollups = std::fs::read_dir(data.join("blocks/single-tenant/rollups")).unwrap().count();
+            assert_eq!(rollups, 1 + usize::from(with_forty), "{point}: one rollup per window, no leftovers");
+            match &reference {
+                None => reference = Some(got),
+                // The redone rewrite decides exactly as an uninterrupted one.
+                Some(r) => assert_eq!(&got, r, "{point}"),
+            }
+        }
+    }
+}

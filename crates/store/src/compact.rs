@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt;
+use object_store::ObjectStoreExt;
 use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
 use spoor_model::TraceId;
 use spoor_model::otlp::ResourceSpans;
@@ -177,11 +178,19 @@ impl Blocks {
         }
         // Orphans: (tenant, block) -> (has meta, newest modification)
         let mut dirs: HashMap<(String, String), (bool, SystemTime)> = HashMap::new();
+        // The same for rollups: a tier rewrite cut short between a rollup's data and its meta.
+        let mut rollup_dirs: HashMap<(String, String), (bool, SystemTime)> = HashMap::new();
         let mut objects = self.store.list(None);
         while let Some(o) = objects.try_next().await? {
             let parts: Vec<String> = o.location.parts().map(|p| p.as_ref().to_owned()).collect();
             if let [tenant, block, file] = parts.as_slice() {
                 let e = dirs.entry((tenant.clone(), block.clone())).or_insert((false, UNIX_EPOCH));
+                e.0 |= file == META_FILE;
+                e.1 = e.1.max(o.last_modified.into());
+            } else if let [tenant, dir, id, file] = parts.as_slice()
+                && dir == spoor_block::rollup::ROLLUP_DIR
+            {
+                let e = rollup_dirs.entry((tenant.clone(), id.clone())).or_insert((false, UNIX_EPOCH));
                 e.0 |= file == META_FILE;
                 e.1 = e.1.max(o.last_modified.into());
             }
@@ -192,6 +201,19 @@ impl Blocks {
                 tracing::info!(tenant, block, "deleting the files of a block that never got its meta");
                 self.delete(&tenant, &block).await?;
                 removed += 1;
+            }
+        }
+        for ((tenant, id), (has_meta, modified)) in rollup_dirs {
+            if !has_meta && now.duration_since(modified).unwrap_or_default() > policy.orphan_grace {
+                tracing::info!(tenant, rollup = id, "deleting the data of a rollup that never got its meta");
+                let path = object_store::path::Path::from(tenant.as_str())
+                    .join(spoor_block::rollup::ROLLUP_DIR)
+                    .join(id.as_str())
+                    .join(spoor_block::DATA_FILE);
+                match self.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(removed)
