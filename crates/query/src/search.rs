@@ -56,6 +56,9 @@ pub struct SearchMetrics {
     pub total_blocks: u32,
     pub completed_blocks: u32,
     pub total_block_bytes: u64,
+    /// Blocks of the sampled retention tier overlapping the range: traces there were kept by
+    /// sampling rules, so a search reaching them may miss traces that were dropped.
+    pub sampled_blocks: u32,
 }
 
 /// What two searches (or two parts of one) read together.
@@ -67,6 +70,7 @@ impl AddAssign<&SearchMetrics> for SearchMetrics {
         self.total_blocks += other.total_blocks;
         self.completed_blocks += other.completed_blocks;
         self.total_block_bytes += other.total_block_bytes;
+        self.sampled_blocks += other.sampled_blocks;
     }
 }
 
@@ -131,6 +135,7 @@ pub async fn search_progressively(
     });
     metrics.total_blocks = readers.len() as u32;
     metrics.total_block_bytes = readers.iter().map(|b| b.meta().data_bytes).sum();
+    metrics.sampled_blocks = readers.iter().filter(|b| !b.meta().tier.is_full()).count() as u32;
 
     for chunk in readers.chunks(PARALLEL) {
         // Blocks are in descending end order: the first of this wave ends latest.
@@ -655,6 +660,7 @@ mod tests {
             total_blocks: 4 * n as u32,
             completed_blocks: 5 * n as u32,
             total_block_bytes: 6 * n,
+            sampled_blocks: 7 * n as u32,
         };
         let mut sum = m(1);
         sum += &m(10);

@@ -208,6 +208,21 @@ async fn old_traces_land_in_their_tier_after_a_compaction() {
         // boundary with the full tier too.
         assert_eq!(answers(&s, forty_range, recent_range).await, before, "round {round}");
         assert!(counts(&s, "{ } | count_over_time()", old).await.unwrap().is_empty(), "the 100-day data is gone");
+        // A search that reaches the sampled tier says so; one within the full tier does not.
+        for (range, sampled) in [
+            ((ten[0].start - 3_600_000_000_000, ten[439].start + 1), 1),
+            ((two[0].start - 3_600_000_000_000, two[49].start + 1), 0),
+        ] {
+            let url = s.api_url(&format!(
+                "/api/search?q=%7B%7D&start={}&end={}",
+                range.0 / 1_000_000_000,
+                range.1 / 1_000_000_000
+            ));
+            let r = request("GET", &url, &[], "").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let body = r.json();
+            assert_eq!(body["metrics"]["sampledTierBlocks"].as_u64().unwrap_or(0), sampled, "{body}");
+        }
         for (query, why) in [
             ("{ status = error } | count_over_time()", "filter on"),
             ("{ } | count_over_time() by (span.http.route)", "group by"),
