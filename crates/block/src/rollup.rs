@@ -1,6 +1,8 @@
 //! Rollups: what stays of spans once their traces are dropped. Per (minute, service, span name,
 //! kind, status): span count, error count, duration sum, a latency histogram over the span
-//! metrics generator's buckets and one exemplar trace ID. Written by the compactor before the
+//! metrics generator's buckets, the durations' log2 histogram (the buckets TraceQL's
+//! `quantile_over_time` and `histogram_over_time` use, so those answer from rollups exactly as
+//! from spans) and one exemplar trace ID. Written by the compactor before the
 //! full → sampled rewrite drops anything, so the counts are of every span.
 //!
 //! Layout: `<tenant>/rollups/<id>/{data.parquet, meta.json}`; the meta is written last, as a
@@ -11,9 +13,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{FixedSizeBinaryBuilder, ListBuilder, StringBuilder, UInt8Builder, UInt64Builder};
+use arrow_array::builder::{
+    FixedSizeBinaryBuilder, Int32Builder, ListBuilder, StringBuilder, UInt8Builder, UInt64Builder,
+};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{UInt8Type, UInt64Type};
+use arrow_array::types::{Int32Type, UInt8Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -73,6 +77,9 @@ pub struct RollupRow {
     pub duration_sum_ns: u64,
     /// Per [`LATENCY_BUCKETS`] bound, then the rest; not cumulative.
     pub buckets: Vec<u64>,
+    /// (exponent, spans) sorted by exponent: spans whose duration in ns is in
+    /// `(2^(exp-1), 2^exp]` ([`log2_exp`]).
+    pub log2: Vec<(i32, u64)>,
     pub exemplar: Option<TraceId>,
 }
 
@@ -111,6 +118,7 @@ impl RollupBuilder {
                     errors: 0,
                     duration_sum_ns: 0,
                     buckets: vec![0; LATENCY_BUCKETS.len() + 1],
+                    log2: Vec::new(),
                     exemplar: Some(trace_id),
                 });
                 let d = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano);
@@ -120,6 +128,11 @@ impl RollupBuilder {
                 let secs = d as f64 / 1e9;
                 let b = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
                 row.buckets[b] += 1;
+                let exp = log2_exp(d);
+                match row.log2.binary_search_by_key(&exp, |(e, _)| *e) {
+                    Ok(i) => row.log2[i].1 += 1,
+                    Err(i) => row.log2.insert(i, (exp, 1)),
+                }
             }
         }
     }
@@ -132,6 +145,12 @@ impl RollupBuilder {
         });
         rows
     }
+}
+
+/// The log2 bucket of a duration as TraceQL metrics compute it: the bit length of `ns - 1`
+/// (ceil(log2(ns)), exact for integers), `i32::MIN` for 0.
+pub fn log2_exp(ns: u64) -> i32 {
+    if ns == 0 { i32::MIN } else { (u64::BITS - (ns - 1).leading_zeros()) as i32 }
 }
 
 /// The trace IDs rollup rows name as exemplars: the sampled tier keeps them.
@@ -150,7 +169,9 @@ fn schema() -> Arc<Schema> {
         Field::new("spans", DataType::UInt64, false),
         Field::new("errors", DataType::UInt64, false),
         Field::new("duration_sum_ns", DataType::UInt64, false),
-        Field::new("buckets", DataType::List(item), false),
+        Field::new("buckets", DataType::List(item.clone()), false),
+        Field::new("log2_exp", DataType::List(Arc::new(Field::new("item", DataType::Int32, true))), false),
+        Field::new("log2_count", DataType::List(item), false),
         Field::new("exemplar", DataType::FixedSizeBinary(16), true),
     ]))
 }
@@ -162,6 +183,8 @@ pub fn encode(rows: &[RollupRow]) -> Result<Vec<u8>> {
     let (mut service, mut name) = (StringBuilder::new(), StringBuilder::new());
     let (mut kind, mut status) = (UInt8Builder::new(), UInt8Builder::new());
     let mut buckets = ListBuilder::new(UInt64Builder::new());
+    let mut log2_exp = ListBuilder::new(Int32Builder::new());
+    let mut log2_count = ListBuilder::new(UInt64Builder::new());
     let mut exemplar = FixedSizeBinaryBuilder::new(16);
     for r in rows {
         minute.append_value(r.minute);
@@ -174,6 +197,12 @@ pub fn encode(rows: &[RollupRow]) -> Result<Vec<u8>> {
         sum.append_value(r.duration_sum_ns);
         buckets.values().append_slice(&r.buckets);
         buckets.append(true);
+        for (e, n) in &r.log2 {
+            log2_exp.values().append_value(*e);
+            log2_count.values().append_value(*n);
+        }
+        log2_exp.append(true);
+        log2_count.append(true);
         match r.exemplar {
             Some(id) => exemplar.append_value(id.0)?,
             None => exemplar.append_null(),
@@ -189,6 +218,8 @@ pub fn encode(rows: &[RollupRow]) -> Result<Vec<u8>> {
         Arc::new(errors.finish()),
         Arc::new(sum.finish()),
         Arc::new(buckets.finish()),
+        Arc::new(log2_exp.finish()),
+        Arc::new(log2_count.finish()),
         Arc::new(exemplar.finish()),
     ];
     let batch = RecordBatch::try_new(schema(), columns)?;
@@ -219,10 +250,18 @@ pub fn decode(data: Bytes) -> Result<Vec<RollupRow>> {
         let service = col("service")?.as_string_opt::<i32>().cloned().ok_or_else(|| bad("service"))?;
         let name = col("name")?.as_string_opt::<i32>().cloned().ok_or_else(|| bad("name"))?;
         let buckets = col("buckets")?.as_list_opt::<i32>().cloned().ok_or_else(|| bad("buckets"))?;
+        let log2_exp = col("log2_exp")?.as_list_opt::<i32>().cloned().ok_or_else(|| bad("log2_exp"))?;
+        let log2_count = col("log2_count")?.as_list_opt::<i32>().cloned().ok_or_else(|| bad("log2_count"))?;
         let exemplar = col("exemplar")?.as_fixed_size_binary_opt().cloned().ok_or_else(|| bad("exemplar"))?;
         for i in 0..batch.num_rows() {
             let b = buckets.value(i);
             let b = b.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("bucket values"))?;
+            let (e, n) = (log2_exp.value(i), log2_count.value(i));
+            let e = e.as_primitive_opt::<Int32Type>().ok_or_else(|| bad("log2 exponents"))?;
+            let n = n.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("log2 counts"))?;
+            if e.len() != n.len() {
+                return Err(bad("log2 exponents and counts differ in length"));
+            }
             out.push(RollupRow {
                 minute: minute.value(i),
                 service: service.is_valid(i).then(|| service.value(i).to_owned()),
@@ -233,6 +272,7 @@ pub fn decode(data: Bytes) -> Result<Vec<RollupRow>> {
                 errors: errors.value(i),
                 duration_sum_ns: sum.value(i),
                 buckets: b.values().to_vec(),
+                log2: e.values().iter().copied().zip(n.values().iter().copied()).collect(),
                 exemplar: exemplar.is_valid(i).then(|| exemplar.value(i).try_into().ok().map(TraceId)).flatten(),
             });
         }
@@ -289,6 +329,8 @@ mod tests {
         assert_eq!(decoded, rows);
         let err = decoded.iter().find(|r| r.status == 2 && r.kind == 2).unwrap();
         assert_eq!((err.errors, err.buckets[LATENCY_BUCKETS.len()]), (1, 1), "20 s is past the last bound");
+        assert_eq!(err.log2, [(log2_exp(20_000_000_000), 1)]);
+        assert_eq!((log2_exp(1), log2_exp(2), log2_exp(3), log2_exp(1024), log2_exp(1025)), (0, 1, 2, 10, 11));
         assert!(decode(Bytes::from_static(b"not parquet")).is_err());
     }
 }

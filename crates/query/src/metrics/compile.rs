@@ -113,11 +113,20 @@ pub(super) enum RollupLabel {
     Kind,
 }
 
-/// Rollups count spans per (minute, service, name, kind, status): they answer `rate` and
-/// `count_over_time` of every span, by those attributes only.
+/// Rollups count spans and their durations' log2 buckets per (minute, service, name, kind,
+/// status): they answer `rate`, `count_over_time`, and `quantile_over_time` and
+/// `histogram_over_time` of `duration`, of every span, by those attributes only.
 fn rollup_answer(q: &MetricsQuery) -> std::result::Result<Vec<RollupLabel>, String> {
-    if !matches!(q.func, MetricsFn::Rate | MetricsFn::CountOverTime) {
-        return Err("rollups answer rate() and count_over_time() only".into());
+    let duration = |a: &Attribute| matches!(a, Attribute::Intrinsic(Intrinsic::Duration));
+    let answered = match &q.func {
+        MetricsFn::Rate | MetricsFn::CountOverTime => true,
+        MetricsFn::QuantileOverTime(a, _) | MetricsFn::HistogramOverTime(a) => duration(a),
+        _ => false,
+    };
+    if !answered {
+        return Err("rollups answer rate(), count_over_time(), and quantile_over_time() and \
+                    histogram_over_time() of duration only"
+            .into());
     }
     let all = match &q.spans {
         SpansetQuery::Pipeline(Pipeline { stages }) => matches!(

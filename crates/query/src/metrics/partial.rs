@@ -120,8 +120,17 @@ impl Partial {
                 continue;
             }
             let acc = out.series.entry(key).or_insert_with(|| Acc::new(&leaf.func, grid.len()));
-            if let Cells::Count(c) = &mut acc.cells {
-                c[bucket] += r.spans;
+            let len = acc.len;
+            match &mut acc.cells {
+                Cells::Count(c) => c[bucket] += r.spans,
+                // `duration`'s buckets, as `Bucket::duration` computes them from each span.
+                Cells::Log2(h) => {
+                    for &(exp, n) in &r.log2 {
+                        h.entry(Bucket { duration: true, exp }).or_insert_with(|| vec![0; len])[bucket] += n;
+                    }
+                }
+                // `rollup_answer` lets no other function through.
+                _ => {}
             }
         }
         out
