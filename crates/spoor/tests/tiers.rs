@@ -409,3 +409,25 @@ async fn kill9_at_every_step_of_a_tier_rewrite_loses_and_doubles_nothing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_backdates_its_traces_for_tier_measurements() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, QUIET);
+    let out = Command::new(env!("CARGO_BIN_EXE_spoor"))
+        .args(["loadgen", "--endpoint", &format!("http://{}", s.http), "--transport", "http"])
+        .args(["--spans", "500", "--duration", "60", "--backdate", "240h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = request("POST", &s.api_url("/flush"), &[], "").await;
+    assert_eq!(r.status, 204);
+    let blocks = blocks_json(&data);
+    let meta = &blocks[0]["meta"];
+    let (start, end) = (meta["start_unix_nano"].as_u64().unwrap(), meta["end_unix_nano"].as_u64().unwrap());
+    assert!(end < now_ns() - 239 * 3600 * 1_000_000_000 && start > now_ns() - 241 * 3600 * 1_000_000_000, "{meta}");
+    compact(&s).await;
+    let blocks = blocks_json(&data);
+    assert_eq!(blocks[0]["meta"]["tier"], "sampled", "{blocks}");
+}
