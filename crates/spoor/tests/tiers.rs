@@ -426,8 +426,17 @@ async fn loadgen_backdates_its_traces_for_tier_measurements() {
     let blocks = blocks_json(&data);
     let meta = &blocks[0]["meta"];
     let (start, end) = (meta["start_unix_nano"].as_u64().unwrap(), meta["end_unix_nano"].as_u64().unwrap());
+    let spans = meta["spans"].as_u64().unwrap();
     assert!(end < now_ns() - 239 * 3600 * 1_000_000_000 && start > now_ns() - 241 * 3600 * 1_000_000_000, "{meta}");
     compact(&s).await;
     let blocks = blocks_json(&data);
     assert_eq!(blocks[0]["meta"]["tier"], "sampled", "{blocks}");
+    // loadgen's traces call from service to service: the rollup has service-graph edges.
+    let rollups: Vec<_> = std::fs::read_dir(data.join("blocks/single-tenant/rollups")).unwrap().flatten().collect();
+    assert_eq!(rollups.len(), 1);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rollups[0].path().join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["spans"].as_u64(), Some(spans), "the rollup counts every span of the block: {meta}");
+    assert!(meta["edge_rows"].as_u64().unwrap() > 0, "{meta}");
+    assert!(rollups[0].path().join("edges.parquet").exists());
 }

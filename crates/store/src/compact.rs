@@ -206,13 +206,14 @@ impl Blocks {
         for ((tenant, id), (has_meta, modified)) in rollup_dirs {
             if !has_meta && now.duration_since(modified).unwrap_or_default() > policy.orphan_grace {
                 tracing::info!(tenant, rollup = id, "deleting the data of a rollup that never got its meta");
-                let path = object_store::path::Path::from(tenant.as_str())
+                let dir = object_store::path::Path::from(tenant.as_str())
                     .join(spoor_block::rollup::ROLLUP_DIR)
-                    .join(id.as_str())
-                    .join(spoor_block::DATA_FILE);
-                match self.store.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
+                    .join(id.as_str());
+                for file in [spoor_block::DATA_FILE, spoor_block::rollup::EDGES_FILE] {
+                    match self.store.delete(&dir.clone().join(file)).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }

@@ -1,12 +1,13 @@
 //! Rollups in the object store (`<tenant>/rollups/<id>/{data.parquet, meta.json}`, the format
 //! in `spoor_block::rollup`): written by the tier rewrite, listed by the same poll as blocks,
-//! read by TraceQL metrics where only they hold every span, deleted past `aggregated`.
+//! read by TraceQL metrics where only they hold every span (the service-graph edges beside
+//! them are read by [`Blocks::read_rollup_edges`]), deleted past `aggregated`.
 
 use std::collections::{HashMap, HashSet};
 
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use spoor_block::rollup::{self, ROLLUP_DIR, ROLLUP_FORMAT, RollupMeta, RollupRow};
+use spoor_block::rollup::{self, EDGES_FILE, EdgeRow, ROLLUP_DIR, ROLLUP_FORMAT, RollupMeta, RollupRow};
 use spoor_block::{DATA_FILE, META_FILE};
 use spoor_model::time::now_nanos;
 
@@ -50,7 +51,21 @@ impl Blocks {
             .map_err(Error::from)
     }
 
-    /// Writes a rollup of the spans of `covers` (data, then the meta that makes it exist).
+    /// A rollup's service-graph edges.
+    pub async fn read_rollup_edges(&self, meta: &RollupMeta) -> Result<Vec<EdgeRow>> {
+        if meta.edge_rows == 0 {
+            return Ok(Vec::new());
+        }
+        let path = rollup_dir(&meta.tenant, &meta.rollup_id).join(EDGES_FILE);
+        let data = self.store.get(&path).await?.bytes().await?;
+        tokio::task::spawn_blocking(move || rollup::decode_edges(data))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(Error::from)
+    }
+
+    /// Writes a rollup of the spans of `covers` (edges and data, then the meta that makes it
+    /// exist).
     /// Rollups of an earlier, unfinished attempt over any of these blocks go first: their
     /// blocks are still visible, so they count for nothing, and a finished attempt must not
     /// find them counting twice.
@@ -61,12 +76,17 @@ impl Blocks {
         covers: &[String],
         range: (u64, u64),
         rows: &[RollupRow],
+        edges: &[EdgeRow],
     ) -> Result<RollupMeta> {
         for stale in self.rollups(tenant).into_iter().filter(|m| m.covers.iter().any(|c| covers.contains(c))) {
             self.delete_rollup(&stale).await?;
         }
         let dir = rollup_dir(tenant, id);
         let data = rollup::encode(rows)?;
+        if !edges.is_empty() {
+            let edges = rollup::encode_edges(edges)?;
+            self.store.put(&dir.clone().join(EDGES_FILE), PutPayload::from(edges)).await?;
+        }
         let meta = RollupMeta {
             format: ROLLUP_FORMAT.into(),
             rollup_id: id.to_owned(),
@@ -77,6 +97,7 @@ impl Blocks {
             spans: rows.iter().map(|r| r.spans).sum(),
             data_bytes: data.len() as u64,
             covers: covers.to_vec(),
+            edge_rows: edges.len() as u64,
             created_unix_nano: now_nanos(),
         };
         self.store.put(&dir.clone().join(DATA_FILE), PutPayload::from(data)).await?;
@@ -94,7 +115,7 @@ impl Blocks {
             r.remove(&meta.rollup_id);
         }
         let dir = rollup_dir(&meta.tenant, &meta.rollup_id);
-        for file in [META_FILE, DATA_FILE] {
+        for file in [META_FILE, DATA_FILE, EDGES_FILE] {
             match self.store.delete(&dir.clone().join(file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),

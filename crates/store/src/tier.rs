@@ -223,7 +223,7 @@ impl Blocks {
             files.push(self.download(m).await?);
         }
         let quantile = rules.slow_quantile.filter(|_| !past_sampled);
-        let (rows, slow) = in_thread(Priority::Background, self.build_cpu_ns(), move || {
+        let ((rows, edges), slow) = in_thread(Priority::Background, self.build_cpu_ns(), move || {
             let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
             let mut durations: HashMap<(String, String, u64), Vec<u64>> = HashMap::new();
             let mut rollups = RollupBuilder::default();
@@ -250,7 +250,7 @@ impl Blocks {
             inputs.iter().map(|m| m.start_unix_nano).min().unwrap_or(0),
             inputs.iter().map(|m| m.end_unix_nano).max().unwrap_or(0),
         );
-        let rollup = self.write_rollup(tenant, &id, &covers, range, &rows).await?;
+        let rollup = self.write_rollup(tenant, &id, &covers, range, &rows, &edges).await?;
         fail::point("tier.after_rollup");
 
         // Pass 2: the kept traces, whole, into one block that replaces the inputs.
