@@ -440,3 +440,43 @@ async fn loadgen_backdates_its_traces_for_tier_measurements() {
     assert!(meta["edge_rows"].as_u64().unwrap() > 0, "{meta}");
     assert!(rollups[0].path().join("edges.parquet").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_are_per_tenant_in_the_overrides_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let overrides = dir.path().join("overrides.yaml");
+    // "long" keeps every span for 1000 hours; "short" uses the defaults; "single" has the
+    // single-tier policy of the main config's `retention.tenants`.
+    std::fs::write(&overrides, "overrides:\n  long:\n    retention:\n      tiers:\n        full: 1000h\n        sampled: 1500h\n        aggregated: 2000h\n").unwrap();
+    let config = dir.path().join("spoor.yaml");
+    std::fs::write(&config, "retention:\n  tenants:\n    single: 48\n").unwrap();
+    let mut s = Server::unstarted(&data);
+    s.env = [QUIET, &[("SPOOR__TENANCY__MULTITENANCY_ENABLED", "true")]]
+        .concat()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    s.env.push(("SPOOR__LIMITS__OVERRIDES_FILE".into(), overrides.display().to_string()));
+    s.config = Some(config);
+    s.spawn();
+    s.wait_ready();
+    let traces = group(10, 10 * DAY, 40, 2, 0);
+    for tenant in ["long", "short", "single"] {
+        let headers = [("content-type", "application/json"), ("x-scope-orgid", tenant)];
+        let r = request("POST", &s.otlp_url("/v1/traces"), &headers, body(&traces)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = request("POST", &s.api_url("/flush"), &[], "").await;
+    assert_eq!(r.status, 204);
+    compact(&s).await;
+    let mut tiers = BTreeMap::new();
+    for b in blocks_json(&data).as_array().unwrap() {
+        let tier = b["meta"]["tier"].as_str().unwrap_or("full").to_owned();
+        tiers.insert(b["meta"]["tenant"].as_str().unwrap().to_owned(), (tier, b["meta"]["spans"].as_u64().unwrap()));
+    }
+    assert_eq!(tiers["long"], ("full".to_owned(), 80), "{tiers:?}");
+    assert_eq!(tiers["short"].0, "sampled", "{tiers:?}");
+    assert!(tiers["short"].1 < 80 && tiers["short"].1 >= 4, "{tiers:?}");
+    assert!(!tiers.contains_key("single"), "single-tier: deleted whole at 48 hours: {tiers:?}");
+}
