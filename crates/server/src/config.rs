@@ -237,11 +237,14 @@ pub struct IngestConfig {
     pub enabled: bool,
     /// Largest accepted request, measured after decompression (HTTP body, gRPC message).
     pub max_request_bytes: usize,
+    /// Spans that ended longer ago than this are refused (partial success); 0: spans of any
+    /// age are accepted and placed by their own time (tiered retention takes them from there).
+    pub max_span_age_hours: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { enabled: true, max_request_bytes: 64 << 20 }
+        IngestConfig { enabled: true, max_request_bytes: 64 << 20, max_span_age_hours: 0 }
     }
 }
 

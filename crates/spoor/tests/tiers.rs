@@ -480,3 +480,20 @@ async fn tiers_are_per_tenant_in_the_overrides_file() {
     assert!(tiers["short"].1 < 80 && tiers["short"].1 >= 4, "{tiers:?}");
     assert!(!tiers.contains_key("single"), "single-tier: deleted whole at 48 hours: {tiers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_can_bound_how_old_accepted_spans_may_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[QUIET, &[("SPOOR__INGEST__MAX_SPAN_AGE_HOURS", "720")]].concat());
+    let ten = group(10, 10 * DAY, 5, 0, 0);
+    let forty = group(40, 40 * DAY, 5, 0, 0);
+    let both: Vec<Sent> = ten.into_iter().chain(forty).collect();
+    let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], body(&both)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reply = r.json();
+    assert_eq!(reply["partialSuccess"]["rejectedSpans"].to_string().trim_matches('"'), "10", "{reply}");
+    assert!(reply["partialSuccess"]["errorMessage"].as_str().unwrap().contains("max_span_age_hours"), "{reply}");
+    for (i, t) in both.iter().enumerate() {
+        assert_eq!(spans_of(&s, &t.id).await, if i < 5 { 2 } else { 0 }, "trace {i}");
+    }
+}
