@@ -78,6 +78,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print!("{}", list_table(&metas));
+                for tenant in blocks
+                    .tenants()
+                    .into_iter()
+                    .chain(blocks.rollup_tenants())
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    if target.tenant.as_ref().is_some_and(|t| *t != tenant) {
+                        continue;
+                    }
+                    let rollups = blocks.rollups(&tenant);
+                    if !rollups.is_empty() {
+                        print!("{}", rollup_line(&tenant, &rollups));
+                    }
+                }
             }
         }
         Command::Inspect { block_id, target } => {
@@ -132,6 +146,21 @@ fn list_table(metas: &[(BlockMeta, bool)]) -> String {
     let _ =
         writeln!(out, "{} blocks, {spans} spans, {bytes} bytes, {:.1} bytes/span", metas.len(), per_span(bytes, spans));
     out
+}
+
+/// A tenant's rollups (the aggregated tier) on one line.
+fn rollup_line(tenant: &str, rollups: &[spoor_block::rollup::RollupMeta]) -> String {
+    let start = rollups.iter().map(|r| r.start_unix_nano).min().unwrap_or(0);
+    let end = rollups.iter().map(|r| r.end_unix_nano).max().unwrap_or(0);
+    format!(
+        "{tenant}: {} rollups (aggregated tier), {} rows, {} spans counted, {} bytes, {} .. {} (UTC)\n",
+        rollups.len(),
+        rollups.iter().map(|r| r.rows).sum::<u64>(),
+        rollups.iter().map(|r| r.spans).sum::<u64>(),
+        rollups.iter().map(|r| r.data_bytes).sum::<u64>(),
+        utc(start),
+        utc(end)
+    )
 }
 
 fn inspect_text(m: &BlockMeta, visible: bool) -> String {

@@ -301,6 +301,11 @@ async fn old_traces_land_in_their_tier_after_a_compaction() {
         Command::new(env!("CARGO_BIN_EXE_spoor")).args(["blocks", "list", "--data-dir"]).arg(&data).output().unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.contains("TIER") && table.contains("sampled") && table.contains("full"), "{table}");
+    // Two rollups: the 10-day window's (880 spans) and the 40-day one's (60).
+    assert!(
+        table.contains("single-tenant: 2 rollups (aggregated tier)") && table.contains("940 spans counted"),
+        "{table}"
+    );
 }
 
 /// The spans of `traces` as two exports: every root, then every child, so each trace is split
