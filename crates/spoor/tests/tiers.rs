@@ -502,3 +502,30 @@ async fn an_operator_can_bound_how_old_accepted_spans_may_be() {
         assert_eq!(spans_of(&s, &t.id).await, if i < 5 { 2 } else { 0 }, "trace {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_work_with_encryption_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "7".repeat(64)).unwrap();
+    let env = [QUIET, &[("SPOOR__STORAGE__ENCRYPTION__KEY_FILE", key.to_str().unwrap())]].concat();
+    let s = Server::start(&data, &env);
+    let ten = group(10, 10 * DAY, 100, 5, 5);
+    let forty = group(40, 40 * DAY, 10, 1, 0);
+    send(&s, &ten).await;
+    send(&s, &forty).await;
+    compact(&s).await;
+    for t in ten.iter().filter(|t| t.error || t.root_ns >= 10_000 * MS) {
+        assert_eq!(spans_of(&s, &t.id).await, 2);
+    }
+    let hour = 3_600_000_000_000;
+    let range = (forty[0].start - hour, forty[9].start + hour);
+    let got = counts(&s, "{ } | count_over_time() by (status)", range).await.unwrap();
+    assert_eq!(got, BTreeMap::from([("error".to_owned(), 1.0), ("unset".to_owned(), 19.0)]));
+    // Nothing in the rollups' files is plaintext.
+    for entry in std::fs::read_dir(data.join("blocks/single-tenant/rollups")).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path().join("meta.json")).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("spoor-rollup-1"), "a rollup meta in plaintext");
+    }
+}
