@@ -205,12 +205,22 @@ async fn old_traces_land_in_their_tier_after_a_compaction() {
     let old = (hundred[0].start - 3600 * 1_000_000_000, hundred[29].start + 3600 * 1_000_000_000);
     assert_eq!(counts(&s, "{ } | count_over_time()", old).await.unwrap().values().sum::<f64>(), 60.0);
 
+    let end_ms = (ten[439].start + 3_600_000_000_000) / 1_000_000;
+    let url = s.api_url(&format!("/jaeger/api/dependencies?endTs={end_ms}&lookback={}", 3 * 3_600_000));
+    assert_eq!(request("GET", &url, &[], "").await.status, 200, "dependencies over raw spans");
+
     compact(&s).await;
     for round in 0..2 {
         // Metrics answer the same from rollups where traces were sampled or dropped, across the
         // boundary with the full tier too.
         assert_eq!(answers(&s, forty_range, recent_range).await, before, "round {round}");
         assert!(counts(&s, "{ } | count_over_time()", old).await.unwrap().is_empty(), "the 100-day data is gone");
+        // Dependencies need every span: refused where traces were sampled, not undercounted.
+        let end_ms = (ten[439].start + 3_600_000_000_000) / 1_000_000;
+        let url = s.api_url(&format!("/jaeger/api/dependencies?endTs={end_ms}&lookback={}", 3 * 3_600_000));
+        let r = request("GET", &url, &[], "").await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("full retention tier"), "{}", r.text());
         // A search that reaches the sampled tier says so; one within the full tier does not.
         for (range, sampled) in [
             ((ten[0].start - 3_600_000_000_000, ten[439].start + 1), 1),
