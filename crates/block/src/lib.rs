@@ -7,6 +7,7 @@ mod filter;
 mod index;
 mod meta;
 mod read;
+pub mod rollup;
 pub mod schema;
 mod sealed;
 mod write;
@@ -15,7 +16,8 @@ pub use error::{Error, Result};
 pub use filter::{BlockFilter, TraceFilter};
 pub use index::{GroupIndex, KeyValues, ValueIndex, kinds};
 pub use meta::{
-    AttributeKeys, BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, META_FILE, new_block_id,
+    AttributeKeys, BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, META_FILE, Tier,
+    new_block_id,
 };
 pub use read::{BlockReader, TraceIter};
 pub use schema as columns;

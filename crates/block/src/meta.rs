@@ -35,6 +35,32 @@ pub struct BlockMeta {
     /// instead of reading data.
     #[serde(default)]
     pub keys: AttributeKeys,
+    /// The retention tier: `full` (every span, the default and absent in older metas) or
+    /// `sampled` (whole traces kept by the tenant's sampling rules once the block aged out of
+    /// `full`). Compaction never merges blocks of different tiers.
+    #[serde(default, skip_serializing_if = "Tier::is_full")]
+    pub tier: Tier,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[default]
+    Full,
+    Sampled,
+}
+
+impl Tier {
+    pub fn is_full(&self) -> bool {
+        *self == Tier::Full
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Tier::Full => "full",
+            Tier::Sampled => "sampled",
+        }
+    }
 }
 
 /// Distinct attribute keys per scope, at most [`AttributeKeys::MAX_PER_SCOPE`] each.

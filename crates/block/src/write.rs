@@ -272,6 +272,7 @@ impl<W: Write + Send> BlockWriter<W> {
                 generic_resource: written.generic_resource,
                 ..self.keys.finish()
             },
+            tier: Default::default(),
         };
         Ok(Finished { meta, filter })
     }

@@ -38,9 +38,22 @@ pub async fn dependencies(
     tenant: &str,
     range: (u64, u64),
 ) -> Result<(Vec<Edge>, SearchMetrics)> {
+    // Past the full retention tier traces were sampled or dropped: counting the rest would be
+    // a silently low answer.
+    let sampled = blocks.visible(tenant).iter().any(|b| {
+        let m = b.meta();
+        !m.tier.is_full() && m.start_unix_nano <= range.1 && m.end_unix_nano >= range.0
+    });
+    if sampled || !blocks.active_rollups(tenant, range).is_empty() {
+        return Err(Error::Invalid(
+            "this window reaches data past the full retention tier, where not every trace is kept: \
+             dependencies need every span; use a shorter lookback"
+                .into(),
+        ));
+    }
     // `{ }` reads the base columns only: IDs, start, service name.
     let query = spoor_traceql::parse("{ }").map_err(|e| Error::Internal(format!("the match-all query: {e}")))?;
-    let scan = Scan { plan: Arc::new(Plan::new(&query)?), range, all_columns: false };
+    let scan = Scan { plan: Arc::new(Plan::new(&query)?), range, all_columns: false, full_tier_only: false };
     let each: Arc<dyn Fn(RecordBatch) -> Result<Counts> + Send + Sync> = Arc::new(move |batch| edges(&batch, range));
     let (found, metrics) = search::scan(head, blocks, tenant, &scan, each).await?;
     let mut all = Counts::new();

@@ -73,12 +73,18 @@ pub async fn query_range(
     let mut partials = Vec::new();
     for leaf in &compiled.leaves {
         let mut partial = Partial::default();
-        let scan = Scan { plan: leaf.plan.clone(), range: grid.span_range(), all_columns: leaf.compare.is_some() };
+        let scan = Scan {
+            plan: leaf.plan.clone(),
+            range: grid.span_range(),
+            all_columns: leaf.compare.is_some(),
+            full_tier_only: true,
+        };
         let each: Arc<dyn Fn(RecordBatch) -> Result<Partial> + Send + Sync> = {
             let leaf = leaf.clone();
             Arc::new(move |batch| Partial::of(&leaf, &grid, &batch))
         };
         for tenant in tenants {
+            partial.merge(from_rollups(blocks, tenant, leaf, &grid, &mut metrics).await?);
             let (found, m) = search::scan(head, blocks, tenant, &scan, each.clone()).await?;
             found.into_iter().for_each(|p| partial.merge(p));
             metrics += &m;
@@ -87,6 +93,48 @@ pub async fn query_range(
     }
     let truncated = partials.iter().any(|p| p.truncated);
     Ok(MetricsResult { series: finish(&compiled, partials, &grid)?, truncated, metrics })
+}
+
+/// What the rollups of `tenant` contribute over the grid: where tiered retention dropped or
+/// sampled traces, only rollups hold every span, so sampled blocks are never counted (the scan
+/// leaves them out) and a query rollups cannot answer there is refused rather than answered
+/// from part of the data.
+async fn from_rollups(
+    blocks: &Blocks,
+    tenant: &str,
+    leaf: &Leaf,
+    grid: &Grid,
+    metrics: &mut SearchMetrics,
+) -> Result<Partial> {
+    let range = grid.span_range();
+    let rollups = blocks.active_rollups(tenant, range);
+    let sampled = blocks.visible(tenant).iter().any(|b| {
+        let m = b.meta();
+        !m.tier.is_full() && m.start_unix_nano <= range.1 && m.end_unix_nano >= range.0
+    });
+    if rollups.is_empty() && !sampled {
+        return Ok(Partial::default());
+    }
+    let labels = leaf.rollup.as_ref().map_err(|why| {
+        Error::Invalid(format!(
+            "this range reaches data past the full retention tier, where only rollups hold every span, \
+             and {why}"
+        ))
+    })?;
+    if !grid.step().is_multiple_of(spoor_block::rollup::MINUTE_NS) {
+        return Err(Error::Invalid(
+            "this range reaches data past the full retention tier, counted per minute: the step must be a \
+             multiple of 1m"
+                .into(),
+        ));
+    }
+    let mut partial = Partial::default();
+    for meta in &rollups {
+        let rows = blocks.read_rollup(meta).await?;
+        metrics.inspected_bytes += meta.data_bytes;
+        partial.merge(Partial::of_rollups(leaf, labels, grid, &rows));
+    }
+    Ok(partial)
 }
 
 /// The same over in-memory batches, each aggregated on its own and merged as blocks are.

@@ -56,6 +56,9 @@ pub struct SearchMetrics {
     pub total_blocks: u32,
     pub completed_blocks: u32,
     pub total_block_bytes: u64,
+    /// Blocks of the sampled retention tier overlapping the range: traces there were kept by
+    /// sampling rules, so a search reaching them may miss traces that were dropped.
+    pub sampled_blocks: u32,
 }
 
 /// What two searches (or two parts of one) read together.
@@ -67,6 +70,7 @@ impl AddAssign<&SearchMetrics> for SearchMetrics {
         self.total_blocks += other.total_blocks;
         self.completed_blocks += other.completed_blocks;
         self.total_block_bytes += other.total_block_bytes;
+        self.sampled_blocks += other.sampled_blocks;
     }
 }
 
@@ -131,6 +135,7 @@ pub async fn search_progressively(
     });
     metrics.total_blocks = readers.len() as u32;
     metrics.total_block_bytes = readers.iter().map(|b| b.meta().data_bytes).sum();
+    metrics.sampled_blocks = readers.iter().filter(|b| !b.meta().tier.is_full()).count() as u32;
 
     for chunk in readers.chunks(PARALLEL) {
         // Blocks are in descending end order: the first of this wave ends latest.
@@ -255,6 +260,8 @@ pub(crate) struct Scan {
     pub(crate) range: (u64, u64),
     /// Read every column, not just the plan's (`compare()` looks at every attribute).
     pub(crate) all_columns: bool,
+    /// Leave out sampled-tier blocks (metrics: their spans are counted from rollups).
+    pub(crate) full_tier_only: bool,
 }
 
 /// Calls `each` (off the async workers) on every batch of candidate traces of one tenant: the
@@ -294,7 +301,7 @@ pub(crate) async fn scan<T: Send + 'static>(
         .filter(|b| {
             // A block holds whole traces: a span starting in range lies in a trace overlapping it.
             let m = b.meta();
-            m.start_unix_nano <= end && m.end_unix_nano >= start
+            m.start_unix_nano <= end && m.end_unix_nano >= start && (m.tier.is_full() || !scan.full_tier_only)
         })
         .collect();
     metrics.total_blocks = readers.len() as u32;
@@ -653,6 +660,7 @@ mod tests {
             total_blocks: 4 * n as u32,
             completed_blocks: 5 * n as u32,
             total_block_bytes: 6 * n,
+            sampled_blocks: 7 * n as u32,
         };
         let mut sum = m(1);
         sum += &m(10);

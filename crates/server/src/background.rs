@@ -1,19 +1,24 @@
 //! The loops that run beside request handling: flushing live traces into blocks, polling the
 //! blocklist, and (in one process per backend) compaction, retention and cleanup.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use spoor_model::TraceId;
 use spoor_store::compact::Policy;
+use spoor_store::tier::TierPolicy;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::generated::{self, Generated};
 use crate::ingest::flush::Flusher;
 use crate::ingest::front::FrontDoor;
+use crate::ingest::limits::OverridesFile;
 use crate::ingest::pipeline::Pipeline;
 use crate::metrics::Metrics;
 use crate::metrics::names;
+use crate::retention::{self, TenantRetention};
 use crate::tempo::reader::Reader;
 
 /// The roles a process runs, as the loops need them.
@@ -24,6 +29,7 @@ pub struct Roles<'a> {
     /// The ingest path and its flusher; absent in a query-only process.
     pub ingest: Option<(&'a Arc<Pipeline>, &'a Arc<Flusher>)>,
     pub generated: Option<&'a Arc<Generated>>,
+    pub compactor: &'a Arc<Compactor>,
 }
 
 pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
@@ -44,7 +50,7 @@ pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
     }
     tasks.spawn(poller(r.reader.clone(), r.metrics.clone(), r.config.storage.blocklist_poll_secs));
     if r.config.compaction.enabled {
-        tasks.spawn(compactor(r.reader.clone(), r.metrics.clone(), r.config.clone()));
+        tasks.spawn(compactor(r.compactor.clone()));
     }
 }
 
@@ -180,40 +186,147 @@ async fn poller(r: Arc<Reader>, metrics: Arc<Metrics>, poll_secs: u64) {
     }
 }
 
-async fn compactor(r: Arc<Reader>, metrics: Arc<Metrics>, config: Config) {
-    let c = &config.compaction;
-    let policy = Policy {
-        window: Duration::from_secs(c.window_secs.max(1)),
-        max_input_blocks: c.max_input_blocks.max(2),
-        max_block_spans: c.max_block_spans,
-        orphan_grace: Duration::from_secs(c.orphan_grace_secs),
-    };
-    let every = Duration::from_secs(c.interval_secs.max(1));
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = compaction_cycle(&r, &metrics, &config, &policy).await {
-            tracing::warn!(error = %e, "compaction cycle failed; retrying next interval");
-        }
-    }
+/// Trace IDs per tenant that the sampled tier keeps whatever its other rules say
+/// (`retention.sampled_keep.exemplars`). Whoever knows of traces worth keeping adds them here:
+/// the DORA store (deployments and incidents) is to feed it.
+pub type KeepSet = Arc<RwLock<HashMap<String, HashSet<TraceId>>>>;
+
+/// Compaction, tiered retention and cleanup: one cycle at a time, from the loop (when
+/// `compaction.enabled`) or on demand (`POST /api/admin/compact`).
+pub struct Compactor {
+    reader: Arc<Reader>,
+    metrics: Arc<Metrics>,
+    config: Config,
+    policy: Policy,
+    pub keep: KeepSet,
+    running: tokio::sync::Mutex<()>,
 }
 
-/// Cleanup first: a compacted block is merged again only once the blocks it replaced are gone,
-/// so a replaced block can never reappear.
-async fn compaction_cycle(r: &Reader, m: &Metrics, config: &Config, policy: &Policy) -> Result<(), spoor_store::Error> {
-    let removed = r.blocks.cleanup(policy).await?;
-    if removed > 0 {
-        m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
+impl Compactor {
+    pub fn new(reader: Arc<Reader>, metrics: Arc<Metrics>, config: Config) -> Compactor {
+        let c = &config.compaction;
+        let policy = Policy {
+            window: Duration::from_secs(c.window_secs.max(1)),
+            max_input_blocks: c.max_input_blocks.max(2),
+            max_block_spans: c.max_block_spans,
+            orphan_grace: Duration::from_secs(c.orphan_grace_secs),
+        };
+        Compactor { reader, metrics, config, policy, keep: KeepSet::default(), running: Default::default() }
     }
-    for tenant in r.blocks.tenants() {
-        for meta in r.blocks.apply_retention(&tenant, config.retention.max_age(&tenant)).await? {
-            tracing::info!(tenant, block = meta.block_id, "block deleted by retention");
-            m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", &tenant), ("reason", "retention")], 1.0);
-            let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
-            m.inc(names::RETENTION_DELETED_BYTES_TOTAL, &[("tenant", &tenant)], bytes);
+
+    /// One cycle; a cycle already running (the loop's) is waited for first.
+    pub async fn run_once(&self) -> Result<(), spoor_store::Error> {
+        let _one_at_a_time = self.running.lock().await;
+        self.cycle().await
+    }
+
+    /// Cleanup first: a compacted block is merged again only once the blocks it replaced are
+    /// gone, so a replaced block can never reappear.
+    async fn cycle(&self) -> Result<(), spoor_store::Error> {
+        let (r, m) = (&self.reader, &self.metrics);
+        let removed = r.blocks.cleanup(&self.policy).await?;
+        if removed > 0 {
+            m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
         }
+        // Read every cycle, as the front door re-reads it: a broken file skips retention (never
+        // applies a policy nobody wrote) and is reported.
+        let overrides = self.tenant_retention();
+        let mut tenants = r.blocks.tenants();
+        tenants.extend(r.blocks.rollup_tenants());
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            match &overrides {
+                Ok(o) => match self.config.retention.policy(&tenant, o.get(&tenant)) {
+                    Ok(retention::Policy::MaxAge(age)) => self.single_tier(&tenant, age).await?,
+                    Ok(retention::Policy::Tiers(p)) => self.tiers(&tenant, &p).await?,
+                    Err(e) => tracing::warn!(tenant, error = e, "bad retention override; retention skipped"),
+                },
+                Err(e) => tracing::warn!(error = e, "cannot read the overrides file; retention skipped"),
+            }
+            self.compact(&tenant).await?;
+        }
+        Ok(())
+    }
+
+    fn tenant_retention(&self) -> Result<HashMap<String, TenantRetention>, String> {
+        let path = &self.config.limits.overrides_file;
+        if path.as_os_str().is_empty() {
+            return Ok(HashMap::new());
+        }
+        let file = OverridesFile::load(path)?;
+        Ok(file.overrides.into_iter().filter_map(|(t, o)| o.retention.map(|r| (t, r))).collect())
+    }
+
+    async fn single_tier(&self, tenant: &str, age: Duration) -> Result<(), spoor_store::Error> {
+        let m = &self.metrics;
+        for meta in self.reader.blocks.apply_retention(tenant, age).await? {
+            tracing::info!(tenant, block = meta.block_id, "block deleted by retention");
+            m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", tenant), ("reason", "retention")], 1.0);
+            let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
+            m.inc(names::RETENTION_DELETED_BYTES_TOTAL, &[("tenant", tenant)], bytes);
+        }
+        Ok(())
+    }
+
+    /// Full blocks past `full` are rewritten first, so what must outlive them is written
+    /// before anything is deleted; then what aged out of its tier goes.
+    async fn tiers(&self, tenant: &str, p: &TierPolicy) -> Result<(), spoor_store::Error> {
+        let (r, m) = (&self.reader, &self.metrics);
+        let keep = self.keep.read().unwrap().get(tenant).cloned().unwrap_or_default();
+        // Bounded per cycle so one tenant's backlog cannot starve the others.
+        for _ in 0..64 {
+            let done = match r.blocks.resample_tenant(tenant, self.policy.window, p, &keep).await {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(e) => {
+                    m.inc(names::TIER_REWRITES_TOTAL, &[("tenant", tenant), ("outcome", "error")], 1.0);
+                    return Err(e);
+                }
+            };
+            tracing::info!(
+                tenant,
+                inputs = done.inputs.len(),
+                block = done.output.block_id,
+                kept_spans = done.output.spans,
+                dropped_traces = done.dropped_traces,
+                "blocks moved to the sampled tier"
+            );
+            m.inc(names::TIER_REWRITES_TOTAL, &[("tenant", tenant), ("outcome", "ok")], 1.0);
+            m.inc(names::ROLLUP_ROWS_WRITTEN_TOTAL, &[("tenant", tenant)], done.rollup.rows as f64);
+            for (reason, n) in &done.kept {
+                m.inc(names::TIER_TRACES_KEPT_TOTAL, &[("tenant", tenant), ("reason", reason.as_str())], *n as f64);
+            }
+            let reason = if done.past_sampled { "aggregated" } else { "sampled_out" };
+            let labels = [("tenant", tenant), ("reason", reason)];
+            m.inc(names::TIER_TRACES_DROPPED_TOTAL, &labels, done.dropped_traces as f64);
+            m.inc(names::TIER_SPANS_DROPPED_TOTAL, &labels, done.dropped_spans as f64);
+            let inputs = done.inputs.len() as f64;
+            m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", tenant), ("reason", "tiered")], inputs);
+        }
+        let gone = spoor_model::time::now_nanos().saturating_sub(p.aggregated.as_nanos() as u64);
+        for rollup in r.blocks.expire_rollups(tenant, gone).await? {
+            tracing::info!(tenant, rollup = rollup.rollup_id, "rollup deleted by retention");
+            m.inc(names::ROLLUPS_DELETED_TOTAL, &[("tenant", tenant)], 1.0);
+        }
+        for (meta, past_aggregated) in r.blocks.apply_tiers(tenant, p).await? {
+            tracing::info!(tenant, block = meta.block_id, tier = meta.tier.as_str(), "block deleted by retention");
+            let reason = if past_aggregated { "expired" } else { "aggregated" };
+            let labels = [("tenant", tenant), ("reason", reason)];
+            m.inc(names::TIER_TRACES_DROPPED_TOTAL, &labels, meta.traces as f64);
+            m.inc(names::TIER_SPANS_DROPPED_TOTAL, &labels, meta.spans as f64);
+            m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", tenant), ("reason", "retention")], 1.0);
+            let bytes = (meta.data_bytes + meta.filter_bytes) as f64;
+            m.inc(names::RETENTION_DELETED_BYTES_TOTAL, &[("tenant", tenant)], bytes);
+        }
+        Ok(())
+    }
+
+    async fn compact(&self, tenant: &str) -> Result<(), spoor_store::Error> {
+        let (r, m) = (&self.reader, &self.metrics);
         // Bounded per cycle so one busy tenant cannot starve retention of the others.
         for _ in 0..4 {
-            match r.blocks.compact_tenant(&tenant, policy).await {
+            match r.blocks.compact_tenant(tenant, &self.policy).await {
                 Ok(Some(c)) => {
                     tracing::info!(
                         tenant,
@@ -222,26 +335,36 @@ async fn compaction_cycle(r: &Reader, m: &Metrics, config: &Config, policy: &Pol
                         spans = c.output.spans,
                         "blocks compacted"
                     );
-                    m.inc(names::COMPACTIONS_TOTAL, &[("tenant", &tenant), ("outcome", "ok")], 1.0);
-                    m.inc(names::COMPACTED_INPUT_BLOCKS_TOTAL, &[("tenant", &tenant)], c.inputs.len() as f64);
+                    m.inc(names::COMPACTIONS_TOTAL, &[("tenant", tenant), ("outcome", "ok")], 1.0);
+                    m.inc(names::COMPACTED_INPUT_BLOCKS_TOTAL, &[("tenant", tenant)], c.inputs.len() as f64);
                     let dupes = c.input_spans.saturating_sub(c.output.spans) as f64;
-                    m.inc(names::COMPACTION_DUPLICATE_SPANS_TOTAL, &[("tenant", &tenant)], dupes);
+                    m.inc(names::COMPACTION_DUPLICATE_SPANS_TOTAL, &[("tenant", tenant)], dupes);
                     let written = (c.output.data_bytes + c.output.filter_bytes) as f64;
-                    m.inc(names::COMPACTION_WRITTEN_BYTES_TOTAL, &[("tenant", &tenant)], written);
-                    m.inc(names::COMPACTION_WRITTEN_SPANS_TOTAL, &[("tenant", &tenant)], c.output.spans as f64);
+                    m.inc(names::COMPACTION_WRITTEN_BYTES_TOTAL, &[("tenant", tenant)], written);
+                    m.inc(names::COMPACTION_WRITTEN_SPANS_TOTAL, &[("tenant", tenant)], c.output.spans as f64);
                     m.inc(
                         names::BLOCKS_DELETED_TOTAL,
-                        &[("tenant", &tenant), ("reason", "compacted")],
+                        &[("tenant", tenant), ("reason", "compacted")],
                         c.inputs.len() as f64,
                     );
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    m.inc(names::COMPACTIONS_TOTAL, &[("tenant", &tenant), ("outcome", "error")], 1.0);
+                    m.inc(names::COMPACTIONS_TOTAL, &[("tenant", tenant), ("outcome", "error")], 1.0);
                     return Err(e);
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+async fn compactor(c: Arc<Compactor>) {
+    let every = Duration::from_secs(c.config.compaction.interval_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = c.run_once().await {
+            tracing::warn!(error = %e, "compaction cycle failed; retrying next interval");
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! Configuration: embedded defaults, then a YAML file, then `SPOOR__SECTION__KEY` environment
 //! variables, then command-line flags. Every key is documented in docs/configuration.md.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,7 @@ pub use crate::encryption::EncryptionConfig;
 pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
 pub use crate::ingest::limits::{IngestionLimits, LimitsConfig, MemoryLimiterConfig};
 pub use crate::ingest::processors::{Processor, Processors};
+pub use crate::retention::{RetentionConfig, SampledKeepConfig, TenantRetention, TiersConfig};
 pub use crate::tls::TlsConfig;
 pub use spoor_wal::Durability;
 
@@ -222,28 +222,6 @@ impl Default for CompactionConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Blocks whose newest span is older than this are deleted.
-    pub max_age_hours: u64,
-    /// Per-tenant overrides of `max_age_hours`.
-    pub tenants: BTreeMap<String, u64>,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig { max_age_hours: 7 * 24, tenants: BTreeMap::new() }
-    }
-}
-
-impl RetentionConfig {
-    pub fn max_age(&self, tenant: &str) -> std::time::Duration {
-        let hours = self.tenants.get(tenant).copied().unwrap_or(self.max_age_hours);
-        std::time::Duration::from_secs(hours * 3600)
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
 pub struct WalConfig {
     /// `fsync`: acknowledge after fdatasync. `os`: after write(2) only (survives a crash of
     /// Spoor, not of the machine).
@@ -264,11 +242,14 @@ pub struct IngestConfig {
     pub enabled: bool,
     /// Largest accepted request, measured after decompression (HTTP body, gRPC message).
     pub max_request_bytes: usize,
+    /// Spans that ended longer ago than this are refused (partial success); 0: spans of any
+    /// age are accepted and placed by their own time (tiered retention takes them from there).
+    pub max_span_age_hours: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { enabled: true, max_request_bytes: 64 << 20 }
+        IngestConfig { enabled: true, max_request_bytes: 64 << 20, max_span_age_hours: 0 }
     }
 }
 
@@ -292,7 +273,9 @@ pub struct SearchConfig {
     pub max_spans_per_span_set: u32,
     /// Longest `end - start` a search or tag query may cover.
     pub max_search_duration_hours: u64,
-    /// Longest `end - start` a TraceQL metrics query may cover.
+    /// Longest `end - start` a TraceQL metrics query may cover: the aggregated tier's 90 days,
+    /// answered from rollups past the full tier (the step stays bounded: at most
+    /// `MAX_INTERVALS` steps per query).
     pub max_metrics_duration_hours: u64,
     /// Most exemplars a TraceQL metrics query returns per series (`exemplars=N` is capped).
     pub max_exemplars: usize,
@@ -311,7 +294,7 @@ impl Default for SearchConfig {
             default_spans_per_span_set: 3,
             max_spans_per_span_set: 100,
             max_search_duration_hours: 168,
-            max_metrics_duration_hours: 24,
+            max_metrics_duration_hours: 2160,
             max_exemplars: 100,
             max_query_expression_size_bytes: 128 << 10,
             max_tag_values: 10_000,
@@ -382,6 +365,7 @@ impl Config {
             }
             None => ConfigError::new(format!("invalid configuration: {e}")),
         })?;
+        config.retention.validate().map_err(|e| ConfigError::at("retention", format!("invalid configuration: {e}")))?;
         config
             .metrics_generator
             .validate()

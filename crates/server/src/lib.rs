@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod jaeger;
 pub mod metrics;
 pub mod reload;
+pub mod retention;
 pub mod retry;
 pub mod tempo;
 pub mod tls;
@@ -152,7 +153,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let mut servers = http::Servers::new(header_timeout);
+    let compactor = Arc::new(background::Compactor::new(reader.clone(), metrics.clone(), config.clone()));
     let admin = Admin {
+        compactor: compactor.clone(),
         reader: reader.clone(),
         ready: ready.clone(),
         flusher: write.as_ref().map(|(_, f)| f.clone()),
@@ -211,7 +214,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 ready.set_ready();
                 metrics.set(names::READY, &[], 1.0);
                 let ingest = write.as_ref().map(|(p, f)| (p, f));
-                let roles = background::Roles { config: &config, reader: &reader, metrics: &metrics, ingest, generated: generated.as_ref() };
+                let roles = background::Roles { config: &config, reader: &reader, metrics: &metrics, ingest, generated: generated.as_ref(), compactor: &compactor };
                 background::spawn(roles, &mut tasks);
                 if let Some(d) = &dora_store {
                     tasks.spawn(prune_dora(d.clone()));

@@ -56,6 +56,16 @@ pub mod names {
     pub const COMPACTION_WRITTEN_SPANS_TOTAL: &str = "spoor_compaction_written_spans_total";
     pub const BLOCKS_DELETED_TOTAL: &str = "spoor_blocks_deleted_total";
     pub const RETENTION_DELETED_BYTES_TOTAL: &str = "spoor_retention_deleted_bytes_total";
+    pub const TIER_BYTES: &str = "spoor_tier_bytes";
+    pub const TIER_SPANS: &str = "spoor_tier_spans";
+    pub const TIER_REWRITES_TOTAL: &str = "spoor_tier_rewrites_total";
+    pub const TIER_TRACES_KEPT_TOTAL: &str = "spoor_tier_traces_kept_total";
+    pub const TIER_TRACES_DROPPED_TOTAL: &str = "spoor_tier_traces_dropped_total";
+    pub const TIER_SPANS_DROPPED_TOTAL: &str = "spoor_tier_spans_dropped_total";
+    pub const ROLLUP_ROWS: &str = "spoor_tier_rollup_rows";
+    pub const ROLLUP_BYTES: &str = "spoor_tier_rollup_bytes";
+    pub const ROLLUP_ROWS_WRITTEN_TOTAL: &str = "spoor_tier_rollup_rows_written_total";
+    pub const ROLLUPS_DELETED_TOTAL: &str = "spoor_tier_rollups_deleted_total";
     pub const QUERIES_TOTAL: &str = "spoor_queries_total";
     pub const QUERY_SECONDS_TOTAL: &str = "spoor_query_seconds_total";
     pub const SEARCH_INSPECTED_SPANS_TOTAL: &str = "spoor_search_inspected_spans_total";
@@ -171,6 +181,25 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::COMPACTION_WRITTEN_SPANS_TOTAL, "counter", "Spans re-encoded into compacted blocks, by tenant."),
     (names::BLOCKS_DELETED_TOTAL, "counter", "Blocks deleted, by tenant and reason (compacted, retention, cleanup)."),
     (names::RETENTION_DELETED_BYTES_TOTAL, "counter", "Bytes of blocks deleted by retention, by tenant."),
+    (names::TIER_BYTES, "gauge", "Bytes of visible blocks (data and filter), by tenant and tier (full, sampled)."),
+    (names::TIER_SPANS, "gauge", "Spans in visible blocks, by tenant and tier."),
+    (names::TIER_REWRITES_TOTAL, "counter", "Full-to-sampled block rewrites, by tenant and outcome."),
+    (
+        names::TIER_TRACES_KEPT_TOTAL,
+        "counter",
+        "Traces kept by the full-to-sampled rewrite, by tenant and reason (exemplar, error, slow, ratio).",
+    ),
+    (
+        names::TIER_TRACES_DROPPED_TOTAL,
+        "counter",
+        "Traces dropped by tiered retention, by tenant and reason (sampled_out: not kept by the sampled \
+         tier's rules; aggregated: sampled blocks past the sampled tier; expired: past the aggregated tier).",
+    ),
+    (names::TIER_SPANS_DROPPED_TOTAL, "counter", "Spans dropped by tiered retention, by tenant and reason."),
+    (names::ROLLUP_ROWS, "gauge", "Rows of listed rollups (per minute, service, span name, kind, status), by tenant."),
+    (names::ROLLUP_BYTES, "gauge", "Bytes of listed rollups' data, by tenant."),
+    (names::ROLLUP_ROWS_WRITTEN_TOTAL, "counter", "Rollup rows written by the full-to-sampled rewrite, by tenant."),
+    (names::ROLLUPS_DELETED_TOTAL, "counter", "Rollups deleted past the aggregated tier, by tenant."),
     (names::QUERIES_TOTAL, "counter", "Search and tag queries, by endpoint and outcome (ok, bad_request, error)."),
     (names::QUERY_SECONDS_TOTAL, "counter", "Time spent answering search and tag queries, by endpoint."),
     (names::SEARCH_INSPECTED_SPANS_TOTAL, "counter", "Spans whose prefilter columns searches looked at."),
@@ -322,7 +351,9 @@ impl Metrics {
         }
         // Tenants whose last block went away must read 0, not their last value.
         for ((name, _), v) in self.gauges.lock().unwrap().iter_mut() {
-            if name.starts_with("spoor_block") {
+            if name.starts_with("spoor_block")
+                || [names::TIER_BYTES, names::TIER_SPANS, names::ROLLUP_ROWS, names::ROLLUP_BYTES].contains(name)
+            {
                 *v = 0.0;
             }
         }
@@ -335,6 +366,16 @@ impl Metrics {
             self.set(names::BLOCKS, &[("tenant", &tenant)], s.blocks as f64);
             self.set(names::BLOCK_BYTES, &[("tenant", &tenant)], s.bytes as f64);
             self.set(names::BLOCK_SPANS, &[("tenant", &tenant)], s.spans as f64);
+        }
+        for (tenant, tier, s) in blocks.tier_stats() {
+            self.set(names::TIER_BYTES, &[("tenant", &tenant), ("tier", tier.as_str())], s.bytes as f64);
+            self.set(names::TIER_SPANS, &[("tenant", &tenant), ("tier", tier.as_str())], s.spans as f64);
+        }
+        for tenant in blocks.rollup_tenants() {
+            let rollups = blocks.rollups(&tenant);
+            self.set(names::ROLLUP_ROWS, &[("tenant", &tenant)], rollups.iter().map(|r| r.rows).sum::<u64>() as f64);
+            let bytes = rollups.iter().map(|r| r.data_bytes).sum::<u64>() as f64;
+            self.set(names::ROLLUP_BYTES, &[("tenant", &tenant)], bytes);
         }
         self.render_with(wal)
     }

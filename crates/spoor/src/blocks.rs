@@ -8,7 +8,7 @@ use spoor_server::Config;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Every block per tenant: time range, spans, traces, size, bytes per span.
+    /// Every block per tenant: tier (full or sampled), time range, spans, traces, size, bytes per span.
     List {
         #[command(flatten)]
         target: Target,
@@ -78,6 +78,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print!("{}", list_table(&metas));
+                for tenant in blocks
+                    .tenants()
+                    .into_iter()
+                    .chain(blocks.rollup_tenants())
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    if target.tenant.as_ref().is_some_and(|t| *t != tenant) {
+                        continue;
+                    }
+                    let rollups = blocks.rollups(&tenant);
+                    if !rollups.is_empty() {
+                        print!("{}", rollup_line(&tenant, &rollups));
+                    }
+                }
             }
         }
         Command::Inspect { block_id, target } => {
@@ -103,8 +117,8 @@ fn list_table(metas: &[(BlockMeta, bool)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<36} {:>5} {:<20} {:<20} {:>10} {:>9} {:>12} {:>9}",
-        "TENANT", "BLOCK", "LEVEL", "START (UTC)", "END (UTC)", "SPANS", "TRACES", "BYTES", "B/SPAN"
+        "{:<16} {:<36} {:<7} {:>5} {:<20} {:<20} {:>10} {:>9} {:>12} {:>9}",
+        "TENANT", "BLOCK", "TIER", "LEVEL", "START (UTC)", "END (UTC)", "SPANS", "TRACES", "BYTES", "B/SPAN"
     );
     let (mut spans, mut bytes) = (0, 0);
     for (m, visible) in metas {
@@ -112,9 +126,10 @@ fn list_table(metas: &[(BlockMeta, bool)]) -> String {
         let mark = if *visible { "" } else { " (replaced)" };
         let _ = writeln!(
             out,
-            "{:<16} {:<36} {:>5} {:<20} {:<20} {:>10} {:>9} {:>12} {:>9.1}{mark}",
+            "{:<16} {:<36} {:<7} {:>5} {:<20} {:<20} {:>10} {:>9} {:>12} {:>9.1}{mark}",
             m.tenant,
             m.block_id,
+            m.tier.as_str(),
             m.compaction_level,
             utc(m.start_unix_nano),
             utc(m.end_unix_nano),
@@ -133,11 +148,26 @@ fn list_table(metas: &[(BlockMeta, bool)]) -> String {
     out
 }
 
+/// A tenant's rollups (the aggregated tier) on one line.
+fn rollup_line(tenant: &str, rollups: &[spoor_block::rollup::RollupMeta]) -> String {
+    let start = rollups.iter().map(|r| r.start_unix_nano).min().unwrap_or(0);
+    let end = rollups.iter().map(|r| r.end_unix_nano).max().unwrap_or(0);
+    format!(
+        "{tenant}: {} rollups (aggregated tier), {} rows, {} spans counted, {} bytes, {} .. {} (UTC)\n",
+        rollups.len(),
+        rollups.iter().map(|r| r.rows).sum::<u64>(),
+        rollups.iter().map(|r| r.spans).sum::<u64>(),
+        rollups.iter().map(|r| r.data_bytes).sum::<u64>(),
+        utc(start),
+        utc(end)
+    )
+}
+
 fn inspect_text(m: &BlockMeta, visible: bool) -> String {
     let mut out = String::new();
     let size = m.data_bytes + m.filter_bytes;
     let _ = writeln!(out, "block        {}/{}{}", m.tenant, m.block_id, if visible { "" } else { " (replaced)" });
-    let _ = writeln!(out, "format       {}  level {}", m.format, m.compaction_level);
+    let _ = writeln!(out, "format       {}  level {}  tier {}", m.format, m.compaction_level, m.tier.as_str());
     let _ = writeln!(out, "time range   {} .. {} (UTC)", utc(m.start_unix_nano), utc(m.end_unix_nano));
     let _ = writeln!(out, "spans        {}  traces {}  row groups {}", m.spans, m.traces, m.row_groups);
     let _ = writeln!(

@@ -88,6 +88,16 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Send traces this much older than now (a Go duration such as `240h`): old data for tiered
+    /// retention's measurements (`scripts/bench-tiers`).
+    #[arg(long, value_parser = backdate)]
+    backdate: Option<u64>,
+}
+
+fn backdate(v: &str) -> Result<u64, String> {
+    spoor_model::duration::parse(v)
+        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+        .ok_or_else(|| format!("{v:?} is not a duration such as 240h"))
 }
 
 #[derive(Default)]
@@ -166,10 +176,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let payloads = Arc::new(match &args.payloads {
-        Some(path) => payloads::Payloads::load(path)?,
-        None => payloads::Payloads::generate(args.seed, args.traces_per_request, args.pool),
-    });
+    let payloads = Arc::new(
+        match &args.payloads {
+            Some(path) => payloads::Payloads::load(path)?,
+            None => payloads::Payloads::generate(args.seed, args.traces_per_request, args.pool),
+        }
+        .backdated(args.backdate.unwrap_or(0)),
+    );
     let window = args.window.max(0.1);
     let windows: Arc<Vec<AtomicU64>> =
         Arc::new((0..(args.duration / window).ceil() as usize + 1).map(|_| AtomicU64::new(0)).collect());

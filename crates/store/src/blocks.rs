@@ -34,6 +34,9 @@ pub fn block_dir(tenant: &str, block_id: &str) -> Path {
 /// One tenant's blocks: block id -> (reader, when it was added: a value of `Blocks::added`).
 type TenantBlocks = BTreeMap<String, (BlockReader, u64)>;
 
+/// One tenant's rollups: rollup id -> (meta, when it was added: a value of `Blocks::added`).
+pub(crate) type TenantRollups = BTreeMap<String, (spoor_block::rollup::RollupMeta, u64)>;
+
 /// What the blocklist holds for one tenant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockStats {
@@ -48,6 +51,8 @@ pub struct Blocks {
     tmp_dir: PathBuf,
     options: WriteOptions,
     list: RwLock<HashMap<String, TenantBlocks>>,
+    /// Rollups per tenant: id -> (meta, when it was added: a value of `added`).
+    pub(crate) rollups: RwLock<HashMap<String, TenantRollups>>,
     added: AtomicU64,
     /// Budget for the footers and page indexes readers keep between lookups.
     cache_bytes: usize,
@@ -64,6 +69,7 @@ impl Blocks {
             tmp_dir,
             options,
             list: RwLock::new(HashMap::new()),
+            rollups: RwLock::new(HashMap::new()),
             added: AtomicU64::new(0),
             cache_bytes,
             build_cpu_ns: Arc::default(),
@@ -76,6 +82,11 @@ impl Blocks {
     pub fn with_seal(mut self, seal: Option<Arc<MasterKey>>) -> Blocks {
         self.seal = seal;
         self
+    }
+
+    /// A new value for "when was this added" stamps (blocks and rollups).
+    pub(crate) fn next_added(&self) -> u64 {
+        self.added.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     pub(crate) fn seal(&self) -> Option<&Arc<MasterKey>> {
@@ -150,6 +161,22 @@ impl Blocks {
         let mut t: Vec<String> = self.list.read().unwrap().keys().cloned().collect();
         t.sort();
         t
+    }
+
+    /// Like [`Blocks::stats`], per retention tier.
+    pub fn tier_stats(&self) -> Vec<(String, spoor_block::Tier, BlockStats)> {
+        let mut out = Vec::new();
+        for t in self.tenants() {
+            let mut by_tier: BTreeMap<spoor_block::Tier, BlockStats> = BTreeMap::new();
+            for b in self.visible(&t) {
+                let s = by_tier.entry(b.meta().tier).or_default();
+                s.blocks += 1;
+                s.bytes += b.meta().data_bytes + b.meta().filter_bytes;
+                s.spans += b.meta().spans;
+            }
+            out.extend(by_tier.into_iter().map(|(tier, s)| (t.clone(), tier, s)));
+        }
+        out
     }
 
     pub fn stats(&self) -> Vec<(String, BlockStats)> {
@@ -229,7 +256,8 @@ impl Blocks {
     pub async fn poll(&self) -> Result<usize> {
         // Blocks this process adds while the listing runs are not in it, and must stay.
         let before = self.added.load(Ordering::SeqCst);
-        let listed = self.list_metas().await?;
+        let (listed, rollups) = self.list_metas().await?;
+        self.refresh_rollups(before, rollups).await;
         let known: HashMap<String, HashSet<String>> =
             self.list.read().unwrap().iter().map(|(t, b)| (t.clone(), b.keys().cloned().collect())).collect();
         let total = listed.values().map(HashSet::len).sum();
@@ -261,9 +289,10 @@ impl Blocks {
         Ok(total)
     }
 
-    /// Every block with a meta, per tenant.
-    async fn list_metas(&self) -> Result<HashMap<String, HashSet<String>>> {
+    /// Every block with a meta, per tenant; and every rollup with a meta, per tenant.
+    async fn list_metas(&self) -> Result<(HashMap<String, HashSet<String>>, HashMap<String, HashSet<String>>)> {
         let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut rollups: HashMap<String, HashSet<String>> = HashMap::new();
         let mut objects = self.store.list(None);
         while let Some(o) = objects.try_next().await? {
             let parts: Vec<_> = o.location.parts().collect();
@@ -271,9 +300,14 @@ impl Blocks {
                 && file.as_ref() == META_FILE
             {
                 out.entry(tenant.as_ref().to_owned()).or_default().insert(block.as_ref().to_owned());
+            } else if let [tenant, dir, id, file] = parts.as_slice()
+                && dir.as_ref() == spoor_block::rollup::ROLLUP_DIR
+                && file.as_ref() == META_FILE
+            {
+                rollups.entry(tenant.as_ref().to_owned()).or_default().insert(id.as_ref().to_owned());
             }
         }
-        Ok(out)
+        Ok((out, rollups))
     }
 
     async fn open_block(&self, tenant: &str, id: &str) -> Result<Option<BlockReader>> {

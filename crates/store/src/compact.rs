@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt;
+use object_store::ObjectStoreExt;
 use spoor_block::{BlockMeta, BlockWriter, META_FILE, TraceIter};
 use spoor_model::TraceId;
 use spoor_model::otlp::ResourceSpans;
@@ -53,12 +54,14 @@ pub struct Compacted {
 /// are never inputs. The lowest level wins, then the biggest merge.
 pub fn plan(blocks: &[BlockMeta], policy: &Policy, now_ns: u64) -> Option<Vec<BlockMeta>> {
     let window = policy.window.as_nanos().max(1) as u64;
-    let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
+    // Keyed by tier too: a merge never mixes tiers (a sampled block holds whole traces chosen by
+    // rules a full block has not been through).
+    let mut windows: BTreeMap<(u64, spoor_block::Tier), Vec<&BlockMeta>> = BTreeMap::new();
     for b in blocks {
-        windows.entry(b.start_unix_nano / window).or_default().push(b);
+        windows.entry((b.start_unix_nano / window, b.tier)).or_default().push(b);
     }
     let mut best: Option<(u32, Vec<BlockMeta>)> = None;
-    for (w, group) in windows {
+    for ((w, _), group) in windows {
         let over = w < now_ns / window;
         let crowded = group.len() > policy.max_input_blocks;
         let mut levels: BTreeMap<u32, Vec<&BlockMeta>> = BTreeMap::new();
@@ -110,6 +113,7 @@ impl Blocks {
         let level = inputs.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
+        let tier = inputs[0].tier;
         let seal = self.seal().cloned();
         let built = in_thread(Priority::Background, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
             let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
@@ -120,6 +124,7 @@ impl Blocks {
             sealed.finish(&path)?;
             built.meta.compaction_level = level;
             built.meta.replaces = replaces2;
+            built.meta.tier = tier;
             Ok(built)
         })
         .await;
@@ -173,11 +178,19 @@ impl Blocks {
         }
         // Orphans: (tenant, block) -> (has meta, newest modification)
         let mut dirs: HashMap<(String, String), (bool, SystemTime)> = HashMap::new();
+        // The same for rollups: a tier rewrite cut short between a rollup's data and its meta.
+        let mut rollup_dirs: HashMap<(String, String), (bool, SystemTime)> = HashMap::new();
         let mut objects = self.store.list(None);
         while let Some(o) = objects.try_next().await? {
             let parts: Vec<String> = o.location.parts().map(|p| p.as_ref().to_owned()).collect();
             if let [tenant, block, file] = parts.as_slice() {
                 let e = dirs.entry((tenant.clone(), block.clone())).or_insert((false, UNIX_EPOCH));
+                e.0 |= file == META_FILE;
+                e.1 = e.1.max(o.last_modified.into());
+            } else if let [tenant, dir, id, file] = parts.as_slice()
+                && dir == spoor_block::rollup::ROLLUP_DIR
+            {
+                let e = rollup_dirs.entry((tenant.clone(), id.clone())).or_insert((false, UNIX_EPOCH));
                 e.0 |= file == META_FILE;
                 e.1 = e.1.max(o.last_modified.into());
             }
@@ -188,6 +201,20 @@ impl Blocks {
                 tracing::info!(tenant, block, "deleting the files of a block that never got its meta");
                 self.delete(&tenant, &block).await?;
                 removed += 1;
+            }
+        }
+        for ((tenant, id), (has_meta, modified)) in rollup_dirs {
+            if !has_meta && now.duration_since(modified).unwrap_or_default() > policy.orphan_grace {
+                tracing::info!(tenant, rollup = id, "deleting the data of a rollup that never got its meta");
+                let dir = object_store::path::Path::from(tenant.as_str())
+                    .join(spoor_block::rollup::ROLLUP_DIR)
+                    .join(id.as_str());
+                for file in [spoor_block::DATA_FILE, spoor_block::rollup::EDGES_FILE] {
+                    match self.store.delete(&dir.clone().join(file)).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         }
         Ok(removed)
@@ -247,6 +274,7 @@ mod tests {
             dedicated_columns: Vec::new(),
             columns: Vec::new(),
             keys: Default::default(),
+            tier: Default::default(),
         }
     }
 

@@ -7,7 +7,9 @@ pub mod compact;
 pub mod error;
 pub mod fail;
 pub mod head;
+pub mod rollups;
 pub mod sealed;
+pub mod tier;
 
 pub use backend::{AzureConfig, BackendKind, GcsConfig, S3Config};
 pub use blocks::{BlockStats, Blocks};

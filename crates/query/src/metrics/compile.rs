@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use spoor_traceql::ast::{
-    Attribute, BinOp, Intrinsic, MetricsExpr, MetricsFn, MetricsQuery, Pipeline, Query, Root, SecondStage,
-    SpansetQuery, Stage, Static,
+    Attribute, BinOp, FieldExpr, Intrinsic, MetricsExpr, MetricsFn, MetricsQuery, Pipeline, Query, Root, Scope,
+    SecondStage, SpansetExpr, SpansetQuery, Stage, Static,
 };
 
 use crate::error::{Error, Result};
@@ -100,6 +100,53 @@ pub(super) struct Leaf {
     pub(super) second: Vec<SecondStage>,
     pub(super) exemplars: usize,
     pub(super) compare: Option<Compare>,
+    /// How rollups answer this leaf (the label of each `by()` attribute), or why they cannot.
+    pub(super) rollup: std::result::Result<Vec<RollupLabel>, String>,
+}
+
+/// A `by()` attribute a rollup row has.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum RollupLabel {
+    Service,
+    Name,
+    Status,
+    Kind,
+}
+
+/// Rollups count spans and their durations' log2 buckets per (minute, service, name, kind,
+/// status): they answer `rate`, `count_over_time`, and `quantile_over_time` and
+/// `histogram_over_time` of `duration`, of every span, by those attributes only.
+fn rollup_answer(q: &MetricsQuery) -> std::result::Result<Vec<RollupLabel>, String> {
+    let duration = |a: &Attribute| matches!(a, Attribute::Intrinsic(Intrinsic::Duration));
+    let answered = match &q.func {
+        MetricsFn::Rate | MetricsFn::CountOverTime => true,
+        MetricsFn::QuantileOverTime(a, _) | MetricsFn::HistogramOverTime(a) => duration(a),
+        _ => false,
+    };
+    if !answered {
+        return Err("rollups answer rate(), count_over_time(), and quantile_over_time() and \
+                    histogram_over_time() of duration only"
+            .into());
+    }
+    let all = match &q.spans {
+        SpansetQuery::Pipeline(Pipeline { stages }) => matches!(
+            stages.as_slice(),
+            [Stage::Spanset(SpansetExpr::Filter { expr: FieldExpr::Static { value: Static::Bool(true), .. }, .. })]
+        ),
+        _ => false,
+    };
+    if !all {
+        return Err("rollups keep no attributes to filter on: only `{ }` (every span) can be counted".into());
+    }
+    q.by.iter()
+        .map(|a| match a {
+            Attribute::Attr { scope: Scope::Resource, name } if name == "service.name" => Ok(RollupLabel::Service),
+            Attribute::Intrinsic(Intrinsic::Name) => Ok(RollupLabel::Name),
+            Attribute::Intrinsic(Intrinsic::Status) => Ok(RollupLabel::Status),
+            Attribute::Intrinsic(Intrinsic::Kind) => Ok(RollupLabel::Kind),
+            other => Err(format!("rollups group by resource.service.name, name, status and kind only, not by {other}")),
+        })
+        .collect()
 }
 
 /// What `compare()` needs besides the population's plan.
@@ -167,6 +214,7 @@ impl Leaf {
         };
         // compare() reports no exemplars: its series are frequencies of attribute values.
         let exemplars = if compare.is_some() { 0 } else { exemplars };
-        Ok(Leaf { plan: Arc::new(plan), func, name, arg, by, second: q.second.clone(), exemplars, compare })
+        let rollup = rollup_answer(q);
+        Ok(Leaf { plan: Arc::new(plan), func, name, arg, by, second: q.second.clone(), exemplars, compare, rollup })
     }
 }

@@ -12,7 +12,10 @@ use arrow_array::types::UInt64Type;
 use spoor_block::columns as col;
 use spoor_traceql::ast::{Attribute, Scope};
 
-use super::compile::{Compare, Func, Leaf};
+use spoor_block::rollup::RollupRow;
+use spoor_traceql::ast::{Kind, Status};
+
+use super::compile::{Compare, Func, Leaf, RollupLabel};
 use super::grid::{Grid, SECOND};
 use super::series::{Exemplar, Label, Series};
 use crate::error::{Error, Result};
@@ -94,6 +97,43 @@ impl Partial {
             out.series = accs.into_iter().map(|(k, acc)| (k.iter().map(LabelRef::owned).collect(), acc)).collect();
             Ok(out)
         })
+    }
+
+    /// What rollup rows contribute to `leaf`: each row's spans at once, in the step bucket its
+    /// minute ends in (exact when the step is a multiple of a minute: a row's spans all
+    /// started in that minute).
+    pub(super) fn of_rollups(leaf: &Leaf, labels: &[RollupLabel], grid: &Grid, rows: &[RollupRow]) -> Partial {
+        let mut out = Partial::default();
+        for r in rows {
+            let Some(bucket) = grid.bucket(r.minute) else { continue };
+            let key: Vec<Label> = labels
+                .iter()
+                .map(|l| match l {
+                    RollupLabel::Service => Label::str(r.service.as_deref().unwrap_or("nil")),
+                    RollupLabel::Name => Label::str(&r.name),
+                    RollupLabel::Status => Label::str(Status::from_otlp(i32::from(r.status)).as_str()),
+                    RollupLabel::Kind => Label::str(Kind::from_otlp(i32::from(r.kind)).as_str()),
+                })
+                .collect();
+            if !out.series.contains_key(&key) && out.series.len() >= MAX_SERIES {
+                out.truncated = true;
+                continue;
+            }
+            let acc = out.series.entry(key).or_insert_with(|| Acc::new(&leaf.func, grid.len()));
+            let len = acc.len;
+            match &mut acc.cells {
+                Cells::Count(c) => c[bucket] += r.spans,
+                // `duration`'s buckets, as `Bucket::duration` computes them from each span.
+                Cells::Log2(h) => {
+                    for &(exp, n) in &r.log2 {
+                        h.entry(Bucket { duration: true, exp }).or_insert_with(|| vec![0; len])[bucket] += n;
+                    }
+                }
+                // `rollup_answer` lets no other function through.
+                _ => {}
+            }
+        }
+        out
     }
 
     fn of_compare(leaf: &Leaf, compare: &Compare, grid: &Grid, batch: &RecordBatch) -> Result<Partial> {

@@ -36,6 +36,8 @@ pub struct IngestionLimits {
 pub struct TenantOverrides {
     pub ingestion: IngestionLimits,
     pub metrics_generator: GeneratorOverrides,
+    /// Read by the compactor (`retention.tiers`, `retention.sampled_keep`).
+    pub retention: Option<crate::retention::TenantRetention>,
 }
 
 /// A tenant's own metrics-generator limits.

@@ -53,12 +53,16 @@ pub struct Pipeline {
     multitenancy: bool,
     max_request_bytes: usize,
     max_bytes_per_trace: usize,
+    /// `ingest.max_span_age_hours` in ns; 0: any age.
+    max_span_age_ns: u64,
     retry_after_secs: u64,
 }
 
 /// A request ready for the WAL.
 struct Prepared {
     tenant: String,
+    /// Spans older than `ingest.max_span_age_hours`.
+    too_old_spans: usize,
     invalid_spans: usize,
     invalid_message: String,
     admitted: Admitted,
@@ -71,6 +75,9 @@ impl Prepared {
         if !self.invalid_message.is_empty() {
             messages.push(self.invalid_message.clone());
         }
+        if self.too_old_spans > 0 {
+            messages.push(format!("{} spans rejected: older than ingest.max_span_age_hours", self.too_old_spans));
+        }
         let a = &self.admitted;
         if a.too_large_spans > 0 {
             messages.push(format!(
@@ -78,7 +85,7 @@ impl Prepared {
                 a.too_large_spans, a.too_large_traces
             ));
         }
-        let rejected = self.invalid_spans + a.too_large_spans;
+        let rejected = self.too_old_spans + self.invalid_spans + a.too_large_spans;
         let mut error_message = messages.join("; ");
         error_message.truncate(error_message.floor_char_boundary(1024));
         ExportTraceServiceResponse {
@@ -153,6 +160,7 @@ impl Pipeline {
             multitenancy: config.tenancy.multitenancy_enabled,
             max_request_bytes: config.ingest.max_request_bytes,
             max_bytes_per_trace: config.limits.max_bytes_per_trace,
+            max_span_age_ns: config.ingest.max_span_age_hours.saturating_mul(3_600_000_000_000),
             retry_after_secs: config.limits.retry_after_secs,
         })
     }
@@ -233,6 +241,11 @@ impl Pipeline {
         let refused = |reason: &'static str, spans: usize| {
             self.metrics.inc(names::SPANS_REFUSED_TOTAL, &[("tenant", tenant), ("reason", reason)], spans as f64);
         };
+        let too_old_spans = drop_older_than(&mut opened.request, self.max_span_age_ns);
+        if too_old_spans > 0 {
+            refused("too_old", too_old_spans);
+            opened.raw = None; // the bytes still hold what was dropped
+        }
         // A request scrubbing left alone is cut from its own bytes: encoding every span again
         // cost more than the copy.
         let split = match &opened.raw {
@@ -274,7 +287,13 @@ impl Pipeline {
                 d.record(tenant, events, now).inspect_err(|_| refused("dora_error", split.accepted_spans))?;
             }
         }
-        Ok(Prepared { tenant: owned, invalid_spans: split.rejected_spans, invalid_message: split.message, admitted })
+        Ok(Prepared {
+            tenant: owned,
+            too_old_spans,
+            invalid_spans: split.rejected_spans,
+            invalid_message: split.message,
+            admitted,
+        })
     }
 
     /// Durable fragments from WAL segment `segment`: to the sampler when there is one (which
@@ -323,4 +342,21 @@ impl Pipeline {
         self.ready.set_stopping();
         self.wal.close();
     }
+}
+
+/// Drops the spans that ended more than `max_age_ns` ago (0: none); returns how many.
+fn drop_older_than(request: &mut spoor_model::otlp::ExportTraceServiceRequest, max_age_ns: u64) -> usize {
+    if max_age_ns == 0 {
+        return 0;
+    }
+    let cutoff = spoor_model::time::now_nanos().saturating_sub(max_age_ns);
+    let mut dropped = 0;
+    for rs in &mut request.resource_spans {
+        for ss in &mut rs.scope_spans {
+            let before = ss.spans.len();
+            ss.spans.retain(|s| s.end_time_unix_nano.max(s.start_time_unix_nano) >= cutoff);
+            dropped += before - ss.spans.len();
+        }
+    }
+    dropped
 }

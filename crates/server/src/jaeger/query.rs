@@ -31,8 +31,8 @@ const MICROS: u64 = 1_000;
 const MILLIS: u64 = 1_000_000;
 const HOUR: u64 = 3600 * SECOND;
 
-/// How far back the service and operation lists look when `search.max_metrics_duration_hours`
-/// sets no bound.
+/// How far back the service and operation lists look, at most (`search.max_metrics_duration_hours`
+/// if smaller): within the full retention tier, where every span is there to filter on.
 const LIST_WINDOW: u64 = 24 * HOUR;
 /// Dependencies look back this far when `lookback` is absent (Jaeger's default).
 const DEPENDENCY_LOOKBACK: u64 = 24 * HOUR;
@@ -137,7 +137,7 @@ pub fn span_kind(kind: &str) -> Result<&'static str, Error> {
 /// list window, sorted.
 async fn label_tuples(r: &Reader, tenants: &[String], filter: &str, by: &[&str]) -> Result<Vec<Vec<String>>, Error> {
     let hours = r.search.max_metrics_duration_hours;
-    let window = if hours == 0 { LIST_WINDOW } else { hours.saturating_mul(HOUR) };
+    let window = if hours == 0 { LIST_WINDOW } else { hours.saturating_mul(HOUR).min(LIST_WINDOW) };
     let end = spoor_model::time::now_nanos();
     let text = format!("{filter} | count_over_time() by ({})", by.join(", "));
     let query = spoor_traceql::parse(&text).map_err(|e| Error::internal(format!("{text}: {e}")))?;

@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::background::Compactor;
 use crate::generated::{self, Generated};
 use crate::http::Readiness;
 use crate::ingest::flush::Flusher;
@@ -28,6 +29,8 @@ pub struct Admin {
     pub generated: Option<Arc<Generated>>,
     /// The DORA store, whose series the scrape endpoint shows too.
     pub dora: Option<Arc<crate::dora::store::Store>>,
+    /// Runs a compaction cycle on demand, in any process (an operator's call).
+    pub compactor: Arc<Compactor>,
 }
 
 pub async fn ready(State(a): State<Arc<Admin>>) -> Response {
@@ -45,6 +48,15 @@ pub async fn flush(State(a): State<Arc<Admin>>) -> Response {
     match flusher.flush(None).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => text_error(e),
+    }
+}
+
+/// `POST /api/admin/compact`: one compaction cycle (cleanup, tiered retention, merges) now;
+/// answers 204 once it is done. For operators and tests; the loop runs the same cycle.
+pub async fn compact(State(a): State<Arc<Admin>>) -> Response {
+    match a.compactor.run_once().await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => text_error(crate::error::Error::internal(format!("compaction failed: {e}")).with_source(e)),
     }
 }
 

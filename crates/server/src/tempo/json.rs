@@ -124,6 +124,9 @@ pub fn metrics_json(m: &SearchMetrics) -> Json {
     put("completedJobs", json!(m.completed_blocks), m.completed_blocks == 0);
     put("totalJobs", json!(m.total_blocks), m.total_blocks == 0);
     put("totalBlockBytes", json!(m.total_block_bytes.to_string()), m.total_block_bytes == 0);
+    // Spoor's own: the search reached the sampled retention tier (some traces there were
+    // dropped by its sampling rules).
+    put("sampledTierBlocks", json!(m.sampled_blocks), m.sampled_blocks == 0);
     Json::Object(out)
 }
 

@@ -45,6 +45,7 @@ pub fn router(admin: Admin) -> axum::Router {
         .route("/metrics", get(admin::metrics))
         .route("/api/status/buildinfo", get(admin::buildinfo))
         .route("/flush", post(admin::flush).get(admin::flush))
+        .route("/api/admin/compact", post(admin::compact))
         .with_state(Arc::new(admin));
     queries.merge(generated).merge(process)
 }

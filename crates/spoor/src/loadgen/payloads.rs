@@ -28,6 +28,8 @@ struct Payload {
 
 pub struct Payloads {
     pool: Vec<Payload>,
+    /// Every timestamp is moved this much further into the past (`loadgen --backdate`).
+    backdate: u64,
 }
 
 impl Payloads {
@@ -46,7 +48,7 @@ impl Payloads {
             rest = &rest[4 + len..];
         }
         ensure!(!pool.is_empty(), "{}: no requests", path.display());
-        Ok(Payloads { pool })
+        Ok(Payloads { pool, backdate: 0 })
     }
 
     /// `count` requests of loadgen's own traces, `traces` per request.
@@ -59,7 +61,13 @@ impl Payloads {
                 Payload::index(request.encode_to_vec()).expect("loadgen's own requests are well-formed")
             })
             .collect();
-        Payloads { pool }
+        Payloads { pool, backdate: 0 }
+    }
+
+    /// Timestamps `ns` older than they would be.
+    pub fn backdated(mut self, ns: u64) -> Payloads {
+        self.backdate = ns;
+        self
     }
 
     /// Send `n` of connection `connection`, as of `now_ns`: the body and its (trace, span) IDs.
@@ -77,7 +85,7 @@ impl Payloads {
         }
         for &at in &p.times {
             let t = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-            bytes[at..at + 8].copy_from_slice(&t.wrapping_add(shift).to_le_bytes());
+            bytes[at..at + 8].copy_from_slice(&t.wrapping_add(shift).saturating_sub(self.backdate).to_le_bytes());
         }
         let ids = p
             .trace_ids
