@@ -187,8 +187,8 @@ async fn poller(r: Arc<Reader>, metrics: Arc<Metrics>, poll_secs: u64) {
 }
 
 /// Trace IDs per tenant that the sampled tier keeps whatever its other rules say
-/// (`retention.sampled_keep.exemplars`). Whoever knows of traces worth keeping adds them here:
-/// the DORA store (deployments and incidents) is to feed it.
+/// (`retention.sampled_keep.exemplars`). Whoever knows of traces worth keeping adds them here;
+/// the DORA store's deployments and incidents are added at each rewrite (`Compactor::dora`).
 pub type KeepSet = Arc<RwLock<HashMap<String, HashSet<TraceId>>>>;
 
 /// Compaction, tiered retention and cleanup: one cycle at a time, from the loop (when
@@ -199,11 +199,19 @@ pub struct Compactor {
     config: Config,
     policy: Policy,
     pub keep: KeepSet,
+    /// Deployments' and incidents' traces are kept in the sampled tier: the delivery view
+    /// links to them. Only a process that ingests has the store.
+    dora: Option<Arc<crate::dora::store::Store>>,
     running: tokio::sync::Mutex<()>,
 }
 
 impl Compactor {
-    pub fn new(reader: Arc<Reader>, metrics: Arc<Metrics>, config: Config) -> Compactor {
+    pub fn new(
+        reader: Arc<Reader>,
+        metrics: Arc<Metrics>,
+        config: Config,
+        dora: Option<Arc<crate::dora::store::Store>>,
+    ) -> Compactor {
         let c = &config.compaction;
         let policy = Policy {
             window: Duration::from_secs(c.window_secs.max(1)),
@@ -211,7 +219,7 @@ impl Compactor {
             max_block_spans: c.max_block_spans,
             orphan_grace: Duration::from_secs(c.orphan_grace_secs),
         };
-        Compactor { reader, metrics, config, policy, keep: KeepSet::default(), running: Default::default() }
+        Compactor { reader, metrics, config, policy, keep: KeepSet::default(), dora, running: Default::default() }
     }
 
     /// One cycle; a cycle already running (the loop's) is waited for first.
@@ -273,7 +281,10 @@ impl Compactor {
     /// before anything is deleted; then what aged out of its tier goes.
     async fn tiers(&self, tenant: &str, p: &TierPolicy) -> Result<(), spoor_store::Error> {
         let (r, m) = (&self.reader, &self.metrics);
-        let keep = self.keep.read().unwrap().get(tenant).cloned().unwrap_or_default();
+        let mut keep = self.keep.read().unwrap().get(tenant).cloned().unwrap_or_default();
+        if let Some(d) = &self.dora {
+            keep.extend(d.kept_traces(tenant));
+        }
         // Bounded per cycle so one tenant's backlog cannot starve the others.
         for _ in 0..64 {
             let done = match r.blocks.resample_tenant(tenant, self.policy.window, p, &keep).await {

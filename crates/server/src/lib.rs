@@ -153,7 +153,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let mut servers = http::Servers::new(header_timeout);
-    let compactor = Arc::new(background::Compactor::new(reader.clone(), metrics.clone(), config.clone()));
+    let compactor =
+        Arc::new(background::Compactor::new(reader.clone(), metrics.clone(), config.clone(), dora_store.clone()));
     let admin = Admin {
         compactor: compactor.clone(),
         reader: reader.clone(),

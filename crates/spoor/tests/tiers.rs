@@ -539,3 +539,69 @@ async fn tiers_work_with_encryption_at_rest() {
         assert!(!String::from_utf8_lossy(&bytes).contains("spoor-rollup-1"), "a rollup meta in plaintext");
     }
 }
+
+/// A pipeline trace, a push (root) and a deploy span; with `dora`, the deploy span carries the
+/// attributes that make it a deployment in the DORA store.
+fn pipeline_body(id: &str, start: u64, dora: bool) -> String {
+    let attrs = if dora {
+        r#","attributes":[{"key":"cicd.pipeline.task.type","value":{"stringValue":"deploy"}},{"key":"deployment.environment.name","value":{"stringValue":"production"}}]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"jenkins"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{id}","spanId":"00000000000000a1","name":"push","kind":1,"startTimeUnixNano":"{start}","endTimeUnixNano":"{}"}},{{"traceId":"{id}","spanId":"00000000000000b2","parentSpanId":"00000000000000a1","name":"deploy","kind":1,"startTimeUnixNano":"{}","endTimeUnixNano":"{}"{attrs}}}]}}]}}]}}"#,
+        start + 60_000 * MS,
+        start + 1_000 * MS,
+        start + 50_000 * MS
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_traces_outlive_the_sampled_tiers_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::unstarted(&data);
+    // No ratio, no error or slow rule: only the keep set (rollup exemplars, DORA) keeps a trace.
+    let rules = [
+        ("SPOOR__RETENTION__SAMPLED_KEEP__RATIO", "0"),
+        ("SPOOR__RETENTION__SAMPLED_KEEP__ERRORS", "false"),
+        ("SPOOR__RETENTION__SAMPLED_KEEP__SLOW", "off"),
+    ];
+    s.env = [QUIET, &rules].concat().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    s.spawn();
+    s.wait_ready();
+    // Ten deployments and ten look-alike pipelines (same service, names and kinds) in the same
+    // seconds, ten days ago: a rollup row keeps one exemplar per minute, DORA every deployment.
+    let start = now_ns() - 10 * DAY;
+    let (mut deploys, mut lookalikes) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        for (dora, ids) in [(true, &mut deploys), (false, &mut lookalikes)] {
+            let id = trace_id(if dora { 31 } else { 32 }, i);
+            let body = pipeline_body(&id, start + i * 1_000 * MS, dora);
+            let r = request("POST", &s.otlp_url("/v1/traces"), &[("content-type", "application/json")], body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            ids.push(id);
+        }
+    }
+    let r = request("POST", &s.api_url("/flush"), &[], "").await;
+    assert_eq!(r.status, 204);
+    let dora = request("GET", &s.api_url("/api/dora?environment=production&since=30d"), &[], "").await;
+    assert!(dora.text().contains("\"deployments\":10"), "{}", dora.text());
+    compact(&s).await;
+    let tiers: Vec<String> = blocks_json(&data)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["meta"]["tier"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(tiers, ["sampled"], "one sampled block");
+    for id in &deploys {
+        assert_eq!(spans_of(&s, id).await, 2, "deployment {id} is kept whole\n{}", s.log());
+    }
+    let mut kept = 0;
+    for id in &lookalikes {
+        kept += spans_of(&s, id).await / 2;
+    }
+    // At most an exemplar per (row, minute): two rows, the ten seconds within two minutes.
+    assert!(kept <= 4, "{kept} look-alike pipelines kept: only exemplars should be");
+}

@@ -157,6 +157,21 @@ impl Store {
         logs.iter().flat_map(|l| l.lock().unwrap().events.clone()).collect()
     }
 
+    /// The traces of `tenant`'s deployments and incidents: the sampled retention tier keeps them.
+    pub fn kept_traces(&self, tenant: &str) -> Vec<spoor_model::TraceId> {
+        let Some(log) = self.tenants.lock().unwrap().get(tenant).cloned() else { return Vec::new() };
+        let log = log.lock().unwrap();
+        log.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Deployment(d) => Some(&d.trace_id),
+                Event::Incident(i) => Some(&i.trace_id),
+                Event::Change(_) => None,
+            })
+            .filter_map(|id| spoor_model::TraceId::parse_api(id).ok())
+            .collect()
+    }
+
     pub fn tenants(&self) -> Vec<String> {
         let mut v: Vec<String> = self.tenants.lock().unwrap().keys().cloned().collect();
         v.sort();
