@@ -3,8 +3,8 @@
 //! ```text
 //! receiver ─► front door: memory limiter ─► decompress ─► decode ─► tenant rate limit ─► scrub
 //!          ─► validate + split by trace (copying the body's bytes when scrubbing changed
-//!          nothing) ─► head limits ─► metrics generator (every span, before sampling)
-//!          ─► DORA events (synced to their store, before sampling) ─► WAL
+//!          nothing) ─► head limits ─► DORA events (synced to their store, before sampling)
+//!          ─► metrics generator (every span, before sampling) ─► WAL
 //!          (group-committed fsync) ─► acknowledge ─► tail sampler (decisions also to the WAL)
 //!          ─► head (live traces) ─► [flusher] cut by size/age ─► block (Parquet) in the
 //!          backend ─► WAL segments released
@@ -273,19 +273,20 @@ impl Pipeline {
         if admitted.too_large_spans > 0 {
             refused("trace_too_large", admitted.too_large_spans);
         }
-        // Counted once admitted, from the spans already decoded: metrics see every span,
-        // whatever tail sampling keeps. (Not on replay: those spans were counted before.)
         let now = spoor_model::time::now_nanos();
-        if let Some(g) = &self.generated {
-            g.generator.observe(tenant, &opened.request, now);
-        }
         // Durable before the WAL, and idempotent, so no replay has to find them again: a
-        // request whose events cannot be stored is refused and retried.
+        // request whose events cannot be stored is refused and retried. (Before the generator,
+        // so a refused request's spans are not counted twice when the client retries.)
         if let Some(d) = &self.dora {
             let events = spoor_generate::dora::extract::extract(&opened.request);
             if !events.is_empty() {
                 d.record(tenant, events, now).inspect_err(|_| refused("dora_error", split.accepted_spans))?;
             }
+        }
+        // Counted once admitted, from the spans already decoded: metrics see every span,
+        // whatever tail sampling keeps. (Not on replay: those spans were counted before.)
+        if let Some(g) = &self.generated {
+            g.generator.observe(tenant, &opened.request, now);
         }
         Ok(Prepared {
             tenant: owned,
