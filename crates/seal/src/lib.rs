@@ -21,4 +21,4 @@ pub use error::{Error, Kind, Result};
 pub use frame::{FRAME, FrameWriter, Frames, SealedFile};
 pub use header::{HEADER_LEN, Header, Layout, is_sealed};
 pub use key::{DataKey, MasterKey};
-pub use record::{RECORD_OVERHEAD, open_record, seal_record};
+pub use record::{RECORD_OVERHEAD, log_start, open_record, seal_record};

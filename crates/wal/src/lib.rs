@@ -483,7 +483,7 @@ pub fn replay_sealed(
         let mut data = Vec::new();
         File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io(&path))?;
         stats.segments += 1;
-        let (start, key) = segment_key(&data, &path, seal)?;
+        let (start, key) = spoor_seal::log_start(&data, &path, seal)?;
         let valid_end = scan(&data, start, key.as_ref(), &mut stats, &mut apply);
         if valid_end < data.len() {
             stats.truncated_bytes += (data.len() - valid_end) as u64;
@@ -509,38 +509,6 @@ fn record_at(data: &[u8], pos: usize) -> Option<(usize, usize)> {
     let payload = data.get(pos + HEADER..pos + HEADER + len)?;
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..8]), payload);
     (crc == word(8)).then_some((pos + HEADER, pos + HEADER + len))
-}
-
-/// Where a segment's records start, and its data key, from its first bytes (`head`: the
-/// whole file or at least its first [`spoor_seal::HEADER_LEN`] bytes).
-fn segment_key(head: &[u8], path: &Path, seal: Option<&MasterKey>) -> Result<(usize, Option<DataKey>), Error> {
-    use spoor_seal::{Error as SealError, Kind};
-    if head.is_empty() {
-        return Ok((0, None));
-    }
-    let sealed = spoor_seal::is_sealed(head);
-    // Cut short while the segment was being created (its header not all written): nothing in
-    // it was ever acknowledged.
-    let torn_header =
-        head.len() < spoor_seal::HEADER_LEN && spoor_seal::header::MAGIC.starts_with(&head[..head.len().min(4)]);
-    match seal {
-        None if sealed => Err(SealError::new(
-            Kind::NotSealed,
-            format!("{} is encrypted, and no encryption key is configured", path.display()),
-        )
-        .into()),
-        None => Ok((0, None)),
-        Some(_) if torn_header => Ok((head.len(), None)),
-        Some(_) if !sealed => Err(SealError::new(
-            Kind::NotSealed,
-            format!("{} is not encrypted, yet an encryption key is configured", path.display()),
-        )
-        .into()),
-        Some(master) => {
-            let key = Header::parse(head, path)?.open(master, path)?;
-            Ok((spoor_seal::HEADER_LEN, Some(key)))
-        }
-    }
 }
 
 /// Applies the valid records of one segment from `start`; returns where the valid data ends.
@@ -645,7 +613,7 @@ impl SegmentReader {
         if reader.seal.is_none() {
             // A sealed segment read as plaintext: refuse rather than hand out ciphertext.
             let n = reader.fill(0, 4, u64::MAX)?;
-            segment_key(&reader.buf[..n], path, None)?;
+            spoor_seal::log_start(&reader.buf[..n], path, None)?;
         } else {
             reader.load_key()?;
         }
@@ -664,7 +632,7 @@ impl SegmentReader {
         if n < spoor_seal::HEADER_LEN && spoor_seal::header::MAGIC.starts_with(&head[..n.min(4)]) {
             return Ok(false);
         }
-        let (_, key) = segment_key(head, &self.path, Some(&master))?;
+        let (_, key) = spoor_seal::log_start(head, &self.path, Some(&master))?;
         self.key = key;
         Ok(true)
     }

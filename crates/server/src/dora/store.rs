@@ -294,26 +294,10 @@ fn encode(e: &Event, key: Option<&DataKey>, out: &mut Vec<u8>) {
 fn load(path: &Path, seal: Option<&MasterKey>) -> std::io::Result<Log> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let sealed = spoor_seal::is_sealed(&bytes);
-    // Cut short while its header was being written: nothing in it was ever stored.
-    let torn_header = seal.is_some()
-        && bytes.len() < spoor_seal::HEADER_LEN
-        && spoor_seal::header::MAGIC.starts_with(&bytes[..bytes.len().min(4)]);
-    let refuse = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let (start, key) = match seal {
-        None if sealed => return Err(refuse("it is encrypted, and no encryption key is configured".into())),
-        None => (0, None),
-        Some(_) if torn_header => (bytes.len(), None),
-        Some(_) if !bytes.is_empty() && !sealed => {
-            return Err(refuse("it is not encrypted, yet an encryption key is configured".into()));
-        }
-        Some(_) if bytes.is_empty() => (0, None),
-        Some(master) => {
-            let key =
-                Header::parse(&bytes, path).and_then(|h| h.open(master, path)).map_err(|e| refuse(e.to_string()))?;
-            (spoor_seal::HEADER_LEN, Some(key))
-        }
-    };
+    let (start, key) = spoor_seal::log_start(&bytes, path, seal)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    // A header cut short as the file was created: nothing was stored; it starts again.
+    let torn_header = start > 0 && key.is_none();
     let (events, good) = if torn_header { (Vec::new(), 0) } else { decode(&bytes, start, key.as_ref()) };
     if good < bytes.len() {
         tracing::warn!(file = %path.display(), kept = good, cut = bytes.len() - good, "DORA store: torn tail cut off");
