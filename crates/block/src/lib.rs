@@ -16,8 +16,8 @@ pub use error::{Error, Result};
 pub use filter::{BlockFilter, TraceFilter};
 pub use index::{GroupIndex, KeyValues, ValueIndex, kinds};
 pub use meta::{
-    AttributeKeys, BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, META_FILE, Tier,
-    new_block_id,
+    AttributeKeys, BlockMeta, ColumnSize, DATA_FILE, DedicatedColumn, FILTER_FILE, FORMAT, LogOffsets, META_FILE, Tier,
+    log_block_id, merge_log_offsets, new_block_id,
 };
 pub use read::{BlockReader, TraceIter};
 pub use schema as columns;

@@ -40,6 +40,22 @@ pub struct BlockMeta {
     /// `full`). Compaction never merges blocks of different tiers.
     #[serde(default, skip_serializing_if = "Tier::is_full")]
     pub tier: Tier,
+    /// With the Kafka-API log (the scale-out): per partition, the first and last offset of the
+    /// log records whose spans this block holds (this tenant's records only). An ingester that
+    /// restarts skips the records a block already holds, so a replay writes nothing twice.
+    #[serde(default, skip_serializing_if = "LogOffsets::is_empty")]
+    pub log: LogOffsets,
+}
+
+/// Partition -> (first offset, last offset) of the log records in a block.
+pub type LogOffsets = std::collections::BTreeMap<u32, (i64, i64)>;
+
+/// Merges `other` into `into` (a compacted block covers its inputs' ranges).
+pub fn merge_log_offsets(into: &mut LogOffsets, other: &LogOffsets) {
+    for (p, (first, last)) in other {
+        let e = into.entry(*p).or_insert((*first, *last));
+        *e = (e.0.min(*first), e.1.max(*last));
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,6 +155,26 @@ pub fn new_block_id() -> String {
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     bytes[6..].copy_from_slice(&a.to_be_bytes()[..2].iter().chain(&b.to_be_bytes()).copied().collect::<Vec<_>>());
     bytes[6] = 0x70 | (bytes[6] & 0x0f); // version 7
+    bytes[8] = 0x80 | (bytes[8] & 0x3f); // RFC 9562 variant
+    let hex = spoor_model::ids::hex(&bytes);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// The ID of the block cut from exactly these log records of `tenant`: a cut replayed after a
+/// crash gets the same ID, so it overwrites the same block instead of adding a second copy.
+/// UUID-shaped (version 8, RFC 9562's custom version) from a SHA-256 of the tenant and ranges.
+pub fn log_block_id(tenant: &str, log: &LogOffsets) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(tenant.as_bytes());
+    for (p, (first, last)) in log {
+        h.update(p.to_be_bytes());
+        h.update(first.to_be_bytes());
+        h.update(last.to_be_bytes());
+    }
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&h.finalize()[..16]);
+    bytes[6] = 0x80 | (bytes[6] & 0x0f); // version 8
     bytes[8] = 0x80 | (bytes[8] & 0x3f); // RFC 9562 variant
     let hex = spoor_model::ids::hex(&bytes);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])

@@ -273,6 +273,7 @@ impl<W: Write + Send> BlockWriter<W> {
                 ..self.keys.finish()
             },
             tier: Default::default(),
+            log: Default::default(),
         };
         Ok(Finished { meta, filter })
     }

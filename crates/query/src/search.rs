@@ -99,12 +99,41 @@ pub async fn search_progressively(
     blocks: &Blocks,
     tenant: &str,
     req: &SearchRequest,
+    progress: Option<&mut (dyn FnMut(SearchResult) + Send)>,
+) -> Result<SearchResult> {
+    search_with_remote(head, Vec::new(), blocks, tenant, req, progress).await
+}
+
+/// Live traces of this tenant in other processes (the scale-out's ingesters), by trace ID
+/// with their fragments.
+pub type RemoteLive = Vec<(TraceId, Vec<bytes::Bytes>)>;
+
+/// [`search_progressively`] with `remote` (live traces fetched from ingesters) searched as if
+/// they were in this process's head.
+pub async fn search_with_remote(
+    head: &Head,
+    remote: RemoteLive,
+    blocks: &Blocks,
+    tenant: &str,
+    req: &SearchRequest,
     mut progress: Option<&mut (dyn FnMut(SearchResult) + Send)>,
 ) -> Result<SearchResult> {
     let mut ranked = Ranked::new(req);
     let mut metrics = SearchMetrics::default();
 
-    let traces = head.snapshot(tenant);
+    let mut traces = head.snapshot(tenant);
+    if !remote.is_empty() {
+        traces.extend(remote);
+        traces.sort_unstable_by_key(|(id, _)| *id);
+        // Two ingesters never hold one trace, but this process and one may (a flush racing).
+        traces.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1.append(&mut later.1);
+            }
+            same
+        });
+    }
     if !traces.is_empty() {
         let plan = req.plan.clone();
         let spss = req.spss;
@@ -173,6 +202,24 @@ pub fn evaluate_in_memory(plan: &Plan, batch: &RecordBatch, spss: usize) -> Resu
         None => Vec::new(),
     };
     Ok((hits, traces, rows))
+}
+
+/// The live traces of `tenant` in this head that match `req` (its newest `limit`), whole: what
+/// an ingester hands a querier, which searches them together with the blocks.
+pub async fn live_matches(head: &Head, tenant: &str, req: &SearchRequest) -> Result<RemoteLive> {
+    let traces = head.snapshot(tenant);
+    if traces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (plan, spss, limit) = (req.plan.clone(), req.spss, req.limit);
+    blocking(move || {
+        let batch = spoor_block::encode_batch(traces.iter().map(|(id, f)| (*id, &f[..])))?;
+        let (mut hits, _, _) = evaluate_in_memory(&plan, &batch, spss)?;
+        hits.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        let keep: std::collections::HashSet<TraceId> = hits.iter().take(limit).map(|h| h.trace_id).collect();
+        Ok(traces.into_iter().filter(|(id, _)| keep.contains(id)).collect())
+    })
+    .await
 }
 
 /// The rows of `batch` in traces holding a prefilter candidate (`None`: no such trace), the

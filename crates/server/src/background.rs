@@ -49,7 +49,7 @@ pub fn spawn(r: Roles<'_>, tasks: &mut JoinSet<()>) {
         }
     }
     tasks.spawn(poller(r.reader.clone(), r.metrics.clone(), r.config.storage.blocklist_poll_secs));
-    if r.config.compaction.enabled {
+    if r.config.compaction.enabled && r.config.roles.has(crate::cluster::Role::Compactor) {
         tasks.spawn(compactor(r.compactor.clone()));
     }
 }
@@ -186,6 +186,10 @@ async fn poller(r: Arc<Reader>, metrics: Arc<Metrics>, poll_secs: u64) {
     }
 }
 
+/// The compactor lease's term. Renewed before each tenant's step; one step (a merge of at most
+/// `compaction.max_input_blocks` blocks, or a tier rewrite of a window) must finish inside it.
+const LEASE_SECS: u64 = 300;
+
 /// Trace IDs per tenant that the sampled tier keeps whatever its other rules say
 /// (`retention.sampled_keep.exemplars`). Whoever knows of traces worth keeping adds them here;
 /// the DORA store's deployments and incidents are added at each rewrite (`Compactor::dora`).
@@ -203,6 +207,9 @@ pub struct Compactor {
     /// links to them. Only a process that ingests has the store.
     dora: Option<Arc<crate::dora::store::Store>>,
     running: tokio::sync::Mutex<()>,
+    /// With the scale-out any number of processes may run the compactor role on one bucket:
+    /// only the lease's holder compacts (spoor_store::lease).
+    lease: Option<spoor_store::lease::Lease>,
 }
 
 impl Compactor {
@@ -219,7 +226,34 @@ impl Compactor {
             max_block_spans: c.max_block_spans,
             orphan_grace: Duration::from_secs(c.orphan_grace_secs),
         };
-        Compactor { reader, metrics, config, policy, keep: KeepSet::default(), dora, running: Default::default() }
+        let lease = config.kafka.is_some().then(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let holder = format!("{}/{}/{:x}", host.trim(), std::process::id(), spoor_model::time::now_nanos());
+            spoor_store::lease::Lease::new("compactor", holder, Duration::from_secs(LEASE_SECS))
+        });
+        Compactor {
+            reader,
+            metrics,
+            config,
+            policy,
+            keep: KeepSet::default(),
+            dora,
+            running: Default::default(),
+            lease,
+        }
+    }
+
+    /// Whether this process may compact now (always, without the scale-out). Asked before
+    /// every tenant's step, so the lease is renewed well inside its term while a cycle runs.
+    async fn may_compact(&self) -> Result<bool, spoor_store::Error> {
+        let Some(lease) = &self.lease else { return Ok(true) };
+        match lease.hold(self.reader.blocks.store.as_ref()).await? {
+            spoor_store::lease::Held::Yes => Ok(true),
+            spoor_store::lease::Held::No { holder, .. } => {
+                tracing::debug!(holder, "another compactor holds the lease");
+                Ok(false)
+            }
+        }
     }
 
     /// One cycle; a cycle already running (the loop's) is waited for first.
@@ -232,6 +266,9 @@ impl Compactor {
     /// gone, so a replaced block can never reappear.
     async fn cycle(&self) -> Result<(), spoor_store::Error> {
         let (r, m) = (&self.reader, &self.metrics);
+        if !self.may_compact().await? {
+            return Ok(());
+        }
         let removed = r.blocks.cleanup(&self.policy).await?;
         if removed > 0 {
             m.inc(names::BLOCKS_DELETED_TOTAL, &[("tenant", "*"), ("reason", "cleanup")], removed as f64);
@@ -244,6 +281,9 @@ impl Compactor {
         tenants.sort();
         tenants.dedup();
         for tenant in tenants {
+            if !self.may_compact().await? {
+                return Ok(());
+            }
             match &overrides {
                 Ok(o) => match self.config.retention.policy(&tenant, o.get(&tenant)) {
                     Ok(retention::Policy::MaxAge(age)) => self.single_tier(&tenant, age).await?,

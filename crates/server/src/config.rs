@@ -8,6 +8,7 @@ use serde_json::Value;
 pub use spoor_store::{AzureConfig, BackendKind, GcsConfig, S3Config};
 
 pub use crate::auth::AuthConfig;
+pub use crate::cluster::{IngesterConfig, KafkaConfig, QuerierConfig, Role};
 pub use crate::dora::config::DoraConfig;
 pub use crate::encryption::EncryptionConfig;
 pub use crate::ingest::foreign::{JaegerConfig, ZipkinConfig};
@@ -48,6 +49,36 @@ pub struct Config {
     pub ui: crate::ui::UiConfig,
     /// DORA metrics from CI/CD traces (docs/dora.md).
     pub dora: DoraConfig,
+    /// What this process runs (`spoor serve --roles`); every role by default (docs/scale-out.md).
+    pub roles: Roles,
+    /// The Kafka-API log between distributors and ingesters; absent: the WAL of a single node.
+    pub kafka: Option<KafkaConfig>,
+    pub ingester: IngesterConfig,
+    pub querier: QuerierConfig,
+}
+
+/// The roles of a process, sorted; every role unless configured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Roles(pub Vec<Role>);
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles(Role::ALL.to_vec())
+    }
+}
+
+impl Roles {
+    pub fn has(&self, role: Role) -> bool {
+        self.0.contains(&role)
+    }
+}
+
+impl Config {
+    /// Whether this process takes spans in (receivers) or holds them (ingester).
+    pub fn ingests(&self) -> bool {
+        self.ingest.enabled && (self.roles.has(Role::Distributor) || self.roles.has(Role::Ingester))
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -374,6 +405,15 @@ impl Config {
             let (tls, key) = config.server.tls_for(l);
             tls.validate(key).map_err(|e| ConfigError::at(key, format!("invalid configuration: {e}")))?;
         }
+        crate::cluster::config::validate(&config.roles.0, config.kafka.as_ref())
+            .map_err(|e| ConfigError::new(format!("invalid configuration: {e}")))?;
+        if config.kafka.is_some() && config.processors.tail_sampling().is_some() {
+            // The sampler logs its decisions in the WAL, which an ingester does not have.
+            return Err(ConfigError::new(
+                "invalid configuration: tail sampling with kafka is not supported yet; sample in `spoor agent` in front"
+                    .into(),
+            ));
+        }
         let key = "ui.trace_to_logs_url";
         config.ui.validate().map_err(|e| ConfigError::at(key, format!("invalid configuration: {key}: {e}")))?;
         for (i, rw) in config.metrics_generator.remote_write.iter().enumerate() {
@@ -419,7 +459,7 @@ fn shapes() -> Value {
         Some(T::default())
     }
     let server = ServerConfig { http_tls: some(), otlp_grpc_tls: some(), otlp_http_tls: some(), ..Default::default() };
-    let c = Config { zipkin: some(), jaeger: some(), server, ..Default::default() };
+    let c = Config { zipkin: some(), jaeger: some(), kafka: some(), server, ..Default::default() };
     serde_json::to_value(c).unwrap_or(Value::Null)
 }
 

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod background;
+pub mod cluster;
 pub mod config;
 pub mod dora;
 pub mod encryption;
@@ -52,7 +53,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| StartupError::new(format!("cannot create data dir {}: {e}", data_dir.display())).with_source(e))?;
-    let ingest = config.ingest.enabled;
+    let ingest = config.ingests();
+    let role = |r| config.roles.has(r);
     // The WAL is what must not be shared; a query-only process writes none.
     let _lock = if ingest { Some(http::lock_data_dir(&data_dir)?) } else { None };
     // The key is checked against the data before anything is read or written.
@@ -82,7 +84,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         metrics.clone(),
     )?;
     let api = http::bind(&config.server.http_listen, "the query API (Tempo HTTP API, /metrics, /ready)").await?;
-    let receivers = if ingest {
+    let receivers = if ingest && role(cluster::Role::Distributor) {
         let grpc = http::bind(&config.server.otlp_grpc_listen, "OTLP/gRPC").await?;
         let http = http::bind(&config.server.otlp_http_listen, "OTLP/HTTP").await?;
         Some((grpc, http, bind_foreign(&config).await?))
@@ -110,7 +112,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         max_bytes_per_tenant: l.max_bytes_per_tenant,
         max_bytes_total: l.max_live_bytes,
     }));
-    let reader = Arc::new(Reader::new(head.clone(), blocks.clone(), &config, metrics.clone()));
+    let mut reader = Reader::new(head.clone(), blocks.clone(), &config, metrics.clone());
+    if role(cluster::Role::Querier) && config.kafka.is_some() {
+        reader.live = cluster::live::Ingesters::new(&config.querier, metrics.clone())?;
+    }
+    let reader = Arc::new(reader);
     let dora_store = if ingest && config.dora.enabled {
         let now = spoor_model::time::now_nanos();
         Some(Arc::new(DoraStore::open(
@@ -175,7 +181,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let api_router = tempo::router(admin)
         .merge(jaeger::router(reader.clone()))
         .merge(dora::api::router(dora_api))
-        .merge(ui::router(ui));
+        .merge(ui::router(ui))
+        .merge(cluster::live::router(reader.clone()));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));
@@ -204,14 +211,43 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
 
     // Replay runs while the listeners answer: /ready says 503 and ingest asks clients to retry.
+    // With the Kafka-API log there is nothing to replay: connect instead.
     let replayer = write.as_ref().map(|(p, _)| p.clone());
-    let mut replay = tokio::task::spawn_blocking(move || replayer.map_or(Ok(()), |p| p.replay()));
+    let (kafka, ingester_role) = (config.kafka.clone(), role(cluster::Role::Ingester));
+    let producing = role(cluster::Role::Distributor);
+    let ingester_parts = match &kafka {
+        Some(k) if ingester_role && ingest => {
+            let host = std::env::var("HOSTNAME").ok().or_else(hostname).unwrap_or_default();
+            Some(config.ingester.owned(k.partitions, &host).map_err(|e| StartupError::new(format!("ingester: {e}")))?)
+        }
+        _ => None,
+    };
+    let mut replay = tokio::spawn(async move {
+        let Some(k) = kafka else {
+            return tokio::task::spawn_blocking(move || replayer.map_or(Ok(()), |p| p.replay()))
+                .await
+                .map_err(|e| StartupError::new(format!("WAL replay panicked: {e}")))?
+                .map_err(|e| StartupError::new(format!("WAL replay failed: {e}")).with_source(e))
+                .map(|()| None);
+        };
+        let log = Arc::new(cluster::log::Log::connect(&k, producing).await?);
+        if let Some(p) = &replayer {
+            p.set_log(log.clone());
+        }
+        tracing::info!(brokers = ?k.brokers, topic = k.topic, "connected to the Kafka-API log");
+        Ok(Some((log, k.topic)))
+    });
     tokio::pin!(shutdown);
     let mut tasks = tokio::task::JoinSet::new();
     let failed = tokio::select! {
         r = &mut replay => match r {
-            Ok(Ok(())) => {
+            Ok(Ok(log)) => {
                 read_blocklist(&reader, config.storage.request_timeout_secs).await;
+                if let (Some((log, topic)), Some(parts)) = (log, ingester_parts) {
+                    tracing::info!(partitions = ?parts, "ingester: reading the log");
+                    let i = cluster::ingester::Ingester::new(log, reader.head.clone(), reader.blocks.clone(), metrics.clone(), topic, parts, config.limits.max_live_bytes);
+                    Arc::new(i).spawn(&mut tasks);
+                }
                 ready.set_ready();
                 metrics.set(names::READY, &[], 1.0);
                 let ingest = write.as_ref().map(|(p, f)| (p, f));
@@ -224,8 +260,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 shutdown.await;
                 None
             }
-            Ok(Err(e)) => Some(StartupError::new(format!("WAL replay failed: {e}")).with_source(e)),
-            Err(e) => Some(StartupError::new(format!("WAL replay panicked: {e}"))),
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(StartupError::new(format!("start-up task panicked: {e}"))),
         },
         _ = &mut shutdown => None,
     };
@@ -244,6 +280,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// This machine's name (a StatefulSet pod's is `<set>-<ordinal>`), for `ingester.ordinal`.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
 }
 
 /// Drops DORA events past their retention, hourly.

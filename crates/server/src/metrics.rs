@@ -24,6 +24,12 @@ pub mod names {
     pub const SPANS_RECEIVED_TOTAL: &str = "spoor_spans_received_total";
     pub const SPANS_ACCEPTED_TOTAL: &str = "spoor_spans_accepted_total";
     pub const SPANS_REFUSED_TOTAL: &str = "spoor_spans_refused_total";
+    pub const LOG_RECORDS_CONSUMED_TOTAL: &str = "spoor_log_records_consumed_total";
+    pub const LOG_RECORDS_SKIPPED_TOTAL: &str = "spoor_log_records_skipped_total";
+    pub const LOG_LAG_RECORDS: &str = "spoor_log_lag_records";
+    pub const LOG_COMMITTED_OFFSET: &str = "spoor_log_committed_offset";
+    pub const LOG_ERRORS_TOTAL: &str = "spoor_log_errors_total";
+    pub const QUERIER_INGESTER_ERRORS_TOTAL: &str = "spoor_querier_ingester_errors_total";
     pub const WAL_RECORDS_TOTAL: &str = "spoor_wal_records_total";
     pub const WAL_BYTES_TOTAL: &str = "spoor_wal_bytes_total";
     pub const WAL_FSYNCS_TOTAL: &str = "spoor_wal_fsyncs_total";
@@ -131,6 +137,32 @@ const HELP: &[(&str, &str, &str)] = &[
         "Requests refused by auth before any handler ran, by listener and code (unauthenticated, forbidden, bad_request).",
     ),
     (names::SPANS_RECEIVED_TOTAL, "counter", "Spans decoded from export requests, by tenant."),
+    (
+        names::LOG_RECORDS_CONSUMED_TOTAL,
+        "counter",
+        "Kafka-API log records an ingester put into its head, by partition.",
+    ),
+    (
+        names::LOG_RECORDS_SKIPPED_TOTAL,
+        "counter",
+        "Log records an ingester skipped at start-up because a block already holds them, by partition.",
+    ),
+    (
+        names::LOG_LAG_RECORDS,
+        "gauge",
+        "Records of a partition not yet read by its ingester (high watermark minus next offset).",
+    ),
+    (
+        names::LOG_COMMITTED_OFFSET,
+        "gauge",
+        "Per partition, the offset below which every record is in a block (the checkpoint in the bucket).",
+    ),
+    (names::LOG_ERRORS_TOTAL, "counter", "Failed fetches and checkpoint writes of an ingester, by operation."),
+    (
+        names::QUERIER_INGESTER_ERRORS_TOTAL,
+        "counter",
+        "Ingesters a querier could not read live traces from in time (the answer was partial), by ingester.",
+    ),
     (names::SPANS_ACCEPTED_TOTAL, "counter", "Spans acknowledged after the WAL made them durable, by tenant."),
     (
         names::SPANS_REFUSED_TOTAL,

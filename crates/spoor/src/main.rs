@@ -67,6 +67,10 @@ struct ServeArgs {
     /// Query API listen address [default: 127.0.0.1:3200].
     #[arg(long)]
     http_listen: Option<String>,
+    /// What this process runs: distributor, ingester, querier, compactor (comma-separated) or
+    /// all [default: all, the single node]. Split roles meet through `kafka:` (docs/scale-out.md).
+    #[arg(long)]
+    roles: Option<String>,
 }
 
 impl ServeArgs {
@@ -83,6 +87,11 @@ impl ServeArgs {
             if let Some(v) = v {
                 overrides.push((key, v.clone()));
             }
+        }
+        if let Some(r) = &self.roles {
+            let roles = spoor_server::config::Role::parse_list(r).map_err(|e| anyhow::anyhow!("--roles: {e}"))?;
+            let names: Vec<String> = roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+            overrides.push(("roles", names.join(",")));
         }
         Ok(Config::load(self.config.as_deref(), std::env::vars(), &overrides)?)
     }

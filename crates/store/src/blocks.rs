@@ -152,6 +152,21 @@ impl Blocks {
         blocks.values().map(|(b, _)| b).filter(|b| !replaced.contains(b.meta().block_id.as_str())).cloned().collect()
     }
 
+    /// Per tenant and log partition, the last log offset some visible block holds (the
+    /// scale-out's ingesters skip those records when they read the log again).
+    pub fn log_marks(&self) -> HashMap<String, BTreeMap<u32, i64>> {
+        let mut out: HashMap<String, BTreeMap<u32, i64>> = HashMap::new();
+        for tenant in self.tenants() {
+            for b in self.visible(&tenant) {
+                for (p, (_, last)) in &b.meta().log {
+                    let mark = out.entry(tenant.clone()).or_default().entry(*p).or_insert(*last);
+                    *mark = (*mark).max(*last);
+                }
+            }
+        }
+        out
+    }
+
     /// Every listed block, replaced ones included (for cleanup).
     pub fn all(&self, tenant: &str) -> Vec<BlockReader> {
         self.list.read().unwrap().get(tenant).map(|b| b.values().map(|(r, _)| r.clone()).collect()).unwrap_or_default()
@@ -326,7 +341,11 @@ impl Blocks {
     /// Writes flushed live traces as one block and publishes it. The caller releases the
     /// frozen traces (and their WAL segments) only after this returns Ok.
     pub async fn flush(&self, frozen: Arc<Frozen>) -> Result<BlockMeta> {
-        let id = spoor_block::new_block_id();
+        // A cut of log records is named by them: redone after a crash, it replaces itself.
+        let id = match frozen.log.is_empty() {
+            true => spoor_block::new_block_id(),
+            false => spoor_block::log_block_id(&frozen.tenant, &frozen.log),
+        };
         let file = self.tmp_dir.join(format!("{id}.parquet"));
         let (tenant, options, path) = (frozen.tenant.clone(), self.options.clone(), file.clone());
         let seal = self.seal.clone();
@@ -336,8 +355,9 @@ impl Blocks {
             for trace_id in frozen.sorted_ids() {
                 w.push_trace(trace_id, frozen.fragments(&trace_id))?;
             }
-            let built = w.finish()?;
+            let mut built = w.finish()?;
             sealed.finish(&path)?;
+            built.meta.log = frozen.log.clone();
             Ok(built)
         })
         .await;

@@ -114,6 +114,8 @@ impl Blocks {
         let replaces: Vec<String> = inputs.iter().map(|m| m.block_id.clone()).collect();
         let replaces2 = replaces.clone();
         let tier = inputs[0].tier;
+        let mut log = spoor_block::LogOffsets::new();
+        inputs.iter().for_each(|m| spoor_block::merge_log_offsets(&mut log, &m.log));
         let seal = self.seal().cloned();
         let built = in_thread(Priority::Background, self.build_cpu_ns(), move || -> Result<spoor_block::Finished> {
             let iters = files.into_iter().map(Downloaded::traces).collect::<Result<Vec<_>>>()?;
@@ -125,6 +127,7 @@ impl Blocks {
             built.meta.compaction_level = level;
             built.meta.replaces = replaces2;
             built.meta.tier = tier;
+            built.meta.log = log;
             Ok(built)
         })
         .await;
@@ -275,6 +278,7 @@ mod tests {
             columns: Vec::new(),
             keys: Default::default(),
             tier: Default::default(),
+            log: Default::default(),
         }
     }
 

@@ -68,6 +68,8 @@ struct Live {
     min_segment: AtomicU64,
     /// When the first fragment arrived (ms since the head started; u64::MAX while empty).
     first_insert_ms: AtomicU64,
+    /// Records from the Kafka-API log: partition -> (first, last) offset inserted here.
+    log: Mutex<spoor_block::LogOffsets>,
 }
 
 impl Default for Live {
@@ -79,6 +81,7 @@ impl Default for Live {
             spans: AtomicU64::new(0),
             min_segment: AtomicU64::new(u64::MAX),
             first_insert_ms: AtomicU64::new(u64::MAX),
+            log: Mutex::default(),
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct Frozen {
     pub bytes: usize,
     pub spans: u64,
     pub min_segment: u64,
+    /// The log records (partition -> first, last offset) this generation holds; empty with a WAL.
+    pub log: spoor_block::LogOffsets,
 }
 
 impl Frozen {
@@ -225,8 +230,40 @@ impl Head {
 
     /// Adds fragments unconditionally (they are already durable in WAL segment `segment`).
     pub fn insert(&self, tenant: &str, fragments: &[Fragment], segment: u64) {
+        self.insert_from(tenant, fragments, segment, None)
+    }
+
+    /// [`Head::insert`] of the fragments of log record `offset` of `partition` (the
+    /// scale-out's ingesters): the generation remembers which records it holds, so its block
+    /// says so and a restart does not read them again.
+    pub fn insert_logged(&self, tenant: &str, fragments: &[Fragment], partition: u32, offset: i64) {
+        self.insert_from(tenant, fragments, 0, Some((partition, offset)))
+    }
+
+    /// The lowest log offset per partition still only in memory (live or flushing).
+    pub fn log_low_water(&self) -> BTreeMap<u32, i64> {
+        let mut low: BTreeMap<u32, i64> = BTreeMap::new();
+        let mut add = |log: &spoor_block::LogOffsets| {
+            for (p, (first, _)) in log {
+                let l = low.entry(*p).or_insert(*first);
+                *l = (*l).min(*first);
+            }
+        };
+        for th in self.tenants.read().unwrap().values() {
+            add(&th.live.read().unwrap().log.lock().unwrap());
+            th.frozen.read().unwrap().iter().for_each(|f| add(&f.log));
+        }
+        low
+    }
+
+    fn insert_from(&self, tenant: &str, fragments: &[Fragment], segment: u64, logged: Option<(u32, i64)>) {
         let th = self.tenant(tenant);
         let t = th.live.read().unwrap();
+        if let Some((p, offset)) = logged {
+            let mut log = t.log.lock().unwrap();
+            let e = log.entry(p).or_insert((offset, offset));
+            *e = (e.0.min(offset), e.1.max(offset));
+        }
         t.min_segment.fetch_min(segment, Ordering::SeqCst);
         let now = self.started.elapsed().as_millis() as u64;
         t.first_insert_ms.fetch_min(now, Ordering::Relaxed);
@@ -332,6 +369,7 @@ impl Head {
             bytes: old.bytes.load(Ordering::Relaxed),
             spans: old.spans.load(Ordering::Relaxed),
             min_segment: old.min_segment.load(Ordering::SeqCst),
+            log: old.log.into_inner().unwrap(),
             shards: old.shards.into_iter().map(|s| s.into_inner().unwrap()).collect(),
         });
         th.frozen.write().unwrap().push(frozen.clone());

@@ -7,6 +7,7 @@ pub mod compact;
 pub mod error;
 pub mod fail;
 pub mod head;
+pub mod lease;
 pub mod rollups;
 pub mod sealed;
 pub mod tier;

@@ -388,6 +388,7 @@ mod tests {
             columns: Vec::new(),
             keys: Default::default(),
             tier,
+            log: Default::default(),
         }
     }
 

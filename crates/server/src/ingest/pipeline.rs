@@ -56,6 +56,10 @@ pub struct Pipeline {
     /// `ingest.max_span_age_hours` in ns; 0: any age.
     max_span_age_ns: u64,
     retry_after_secs: u64,
+    /// The scale-out's Kafka-API log, which takes the WAL's place (set once connected): an
+    /// acknowledged request is in the log, and the ingesters owning its partitions hold it.
+    log: std::sync::OnceLock<Arc<crate::cluster::log::Log>>,
+    uses_log: bool,
 }
 
 /// A request ready for the WAL.
@@ -162,7 +166,14 @@ impl Pipeline {
             max_bytes_per_trace: config.limits.max_bytes_per_trace,
             max_span_age_ns: config.ingest.max_span_age_hours.saturating_mul(3_600_000_000_000),
             retry_after_secs: config.limits.retry_after_secs,
+            log: std::sync::OnceLock::new(),
+            uses_log: config.kafka.is_some(),
         })
+    }
+
+    /// Appends to `log` from now on, instead of the WAL.
+    pub fn set_log(&self, log: Arc<crate::cluster::log::Log>) {
+        let _ = self.log.set(log);
     }
 
     /// Its front door, for the loops that watch and reload the limits.
@@ -202,6 +213,9 @@ impl Pipeline {
 
     /// After [`Ingest::admit_early`] let the request in and its body was read.
     async fn ingest_inner(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        if self.uses_log {
+            return self.ingest_to_log(export).await;
+        }
         let Some(wal) = self.wal.get() else {
             return Err(self.unavailable("shutting down".into()));
         };
@@ -228,6 +242,30 @@ impl Pipeline {
                 }
             };
             self.store(tenant, &prepared.admitted.fragments, segment);
+            self.metrics.inc(names::SPANS_ACCEPTED_TOTAL, &[("tenant", tenant)], accepted as f64);
+        }
+        Ok(prepared.response(self.max_bytes_per_trace))
+    }
+
+    /// A distributor of the scale-out: the log instead of the WAL and the head (the ingesters
+    /// that own the partitions read it from there).
+    async fn ingest_to_log(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
+        let Some(log) = self.log.get().cloned() else {
+            return Err(self.unavailable("not connected to the Kafka-API log yet".into()));
+        };
+        let this = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || this.prepare(export))
+            .await
+            .map_err(|e| Error::internal(format!("ingest task failed: {e}")))??;
+        let tenant = &prepared.tenant;
+        let accepted: usize = prepared.admitted.fragments.iter().map(|f| f.spans as usize).sum();
+        if accepted > 0 {
+            if let Err(e) = log.append(tenant, &prepared.admitted.fragments).await {
+                tracing::warn!(error = %e, "log append failed; request not acknowledged");
+                let labels = [("tenant", tenant.as_str()), ("reason", "log_error")];
+                self.metrics.inc(names::SPANS_REFUSED_TOTAL, &labels, accepted as f64);
+                return Err(e);
+            }
             self.metrics.inc(names::SPANS_ACCEPTED_TOTAL, &[("tenant", tenant)], accepted as f64);
         }
         Ok(prepared.response(self.max_bytes_per_trace))

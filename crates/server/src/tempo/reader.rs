@@ -18,6 +18,8 @@ pub struct Reader {
     pub head: Arc<Head>,
     pub blocks: Arc<Blocks>,
     pub search: SearchConfig,
+    /// A querier of the scale-out: the ingesters whose live traces it reads.
+    pub live: Option<Arc<crate::cluster::live::Ingesters>>,
     multitenancy: bool,
     metrics: Arc<Metrics>,
 }
@@ -28,6 +30,7 @@ impl Reader {
             head,
             blocks,
             search: config.search.clone(),
+            live: None,
             multitenancy: config.tenancy.multitenancy_enabled,
             metrics,
         }
@@ -56,6 +59,9 @@ impl Reader {
         range: Option<(u64, u64)>,
     ) -> Result<Vec<bytes::Bytes>, Error> {
         let mut out = self.head.get(tenant, id).unwrap_or_default();
+        if let Some(l) = &self.live {
+            out.extend(l.trace(tenant, id).await);
+        }
         let from_blocks = self
             .blocks
             .find_trace(tenant, id, range)

@@ -68,15 +68,20 @@ pub async fn search_progressively(
     raw: &str,
     mut progress: Option<&mut (dyn FnMut(SearchResult) + Send)>,
 ) -> Result<SearchResult, Error> {
-    let params = Params::parse(raw);
-    let req = request(&params, &r.search)?;
+    let req = request_from(r, raw)?;
     let mut all = SearchResult::default();
     if tenants.len() > 1 {
         progress = None;
     }
     for t in tenants {
-        let found = spoor_query::search::search_progressively(
+        // A querier of the scale-out: the ingesters' live traces stand in for its own head.
+        let remote = match &r.live {
+            Some(l) => l.search(t, raw).await,
+            None => Vec::new(),
+        };
+        let found = spoor_query::search::search_with_remote(
             &r.head,
+            remote,
             &r.blocks,
             t,
             &req,
@@ -93,6 +98,11 @@ pub async fn search_progressively(
         all.traces.truncate(req.limit);
     }
     Ok(all)
+}
+
+/// The search a raw query string asks for (also what an ingester evaluates for a querier).
+pub fn request_from(r: &Reader, raw: &str) -> Result<SearchRequest, Error> {
+    request(&Params::parse(raw), &r.search)
 }
 
 const KNOWN: [&str; 9] = ["q", "tags", "minDuration", "maxDuration", "limit", "spss", "start", "end", "query"];

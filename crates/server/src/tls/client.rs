@@ -34,7 +34,7 @@ pub fn connector(http2: bool, tls: &ClientTlsConfig) -> Result<HttpsConnector<Ht
     Ok(if http2 { builder.enable_http2().wrap_connector(tcp) } else { builder.enable_http1().wrap_connector(tcp) })
 }
 
-fn client_config(tls: &ClientTlsConfig) -> Result<ClientConfig, String> {
+pub(crate) fn client_config(tls: &ClientTlsConfig) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

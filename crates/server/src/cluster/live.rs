@@ -1,0 +1,214 @@
+//! Live traces across processes: an ingester serves what its head holds on two internal
+//! routes, and a querier asks every ingester (concurrently, each bounded by
+//! `querier.ingester_timeout_ms`) and reads the answers as if they were its own head. A trace is
+//! thus searchable from any querier as soon as its ingester has read it from the log, with no
+//! wait for a flush.
+//!
+//! The body of both routes: per trace, its 16-byte ID, a u32 fragment count, and each fragment
+//! as a u32 length and its bytes (little-endian): the head's own encoded fragments, unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use spoor_model::TraceId;
+use spoor_query::search::RemoteLive;
+
+use crate::cluster::config::QuerierConfig;
+use crate::error::{Error, StartupError};
+use crate::metrics::{Metrics, names};
+use crate::tempo::params::text_error;
+use crate::tempo::reader::Reader;
+
+pub const TRACE_ROUTE: &str = "/internal/live/traces/{id}";
+pub const SEARCH_ROUTE: &str = "/internal/live/search";
+
+/// The ingester's side: its head, by trace ID and by TraceQL.
+pub fn router(reader: Arc<Reader>) -> Router {
+    Router::new().route(TRACE_ROUTE, get(trace)).route(SEARCH_ROUTE, get(search)).with_state(reader)
+}
+
+async fn trace(State(r): State<Arc<Reader>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = (|| {
+        let tenants = r.tenants(&headers)?;
+        let id = TraceId::parse_api(&id).map_err(|e| Error::bad_request(e.to_string()))?;
+        let mut out = Vec::new();
+        for t in &tenants {
+            if let Some(f) = r.head.get(t, &id) {
+                out.push((id, f));
+            }
+        }
+        Ok::<_, Error>(out)
+    })();
+    match result {
+        Ok(traces) => framed(&traces),
+        Err(e) => text_error(e),
+    }
+}
+
+async fn search(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let result = async {
+        let tenants = r.tenants(&headers)?;
+        let req = crate::tempo::search::request_from(&r, raw.as_deref().unwrap_or(""))?;
+        let mut out = Vec::new();
+        for t in &tenants {
+            out.extend(
+                spoor_query::search::live_matches(&r.head, t, &req).await.map_err(crate::tempo::params::query_error)?,
+            );
+        }
+        Ok::<_, Error>(out)
+    }
+    .await;
+    match result {
+        Ok(traces) => framed(&traces),
+        Err(e) => text_error(e),
+    }
+}
+
+fn framed(traces: &[(TraceId, Vec<Bytes>)]) -> Response {
+    let size: usize = traces.iter().map(|(_, f)| 20 + f.iter().map(|b| 4 + b.len()).sum::<usize>()).sum();
+    let mut out = Vec::with_capacity(size);
+    for (id, fragments) in traces {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&(fragments.len() as u32).to_le_bytes());
+        for f in fragments {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()
+}
+
+fn unframe(mut body: Bytes) -> Result<RemoteLive, String> {
+    let mut out = Vec::new();
+    while body.has_remaining() {
+        if body.remaining() < 20 {
+            return Err("truncated trace header".into());
+        }
+        let id = TraceId::from_slice(&body.split_to(16)).ok_or("bad trace ID")?;
+        let n = body.get_u32_le() as usize;
+        let mut fragments = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            if body.remaining() < 4 {
+                return Err("truncated fragment length".into());
+            }
+            let len = body.get_u32_le() as usize;
+            if body.remaining() < len {
+                return Err("truncated fragment".into());
+            }
+            fragments.push(body.split_to(len));
+        }
+        out.push((id, fragments));
+    }
+    Ok(out)
+}
+
+/// The querier's side: the ingesters to ask.
+pub struct Ingesters {
+    urls: Vec<String>,
+    timeout: Duration,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// `Authorization` for the ingesters when their API port checks tokens.
+    authorization: Option<HeaderValue>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingesters {
+    pub fn new(config: &QuerierConfig, metrics: Arc<Metrics>) -> Result<Option<Arc<Ingesters>>, StartupError> {
+        if config.ingesters.is_empty() {
+            return Ok(None);
+        }
+        let connector = crate::tls::client::connector(false, &config.tls)
+            .map_err(|e| StartupError::new(format!("querier.tls: {e}")))?;
+        let authorization = match config.token_file.as_os_str().is_empty() {
+            true => None,
+            false => {
+                let token = std::fs::read_to_string(&config.token_file).map_err(|e| {
+                    StartupError::new(format!("querier.token_file {}: {e}", config.token_file.display()))
+                })?;
+                Some(
+                    HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                        .map_err(|_| StartupError::new("querier.token_file: not a valid header value"))?,
+                )
+            }
+        };
+        Ok(Some(Arc::new(Ingesters {
+            urls: config.ingesters.iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
+            timeout: Duration::from_millis(config.ingester_timeout_ms.max(1)),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            authorization,
+            metrics,
+        })))
+    }
+
+    /// The trace's live fragments, from every ingester that answers in time.
+    pub async fn trace(&self, tenant: &str, id: &TraceId) -> Vec<Bytes> {
+        let path = format!("/internal/live/traces/{}", id.to_hex());
+        self.ask(tenant, &path).await.into_iter().flat_map(|(_, f)| f).collect()
+    }
+
+    /// The live traces matching a search (its raw query string), from every ingester.
+    pub async fn search(&self, tenant: &str, raw_query: &str) -> RemoteLive {
+        self.ask(tenant, &format!("/internal/live/search?{raw_query}")).await
+    }
+
+    async fn ask(&self, tenant: &str, path: &str) -> RemoteLive {
+        let asks = self.urls.iter().map(|base| async move {
+            let got = tokio::time::timeout(self.timeout, self.get(base, tenant, path)).await;
+            match got {
+                Ok(Ok(traces)) => traces,
+                Ok(Err(e)) => self.missed(base, &e),
+                Err(_) => self.missed(base, &format!("no answer within {:?}", self.timeout)),
+            }
+        });
+        futures_util::future::join_all(asks).await.into_iter().flatten().collect()
+    }
+
+    fn missed(&self, base: &str, why: &str) -> RemoteLive {
+        self.metrics.inc(names::QUERIER_INGESTER_ERRORS_TOTAL, &[("ingester", base)], 1.0);
+        tracing::warn!(ingester = base, error = why, "ingester left out of a query: its live traces are missing");
+        Vec::new()
+    }
+
+    async fn get(&self, base: &str, tenant: &str, path: &str) -> Result<RemoteLive, String> {
+        let mut req = Request::get(format!("{base}{path}")).header("X-Scope-OrgID", tenant);
+        if let Some(a) = &self.authorization {
+            req = req.header(header::AUTHORIZATION, a.clone());
+        }
+        let req = req.body(Body::empty()).map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+        }
+        unframe(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_truncation_is_an_error() {
+        let id = TraceId([7; 16]);
+        let traces = vec![(id, vec![Bytes::from_static(b"ab"), Bytes::from_static(b"")]), (TraceId([1; 16]), vec![])];
+        let resp = framed(&traces);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(unframe(body.clone()).unwrap(), traces);
+        assert!(unframe(body.slice(..body.len() - 21)).is_err());
+        assert!(unframe(body.slice(..10)).is_err());
+    }
+}
