@@ -1,11 +1,13 @@
 //! `spoor`: the tracing backend in one binary.
 
 mod blocks;
+mod demo;
 mod dora;
 mod http;
 mod keys;
 mod loadgen;
 mod query;
+mod target;
 mod trace;
 
 // Ingest allocates and frees many small strings per span across threads; glibc's malloc spent
@@ -34,6 +36,9 @@ enum Command {
     Agent(ServeArgs),
     /// Send realistic multi-service traces to an OTLP endpoint and report throughput and latency.
     Loadgen(loadgen::Args),
+    /// Send an internal developer platform's request flows as OTLP, with log lines on stdout and
+    /// an optional fault (`--scenario`), for learning to read traces (docs/dojo/).
+    Demo(demo::Args),
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
     /// Look at the blocks in a data dir or bucket.
@@ -108,6 +113,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
             Command::Trace(args) => trace::run(args).await,
