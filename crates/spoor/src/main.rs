@@ -5,6 +5,7 @@ mod demo;
 mod dora;
 mod http;
 mod keys;
+mod lab;
 mod loadgen;
 mod query;
 mod target;
@@ -39,6 +40,9 @@ enum Command {
     /// Send an internal developer platform's request flows as OTLP, with log lines on stdout and
     /// an optional fault (`--scenario`), for learning to read traces (docs/dojo/).
     Demo(demo::Args),
+    /// The dojo's labs: run a scenario, find the answer in the traces, check it (docs/dojo/).
+    #[command(subcommand)]
+    Lab(lab::Command),
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
     /// Look at the blocks in a data dir or bucket.
@@ -114,6 +118,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Loadgen(args) => loadgen::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Lab(command) => lab::run(command).await,
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
             Command::Trace(args) => trace::run(args).await,
@@ -127,6 +132,10 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<lab::Wrong>() => {
+            println!("{e}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("spoor: {e:#}");
             std::process::ExitCode::FAILURE
