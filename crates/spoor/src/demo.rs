@@ -240,7 +240,11 @@ pub async fn send(args: &Args) -> anyhow::Result<Summary> {
                 *summary.by_tenant.entry(tenant).or_default() += traces.len() as u64;
             }
             Ok(Outcome::Refused { code, message, .. }) => {
-                anyhow::ensure!(summary.traces > 0, "{} refused the first export ({code}): {message}", args.target.endpoint);
+                anyhow::ensure!(
+                    summary.traces > 0,
+                    "{} refused the first export ({code}): {message}",
+                    args.target.endpoint
+                );
                 summary.refused += spans;
             }
             Err(e) if summary.traces == 0 => {

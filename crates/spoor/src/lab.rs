@@ -90,7 +90,9 @@ impl State {
     fn load(&self) -> anyhow::Result<BTreeMap<String, Value>> {
         let path = self.path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{}: not a lab state file", path.display())),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).with_context(|| format!("{}: not a lab state file", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e).with_context(|| path.display().to_string()),
         }
@@ -168,9 +170,9 @@ pub const LABS: &[Lab] = &[
 ];
 
 fn lab(number: u32) -> anyhow::Result<&'static Lab> {
-    LABS.iter().find(|l| l.number == number).ok_or_else(|| {
-        anyhow::anyhow!("there is no lab {number}; `spoor lab list` shows labs 1 to {}", LABS.len())
-    })
+    LABS.iter()
+        .find(|l| l.number == number)
+        .ok_or_else(|| anyhow::anyhow!("there is no lab {number}; `spoor lab list` shows labs 1 to {}", LABS.len()))
 }
 
 /// A wrong answer: not an error of the tool, so `main` prints it as it is and exits 1.
@@ -241,21 +243,19 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One recorded run, as `check` reads it back.
-pub struct Run {
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub api: String,
-}
-
 async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let l = lab(args.number)?;
     let runs = args.state.load()?;
     let Some(r) = runs.get(&l.number.to_string()) else {
-        anyhow::bail!("lab {} has not been started (no run in {}): `spoor lab start {}` first", l.number, args.state.path().display(), l.number);
+        anyhow::bail!(
+            "lab {} has not been started (no run in {}): `spoor lab start {}` first",
+            l.number,
+            args.state.path().display(),
+            l.number
+        );
     };
     let field = |k: &str| r.get(k).and_then(Value::as_u64).with_context(|| format!("the lab state has no {k}"));
-    let run = Run {
+    let run = check::Run {
         start_ns: field("start_ns")?,
         end_ns: field("end_ns")?,
         api: r.get("api").and_then(Value::as_str).unwrap_or("http://127.0.0.1:3200").to_owned(),

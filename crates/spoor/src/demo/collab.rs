@@ -16,7 +16,8 @@ pub const QUEUE: &str = "post_indexing";
 
 /// `batch`: (trace ID, span ID) of the producers of earlier messages consumed in the same batch.
 pub fn build(rng: &mut Rng, batch: &[([u8; 16], [u8; 8])]) -> Node {
-    let elasticsearch = Node::new("elasticsearch", Kind::Server, "").s("db.system", "elasticsearch").work(ms(rng, 25.0));
+    let elasticsearch =
+        Node::new("elasticsearch", Kind::Server, "").s("db.system", "elasticsearch").work(ms(rng, 25.0));
     let mut consumer = Node::new("search-indexer", Kind::Consumer, format!("process {QUEUE}"))
         .s("messaging.system", "rabbitmq")
         .s("messaging.operation.type", "process")

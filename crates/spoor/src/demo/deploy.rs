@@ -13,12 +13,14 @@ pub const STATEMENTS: &[(&str, &str)] =
 pub fn build(rng: &mut Rng) -> Node {
     let app = super::cicd::APPS[rng.below(super::cicd::APPS.len() as u64) as usize];
     let namespace = super::cicd::namespace(app);
-    let pods = Node::new("kube-apiserver", Kind::Server, "")
-        .s("k8s.namespace.name", namespace)
-        .work(ms(rng, 15.0));
-    let ready = Node::new(app, Kind::Server, "")
-        .work(ms(rng, 2.0))
-        .child(postgres(rng, app, &app.replace('-', "_"), STATEMENTS[0].0, STATEMENTS[0].1));
+    let pods = Node::new("kube-apiserver", Kind::Server, "").s("k8s.namespace.name", namespace).work(ms(rng, 15.0));
+    let ready = Node::new(app, Kind::Server, "").work(ms(rng, 2.0)).child(postgres(
+        rng,
+        app,
+        &app.replace('-', "_"),
+        STATEMENTS[0].0,
+        STATEMENTS[0].1,
+    ));
     let server = Node::new("argocd-server", Kind::Server, "")
         .s("argocd.app.name", app)
         .work(ms(rng, 10.0))

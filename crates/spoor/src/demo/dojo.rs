@@ -43,7 +43,8 @@ pub fn build(rng: &mut Rng) -> Node {
         let server = Node::new("kube-apiserver", Kind::Server, "")
             .s("k8s.namespace.name", namespace.clone())
             .work(ms(rng, 12.0));
-        http(rng, "lab-service", "POST", "kubernetes.default.svc", route, server).s("k8s.namespace.name", namespace.clone())
+        http(rng, "lab-service", "POST", "kubernetes.default.svc", route, server)
+            .s("k8s.namespace.name", namespace.clone())
     };
     let ns = k8s(rng, "/api/v1/namespaces");
     let workload = k8s(rng, "/apis/apps/v1/namespaces/{namespace}/deployments");

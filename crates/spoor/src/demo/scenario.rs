@@ -245,7 +245,8 @@ mod tests {
             (0..40).map(|seed| Plan::new(Some(Scenario::SlowDatabase), seed).slow.unwrap().0).collect();
         assert!(slow.len() > 3, "{slow:?}");
         for seed in [1, 99, 12345] {
-            let (a, b) = (Plan::new(Some(Scenario::CascadingFailure), seed), Plan::new(Some(Scenario::CascadingFailure), seed));
+            let (a, b) =
+                (Plan::new(Some(Scenario::CascadingFailure), seed), Plan::new(Some(Scenario::CascadingFailure), seed));
             assert_eq!(a.stalled, b.stalled);
         }
         assert!(Plan::new(None, 5).origin.is_none());

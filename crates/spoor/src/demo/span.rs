@@ -302,7 +302,9 @@ mod tests {
             if s.kind == Kind::Consumer as i32 {
                 assert!(s.start_time_unix_nano >= p.end_time_unix_nano + 2 * MS);
             } else {
-                assert!(s.start_time_unix_nano >= p.start_time_unix_nano && s.end_time_unix_nano <= p.end_time_unix_nano);
+                assert!(
+                    s.start_time_unix_nano >= p.start_time_unix_nano && s.end_time_unix_nano <= p.end_time_unix_nano
+                );
             }
         }
         // CLIENT → SERVER across services.

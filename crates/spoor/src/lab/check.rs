@@ -8,8 +8,14 @@ use serde_json::Value;
 use spoor_model::ids::TraceId;
 use spoor_model::otlp::{Span, TracesData, any_value};
 
-use super::Run;
 use crate::http::Api;
+
+/// One recorded run of a lab, as `check` reads it back.
+pub struct Run {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub api: String,
+}
 
 pub struct Verdict {
     pub right: bool,
@@ -26,7 +32,7 @@ pub async fn judge(lab: u32, run: &Run, api: &Api, answer: &str) -> anyhow::Resu
     anyhow::ensure!(!given.is_empty(), "the answer is empty");
     match lab {
         1 => {
-            let (service, of, total) = deepest(run, api, "{ status = error }", |s| status_error(s)).await?;
+            let (service, of, total) = deepest(run, api, "{ status = error }", status_error).await?;
             Ok(Verdict {
                 right: given == normalize(&service),
                 why: if given == normalize(&service) {
@@ -86,7 +92,8 @@ async fn search(run: &Run, api: &Api, q: &str) -> anyhow::Result<Vec<Value>> {
     Ok(traces
         .into_iter()
         .filter(|t| {
-            let start: u64 = t.get("startTimeUnixNano").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let start: u64 =
+                t.get("startTimeUnixNano").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
             let ms = t.get("durationMs").and_then(Value::as_u64).unwrap_or(0);
             start + ms * 1_000_000 + 1_000_000_000 >= run.start_ns
         })
@@ -107,9 +114,17 @@ fn status_error(s: &Span) -> bool {
 /// Over the traces `q` finds: the spans that `marked` holds for while none of their descendants
 /// does, and the service each points at (the callee for a client span, else its own). Answers
 /// the most common service, in how many traces, and of how many.
-async fn deepest(run: &Run, api: &Api, q: &str, marked: impl Fn(&Span) -> bool) -> anyhow::Result<(String, usize, usize)> {
+async fn deepest(
+    run: &Run,
+    api: &Api,
+    q: &str,
+    marked: impl Fn(&Span) -> bool,
+) -> anyhow::Result<(String, usize, usize)> {
     let traces = search(run, api, q).await?;
-    anyhow::ensure!(!traces.is_empty(), "no trace of the lab's run matches {q}: did `spoor lab start` run against this server?");
+    anyhow::ensure!(
+        !traces.is_empty(),
+        "no trace of the lab's run matches {q}: did `spoor lab start` run against this server?"
+    );
     let mut votes: BTreeMap<String, usize> = BTreeMap::new();
     for t in &traces {
         let Some(id) = t.get("traceID").and_then(Value::as_str) else { continue };
@@ -165,7 +180,8 @@ fn innermost(trace: &TracesData, marked: &impl Fn(&Span) -> bool) -> Vec<String>
 }
 
 async fn slow_query(run: &Run, api: &Api, given: &str) -> anyhow::Result<Verdict> {
-    let q = "{ span.db.system = \"postgresql\" && duration > 1s } | select(span.db.collection.name, span.db.query.text)";
+    let q =
+        "{ span.db.system = \"postgresql\" && duration > 1s } | select(span.db.collection.name, span.db.query.text)";
     let traces = search(run, api, q).await?;
     let mut votes: BTreeMap<(String, String), usize> = BTreeMap::new();
     for t in &traces {
@@ -250,7 +266,9 @@ async fn incident_cause(run: &Run, api: &Api, given: &str) -> anyhow::Result<Ver
     let incident = v
         .get("incidents")
         .and_then(Value::as_array)
-        .and_then(|i| i.iter().rev().find(|i| i.get("cause_deployment_id").and_then(Value::as_str).is_some_and(|c| !c.is_empty())))
+        .and_then(|i| {
+            i.iter().rev().find(|i| i.get("cause_deployment_id").and_then(Value::as_str).is_some_and(|c| !c.is_empty()))
+        })
         .context("no incident with a cause in the lab's run: did `spoor lab start 5` run against this server?")?;
     let cause = incident.get("cause_deployment_id").and_then(Value::as_str).unwrap_or_default();
     let right = given == normalize(cause);
