@@ -30,7 +30,12 @@ pub fn lines(laid: &Laid) -> String {
         let detail = s
             .attributes
             .iter()
-            .find(|kv| kv.key == "db.query.text" || kv.key == "messaging.destination.name" || kv.key == "incident.id")
+            .find(|kv| {
+                kv.key == "db.query.text"
+                    || kv.key == "messaging.destination.name"
+                    || kv.key == "incident.id"
+                    || kv.key == "peer.service"
+            })
             .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
                 any_value::Value::StringValue(v) => Some(format!(" {}={v:?}", kv.key)),
                 _ => None,
