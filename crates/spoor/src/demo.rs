@@ -223,7 +223,11 @@ pub async fn send(args: &Args) -> anyhow::Result<Summary> {
         if due >= deadline {
             break;
         }
-        tokio::time::sleep_until(due.into()).await;
+        // Ctrl-C ends the run early, still with its summary (and seed).
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
         let traces = world.traces(spoor_model::time::now_nanos());
         // The noisy tenant's share: seven flows in ten.
         let (tenant, client): (String, &OtlpClient) = match &noisy {
