@@ -130,7 +130,8 @@ pub fn http(rng: &mut Rng, from: &'static str, method: &str, host: &str, route: 
         .s("server.address", host)
         .i("server.port", 8080)
         .s("peer.service", server.service)
-        .s("url.full", format!("http://{host}:8080{route}"))
+        // The template, not a made-up URL: the path's parameters are not part of the flow.
+        .s("url.template", route)
         .i("http.response.status_code", 200)
         .work(net(rng))
         .child(server)
