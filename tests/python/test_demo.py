@@ -232,8 +232,22 @@ def lab(spoor: Spoor, state: Path | None, *args: str) -> subprocess.CompletedPro
     return subprocess.run([str(SPOOR_BIN), "lab", *args, *where], capture_output=True, text=True, timeout=120)
 
 
-def right_and_wrong(spoor: Spoor, n: int, tenant: str) -> tuple[str, str]:
+def received(spoor: Spoor) -> Counter:
+    """Spans received per tenant, from the server's own metrics."""
+    r = http_get(f"{spoor.api_url}/metrics")
+    assert r.status == 200
+    found = re.findall(r'^spoor_spans_received_total\{tenant="([^"]+)"\} (\S+)$', r.body.decode(), re.M)
+    return Counter({t: float(v) for t, v in found})
+
+
+def right_and_wrong(spoor: Spoor, n: int, tenant: str, before: Counter) -> tuple[str, str]:
     """Lab n's answer from the API data, and a wrong one."""
+    if n == 6:
+        grown = received(spoor)
+        grown.subtract(before)
+        noisy = [t for t, _ in grown.most_common() if t != tenant][0]
+        assert grown[noisy] > 0 and search(spoor, noisy, "{ }"), grown
+        return noisy, tenant
     if n == 1:
         (origin, _), = origins(spoor, tenant, "{ status = error }", is_error, lambda s: s["service"]).most_common(1)
         return origin, next(c for c in CALLEES if c != origin)
@@ -259,16 +273,17 @@ def right_and_wrong(spoor: Spoor, n: int, tenant: str) -> tuple[str, str]:
     return cause, next(d["deployment_id"] for d in listing["deployments"] if d["deployment_id"] != cause)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
 def test_lab_checks_the_answer_against_the_runs_data(spoor: Spoor, tmp_path: Path, n: int):
     tenant, state = new_tenant(), tmp_path / "lab.json"
+    before = received(spoor)
     r = lab(spoor, state, "start", str(n), "--endpoint", f"http://{spoor.grpc_endpoint}", "--api", spoor.api_url,
             "--tenant", tenant, "--duration", "3s", "--rate", "10")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "Question:" in r.stdout and f"spoor lab check {n}" in r.stdout, r.stdout
     assert json.loads(state.read_text())[str(n)]["tenant"] == tenant
 
-    right, wrong = right_and_wrong(spoor, n, tenant)
+    right, wrong = right_and_wrong(spoor, n, tenant, before)
     ok = lab(spoor, state, "check", str(n), right)
     assert ok.returncode == 0 and ok.stdout.startswith("Right!"), (right, ok.stdout, ok.stderr)
     bad = lab(spoor, state, "check", str(n), wrong)
@@ -282,4 +297,4 @@ def test_lab_refuses_what_it_cannot_check(spoor: Spoor, tmp_path: Path):
     r = lab(spoor, state, "start", "9")
     assert r.returncode == 1 and "there is no lab 9" in r.stderr, r.stderr
     r = lab(spoor, None, "list")
-    assert r.returncode == 0 and len(re.findall(r"^\d+\. ", r.stdout, re.M)) == 5, r.stdout
+    assert r.returncode == 0 and len(re.findall(r"^\d+\. ", r.stdout, re.M)) == 6, r.stdout

@@ -167,6 +167,16 @@ pub const LABS: &[Lab] = &[
         hint: "The delivery page's timeline, `/api/dora/deployments` (incidents name their cause), or \
                TraceQL `{ span.incident.id != nil }` and `{ span.deployment.status = \"failed\" }`.",
     },
+    Lab {
+        number: 6,
+        title: "Who is flooding the platform?",
+        scenario: Some(Scenario::NoisyTenant),
+        question: "Most of the traffic during the run was not sent as your tenant. Which tenant sent it? \
+                   (its X-Scope-OrgID; needs a server with tenancy.multitenancy_enabled)",
+        hint: "Spoor's own metrics count spans per tenant: `curl -s http://127.0.0.1:3200/metrics | grep \
+               spoor_spans_received_total` (compare with a minute ago); then search as that tenant \
+               (`X-Scope-OrgID`, or Grafana's data source header) to see what it sends.",
+    },
 ];
 
 fn lab(number: u32) -> anyhow::Result<&'static Lab> {
@@ -220,6 +230,14 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         args.target.endpoint,
         spoor_model::duration::format(args.duration)
     );
+    // The noisy tenant's lab compares the server's per-tenant span counts before and after.
+    let received_before = match l.scenario {
+        Some(Scenario::NoisyTenant) => {
+            let api = crate::http::Api::with_access(args.tenant.as_deref(), &args.access)?;
+            Some(check::received(&api, args.api.trim_end_matches('/')).await?)
+        }
+        _ => None,
+    };
     let summary = crate::demo::send(&demo).await?;
     anyhow::ensure!(summary.traces > 0, "the demo sent no traces: is Spoor running at {}?", args.target.endpoint);
     let mut runs = args.state.load()?;
@@ -233,6 +251,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
             "tenant": args.tenant,
             "api": args.api.trim_end_matches('/'),
             "traces": summary.traces,
+            "received_before": received_before,
         }),
     );
     args.state.save(&runs)?;
@@ -259,8 +278,11 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
         start_ns: field("start_ns")?,
         end_ns: field("end_ns")?,
         api: r.get("api").and_then(Value::as_str).unwrap_or("http://127.0.0.1:3200").to_owned(),
+        tenant: r.get("tenant").and_then(Value::as_str).map(str::to_owned),
+        received_before: serde_json::from_value(r.get("received_before").cloned().unwrap_or_default())
+            .unwrap_or_default(),
     };
-    let tenant = r.get("tenant").and_then(Value::as_str);
+    let tenant = run.tenant.as_deref();
     let api = crate::http::Api::with_access(tenant, &args.access)?;
     let verdict = check::judge(l.number, &run, &api, &args.answer).await?;
     if verdict.right {

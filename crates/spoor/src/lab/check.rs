@@ -15,6 +15,9 @@ pub struct Run {
     pub start_ns: u64,
     pub end_ns: u64,
     pub api: String,
+    pub tenant: Option<String>,
+    /// Spans received per tenant before the run (the noisy tenant's lab).
+    pub received_before: BTreeMap<String, f64>,
 }
 
 pub struct Verdict {
@@ -59,6 +62,7 @@ pub async fn judge(lab: u32, run: &Run, api: &Api, answer: &str) -> anyhow::Resu
             })
         }
         5 => incident_cause(run, api, &given).await,
+        6 => noisy_tenant(run, api, answer.trim()).await,
         n => anyhow::bail!("there is no lab {n}"),
     }
 }
@@ -285,6 +289,49 @@ async fn incident_cause(run: &Run, api: &Api, given: &str) -> anyhow::Result<Ver
     })
 }
 
+/// `spoor_spans_received_total` per tenant, from the server's own metrics.
+pub async fn received(api: &Api, base: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let url = format!("{base}/metrics");
+    let (status, body) = api.get(&url, None).await?;
+    anyhow::ensure!(status.is_success(), "{url}: {status}: {}", String::from_utf8_lossy(&body).trim());
+    Ok(parse_received(&String::from_utf8_lossy(&body)))
+}
+
+fn parse_received(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("spoor_spans_received_total{")?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let tenant = labels.split(',').find_map(|kv| kv.strip_prefix("tenant=\""))?.strip_suffix('"')?;
+            Some((tenant.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn noisy_tenant(run: &Run, api: &Api, given: &str) -> anyhow::Result<Verdict> {
+    let now = received(api, &run.api).await?;
+    let grown = |t: &str| now.get(t).copied().unwrap_or(0.0) - run.received_before.get(t).copied().unwrap_or(0.0);
+    let own = run.tenant.as_deref().unwrap_or("single-tenant");
+    let (noisiest, spans) = now
+        .keys()
+        .filter(|t| t.as_str() != own)
+        .map(|t| (t.clone(), grown(t)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .filter(|(_, n)| *n > 0.0)
+        .context(
+            "no other tenant sent spans during the run: lab 6 needs a server with tenancy.multitenancy_enabled: true",
+        )?;
+    let right = given == noisiest;
+    Ok(Verdict {
+        right,
+        why: if right {
+            format!("{noisiest} sent {spans} spans since the lab started; your tenant {own} sent {}.", grown(own))
+        } else {
+            "Compare the spans received per tenant (spoor_spans_received_total) with what they were.".into()
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +343,13 @@ mod tests {
         assert_eq!(seconds("5m12s"), Some(312.0));
         assert_eq!(seconds("312.5"), Some(312.5));
         assert_eq!(seconds("five minutes"), None);
+    }
+
+    #[test]
+    fn span_counts_per_tenant_come_from_the_exposition() {
+        let text = "# HELP x\nspoor_spans_received_total{tenant=\"a\"} 12\nspoor_spans_received_total{tenant=\"team-b\"} 3e3\nspoor_spans_received_totally 1\n";
+        let got = parse_received(text);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got["a"], got["team-b"]), (12.0, 3000.0));
     }
 }
