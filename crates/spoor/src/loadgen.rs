@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use spoor_agent::client::{OtlpClient, Outcome, Transport};
+use spoor_agent::client::Outcome;
 use spoor_model::ids::hex;
 use spoor_model::synth::Rng;
 
@@ -16,12 +16,8 @@ mod payloads;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Server endpoint, e.g. http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP).
-    #[arg(long, default_value = "http://127.0.0.1:4317")]
-    endpoint: String,
-    /// grpc or http (protobuf).
-    #[arg(long, default_value = "grpc")]
-    transport: String,
+    #[command(flatten)]
+    target: crate::target::Target,
     /// Target spans per second across all connections; 0 sends flat out.
     #[arg(long, default_value_t = 0)]
     rate: u64,
@@ -159,11 +155,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.search.is_empty() {
         return search(&args).await;
     }
-    let transport = match args.transport.as_str() {
-        "grpc" => Transport::Grpc,
-        "http" => Transport::Http,
-        other => anyhow::bail!("--transport must be grpc or http, not {other:?}"),
-    };
+    // Checked once up front: a typo stops the run before any connection is made.
+    args.target.transport()?;
     let record = match &args.record {
         Some(path) => {
             Some(Arc::new(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)))
@@ -191,14 +184,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::new();
-    let mut headers = hyper::HeaderMap::new();
-    if let Some(a) = args.access.authorization()? {
-        headers.insert(hyper::header::AUTHORIZATION, a);
-    }
     for c in 0..args.connections.max(1) {
-        let client = OtlpClient::with_tls(transport, &args.endpoint, args.tenant.clone(), &args.access.tls())
-            .map_err(anyhow::Error::msg)?
-            .with_headers(headers.clone());
+        let client = args.target.client(args.tenant.clone(), &args.access)?;
         let (args, totals, stop, record) = (args.clone(), totals.clone(), stop.clone(), record.clone());
         let (record_traces, payloads, windows) = (record_traces.clone(), payloads.clone(), windows.clone());
         tasks.push(tokio::spawn(async move {
@@ -351,7 +338,7 @@ async fn query(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < args.queries {
                 let id = &ids[rng.below(ids.len() as u64) as usize];
-                let url = format!("{}/api/v2/traces/{id}", args.endpoint);
+                let url = format!("{}/api/v2/traces/{id}", args.target.endpoint);
                 let t0 = Instant::now();
                 let (status, body) = client.get(&url, Some("application/protobuf")).await?;
                 latencies.push(t0.elapsed().as_secs_f64());
@@ -403,7 +390,7 @@ async fn search(args: &Args) -> anyhow::Result<()> {
     for q in &args.search {
         let url = format!(
             "{}/api/search?q={}&limit={}",
-            args.endpoint,
+            args.target.endpoint,
             spoor_server::http::encode_query_value(q),
             args.search_limit
         );

@@ -1,11 +1,14 @@
 //! `spoor`: the tracing backend in one binary.
 
 mod blocks;
+mod demo;
 mod dora;
 mod http;
 mod keys;
+mod lab;
 mod loadgen;
 mod query;
+mod target;
 mod trace;
 
 // Ingest allocates and frees many small strings per span across threads; glibc's malloc spent
@@ -34,6 +37,12 @@ enum Command {
     Agent(ServeArgs),
     /// Send realistic multi-service traces to an OTLP endpoint and report throughput and latency.
     Loadgen(loadgen::Args),
+    /// Send an internal developer platform's request flows as OTLP, with log lines on stdout and
+    /// an optional fault (`--scenario`), for learning to read traces (docs/dojo/).
+    Demo(demo::Args),
+    /// The dojo's labs: run a scenario, find the answer in the traces, check it (docs/dojo/).
+    #[command(subcommand)]
+    Lab(lab::Command),
     /// Print the effective configuration (defaults, file, environment and flags merged).
     Config(ServeArgs),
     /// Look at the blocks in a data dir or bucket.
@@ -117,6 +126,8 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Lab(command) => lab::run(command).await,
             Command::Blocks(command) => blocks::run(command).await,
             Command::Query(args) => query::run(args).await,
             Command::Trace(args) => trace::run(args).await,
@@ -130,6 +141,10 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<lab::Wrong>() => {
+            println!("{e}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("spoor: {e:#}");
             std::process::ExitCode::FAILURE

@@ -68,7 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The trace from a server's `/api/traces/{id}` in protobuf (exact IDs and values); None on 404.
-async fn remote(server: &str, id: &TraceId, api: &crate::http::Api) -> anyhow::Result<Option<TracesData>> {
+pub(crate) async fn remote(server: &str, id: &TraceId, api: &crate::http::Api) -> anyhow::Result<Option<TracesData>> {
     let url = format!("{}/api/traces/{}", server.trim_end_matches('/'), id.to_hex());
     let (status, body) = api.get(&url, Some("application/protobuf")).await?;
     if status == hyper::StatusCode::NOT_FOUND {
