@@ -459,7 +459,9 @@ fn shapes() -> Value {
         Some(T::default())
     }
     let server = ServerConfig { http_tls: some(), otlp_grpc_tls: some(), otlp_http_tls: some(), ..Default::default() };
-    let c = Config { zipkin: some(), jaeger: some(), kafka: some(), server, ..Default::default() };
+    // `ingester.ordinal` is a number when set (unset: from the hostname).
+    let ingester = IngesterConfig { ordinal: Some(0), ..Default::default() };
+    let c = Config { zipkin: some(), jaeger: some(), kafka: some(), server, ingester, ..Default::default() };
     serde_json::to_value(c).unwrap_or(Value::Null)
 }
 

@@ -245,7 +245,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 read_blocklist(&reader, config.storage.request_timeout_secs).await;
                 if let (Some((log, topic)), Some(parts)) = (log, ingester_parts) {
                     tracing::info!(partitions = ?parts, "ingester: reading the log");
-                    let i = cluster::ingester::Ingester::new(log, reader.head.clone(), reader.blocks.clone(), metrics.clone(), topic, parts, config.limits.max_live_bytes);
+                    let i = cluster::ingester::Ingester::new(log, reader.head.clone(), reader.blocks.clone(), metrics.clone(), topic, parts, config.limits.max_live_bytes, Duration::from_secs(config.ingester.checkpoint_interval_secs.max(1)));
                     Arc::new(i).spawn(&mut tasks);
                 }
                 ready.set_ready();

@@ -35,6 +35,7 @@ pub struct Ingester {
     next: Mutex<BTreeMap<u32, i64>>,
     /// Checkpoints last written, to write only changes.
     written: Mutex<BTreeMap<u32, i64>>,
+    checkpoint_every: Duration,
 }
 
 /// Where a partition's checkpoint lives. Four path parts, so the blocklist and its cleanup,
@@ -52,6 +53,7 @@ impl Ingester {
         topic: String,
         partitions: Vec<u32>,
         max_live_bytes: usize,
+        checkpoint_every: Duration,
     ) -> Ingester {
         Ingester {
             log,
@@ -63,6 +65,7 @@ impl Ingester {
             max_live_bytes,
             next: Mutex::new(BTreeMap::new()),
             written: Mutex::new(BTreeMap::new()),
+            checkpoint_every,
         }
     }
 
@@ -80,7 +83,7 @@ impl Ingester {
         let this = self.clone();
         tasks.spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(this.checkpoint_every).await;
                 this.checkpoint().await;
             }
         });
