@@ -2,7 +2,7 @@
 # Spoor's container image: one static-enough binary on distroless, running as a non-root user.
 #
 #   docker build -t spoor:dev .
-#   docker run --rm -p 4317:4317 -p 4318:4318 -p 3200:3200 -v spoor-data:/var/lib/spoor spoor:dev serve
+#   docker run --rm -p 4317:4317 -p 4318:4318 -p 3200:3200 -v spoor-data:/var/lib/spoor spoor:dev
 #
 # The same image runs every role (`spoor serve --roles …`) and the agent (`spoor agent`);
 # docs/deployment.md says how the Kubernetes manifests use it.
@@ -53,16 +53,15 @@ RUN set -eu; \
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=builder /out/usr/local/bin/spoor /usr/local/bin/spoor
 COPY --from=builder --chown=65532:65532 /out/var/lib/spoor /var/lib/spoor
-# In a container the listeners face the pod's network, not loopback (the binary's default).
-ENV SPOOR__SERVER__HTTP_LISTEN=0.0.0.0:3200 \
-    SPOOR__SERVER__OTLP_GRPC_LISTEN=0.0.0.0:4317 \
-    SPOOR__SERVER__OTLP_HTTP_LISTEN=0.0.0.0:4318 \
-    SPOOR__STORAGE__DATA_DIR=/var/lib/spoor
 # OTLP gRPC, OTLP HTTP, the API (/ready, /metrics, the UI).
 EXPOSE 4317 4318 3200
 VOLUME ["/var/lib/spoor"]
+# The default data dir, ./data, is then on the volume.
 WORKDIR /var/lib/spoor
 # distroless's `nonroot` user, by number so that runAsNonRoot can check it.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/spoor"]
-CMD ["serve"]
+# In a container the listeners face the pod's network, not loopback (the binary's default).
+# Flags, not ENV: a SPOOR__* variable baked into the image would override every config file;
+# a config file's listeners apply once the command is given (as the Kubernetes manifests do).
+CMD ["serve", "--otlp-grpc-listen", "0.0.0.0:4317", "--otlp-http-listen", "0.0.0.0:4318", "--http-listen", "0.0.0.0:3200"]
