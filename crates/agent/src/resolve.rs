@@ -46,7 +46,7 @@ impl Resolver {
         let stats = Arc::new(ResolverStats::default());
         let kind = cfg.kind();
         let (source, interval) = match (cfg.k8s, cfg.dns) {
-            (Some(k8s), _) => (Source::K8s(K8sLookup::new(&k8s).map_err(StartupError::new)?), k8s.interval),
+            (Some(k8s), _) => (Source::K8s(Box::new(K8sLookup::new(&k8s).map_err(StartupError::new)?)), k8s.interval),
             (None, Some(dns)) => {
                 let interval = dns.interval;
                 (Source::Dns(dns), interval)
@@ -109,7 +109,8 @@ impl Drop for Resolver {
 /// What a polling resolver asks.
 enum Source {
     Dns(DnsResolverConfig),
-    K8s(K8sLookup),
+    /// Boxed: it holds an HTTP client, the DNS settings are a few words.
+    K8s(Box<K8sLookup>),
 }
 
 impl Source {

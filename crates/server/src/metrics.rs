@@ -320,7 +320,11 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::AGENT_EXPORT_DELIVERED_TOTAL, "counter", "Agent: requests delivered, by endpoint."),
     (names::AGENT_EXPORT_FAILED_TOTAL, "counter", "Agent: requests given up on, by endpoint and reason."),
     (names::AGENT_EXPORT_LATENCY_SECONDS, "gauge", "Agent: latency of the last successful export, by endpoint."),
-    (names::AGENT_RESOLUTIONS_TOTAL, "counter", "Agent: lookups of the load-balancing resolver (DNS or Kubernetes EndpointSlices), by outcome."),
+    (
+        names::AGENT_RESOLUTIONS_TOTAL,
+        "counter",
+        "Agent: lookups of the load-balancing resolver (DNS or Kubernetes EndpointSlices), by outcome.",
+    ),
     (names::AGENT_BACKEND_UPDATES_TOTAL, "counter", "Agent: changes of the load-balancing backend list."),
     (names::AGENT_BACKENDS, "gauge", "Agent: backends in the load-balancing ring."),
 ];

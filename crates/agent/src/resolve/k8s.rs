@@ -52,7 +52,10 @@ impl K8sLookup {
             None => {
                 let path = std::path::Path::new(SERVICE_ACCOUNT_DIR).join("namespace");
                 let ns = std::fs::read_to_string(&path).map_err(|e| {
-                    format!("resolver.k8s.namespace is not set and {} cannot be read (not in a pod?): {e}", path.display())
+                    format!(
+                        "resolver.k8s.namespace is not set and {} cannot be read (not in a pod?): {e}",
+                        path.display()
+                    )
                 })?;
                 ns.trim().to_string()
             }
@@ -113,8 +116,8 @@ impl K8sLookup {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
             return Err(format!("{}: HTTP {status}: {message}", self.url));
         }
-        let list: SliceList = serde_json::from_slice(&body)
-            .map_err(|e| format!("{}: not an EndpointSliceList: {e}", self.url))?;
+        let list: SliceList =
+            serde_json::from_slice(&body).map_err(|e| format!("{}: not an EndpointSliceList: {e}", self.url))?;
         Ok(endpoints(&list, &self.ports))
     }
 }
@@ -215,12 +218,9 @@ fn endpoints(list: &SliceList, choice: &PortChoice) -> Vec<String> {
     for slice in &list.items {
         let ports: Vec<u16> = match choice {
             PortChoice::Fixed(ports) => ports.clone(),
-            PortChoice::Named(name) => slice
-                .ports
-                .iter()
-                .filter(|p| p.name.as_deref() == Some(name.as_str()))
-                .filter_map(|p| p.port)
-                .collect(),
+            PortChoice::Named(name) => {
+                slice.ports.iter().filter(|p| p.name.as_deref() == Some(name.as_str())).filter_map(|p| p.port).collect()
+            }
         };
         for endpoint in slice.endpoints.iter().filter(|e| e.conditions.ready.unwrap_or(true)) {
             for address in &endpoint.addresses {
