@@ -309,7 +309,14 @@ mod tests {
         assert!(err(config("spoor", "a/b")).contains("resolver.k8s.namespace \"a/b\""));
         assert!(err(K8sResolverConfig { ports: vec![], ..config("s", "ns") }).contains("resolver.k8s.ports"));
         assert!(err(K8sResolverConfig { api_server: "ftp://x".into(), ..config("s", "ns") }).contains("api_server"));
-        let missing = err(K8sResolverConfig { token_file: "/nonexistent/token".into(), ..config("s", "ns") });
+        let clear = err(K8sResolverConfig { token_file: "/t".into(), ..config("s", "ns") });
+        assert!(clear.contains("is plaintext: a token is only sent over https"), "{clear}");
+        let missing = err(K8sResolverConfig {
+            api_server: "https://127.0.0.1:1".into(),
+            token_file: "/nonexistent/token".into(),
+            ca_file: PathBuf::new(),
+            ..config("s", "ns")
+        });
         assert!(missing.contains("resolver.k8s.token_file /nonexistent/token"), "{missing}");
         let ca = err(K8sResolverConfig {
             api_server: "https://127.0.0.1:1".into(),

@@ -139,6 +139,13 @@ impl K8sResolverConfig {
         if !api.is_empty() && !api.starts_with("https://") && !api.starts_with("http://") {
             return Err(format!("resolver.k8s.api_server {api:?}: expected https://host:port"));
         }
+        // A service-account token is a credential for the whole namespace: never in the clear.
+        if api.starts_with("http://") && !self.token_file.as_os_str().is_empty() {
+            return Err(format!(
+                "resolver.k8s.api_server {api:?} is plaintext: a token is only sent over https \
+                 (for kubectl proxy, set token_file: \"\")"
+            ));
+        }
         Ok(())
     }
 }
