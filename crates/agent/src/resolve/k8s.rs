@@ -20,6 +20,9 @@ use serde::Deserialize;
 use spoor_server::config::agent::{K8sResolverConfig, SERVICE_ACCOUNT_DIR};
 use spoor_server::tls::ClientTlsConfig;
 
+/// The largest list response read.
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
 /// A ready-to-poll view of one Service.
 pub(crate) struct K8sLookup {
     /// The list URL, selector included.
@@ -108,7 +111,12 @@ impl K8sLookup {
         let req = req.body(Empty::new()).map_err(|e| format!("{}: {e}", self.url))?;
         let resp = self.client.request(req).await.map_err(|e| format!("{}: {}", self.url, with_causes(&e)))?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| format!("{}: {e}", self.url))?.to_bytes();
+        // A Service's slices are kilobytes; a cap keeps a misdirected URL from filling memory.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("{}: {e}", self.url))?
+            .to_bytes();
         if !status.is_success() {
             // The API server explains refusals (RBAC, a missing namespace) in a Status object.
             let message = serde_json::from_slice::<ApiStatus>(&body)
@@ -118,7 +126,16 @@ impl K8sLookup {
         }
         let list: SliceList =
             serde_json::from_slice(&body).map_err(|e| format!("{}: not an EndpointSliceList: {e}", self.url))?;
-        Ok(endpoints(&list, &self.ports))
+        let found = endpoints(&list, &self.ports);
+        if found.is_empty() {
+            // Said here, where it is known why; the caller keeps the last list either way.
+            return Err(format!(
+                "{}: no ready endpoints with the port(s) asked for in {} slice(s)",
+                self.url,
+                list.items.len()
+            ));
+        }
+        Ok(found)
     }
 }
 
@@ -324,6 +341,46 @@ mod tests {
             ..config("s", "ns")
         });
         assert!(ca.contains("/nonexistent/ca.crt"), "{ca}");
+    }
+
+    /// A plaintext API stand-in that answers every request with `status` and `body`.
+    async fn api(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let _ = conn.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn answers_become_lists_or_named_errors() {
+        let lookup =
+            |url: String| K8sLookup::new(&K8sResolverConfig { api_server: url, ..config("spoor", "ns") }).unwrap();
+        let ok = lookup(api("200 OK", TWO_SLICES).await).lookup().await.unwrap();
+        assert_eq!(ok, ["10.0.0.10:4317", "10.0.0.2:4317", "[fd00::1]:4317"]);
+        let forbidden = r#"{"kind":"Status","status":"Failure","message":"endpointslices.discovery.k8s.io is forbidden: User \"system:serviceaccount:ns:x\" cannot list resource","code":403}"#;
+        let e = lookup(api("403 Forbidden", forbidden).await).lookup().await.unwrap_err();
+        assert!(e.contains("HTTP 403 Forbidden: endpointslices.discovery.k8s.io is forbidden"), "{e}");
+        let e = lookup(api("200 OK", "<html>proxy</html>").await).lookup().await.unwrap_err();
+        assert!(e.contains("not an EndpointSliceList"), "{e}");
+        let e = lookup(
+            api("200 OK", r#"{"items":[{"endpoints":[{"addresses":["10.0.0.1"],"conditions":{"ready":false}}]}]}"#)
+                .await,
+        )
+        .lookup()
+        .await
+        .unwrap_err();
+        assert!(e.contains("no ready endpoints with the port(s) asked for in 1 slice(s)"), "{e}");
     }
 
     #[tokio::test]
