@@ -3,7 +3,9 @@
 the real OpenTelemetry Python SDK -> `spoor agent` (the agent configuration shipped in
 deploy/k8s, pointed at the fake API) -> two `spoor serve` backends.
 
-The fake API server speaks HTTPS with a CA made here, checks the service-account bearer token and
+Both backends run the store configuration shipped in deploy/k8s too (its own WAL each, blocks
+in one shared bucket: moto's S3 here), as the `single` overlay's pods do. The fake API server
+speaks HTTPS with a CA made here, checks the service-account bearer token and
 serves `discovery.k8s.io/v1` EndpointSliceLists for the label selector
 `kubernetes.io/service-name=spoor-headless`, as the real one does: one slice per backend (both
 backends listen on 127.0.0.1, so each slice carries its backend's port under the port name
@@ -16,6 +18,8 @@ out. The test checks that:
 - the token file is re-read (rotated tokens keep working);
 - an API server that fails keeps the last good list (failures are counted, traffic flows);
 - a backend that becomes ready again takes its share back;
+- once both backends have flushed, every trace is found through either of them (the shared
+  bucket), while before that each live trace is only on its owner;
 - a missing token file stops the agent at start with an error naming it.
 """
 
@@ -25,8 +29,8 @@ import json
 import ssl
 import subprocess
 import threading
-import time
 import urllib.parse
+import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,7 +40,7 @@ import yaml
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind
 
-from conftest import SPOOR_BIN, _free_ports
+from conftest import SPOOR_BIN, Moto, _free_ports, http_request
 from test_agent import (
     AGENT_BATCH,
     RETRY,
@@ -49,7 +53,7 @@ from test_agent import (
     launcher,  # noqa: F401 (the fixture)
     queue_items,
     sdk,
-    server_config,
+    span_id_hex,
     wait_delivered,
     wait_for,
 )
@@ -128,8 +132,17 @@ class FakeKubeApi:
             selector = urllib.parse.parse_qs(url.query).get("labelSelector", [""])[0]
             if url.path != SLICES_PATH:
                 return 404, status_object(404, f"no route {url.path}")
-            items = [s for s in self.slices if selector == f"kubernetes.io/service-name={s['metadata']['labels']['kubernetes.io/service-name']}"]
-            return 200, {"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1", "metadata": {"resourceVersion": "1"}, "items": items}
+            items = [
+                s
+                for s in self.slices
+                if selector == f"kubernetes.io/service-name={s['metadata']['labels']['kubernetes.io/service-name']}"
+            ]
+            return 200, {
+                "kind": "EndpointSliceList",
+                "apiVersion": "discovery.k8s.io/v1",
+                "metadata": {"resourceVersion": "1"},
+                "items": items,
+            }
 
     def set(self, slices: list[dict] | None = None, fail: bool | None = None, token: str | None = None) -> None:
         with self.lock:
@@ -161,12 +174,18 @@ def backend_slice(name: str, backend: Proc, ready: bool, service: str = SERVICE)
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4",
         "endpoints": [
-            {"addresses": ["127.0.0.1"], "conditions": {"ready": ready, "serving": ready, "terminating": False},
-             "targetRef": {"kind": "Pod", "name": f"{name}-pod"}},
+            {
+                "addresses": ["127.0.0.1"],
+                "conditions": {"ready": ready, "serving": ready, "terminating": False},
+                "targetRef": {"kind": "Pod", "name": f"{name}-pod"},
+            },
             # Nothing listens there: if the agent used it, batches for it would never arrive.
             {"addresses": ["127.0.0.9"], "conditions": {"ready": False, "serving": False, "terminating": True}},
         ],  # fmt: skip
-        "ports": [{"name": "otlp-http", "port": http, "protocol": "TCP"}, {"name": "otlp-grpc", "port": grpc, "protocol": "TCP"}],
+        "ports": [
+            {"name": "otlp-http", "port": http, "protocol": "TCP"},
+            {"name": "otlp-grpc", "port": grpc, "protocol": "TCP"},
+        ],
     }
 
 
@@ -174,11 +193,29 @@ def backend_slice(name: str, backend: Proc, ready: bool, service: str = SERVICE)
 # The agent, as deploy/k8s configures it
 
 
-def shipped_agent_config() -> dict:
-    """The agent's ConfigMap from the rendered single overlay."""
+def shipped_config(configmap: str, key: str) -> dict:
+    """A configuration file from a ConfigMap of the rendered single overlay."""
     docs = yaml.safe_load_all((REPO / "deploy" / "k8s" / "rendered" / "single.yaml").read_text())
-    cm = next(d for d in docs if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "spoor-agent")
-    return yaml.safe_load(cm["data"]["agent.yaml"])
+    cm = next(d for d in docs if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == configmap)
+    return yaml.safe_load(cm["data"][key])
+
+
+def shipped_agent_config() -> dict:
+    return shipped_config("spoor-agent", "agent.yaml")
+
+
+def store_yaml(moto: Moto, bucket: str) -> str:
+    """The store pods' configuration, with the bucket at moto (credentials come from the
+    environment, as the pods get them from the Secret spoor-bucket); listeners and data dir
+    from the launcher's flags."""
+    cfg = shipped_config("spoor", "config.yaml")
+    del cfg["server"], cfg["storage"]["data_dir"]
+    assert cfg["storage"]["backend"] == "s3" and cfg["compaction"] == {"enabled": False}, cfg
+    cfg["storage"]["s3"].update(bucket=bucket, endpoint=moto.endpoint, allow_http=True)
+    # Blocks only when the test flushes; other pods' blocks seen within a second.
+    cfg["storage"]["blocklist_poll_secs"] = 1
+    cfg["blocks"] = {"max_block_age_secs": 3600}
+    return yaml.safe_dump(cfg)
 
 
 def agent_yaml(api: FakeKubeApi, ca: Path, token_file: Path) -> str:
@@ -242,13 +279,23 @@ def agent_metric(agent: Proc, name: str, **labels: str) -> float:
 # ---------------------------------------------------------------------------------------
 
 
-def test_k8s_resolver_follows_endpointslices(launcher: Launcher, pki, tmp_path: Path):  # noqa: F811
+def test_k8s_resolver_follows_endpointslices(
+    launcher: Launcher,  # noqa: F811
+    pki,
+    tmp_path: Path,
+    moto: Moto,
+    monkeypatch: pytest.MonkeyPatch,
+):
     ca, cert, key = pki
     token_file = tmp_path / "token"
     token_file.write_text("token-one\n")
+    bucket = f"spoor-k8s-{uuid.uuid4().hex[:12]}"
+    moto.create_bucket(bucket)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")
     api = FakeKubeApi(cert, key, "token-one")
     try:
-        a, b = (launcher.start("serve", f"server-{x}", server_config()) for x in "ab")
+        a, b = (launcher.start("serve", f"server-{x}", store_yaml(moto, bucket)) for x in "ab")
         api.set(slices=[
             backend_slice("spoor-headless-a", a, ready=True),
             backend_slice("spoor-headless-b", b, ready=True),
@@ -260,7 +307,8 @@ def test_k8s_resolver_follows_endpointslices(launcher: Launcher, pki, tmp_path: 
         wait_for("the ring to hold both backends", lambda: agent_metric(agent, "spoor_agent_backends") == 2, 15, logs)
 
         # 1. Both ready: every trace on the ring's owner.
-        per_backend = check_placement([a, b], [a, b], send_traces(agent, "k8s-both", 120), logs)
+        where_both = send_traces(agent, "k8s-both", 120)
+        per_backend = check_placement([a, b], [a, b], where_both, logs)
         assert all(n > 0 for n in per_backend.values()), per_backend
         paths = {p for p, s in api.requests if s == 200}
         assert paths == {f"{SLICES_PATH}?labelSelector=kubernetes.io%2Fservice-name%3D{SERVICE}"}, paths
@@ -268,7 +316,10 @@ def test_k8s_resolver_follows_endpointslices(launcher: Launcher, pki, tmp_path: 
         # 2. b's pod stops being ready (and the token rotates): all new traffic goes to a.
         updates = agent_metric(agent, "spoor_agent_backend_updates_total")
         token_file.write_text("token-two\n")
-        api.set(token="token-two", slices=[backend_slice("spoor-headless-a", a, True), backend_slice("spoor-headless-b", b, False)])
+        api.set(
+            token="token-two",
+            slices=[backend_slice("spoor-headless-a", a, True), backend_slice("spoor-headless-b", b, False)],
+        )
         wait_for("the ring to drop b", lambda: agent_metric(agent, "spoor_agent_backends") == 1, 15, logs)
         assert agent_metric(agent, "spoor_agent_backend_updates_total") == updates + 1
         moved = send_traces(agent, "k8s-moved", 60)
@@ -289,18 +340,41 @@ def test_k8s_resolver_follows_endpointslices(launcher: Launcher, pki, tmp_path: 
         assert check_placement([a, b], [a], during, logs) == {"server-a": 20, "server-b": 0}
 
         # 4. The API answers again and b is ready: it takes its share back.
-        api.set(fail=False, slices=[backend_slice("spoor-headless-a", a, True), backend_slice("spoor-headless-b", b, True)])
+        api.set(
+            fail=False, slices=[backend_slice("spoor-headless-a", a, True), backend_slice("spoor-headless-b", b, True)]
+        )
         wait_for("the ring to hold both again", lambda: agent_metric(agent, "spoor_agent_backends") == 2, 15, logs)
-        back = check_placement([a, b], [a, b], send_traces(agent, "k8s-back", 120), logs)
+        where_back = send_traces(agent, "k8s-back", 120)
+        back = check_placement([a, b], [a, b], where_back, logs)
         assert all(n > 0 for n in back.values()), back
         wait_for("the agent's queue to drain", lambda: queue_items(agent) == 0, 30, logs)
         m = agent.metrics()
         forwarded = {
-            name: sum(v for n, ls, v in m.samples if n == "spoor_agent_forwarded_spans_total" and ls.get("endpoint", "").endswith(p.grpc_endpoint))
+            name: sum(
+                v
+                for n, ls, v in m.samples
+                if n == "spoor_agent_forwarded_spans_total" and ls.get("endpoint", "").endswith(p.grpc_endpoint)
+            )
             for name, p in (("server-a", a), ("server-b", b))
         }
         assert forwarded["server-b"] == 3 * (per_backend["server-b"] + back["server-b"]), (forwarded, per_backend, back)
         assert "127.0.0.9" not in str(m.samples), "a terminating endpoint was used"
+
+        # 5. The shared bucket: once both have flushed, either answers for every trace.
+        every = {**where_both, **moved, **during, **where_back}
+        for server in (a, b):
+            r = http_request("POST", f"{server.api_url}/flush", timeout=60)
+            assert r.status == 204, f"POST /flush on {server.name}: {r.status} {r.body[:200]!r}"
+
+        def both_answer() -> bool:
+            return all(
+                {span_id_hex(sp) for sp in get_trace(s, tid) or []} == spans
+                for s in (a, b)
+                for tid, spans in every.items()
+            )
+
+        wait_for("every trace through both backends", both_answer, 30, logs, every=0.5)
+        assert moto.list_keys(bucket), "no block in the shared bucket"
     finally:
         api.close()
 

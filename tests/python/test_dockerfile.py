@@ -109,7 +109,9 @@ def test_builder_builds_the_binary_locked(instructions: list[Instruction]):
 def test_every_workspace_member_is_in_the_dependency_layer(instructions: list[Instruction]):
     members = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["members"]
     copied = {
-        m[1] for i in instructions if i.op == "COPY" and (m := re.fullmatch(r"(crates/([^/]+)/Cargo\.toml) crates/\2/", i.args))
+        m[1]
+        for i in instructions
+        if i.op == "COPY" and (m := re.fullmatch(r"(crates/([^/]+)/Cargo\.toml) crates/\2/", i.args))
     }
     assert copied == {f"{m}/Cargo.toml" for m in members}, sorted(copied ^ {f"{m}/Cargo.toml" for m in members})
     assert any(i.op == "COPY" and i.args == "Cargo.toml Cargo.lock ./" for i in instructions)
@@ -144,7 +146,9 @@ def test_dependency_layer_is_a_workspace_cargo_loads(instructions: list[Instruct
 
 
 def test_dockerignore_keeps_the_context_small():
-    patterns = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    patterns = [
+        l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")
+    ]
     for needed in ("target/", ".venv*/", "**/node_modules/", ".git/"):
         assert needed in patterns, f".dockerignore lacks {needed}"
     # And keeps what the build needs.
@@ -153,4 +157,8 @@ def test_dockerignore_keeps_the_context_small():
 
 def test_parser_joins_continuations():
     parsed = parse("FROM a:1 AS b\n# c\nRUN x \\\n  # inner comment\n  && y\nUSER 1\n")
-    assert [(i.op, i.args, i.stage) for i in parsed] == [("FROM", "a:1 AS b", 0), ("RUN", "x  && y", 0), ("USER", "1", 0)]
+    assert [(i.op, i.args, i.stage) for i in parsed] == [
+        ("FROM", "a:1 AS b", 0),
+        ("RUN", "x  && y", 0),
+        ("USER", "1", 0),
+    ]

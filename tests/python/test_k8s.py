@@ -124,7 +124,12 @@ spec:
     cm, d = render_k8s.render(tmp_path)
     assert cm["metadata"]["namespace"] == d["metadata"]["namespace"] == "obs"
     assert d["spec"]["template"]["spec"]["containers"] == [
-        {"name": "a", "image": "reg/spoor:3", "args": ["y", "z"], "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}
+        {
+            "name": "a",
+            "image": "reg/spoor:3",
+            "args": ["y", "z"],
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+        }
     ]
     (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml, cm.yaml]\n")
     with pytest.raises(render_k8s.RenderError, match="defined twice"):
@@ -140,7 +145,9 @@ def test_every_object_validates_against_the_kubernetes_schema(overlay: str, vers
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as e:
-            pytest.fail(f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {e.message} at {list(e.path)}")
+            pytest.fail(
+                f"{overlay}: {obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {e.message} at {list(e.path)}"
+            )
 
 
 def test_the_validator_can_fail():
@@ -182,7 +189,9 @@ def test_references_resolve(overlay: str):
         name, spec = w["metadata"]["name"], w["spec"]
         assert matches(spec["selector"]["matchLabels"], pod_labels(w)), f"{name}: selector misses its pods"
         pod = spec["template"]["spec"]
-        assert ("ServiceAccount", pod["serviceAccountName"]) in names, f"{name}: no ServiceAccount {pod['serviceAccountName']}"
+        assert ("ServiceAccount", pod["serviceAccountName"]) in names, (
+            f"{name}: no ServiceAccount {pod['serviceAccountName']}"
+        )
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
         for v in volumes.values():
@@ -195,11 +204,17 @@ def test_references_resolve(overlay: str):
                 assert ("PersistentVolumeClaim", claim) in names, f"{name}: no PVC {claim}"
         if w["kind"] == "StatefulSet":
             governing = by_kind(objs, "Service").get(spec["serviceName"])
-            assert governing and governing["spec"].get("clusterIP") == "None", f"{name}: no headless Service {spec['serviceName']}"
-            assert matches(governing["spec"]["selector"], pod_labels(w)), f"{name}: {spec['serviceName']} does not select it"
+            assert governing and governing["spec"].get("clusterIP") == "None", (
+                f"{name}: no headless Service {spec['serviceName']}"
+            )
+            assert matches(governing["spec"]["selector"], pod_labels(w)), (
+                f"{name}: {spec['serviceName']} does not select it"
+            )
         for c in containers(w):
             for m in c.get("volumeMounts", []):
-                assert m["name"] in volumes or m["name"] in claims, f"{name}/{c['name']}: mount {m['name']} has no volume"
+                assert m["name"] in volumes or m["name"] in claims, (
+                    f"{name}/{c['name']}: mount {m['name']} has no volume"
+                )
             for e in c.get("envFrom", []):
                 ref = e.get("secretRef") or e.get("configMapRef")
                 kind = "Secret" if "secretRef" in e else "ConfigMap"
@@ -218,11 +233,16 @@ def test_references_resolve(overlay: str):
     for w in ws:
         if w["kind"] != "DaemonSet" and (w["spec"].get("replicas", 1) > 1 or w["kind"] == "StatefulSet"):
             assert any(
-                matches(p["spec"]["selector"]["matchLabels"], pod_labels(w)) for p in by_kind(objs, "PodDisruptionBudget").values()
+                matches(p["spec"]["selector"]["matchLabels"], pod_labels(w))
+                for p in by_kind(objs, "PodDisruptionBudget").values()
             ), f"{w['metadata']['name']} has no PodDisruptionBudget"
     # Every pod is covered by a NetworkPolicy for both directions.
     for w in ws:
-        policies = [p for p in by_kind(objs, "NetworkPolicy").values() if matches(p["spec"]["podSelector"]["matchLabels"], pod_labels(w))]
+        policies = [
+            p
+            for p in by_kind(objs, "NetworkPolicy").values()
+            if matches(p["spec"]["podSelector"]["matchLabels"], pod_labels(w))
+        ]
         assert {"Ingress", "Egress"} <= {t for p in policies for t in p["spec"]["policyTypes"]}, w["metadata"]["name"]
 
 
@@ -232,11 +252,17 @@ def test_agent_reaches_the_store_through_its_resolver(overlay: str):
     agent = by_kind(objs, "DaemonSet")["spoor-agent"]
     sa = agent["spec"]["template"]["spec"]["serviceAccountName"]
     # RBAC: a RoleBinding gives the agent's ServiceAccount a Role that lists EndpointSlices.
-    bindings = [b for b in by_kind(objs, "RoleBinding").values() if {"kind": "ServiceAccount", "name": sa, "namespace": "observability"} in b["subjects"]]
+    bindings = [
+        b
+        for b in by_kind(objs, "RoleBinding").values()
+        if {"kind": "ServiceAccount", "name": sa, "namespace": "observability"} in b["subjects"]
+    ]
     assert bindings, f"no RoleBinding for ServiceAccount {sa}"
     roles = [by_kind(objs, "Role")[b["roleRef"]["name"]] for b in bindings]
     assert any(
-        "discovery.k8s.io" in r["apiGroups"] and "endpointslices" in r["resources"] and {"list", "get", "watch"} <= set(r["verbs"])
+        "discovery.k8s.io" in r["apiGroups"]
+        and "endpointslices" in r["resources"]
+        and {"list", "get", "watch"} <= set(r["verbs"])
         for role in roles
         for r in role["rules"]
     ), roles
@@ -247,7 +273,11 @@ def test_agent_reaches_the_store_through_its_resolver(overlay: str):
     svc = by_kind(objs, "Service")[k8s["service"]]
     assert svc["spec"]["clusterIP"] == "None"
     assert k8s["port_name"] in {p["name"] for p in svc["spec"]["ports"]}
-    assert all(matches(svc["spec"]["selector"], pod_labels(w)) for w in workloads(objs) if pod_labels(w).get("spoor.dev/otlp") == "true")
+    assert all(
+        matches(svc["spec"]["selector"], pod_labels(w))
+        for w in workloads(objs)
+        if pod_labels(w).get("spoor.dev/otlp") == "true"
+    )
     receivers = [w["metadata"]["name"] for w in workloads(objs) if matches(svc["spec"]["selector"], pod_labels(w))]
     assert receivers == {"single": ["spoor"], "distributed": ["spoor-distributor"]}[overlay]
     # The agent's own mounts: its config, and the queue where its data dir is.
@@ -275,7 +305,9 @@ def test_containers_are_locked_down(overlay: str):
             assert c["readinessProbe"]["httpGet"]["path"] == "/ready", where
             assert "livenessProbe" in c, where
             image = c["image"]
-            assert re.fullmatch(r"[a-z0-9./-]+:[0-9][A-Za-z0-9._-]*", image) and not image.endswith(":latest"), f"{where}: image {image} is not pinned"
+            assert re.fullmatch(r"[a-z0-9./-]+:[0-9][A-Za-z0-9._-]*", image) and not image.endswith(":latest"), (
+                f"{where}: image {image} is not pinned"
+            )
             # The data dir is writable (a volume), the root filesystem is not.
             assert any(m["mountPath"].startswith("/var/lib/spoor") for m in c["volumeMounts"]), where
 
@@ -307,11 +339,16 @@ def test_single_overlay_config_loads_in_the_binary(tmp_path: Path):
     assert k8s["token_file"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     assert k8s["service"] == "spoor-headless" and k8s["port_name"] == "otlp-grpc"
     # The binary really checks: a misspelt key in the same file is refused, naming it.
-    bad = spoor_config(tmp_path, config_of(objs, "spoor-agent", "agent.yaml").replace("port_name:", "portname:"), "bad.yaml")
+    bad = spoor_config(
+        tmp_path, config_of(objs, "spoor-agent", "agent.yaml").replace("port_name:", "portname:"), "bad.yaml"
+    )
     assert bad.returncode != 0 and "portname" in bad.stderr, bad.stderr
     # The compactor's environment turns compaction on and ingest off.
     compactor = by_kind(objs, "Deployment")["spoor-compactor"]["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e["value"] for e in compactor["env"]} == {"SPOOR__INGEST__ENABLED": "false", "SPOOR__COMPACTION__ENABLED": "true"}
+    assert {e["name"]: e["value"] for e in compactor["env"]} == {
+        "SPOOR__INGEST__ENABLED": "false",
+        "SPOOR__COMPACTION__ENABLED": "true",
+    }
     assert by_kind(objs, "StatefulSet")["spoor"]["spec"]["replicas"] == 3
 
 
@@ -322,7 +359,9 @@ def test_distributed_overlay_config_matches_its_workloads(tmp_path: Path):
     ingesters = by_kind(objs, "StatefulSet")["spoor-ingester"]
     n = ingesters["spec"]["replicas"]
     assert n == 3 and cfg["ingester"]["replicas"] == n and "ordinal" not in cfg["ingester"]
-    assert cfg["querier"]["ingesters"] == [f"http://spoor-ingester-{i}.{ingesters['spec']['serviceName']}:3200" for i in range(n)]
+    assert cfg["querier"]["ingesters"] == [
+        f"http://spoor-ingester-{i}.{ingesters['spec']['serviceName']}:3200" for i in range(n)
+    ]
     assert cfg["kafka"]["brokers"] and cfg["kafka"]["topic"] and cfg["kafka"]["partitions"] >= n
     assert cfg["storage"]["backend"] == "s3" and cfg["storage"]["s3"]["bucket"]
     roles = {}
@@ -333,12 +372,19 @@ def test_distributed_overlay_config_matches_its_workloads(tmp_path: Path):
         assert args[:3] == ["serve", "--config", "/etc/spoor/config.yaml"] and args[3] == "--roles", args
         roles[w["metadata"]["name"]] = set(args[4].split(","))
         assert roles[w["metadata"]["name"]] <= ROLES
-    assert roles == {"spoor-distributor": {"distributor"}, "spoor-ingester": {"ingester"}, "spoor-querier": {"querier"}, "spoor-compactor": {"compactor"}}
+    assert roles == {
+        "spoor-distributor": {"distributor"},
+        "spoor-ingester": {"ingester"},
+        "spoor-querier": {"querier"},
+        "spoor-compactor": {"compactor"},
+    }
     # Only workloads that touch the bucket get its credentials; only the distributors get OTLP.
     for w in workloads(objs):
         c = w["spec"]["template"]["spec"]["containers"][0]
         has_bucket = any(e.get("secretRef", {}).get("name") == "spoor-bucket" for e in c.get("envFrom", []))
-        assert has_bucket == (w["metadata"]["name"] in {"spoor-ingester", "spoor-querier", "spoor-compactor"}), w["metadata"]["name"]
+        assert has_bucket == (w["metadata"]["name"] in {"spoor-ingester", "spoor-querier", "spoor-compactor"}), w[
+            "metadata"
+        ]["name"]
     # The binary: once it knows the scale-out's keys this must load; before, the only complaint
     # allowed is about one of those keys.
     r = spoor_config(tmp_path, text, "distributed.yaml")
