@@ -60,7 +60,12 @@ impl K8sLookup {
                         path.display()
                     )
                 })?;
-                ns.trim().to_string()
+                let ns = ns.trim();
+                // It goes into the URL: a Kubernetes name or nothing.
+                if ns.is_empty() || !ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                    return Err(format!("{}: {ns:?} is not a namespace name", path.display()));
+                }
+                ns.to_string()
             }
         };
         let tls = if api.starts_with("https://") {
