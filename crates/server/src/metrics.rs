@@ -105,6 +105,7 @@ pub mod names {
     pub const AGENT_QUEUE_CORRUPT_ITEMS_TOTAL: &str = "spoor_agent_queue_corrupt_items_total";
     pub const AGENT_QUEUE_FULL_TOTAL: &str = "spoor_agent_queue_full_total";
     pub const AGENT_FORWARDED_SPANS_TOTAL: &str = "spoor_agent_forwarded_spans_total";
+    pub const AGENT_REROUTED_SPANS_TOTAL: &str = "spoor_agent_rerouted_spans_total";
     pub const AGENT_DROPPED_SPANS_TOTAL: &str = "spoor_agent_dropped_spans_total";
     pub const AGENT_EXPORT_ATTEMPTS_TOTAL: &str = "spoor_agent_export_attempts_total";
     pub const AGENT_EXPORT_RETRIES_TOTAL: &str = "spoor_agent_export_retries_total";
@@ -305,6 +306,11 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::AGENT_QUEUE_CORRUPT_ITEMS_TOTAL, "counter", "Agent: corrupt queue records skipped."),
     (names::AGENT_QUEUE_FULL_TOTAL, "counter", "Agent: pushes refused because the queue was at max_bytes."),
     (names::AGENT_FORWARDED_SPANS_TOTAL, "counter", "Agent: spans delivered downstream, by endpoint."),
+    (
+        names::AGENT_REROUTED_SPANS_TOTAL,
+        "counter",
+        "Agent: spans routed again because their backend left the ring before taking them, by that endpoint.",
+    ),
     (
         names::AGENT_DROPPED_SPANS_TOTAL,
         "counter",
