@@ -18,6 +18,8 @@ out. The test checks that:
 - the token file is re-read (rotated tokens keep working);
 - an API server that fails keeps the last good list (failures are counted, traffic flows);
 - a backend that becomes ready again takes its share back;
+- a backend that dies while in the ring: its parts are retried there until its endpoint is no
+  longer ready, then routed again over the ring (all to the other backend), none lost;
 - once both backends have flushed, every trace is found through either of them (the shared
   bucket), while before that each live trace is only on its owner;
 - a missing token file stops the agent at start with an error naming it.
@@ -360,8 +362,33 @@ def test_k8s_resolver_follows_endpointslices(
         assert forwarded["server-b"] == 3 * (per_backend["server-b"] + back["server-b"]), (forwarded, per_backend, back)
         assert "127.0.0.9" not in str(m.samples), "a terminating endpoint was used"
 
-        # 5. The shared bucket: once both have flushed, either answers for every trace.
-        every = {**where_both, **moved, **during, **where_back}
+        # 5. b's pod dies while it is in the ring (a lost node): its parts are retried against it
+        #    until its endpoint stops being ready, then routed again: everything lands on a.
+        b.kill()
+        both = [a.grpc_endpoint, b.grpc_endpoint]
+        retries = agent_metric(agent, "spoor_agent_export_retries_total")
+        lost = send_traces(agent, "k8s-lost", 60)
+        owned_by_b = [tid for tid in lost if ring_owner(both, tid) == b.grpc_endpoint]
+        assert owned_by_b, "no trace of 60 belongs to b: the ring is broken"
+        wait_for(
+            "the agent to retry the dead backend",
+            lambda: agent_metric(agent, "spoor_agent_export_retries_total") > retries,
+            15,
+            logs,
+        )
+        api.set(slices=[backend_slice("spoor-headless-a", a, True), backend_slice("spoor-headless-b", b, False)])
+        assert check_placement([a], [a], lost, logs) == {"server-a": 60}
+        assert agent_metric(agent, "spoor_agent_rerouted_spans_total") == 3 * len(owned_by_b)
+
+        # b comes back on its volume (its WAL replayed) and takes its share again.
+        b.start()
+        api.set(slices=[backend_slice("spoor-headless-a", a, True), backend_slice("spoor-headless-b", b, True)])
+        wait_for("the ring to hold both once more", lambda: agent_metric(agent, "spoor_agent_backends") == 2, 15, logs)
+        wait_for("the agent's queue to drain", lambda: queue_items(agent) == 0, 30, logs)
+
+        # 6. The shared bucket: once both have flushed, either answers for every trace (b's
+        #    from before its death included: they were in its WAL).
+        every = {**where_both, **moved, **during, **where_back, **lost}
         for server in (a, b):
             r = http_request("POST", f"{server.api_url}/flush", timeout=60)
             assert r.status == 204, f"POST /flush on {server.name}: {r.status} {r.body[:200]!r}"
