@@ -21,7 +21,7 @@ use k8s::K8sLookup;
 use publish::Publisher;
 pub use publish::ResolverStats;
 
-/// Publishes the current endpoint list; dropping it stops the DNS task.
+/// Publishes the current endpoint list; dropping it stops the polling task (DNS, k8s).
 pub struct Resolver {
     kind: &'static str,
     rx: watch::Receiver<Vec<String>>,
