@@ -390,6 +390,43 @@ impl Agent {
         } else {
             vec![(body, spans)]
         };
+        // Parts whose backend left the ring before taking them go round again, over the ring
+        // as it is then; the first failure for good is reported once everything else is done.
+        let mut requests = requests;
+        let mut failure = None;
+        loop {
+            let parts = self.split(requests, stop).await?;
+            let sends =
+                parts.into_iter().map(|(endpoint, body, n)| self.send_part(endpoint, body, n, tenant_header, stop));
+            let results = futures_util::future::join_all(sends).await;
+            // A stop wins (the whole batch goes back).
+            if results.iter().any(|r| matches!(r, Err(Failure::Stopped))) {
+                return Err(Failure::Stopped);
+            }
+            let mut again = Vec::new();
+            for r in results {
+                match r {
+                    Ok(None) => {}
+                    Ok(Some(part)) => again.push(part),
+                    Err(f) => {
+                        failure.get_or_insert(f);
+                    }
+                }
+            }
+            if again.is_empty() {
+                return failure.map_or(Ok(()), Err);
+            }
+            requests = again;
+        }
+    }
+
+    /// Where each request goes: whole to the single exporter, or split over the ring (waiting,
+    /// the batch safe in the queue, while the ring is empty).
+    async fn split(
+        &self,
+        requests: Vec<(Bytes, u64)>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Vec<(String, Bytes, u64)>, Failure> {
         let mut parts: Vec<(String, Bytes, u64)> = Vec::new();
         for (body, spans) in requests {
             match &self.route {
@@ -407,38 +444,63 @@ impl Agent {
                             _ = stop.wait_for(|s| *s) => return Err(Failure::Stopped),
                         }
                     };
-                    for (endpoint, part) in ring::split(decode(&body)?, &ring, *key) {
+                    let request = ExportTraceServiceRequest::decode(body)
+                        .map_err(|e| Failure::Permanent(format!("queued request does not decode: {e}")))?;
+                    for (endpoint, part) in ring::split(request, &ring, *key) {
                         let n = count(&part);
                         parts.push((endpoint, Bytes::from(part.encode_to_vec()), n));
                     }
                 }
             }
         }
-        let sends = parts.into_iter().map(|(endpoint, body, n)| async move {
-            let exporter = self.route.exporter(&endpoint).map_err(|e| Failure::Permanent(e.to_string()))?;
-            let delivery = exporter.send(body, tenant_header, stop).await?;
-            self.metrics.inc(names::AGENT_FORWARDED_SPANS_TOTAL, &[("endpoint", &endpoint)], n as f64);
-            if delivery.rejected_spans > 0 {
-                tracing::warn!(
-                    endpoint,
-                    rejected = delivery.rejected_spans,
-                    message = delivery.message,
-                    "downstream rejected spans"
-                );
-                self.metrics.inc(
-                    names::AGENT_DROPPED_SPANS_TOTAL,
-                    &[("reason", "rejected_downstream")],
-                    delivery.rejected_spans as f64,
-                );
+        Ok(parts)
+    }
+
+    /// Sends one part to its endpoint, retrying there as configured: no failover while the
+    /// backend is in the ring, since it holds the state of the part's traces. Once the backend
+    /// leaves the ring (a pod replaced, scaled away or no longer ready), that state is gone with
+    /// it, so the part is handed back (`Ok(Some(part))`) to be routed again rather than retried
+    /// against an address that will not come back. A part the old backend took just before is
+    /// then delivered twice: at least once, as always.
+    async fn send_part(
+        &self,
+        endpoint: String,
+        body: Bytes,
+        n: u64,
+        tenant_header: Option<&str>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Option<(Bytes, u64)>, Failure> {
+        let exporter = self.route.exporter(&endpoint).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let sent = match &self.route {
+            Route::Single(_) => exporter.send(body, tenant_header, stop).await,
+            Route::Balanced { resolver, .. } => {
+                let mut backends = resolver.subscribe();
+                tokio::select! {
+                    sent = exporter.send(body.clone(), tenant_header, stop) => sent,
+                    _ = left_the_ring(&mut backends, &endpoint) => {
+                        tracing::info!(endpoint, spans = n, "backend left the ring before taking a part; routing it again");
+                        self.metrics.inc(names::AGENT_REROUTED_SPANS_TOTAL, &[("endpoint", &endpoint)], n as f64);
+                        return Ok(Some((body, n)));
+                    }
+                }
             }
-            Ok::<(), Failure>(())
-        });
-        let results = futures_util::future::join_all(sends).await;
-        // A stop wins (the whole batch goes back); otherwise the first failure is reported.
-        if results.iter().any(|r| matches!(r, Err(Failure::Stopped))) {
-            return Err(Failure::Stopped);
+        };
+        let delivery = sent?;
+        self.metrics.inc(names::AGENT_FORWARDED_SPANS_TOTAL, &[("endpoint", &endpoint)], n as f64);
+        if delivery.rejected_spans > 0 {
+            tracing::warn!(
+                endpoint,
+                rejected = delivery.rejected_spans,
+                message = delivery.message,
+                "downstream rejected spans"
+            );
+            self.metrics.inc(
+                names::AGENT_DROPPED_SPANS_TOTAL,
+                &[("reason", "rejected_downstream")],
+                delivery.rejected_spans as f64,
+            );
         }
-        results.into_iter().collect::<Result<Vec<()>, Failure>>().map(|_| ())
+        Ok(None)
     }
 
     /// The agent's own metrics: queue, exporters, resolver, and the request counters.
@@ -487,6 +549,13 @@ impl Agent {
             m.set(names::AGENT_BACKENDS, &[], resolver.endpoints().len() as f64);
         }
         m.render_registry()
+    }
+}
+
+/// Resolves once `endpoint` is not in the published list; never, if the resolver is gone.
+async fn left_the_ring(backends: &mut watch::Receiver<Vec<String>>, endpoint: &str) {
+    if backends.wait_for(|list| !list.iter().any(|e| e == endpoint)).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

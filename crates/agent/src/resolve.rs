@@ -1,29 +1,27 @@
 //! Where the downstreams are (the load-balancing exporter's `resolver` block, collector.md §6):
-//! a fixed list, or a DNS name re-resolved every `interval` into one `ip:port` per address.
-//! The current list, sorted, is published on a watch channel; a failed or empty lookup keeps
-//! the last good list.
+//! a fixed list, a DNS name re-resolved every `interval` into one `ip:port` per address, or a
+//! Kubernetes Service's ready endpoints (`k8s`, listed from its EndpointSlices every
+//! `interval`). The current list, sorted, is published on a watch channel; a failed or empty
+//! lookup keeps the last good list.
+
+mod k8s;
+mod publish;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use spoor_server::config::agent::ResolverConfig;
+use spoor_server::config::agent::{DnsResolverConfig, ResolverConfig};
 use spoor_server::error::StartupError;
 
-/// Counters for self metrics (`otelcol_loadbalancer_num_resolutions{success}`,
-/// `..._num_backend_updates`).
-#[derive(Debug, Default)]
-pub struct ResolverStats {
-    pub resolutions_ok: AtomicU64,
-    pub resolutions_failed: AtomicU64,
-    /// Times the published list changed.
-    pub backend_updates: AtomicU64,
-}
+use k8s::K8sLookup;
+use publish::Publisher;
+pub use publish::ResolverStats;
 
-/// Publishes the current endpoint list; dropping it stops the DNS task.
+/// Publishes the current endpoint list; dropping it stops the polling task (DNS, k8s).
 pub struct Resolver {
     kind: &'static str,
     rx: watch::Receiver<Vec<String>>,
@@ -41,32 +39,39 @@ impl std::fmt::Debug for Resolver {
 
 impl Resolver {
     /// Checks the configuration (an invalid one is [`StartupError::new`]). Static: the list is
-    /// there at once. DNS: a task (needs a Tokio runtime) looks the name up right away and then
-    /// every `interval`; the list is empty until the first lookup succeeds.
+    /// there at once. DNS and k8s: a task (needs a Tokio runtime) looks the backends up right
+    /// away and then every `interval`; the list is empty until the first lookup succeeds.
     pub fn start(cfg: ResolverConfig) -> Result<Resolver, StartupError> {
         cfg.validate().map_err(StartupError::new)?;
         let stats = Arc::new(ResolverStats::default());
         let kind = cfg.kind();
-        let Some(dns) = cfg.dns else {
-            let mut list = cfg.static_.map(|s| s.hostnames).unwrap_or_default();
-            list.iter_mut().for_each(|h| *h = h.trim().to_string());
-            list.sort();
-            list.dedup();
-            stats.resolutions_ok.fetch_add(1, Ordering::Relaxed);
-            stats.backend_updates.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = watch::channel(list);
-            return Ok(Resolver { kind, rx, stats, task: None, _static: Some(tx) });
+        let (source, interval) = match (cfg.k8s, cfg.dns) {
+            (Some(k8s), _) => (Source::K8s(Box::new(K8sLookup::new(&k8s).map_err(StartupError::new)?)), k8s.interval),
+            (None, Some(dns)) => {
+                let interval = dns.interval;
+                (Source::Dns(dns), interval)
+            }
+            (None, None) => {
+                let mut list = cfg.static_.map(|s| s.hostnames).unwrap_or_default();
+                list.iter_mut().for_each(|h| *h = h.trim().to_string());
+                list.sort();
+                list.dedup();
+                stats.resolutions_ok.fetch_add(1, Ordering::Relaxed);
+                stats.backend_updates.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = watch::channel(list);
+                return Ok(Resolver { kind, rx, stats, task: None, _static: Some(tx) });
+            }
         };
         let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| StartupError::new("the DNS resolver needs a Tokio runtime"))?;
+            .map_err(|_| StartupError::new(format!("the {kind} resolver needs a Tokio runtime")))?;
         let (tx, rx) = watch::channel(Vec::new());
         let publisher = Publisher { tx, stats: stats.clone() };
         let task = handle.spawn(async move {
-            let mut tick = tokio::time::interval(dns.interval);
+            let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                publisher.refresh(&dns.hostname, dns.port, dns.timeout).await;
+                publisher.publish(source.name(), source.lookup().await);
             }
         });
         Ok(Resolver { kind, rx, stats, task: Some(task), _static: None })
@@ -87,7 +92,7 @@ impl Resolver {
         &self.stats
     }
 
-    /// `"dns"` or `"static"`.
+    /// `"k8s"`, `"dns"` or `"static"`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -101,41 +106,36 @@ impl Drop for Resolver {
     }
 }
 
-/// One DNS resolver's state: the channel it publishes on and its counters.
-struct Publisher {
-    tx: watch::Sender<Vec<String>>,
-    stats: Arc<ResolverStats>,
+/// What a polling resolver asks.
+enum Source {
+    Dns(DnsResolverConfig),
+    /// Boxed: it holds an HTTP client, the DNS settings are a few words.
+    K8s(Box<K8sLookup>),
 }
 
-impl Publisher {
-    /// Looks `hostname` up once; publishes the answer when it is non-empty and differs.
-    async fn refresh(&self, hostname: &str, port: u16, timeout: Duration) {
-        let answer = match tokio::time::timeout(timeout, tokio::net::lookup_host((hostname, port))).await {
-            Ok(Ok(addrs)) => Ok(endpoint_list(addrs)),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        };
-        match answer {
-            Ok(list) if !list.is_empty() => {
-                self.stats.resolutions_ok.fetch_add(1, Ordering::Relaxed);
-                let changed = self.tx.send_if_modified(|current| {
-                    if *current == list {
-                        return false;
-                    }
-                    *current = list.clone();
-                    true
-                });
-                if changed {
-                    self.stats.backend_updates.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(hostname, backends = ?list, "load-balancing backends changed");
-                }
-            }
-            other => {
-                self.stats.resolutions_failed.fetch_add(1, Ordering::Relaxed);
-                let error = other.err().unwrap_or_else(|| "no addresses".into());
-                tracing::warn!(hostname, %error, kept = ?*self.tx.borrow(), "DNS lookup failed; keeping the last good backends");
-            }
+impl Source {
+    /// For the log: the name looked up, or the URL listed.
+    fn name(&self) -> &str {
+        match self {
+            Source::Dns(dns) => &dns.hostname,
+            Source::K8s(k8s) => k8s.url(),
         }
+    }
+
+    async fn lookup(&self) -> Result<Vec<String>, String> {
+        match self {
+            Source::Dns(dns) => dns_lookup(&dns.hostname, dns.port, dns.timeout).await,
+            Source::K8s(k8s) => k8s.lookup().await,
+        }
+    }
+}
+
+/// Looks `hostname` up once: one `ip:port` per address.
+async fn dns_lookup(hostname: &str, port: u16, timeout: Duration) -> Result<Vec<String>, String> {
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((hostname, port))).await {
+        Ok(Ok(addrs)) => Ok(endpoint_list(addrs)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
@@ -149,13 +149,14 @@ fn endpoint_list(addrs: impl Iterator<Item = SocketAddr>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use spoor_server::config::agent::{DnsResolverConfig, StaticResolverConfig};
+    use spoor_server::config::agent::{K8sResolverConfig, StaticResolverConfig};
 
     use super::*;
 
     fn dns(hostname: &str, port: u16, interval_ms: u64) -> ResolverConfig {
         ResolverConfig {
             static_: None,
+            k8s: None,
             dns: Some(DnsResolverConfig {
                 hostname: hostname.into(),
                 port,
@@ -186,7 +187,34 @@ mod tests {
         assert!(ResolverConfig::default().validate().is_err());
         assert!(serde_saphyr::from_str::<ResolverConfig>("static: {hostnames: []}\n").unwrap().validate().is_err());
         assert!(serde_saphyr::from_str::<ResolverConfig>("dns: {port: 1}\n").unwrap().validate().is_err());
-        assert!(serde_saphyr::from_str::<ResolverConfig>("k8s: {service: x}\n").is_err());
+        // k8s: the collector's `name.namespace` form, its own settings, and alone.
+        let c: ResolverConfig = serde_saphyr::from_str("k8s: {service: spoor-headless.observability}\n").unwrap();
+        assert_eq!(c.kind(), "k8s");
+        c.validate().unwrap();
+        let k = c.k8s.as_ref().unwrap();
+        assert_eq!(k.service_and_namespace(), ("spoor-headless", Some("observability")));
+        assert_eq!((k.ports.as_slice(), k.interval), (&[4317][..], Duration::from_secs(10)));
+        assert_eq!(k.token_file, std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token"));
+        let c: ResolverConfig = serde_saphyr::from_str(
+            "k8s: {service: s, namespace: obs, port_name: otlp-grpc, interval: 30s, api_server: 'https://10.0.0.1:443'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.k8s,
+            Some(K8sResolverConfig {
+                service: "s".into(),
+                namespace: "obs".into(),
+                port_name: "otlp-grpc".into(),
+                interval: Duration::from_secs(30),
+                api_server: "https://10.0.0.1:443".into(),
+                ..K8sResolverConfig::default()
+            })
+        );
+        let back: ResolverConfig = serde_saphyr::from_str(&serde_saphyr::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let both = serde_saphyr::from_str::<ResolverConfig>("k8s: {service: x}\ndns: {hostname: y}\n").unwrap();
+        assert_eq!(both.validate().unwrap_err(), "resolver: set only one of static, dns and k8s");
+        assert!(serde_saphyr::from_str::<ResolverConfig>("k8s: {service: x, portz: [1]}\n").is_err());
     }
 
     #[tokio::test]
@@ -194,6 +222,7 @@ mod tests {
         let cfg = ResolverConfig {
             static_: Some(StaticResolverConfig { hostnames: vec!["b:4317".into(), "a:4317".into(), "b:4317".into()] }),
             dns: None,
+            k8s: None,
         };
         let r = Resolver::start(cfg).unwrap();
         assert_eq!(r.endpoints(), ["a:4317", "b:4317"]);
@@ -233,16 +262,17 @@ mod tests {
         let stats = Arc::new(ResolverStats::default());
         let (tx, rx) = watch::channel(Vec::new());
         let p = Publisher { tx, stats: stats.clone() };
-        p.refresh("localhost", 4317, Duration::from_secs(1)).await;
+        let refresh = |host: &'static str| dns_lookup(host, 4317, Duration::from_secs(1));
+        p.publish("localhost", refresh("localhost").await);
         let good = rx.borrow().clone();
         assert!(!good.is_empty());
-        p.refresh("no-such-host.invalid", 4317, Duration::from_secs(1)).await;
+        p.publish("no-such-host.invalid", refresh("no-such-host.invalid").await);
         assert_eq!(*rx.borrow(), good);
         assert_eq!(stats.resolutions_failed.load(Ordering::Relaxed), 1);
         assert_eq!(stats.resolutions_ok.load(Ordering::Relaxed), 1);
         assert_eq!(stats.backend_updates.load(Ordering::Relaxed), 1);
         // An address literal resolves to itself: the list changes.
-        p.refresh("::1", 4317, Duration::from_secs(1)).await;
+        p.publish("::1", refresh("::1").await);
         assert_eq!(*rx.borrow(), ["[::1]:4317"]);
         assert_eq!(stats.backend_updates.load(Ordering::Relaxed), 2);
 

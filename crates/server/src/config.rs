@@ -751,73 +751,11 @@ pub mod agent {
             None => false,
         }
     }
-    /// The collector's `resolver` block; `dns` wins when both are set.
-    #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-    #[serde(default, deny_unknown_fields)]
-    pub struct ResolverConfig {
-        #[serde(rename = "static", skip_serializing_if = "Option::is_none")]
-        pub static_: Option<StaticResolverConfig>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub dns: Option<DnsResolverConfig>,
-    }
-
-    #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-    #[serde(default, deny_unknown_fields)]
-    pub struct StaticResolverConfig {
-        /// Endpoints as the exporter takes them (`host:port`), used as given.
-        pub hostnames: Vec<String>,
-    }
-
-    #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
-    #[serde(default, deny_unknown_fields)]
-    pub struct DnsResolverConfig {
-        pub hostname: String,
-        pub port: u16,
-        /// How often the name is looked up again.
-        #[serde(with = "spoor_process::duration")]
-        pub interval: Duration,
-        /// How long one lookup may take.
-        #[serde(with = "spoor_process::duration")]
-        pub timeout: Duration,
-    }
-
-    impl Default for DnsResolverConfig {
-        fn default() -> Self {
-            DnsResolverConfig {
-                hostname: String::new(),
-                port: 4317,
-                interval: Duration::from_secs(5),
-                timeout: Duration::from_secs(1),
-            }
-        }
-    }
-
-    impl ResolverConfig {
-        pub fn validate(&self) -> Result<(), String> {
-            match (&self.dns, &self.static_) {
-                (Some(dns), _) => {
-                    if dns.hostname.trim().is_empty() {
-                        return Err("resolver.dns.hostname is empty".into());
-                    }
-                    if dns.interval.is_zero() || dns.timeout.is_zero() {
-                        return Err("resolver.dns.interval and resolver.dns.timeout must be positive".into());
-                    }
-                    Ok(())
-                }
-                (None, Some(s)) if s.hostnames.iter().any(|h| h.trim().is_empty()) => {
-                    Err("resolver.static.hostnames has an empty entry".into())
-                }
-                (None, Some(s)) if s.hostnames.is_empty() => Err("resolver.static.hostnames is empty".into()),
-                (None, Some(_)) => Ok(()),
-                (None, None) => Err("resolver: set static.hostnames or dns.hostname".into()),
-            }
-        }
-
-        /// `"dns"` or `"static"`, for metric labels (the collector's `resolver` label).
-        pub fn kind(&self) -> &'static str {
-            if self.dns.is_some() { "dns" } else { "static" }
-        }
-    }
+    // Its own file: three resolvers' settings and their checks.
+    mod resolver;
+    pub use resolver::{
+        DnsResolverConfig, K8sResolverConfig, ResolverConfig, SERVICE_ACCOUNT_DIR, StaticResolverConfig,
+    };
 
     /// What a request is split by (the collector's `routing_key`).
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

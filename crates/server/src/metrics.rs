@@ -111,6 +111,7 @@ pub mod names {
     pub const AGENT_QUEUE_CORRUPT_ITEMS_TOTAL: &str = "spoor_agent_queue_corrupt_items_total";
     pub const AGENT_QUEUE_FULL_TOTAL: &str = "spoor_agent_queue_full_total";
     pub const AGENT_FORWARDED_SPANS_TOTAL: &str = "spoor_agent_forwarded_spans_total";
+    pub const AGENT_REROUTED_SPANS_TOTAL: &str = "spoor_agent_rerouted_spans_total";
     pub const AGENT_DROPPED_SPANS_TOTAL: &str = "spoor_agent_dropped_spans_total";
     pub const AGENT_EXPORT_ATTEMPTS_TOTAL: &str = "spoor_agent_export_attempts_total";
     pub const AGENT_EXPORT_RETRIES_TOTAL: &str = "spoor_agent_export_retries_total";
@@ -338,6 +339,11 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::AGENT_QUEUE_FULL_TOTAL, "counter", "Agent: pushes refused because the queue was at max_bytes."),
     (names::AGENT_FORWARDED_SPANS_TOTAL, "counter", "Agent: spans delivered downstream, by endpoint."),
     (
+        names::AGENT_REROUTED_SPANS_TOTAL,
+        "counter",
+        "Agent: spans routed again because their backend left the ring before taking them, by that endpoint.",
+    ),
+    (
         names::AGENT_DROPPED_SPANS_TOTAL,
         "counter",
         "Agent: spans given up on, by reason (permanent, retries_exhausted, rejected_downstream).",
@@ -352,7 +358,11 @@ const HELP: &[(&str, &str, &str)] = &[
     (names::AGENT_EXPORT_DELIVERED_TOTAL, "counter", "Agent: requests delivered, by endpoint."),
     (names::AGENT_EXPORT_FAILED_TOTAL, "counter", "Agent: requests given up on, by endpoint and reason."),
     (names::AGENT_EXPORT_LATENCY_SECONDS, "gauge", "Agent: latency of the last successful export, by endpoint."),
-    (names::AGENT_RESOLUTIONS_TOTAL, "counter", "Agent: DNS resolutions of the load-balancing resolver, by outcome."),
+    (
+        names::AGENT_RESOLUTIONS_TOTAL,
+        "counter",
+        "Agent: lookups of the load-balancing resolver (DNS or Kubernetes EndpointSlices), by outcome.",
+    ),
     (names::AGENT_BACKEND_UPDATES_TOTAL, "counter", "Agent: changes of the load-balancing backend list."),
     (names::AGENT_BACKENDS, "gauge", "Agent: backends in the load-balancing ring."),
 ];
