@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,3 +235,46 @@ def test_node_express_template(spoor: Spoor, tmp_path: Path):
         check_order_trace(spoor, app, "orders-node", "/orders/:id", "/stock/:sku", "SELECT orders")
     finally:
         app.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Java and Go: their dependencies cannot be fetched here (Maven Central, the Go module proxy),
+# so the templates are parsed rather than built. Each checker is shown a broken file first, so a
+# checker that accepts anything fails the test.
+
+
+def test_java_spring_template_parses(tmp_path: Path):
+    java = shutil.which("java")
+    assert java, "java is not on PATH"
+    checker = REPO / "tests" / "templates" / "ParseJava.java"
+    broken = tmp_path / "Broken.java"
+    broken.write_text("class Broken { void f() { int x = ; } }\n")
+    out = subprocess.run([java, str(checker), str(broken)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Broken.java:1" in out.stdout, out.stdout + out.stderr
+    folder = TEMPLATES / "java-spring"
+    sources = sorted(str(p) for p in (folder / "src").rglob("*.java"))
+    assert len(sources) >= 2, sources
+    out = subprocess.run([java, str(checker), *sources], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    pom = ET.parse(folder / "pom.xml").getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    artifacts = {e.text for e in pom.findall(".//m:dependency/m:artifactId", ns)}
+    assert {"spring-boot-starter-web", "opentelemetry-api"} <= artifacts, artifacts
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert "JAVA_TOOL_OPTIONS=\"-javaagent:" in dockerfile and "opentelemetry-javaagent.jar" in dockerfile
+
+
+def test_go_template_parses_and_is_formatted(tmp_path: Path):
+    gofmt = shutil.which("gofmt")
+    assert gofmt, "gofmt is not on PATH (scripts/test installs Debian's golang-go)"
+    broken = tmp_path / "broken.go"
+    broken.write_text("package main\n\nfunc main() {\n\tx := \n}\n")
+    out = subprocess.run([gofmt, "-l", "-e", str(broken)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "broken.go:5" in out.stderr, out.stdout + out.stderr
+    folder = TEMPLATES / "go"
+    out = subprocess.run([gofmt, "-l", "-e", str(folder)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "", f"gofmt: {out.stdout}{out.stderr}"
+    main = (folder / "main.go").read_text()
+    assert "otlptracegrpc.New" in main and "otelhttp.NewHandler" in main
+    gomod = (folder / "go.mod").read_text()
+    assert "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc" in gomod
