@@ -81,7 +81,8 @@ class App:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            out = {"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL}
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, **out)
         deadline = time.monotonic() + APP_READY_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
@@ -123,7 +124,7 @@ def wait_for_trace(spoor: Spoor, q: str, app: App) -> str:
             assert len(traces) == 1, f"{q}: expected one trace, got {traces}"
             return traces[0]["traceID"]
         if time.monotonic() > deadline:
-            pytest.fail(f"TraceQL {q} found nothing after {TRACE_TIMEOUT_S}s\napp log:\n{app.log()}\n{spoor.log_tail()}")
+            pytest.fail(f"TraceQL {q}: nothing after {TRACE_TIMEOUT_S}s\napp log:\n{app.log()}\n{spoor.log_tail()}")
         time.sleep(0.2)
 
 
