@@ -392,3 +392,25 @@ def test_the_spoor_datasource_queries_run_too(fed: Fed):
     assert not problems, "\n".join(problems)
     r = http_get(f"{fed.spoor.api_url}/api/search?q=" + urllib.parse.quote("{ }"), spoor_headers(spoor))
     assert r.status == 200 and json.loads(r.body)["traces"], (r.status, r.body[:300])
+
+
+def test_health_alerts_read_only_series_spoor_emits(fed: Fed):
+    """deploy/prometheus/spoor-health-alerts.rules.yml (the alerts docs/operations.md
+    recommends): every expression parses in Prometheus and names only series it has."""
+    names = set(fed.prom.api("label/__name__/values"))
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "spoor-health-alerts.rules.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    assert len(alerts) >= 10
+    problems = []
+    runbook = (REPO / "docs" / "operations.md").read_text()
+    for rule in alerts:
+        missing = metric_names(rule["expr"]) - names
+        if missing:
+            problems.append(f"{rule['alert']}: {rule['expr']}\n  names series Prometheus lacks: {sorted(missing)}")
+        try:
+            fed.prom.query(rule["expr"])
+        except PrometheusError as e:
+            problems.append(f"{rule['alert']}: {str(e).splitlines()[0]}")
+        if rule["alert"] not in runbook:
+            problems.append(f"{rule['alert']} is not explained in docs/operations.md")
+    assert not problems, "\n".join(problems)
