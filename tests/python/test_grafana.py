@@ -13,6 +13,7 @@ against Spoor's search API.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -62,22 +63,24 @@ def load_datasources() -> list[dict]:
     return out
 
 
-def grafana_unescape(text: str) -> str:
+def grafana_unescape(text: str, env: dict[str, str] | None = None) -> str:
     """Grafana's expansion of a provisioning value: `$$` is a literal `$`; $NAME and ${NAME}
-    are environment variables (here: the empty string, as for an unset one)."""
+    are environment variables, from `env` (unset ones expand to the empty string)."""
     names = re.findall(r"(?<!\$)\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", text.replace("$$", ""))
     unknown = set(names) - PROVISIONING_ENV
     assert not unknown, f"{text!r} reads environment variables {unknown} that the README does not document"
-    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", "", text.replace("$$", "\0")).replace("\0", "$")
+    env = env or {}
+    value = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m.group(1), ""), text.replace("$$", "\0"))
+    return value.replace("\0", "$")
 
 
-def spoor_headers(source: dict) -> dict[str, str]:
+def spoor_headers(source: dict, env: dict[str, str] | None = None) -> dict[str, str]:
     """The headers Grafana sends to a data source (httpHeaderNameN / httpHeaderValueN), as
-    Grafana expands them with the environment variables unset."""
+    Grafana expands them with the environment `env`."""
     data = source["jsonData"]
     names = {k.removeprefix("httpHeaderName"): v for k, v in data.items() if k.startswith("httpHeaderName")}
     secure = source.get("secureJsonData", {})
-    return {name: grafana_unescape(secure[f"httpHeaderValue{n}"]) for n, name in names.items()}
+    return {name: grafana_unescape(secure[f"httpHeaderValue{n}"], env) for n, name in names.items()}
 
 
 def walk(node):
@@ -414,3 +417,43 @@ def test_health_alerts_read_only_series_spoor_emits(fed: Fed):
         if rule["alert"] not in runbook:
             problems.append(f"{rule['alert']} is not explained in docs/operations.md")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("setup", ["multi-tenant", "auth"])
+def test_the_spoor_datasource_headers_carry_tenant_and_token(tmp_path_factory, setup: str):
+    """The provisioned headers, with SPOOR_TENANT (and SPOOR_TOKEN) set as the README says, read
+    one tenant's traces from a multi-tenant Spoor, and from one with tokens; unset, they are
+    refused there."""
+    spoor_source = next(d for d in load_datasources() if d["uid"] == "spoor")
+    config = "tenancy:\n  multitenancy_enabled: true\n"
+    ingest = {"X-Scope-OrgID": "team-a"}
+    env = {"SPOOR_TENANT": "team-a"}
+    if setup == "auth":
+        tokens = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
+        digest = {t: hashlib.sha256(t.encode()).hexdigest() for t in ("ingest-secret", "grafana-secret")}
+        tokens.write_text(yaml.safe_dump([
+            {"name": "app", "sha256": digest["ingest-secret"], "tenants": ["team-a"], "roles": ["ingest"]},
+            {"name": "grafana", "sha256": digest["grafana-secret"], "tenants": ["team-a"], "roles": ["read"]},
+        ]))  # fmt: skip
+        config += f"auth:\n  enabled: true\n  tokens_file: {tokens}\n"
+        ingest["Authorization"] = "Bearer ingest-secret"
+        env["SPOOR_TOKEN"] = "grafana-secret"
+    server = launch(tmp_path_factory, f"grafana-{setup}", config)
+    try:
+        s = server.spoor
+        now = time.time_ns()
+        span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "GET /a",
+                "kind": 2, "startTimeUnixNano": str(now - 10**9), "endTimeUnixNano": str(now)}  # fmt: skip
+        resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "tenant-a-app"}}]}
+        body = json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}).encode()
+        ingest["Content-Type"] = "application/json"
+        r = http_request("POST", f"{s.otlp_http_url}/v1/traces", ingest, body)
+        assert r.status == 200, (r.status, r.body)
+        url = f"{s.api_url}/api/search?q=" + urllib.parse.quote('{ resource.service.name = "tenant-a-app" }')
+        r = http_get(url, spoor_headers(spoor_source, env))
+        assert r.status == 200, (r.status, r.body)
+        assert [t["traceID"] for t in json.loads(r.body)["traces"]] == ["5b8efff798038103d269b633813fc60c"]
+        r = http_get(url, spoor_headers(spoor_source, {}))
+        assert r.status == 401, (r.status, r.body)
+    finally:
+        server.stop()
