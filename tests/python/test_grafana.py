@@ -27,7 +27,7 @@ import pytest
 import yaml
 from opentelemetry.trace import SpanKind
 
-from conftest import REPO, SPOOR_BIN, http_get, http_request
+from conftest import REPO, SPOOR_BIN, _free_ports, http_get, http_request
 from prometheus import PrometheusError, ScrapeJob
 from test_dora import Sender, launch, send_fixture
 
@@ -44,6 +44,9 @@ GRAFANA_VARIABLES = {
     "__range_s": "3600",
     "__range": "1h",
 }
+# Grafana's built-in panel types (plugin IDs are case-sensitive: "nodegraph" is no panel).
+PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "bargauge", "table", "heatmap", "nodeGraph", "state-timeline",
+               "status-history", "barchart", "text", "logs", "traces"}  # fmt: skip
 # The series the Tempo data source's service map (serviceMap.datasourceUid) asks Prometheus for.
 SERVICE_MAP_SERIES = [
     "traces_service_graph_request_total",
@@ -201,6 +204,8 @@ def test_dashboard_datasources_are_provisioned(path: Path):
             assert uid in types, f"{path.name}: {where}: data source {uid!r} not provisioned"
             assert types[uid] == ds["type"], f"{path.name}: {uid} is {types[uid]}, used as {ds['type']}"
     assert seen, path.name
+    unknown = {p["type"] for p in panels(board)} - PANEL_TYPES
+    assert not unknown, f"{path.name}: unknown panel types {unknown}"
     ids = [p["id"] for p in panels(board)]
     assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
 
@@ -240,8 +245,6 @@ def loadgen(endpoint: str, seconds: int, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory, prometheus_factory):
-    from conftest import _free_ports
-
     ports, refusing_ports = _free_ports(3), _free_ports(3)
     targets = [f"127.0.0.1:{ports[2]}", f"127.0.0.1:{refusing_ports[2]}"]
     prom = prometheus_factory(
