@@ -307,18 +307,21 @@ def fed(tmp_path_factory, prometheus_factory):
         server.stop()
 
 
-def prometheus_queries(board: dict) -> list[tuple[str, str]]:
-    """(where, expr) for every Prometheus query of a dashboard: panels, annotations."""
+def prometheus_queries(board: dict) -> list[tuple[str, str, str | None]]:
+    """(where, expr, min interval) for every Prometheus query of a dashboard: panels (with the
+    panel's or target's minimum interval, which Grafana's $__interval never goes below) and
+    annotations."""
     ds_vars = {v["name"] for v in board.get("templating", {}).get("list", []) if v["type"] == "datasource"}
     out = []
     for p in panels(board):
         for t in p.get("targets", []):
             ds = t.get("datasource") or p.get("datasource") or {}
             if "expr" in t and (ds.get("type") == "prometheus" or ds.get("uid", "").strip("${}") in ds_vars):
-                out.append((f"panel {p['title']!r} query {t['refId']}", t["expr"]))
+                interval = t.get("interval") or p.get("interval")
+                out.append((f"panel {p['title']!r} query {t['refId']}", t["expr"], interval))
     for a in board.get("annotations", {}).get("list", []):
         if "expr" in a:
-            out.append((f"annotation {a['name']!r}", a["expr"]))
+            out.append((f"annotation {a['name']!r}", a["expr"], a.get("step")))
     return out
 
 
@@ -357,8 +360,8 @@ def test_every_dashboard_query_runs_on_the_series_spoor_emits(fed: Fed, path: Pa
             values[v["name"]] = v.get("allValue") or ".*"
     queries = prometheus_queries(board)
     assert queries, path.name
-    for where, expr in queries:
-        problem = check_promql(fed, where, expr, values, names)
+    for where, expr, interval in queries:
+        problem = check_promql(fed, where, expr, {**values, "__interval": interval or values["__interval"]}, names)
         if problem:
             problems.append(problem)
     # TraceQL panels: through Spoor's search API, with the same variables.
