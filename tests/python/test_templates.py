@@ -76,6 +76,17 @@ def otel_env(spoor: Spoor, service: str, extra: dict[str, str]) -> dict[str, str
     return env
 
 
+# Set by the tests for speed or the loopback, not something a deployment needs to know.
+TEST_ONLY_VARIABLES = {"OTEL_BSP_SCHEDULE_DELAY", "OTEL_EXPORTER_OTLP_INSECURE"}
+
+
+def check_documented(folder: Path, env: dict[str, str]) -> None:
+    """Every OTEL_* variable the test sets is in the template's README."""
+    readme = (folder / "README.md").read_text()
+    missing = [k for k in env if k.startswith("OTEL_") and k not in TEST_ONLY_VARIABLES and k not in readme]
+    assert not missing, f"{folder.name}/README.md does not document {missing}"
+
+
 class App:
     def __init__(self, cmd: list[str], cwd: Path, env: dict[str, str], port: int, log_path: Path):
         self.url = f"http://127.0.0.1:{port}"
@@ -214,6 +225,7 @@ def test_python_fastapi_template(spoor: Spoor, tmp_path: Path):
     (port,) = _free_ports(1)
     env = otel_env(spoor, "orders-py", {"SELF_URL": f"http://127.0.0.1:{port}"})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    check_documented(TEMPLATES / "python-fastapi", env)
     cmd = [str(instrument), "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
     app = App(cmd, TEMPLATES / "python-fastapi", env, port, tmp_path / "app.log")
     try:
@@ -230,6 +242,7 @@ def test_node_express_template(spoor: Spoor, tmp_path: Path):
         pytest.fail(f"run `npm ci --prefix {folder}` first (scripts/test does)")
     (port,) = _free_ports(1)
     env = otel_env(spoor, "orders-node", {"PORT": str(port), "HOST": "127.0.0.1"})
+    check_documented(folder, env)
     cmd = [node, "--require", "./instrumentation.js", "app.js"]
     app = App(cmd, folder, env, port, tmp_path / "app.log")
     try:
