@@ -491,15 +491,7 @@ def test_prometheus_has_the_dora_series(plain, source):
         ' / sum(spoor_dora_deployments_total{environment="production"})',
         0.2,
     )
-    # Every query of the Grafana dashboard is valid PromQL over these series.
-    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dora.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    assert len(exprs) >= 8
-    for expr in exprs:
-        q = expr.replace("$environment", "production").replace("$service", ".*")
-        q = q.replace("$__range_s", "3600").replace("$__range", "1h")
-        assert "$" not in q, q
-        prom.query(q)
+    # The Grafana dashboard's queries over these series: test_grafana.py.
 
 
 def test_tenants_keep_their_own_events(tmp_path_factory):

@@ -30,7 +30,8 @@ def _promtool(*args: str) -> None:
 def test_rule_files_exist():
     names = {p.name for p in RULE_FILES}
     assert {"spoor-recording.rules.yml", "spoor-slo-alerts.rules.yml", "spoor-slo-objectives.rules.yml"} <= names
-    assert len(TEST_FILES) >= 3, TEST_FILES
+    assert "spoor-health-alerts.rules.yml" in names
+    assert len(TEST_FILES) >= 4, TEST_FILES
 
 
 def test_promtool_check_rules():
@@ -75,7 +76,8 @@ def test_rules_load_and_evaluate_in_prometheus(prometheus_factory):
     prom.wait_for("service:spoor_slo_error_budget:ratio", close_to(0.001), timeout=30)
 
     groups = prom.rules()
-    assert {g["name"] for g in groups} == {"spoor-slo-objectives", "spoor-sli-recording", "spoor-slo-alerts"}
+    expected = {"spoor-slo-objectives", "spoor-sli-recording", "spoor-slo-alerts", "spoor-health"}
+    assert {g["name"] for g in groups} == expected
     for g in groups:
         for rule in g["rules"]:
             assert rule["health"] != "err", f"{g['name']}/{rule['name']}: {rule.get('lastError')}"
