@@ -215,7 +215,7 @@ pub async fn live_matches(head: &Head, tenant: &str, req: &SearchRequest) -> Res
     blocking(move || {
         let batch = spoor_block::encode_batch(traces.iter().map(|(id, f)| (*id, &f[..])))?;
         let (mut hits, _, _) = evaluate_in_memory(&plan, &batch, spss)?;
-        hits.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        hits.sort_by_key(|h| std::cmp::Reverse(h.start_unix_nano));
         let keep: std::collections::HashSet<TraceId> = hits.iter().take(limit).map(|h| h.trace_id).collect();
         Ok(traces.into_iter().filter(|(id, _)| keep.contains(id)).collect())
     })

@@ -235,7 +235,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             p.set_log(log.clone());
         }
         tracing::info!(brokers = ?k.brokers, topic = k.topic, "connected to the Kafka-API log");
-        Ok(Some((log, k.topic)))
+        Ok(Some(log))
     });
     tokio::pin!(shutdown);
     let mut tasks = tokio::task::JoinSet::new();
@@ -243,9 +243,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         r = &mut replay => match r {
             Ok(Ok(log)) => {
                 read_blocklist(&reader, config.storage.request_timeout_secs).await;
-                if let (Some((log, topic)), Some(parts)) = (log, ingester_parts) {
+                if let (Some(log), Some(parts)) = (log, ingester_parts) {
                     tracing::info!(partitions = ?parts, "ingester: reading the log");
-                    let i = cluster::ingester::Ingester::new(log, reader.head.clone(), reader.blocks.clone(), metrics.clone(), topic, parts, config.limits.max_live_bytes, Duration::from_secs(config.ingester.checkpoint_interval_secs.max(1)));
+                    let i = cluster::ingester::Ingester::new(log, reader.head.clone(), reader.blocks.clone(), metrics.clone(), &config, parts);
                     Arc::new(i).spawn(&mut tasks);
                 }
                 ready.set_ready();

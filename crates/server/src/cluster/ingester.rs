@@ -20,6 +20,7 @@ use spoor_model::{Record, decode_any};
 use spoor_store::{Blocks, Head};
 
 use crate::cluster::log::Log;
+use crate::config::Config;
 use crate::metrics::{Metrics, names};
 
 pub struct Ingester {
@@ -45,27 +46,26 @@ fn checkpoint_path(topic: &str, p: u32) -> Path {
 }
 
 impl Ingester {
+    /// `partitions`: the ones this process owns (`IngesterConfig::owned`).
     pub fn new(
         log: Arc<Log>,
         head: Arc<Head>,
         blocks: Arc<Blocks>,
         metrics: Arc<Metrics>,
-        topic: String,
+        config: &Config,
         partitions: Vec<u32>,
-        max_live_bytes: usize,
-        checkpoint_every: Duration,
     ) -> Ingester {
         Ingester {
             log,
             head,
             blocks,
             metrics,
-            topic,
+            topic: config.kafka.as_ref().map(|k| k.topic.clone()).unwrap_or_default(),
             partitions,
-            max_live_bytes,
+            max_live_bytes: config.limits.max_live_bytes,
             next: Mutex::new(BTreeMap::new()),
             written: Mutex::new(BTreeMap::new()),
-            checkpoint_every,
+            checkpoint_every: Duration::from_secs(config.ingester.checkpoint_interval_secs.max(1)),
         }
     }
 
