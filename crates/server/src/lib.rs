@@ -182,7 +182,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .merge(jaeger::router(reader.clone()))
         .merge(dora::api::router(dora_api))
         .merge(ui::router(ui))
-        .merge(cluster::live::router(reader.clone()));
+        .merge(tempo::live::router(reader.clone()));
     servers.serve_tls(api, protect(a, Surface::Api, api_router), api_tls);
     if let (Some((grpc, http, foreign)), Some((pipeline, _))) = (receivers, &write) {
         let grpc_router = protect(a, Surface::OtlpGrpc, ingest::receive::grpc_router(pipeline.clone()));

@@ -4,18 +4,15 @@
 //! thus searchable from any querier as soon as its ingester has read it from the log, with no
 //! wait for a flush.
 //!
-//! The body of both routes: per trace, its 16-byte ID, a u32 fragment count, and each fragment
-//! as a u32 length and its bytes (little-endian): the head's own encoded fragments, unchanged.
+//! The routes are served by `tempo/live.rs`. The body of both: per trace, its 16-byte ID, a u32
+//! fragment count, and each fragment as a u32 length and its bytes (little-endian): the head's
+//! own encoded fragments, unchanged.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
@@ -26,57 +23,11 @@ use spoor_model::TraceId;
 use spoor_query::search::RemoteLive;
 
 use crate::cluster::config::QuerierConfig;
-use crate::error::{Error, StartupError};
+use crate::error::StartupError;
 use crate::metrics::{Metrics, names};
-use crate::tempo::params::text_error;
-use crate::tempo::reader::Reader;
 
-pub const TRACE_ROUTE: &str = "/internal/live/traces/{id}";
-pub const SEARCH_ROUTE: &str = "/internal/live/search";
-
-/// The ingester's side: its head, by trace ID and by TraceQL.
-pub fn router(reader: Arc<Reader>) -> Router {
-    Router::new().route(TRACE_ROUTE, get(trace)).route(SEARCH_ROUTE, get(search)).with_state(reader)
-}
-
-async fn trace(State(r): State<Arc<Reader>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result = (|| {
-        let tenants = r.tenants(&headers)?;
-        let id = TraceId::parse_api(&id).map_err(|e| Error::bad_request(e.to_string()))?;
-        let mut out = Vec::new();
-        for t in &tenants {
-            if let Some(f) = r.head.get(t, &id) {
-                out.push((id, f));
-            }
-        }
-        Ok::<_, Error>(out)
-    })();
-    match result {
-        Ok(traces) => framed(&traces),
-        Err(e) => text_error(e),
-    }
-}
-
-async fn search(State(r): State<Arc<Reader>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let result = async {
-        let tenants = r.tenants(&headers)?;
-        let req = crate::tempo::search::request_from(&r, raw.as_deref().unwrap_or(""))?;
-        let mut out = Vec::new();
-        for t in &tenants {
-            out.extend(
-                spoor_query::search::live_matches(&r.head, t, &req).await.map_err(crate::tempo::params::query_error)?,
-            );
-        }
-        Ok::<_, Error>(out)
-    }
-    .await;
-    match result {
-        Ok(traces) => framed(&traces),
-        Err(e) => text_error(e),
-    }
-}
-
-fn framed(traces: &[(TraceId, Vec<Bytes>)]) -> Response {
+/// The routes' body for `traces` (tempo/live.rs serves it).
+pub fn frame(traces: &[(TraceId, Vec<Bytes>)]) -> Vec<u8> {
     let size: usize = traces.iter().map(|(_, f)| 20 + f.iter().map(|b| 4 + b.len()).sum::<usize>()).sum();
     let mut out = Vec::with_capacity(size);
     for (id, fragments) in traces {
@@ -87,7 +38,7 @@ fn framed(traces: &[(TraceId, Vec<Bytes>)]) -> Response {
             out.extend_from_slice(f);
         }
     }
-    ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()
+    out
 }
 
 fn unframe(mut body: Bytes) -> Result<RemoteLive, String> {
@@ -201,12 +152,11 @@ impl Ingesters {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn frames_round_trip_and_truncation_is_an_error() {
+    #[test]
+    fn frames_round_trip_and_truncation_is_an_error() {
         let id = TraceId([7; 16]);
         let traces = vec![(id, vec![Bytes::from_static(b"ab"), Bytes::from_static(b"")]), (TraceId([1; 16]), vec![])];
-        let resp = framed(&traces);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = Bytes::from(frame(&traces));
         assert_eq!(unframe(body.clone()).unwrap(), traces);
         assert!(unframe(body.slice(..body.len() - 21)).is_err());
         assert!(unframe(body.slice(..10)).is_err());

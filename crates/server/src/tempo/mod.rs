@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod json;
+pub mod live;
 pub mod metrics_query;
 pub mod params;
 pub mod reader;
