@@ -227,8 +227,8 @@ impl Compactor {
             orphan_grace: Duration::from_secs(c.orphan_grace_secs),
         };
         let lease = config.kafka.is_some().then(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let holder = format!("{}/{}/{:x}", host.trim(), std::process::id(), spoor_model::time::now_nanos());
+            let holder =
+                format!("{}/{}/{:x}", crate::cluster::hostname(), std::process::id(), spoor_model::time::now_nanos());
             spoor_store::lease::Lease::new("compactor", holder, Duration::from_secs(LEASE_SECS))
         });
         Compactor {

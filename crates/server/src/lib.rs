@@ -217,7 +217,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let producing = role(cluster::Role::Distributor);
     let ingester_parts = match &kafka {
         Some(k) if ingester_role && ingest => {
-            let host = std::env::var("HOSTNAME").ok().or_else(hostname).unwrap_or_default();
+            let host = cluster::hostname();
             Some(config.ingester.owned(k.partitions, &host).map_err(|e| StartupError::new(format!("ingester: {e}")))?)
         }
         _ => None,
@@ -280,11 +280,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// This machine's name (a StatefulSet pod's is `<set>-<ordinal>`), for `ingester.ordinal`.
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
 }
 
 /// Drops DORA events past their retention, hourly.

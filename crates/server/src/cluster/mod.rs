@@ -20,3 +20,13 @@ pub mod live;
 pub mod log;
 
 pub use config::{IngesterConfig, KafkaConfig, QuerierConfig, Role};
+
+/// This machine's name (a StatefulSet pod's is `<set>-<ordinal>`): `ingester.ordinal` when
+/// unset, and part of the compactor lease's holder name.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_default()
+}
