@@ -95,6 +95,11 @@ def restart(info, name):
         p = subprocess.Popen(spec["argv"], env={**os.environ, **spec["env"]}, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=str(REPO))
     info["pids"][name] = p.pid
+    # `local-cluster down` stops what its state file lists: the new process too.
+    state_file = Path(info["dir"], "state.json")
+    state = json.loads(state_file.read_text())
+    state["pids"][name] = p.pid
+    state_file.write_text(json.dumps(state))
     return p
 
 
