@@ -259,3 +259,38 @@ def _list(s3):
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket="spoor"):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return keys
+
+
+def test_an_ingester_that_does_not_answer_makes_the_answer_partial(cluster):
+    """A querier waits `querier.ingester_timeout_ms` for each ingester; one that does not answer
+    is left out, and the answer says so: Tempo's PARTIAL status on trace by ID, a header on
+    search."""
+    tid = f"{random.getrandbits(128):032x}"
+    status, _ = http("POST", cluster["otlp_http"] + "/v1/traces", otlp_json(tid, 2, "partial"),
+                     {"Content-Type": "application/json"})
+    assert status == 200
+    pid = cluster["pids"]["ingester-2"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        req = urllib.request.Request(f"{cluster['api']}/api/v2/traces/{tid}")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                headers, body = r.headers, json.loads(r.read())
+            assert body.get("status") == "PARTIAL" and "ingester" in body["message"], body
+        except urllib.error.HTTPError as e:  # the trace lives on the stopped ingester: not found
+            assert e.code == 404
+            headers = e.headers
+        assert "ingester" in (headers.get("spoor-partial-results") or ""), dict(headers)
+        q = urllib.parse.quote('{ span.marker = "partial" }')
+        with urllib.request.urlopen(f"{cluster['api']}/api/search?q={q}", timeout=20) as r:
+            assert "ingester" in (r.headers.get("spoor-partial-results") or ""), dict(r.headers)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Back: complete answers, no header.
+    deadline = time.time() + 30
+    while True:
+        with urllib.request.urlopen(f"{cluster['api']}/api/search?q={q}", timeout=20) as r:
+            if r.headers.get("spoor-partial-results") is None:
+                break
+        assert time.time() < deadline, "answers stay partial after the ingester came back"
+        time.sleep(0.5)

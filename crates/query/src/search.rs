@@ -85,6 +85,8 @@ pub struct SearchResult {
     /// Newest first (start descending, then trace ID).
     pub traces: Vec<TraceHit>,
     pub metrics: SearchMetrics,
+    /// Sources that did not answer (a querier's ingesters): the result may lack their traces.
+    pub missing: Vec<String>,
 }
 
 pub async fn search(head: &Head, blocks: &Blocks, tenant: &str, req: &SearchRequest) -> Result<SearchResult> {
@@ -146,7 +148,7 @@ pub async fn search_with_remote(
         metrics.inspected_spans += inspected_spans;
         ranked.add(hits);
         if let Some(progress) = progress.as_deref_mut() {
-            progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
+            progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone(), ..Default::default() });
         }
     }
 
@@ -182,10 +184,10 @@ pub async fn search_with_remote(
             ranked.add(found.hits);
         }
         if let Some(progress) = progress.as_deref_mut() {
-            progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone() });
+            progress(SearchResult { traces: ranked.snapshot(), metrics: metrics.clone(), ..Default::default() });
         }
     }
-    Ok(SearchResult { traces: ranked.finish(), metrics })
+    Ok(SearchResult { traces: ranked.finish(), metrics, ..Default::default() })
 }
 
 /// Runs CPU-bound work off the async workers, which also serve ingest.

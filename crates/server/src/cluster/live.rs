@@ -103,33 +103,38 @@ impl Ingesters {
         })))
     }
 
-    /// The trace's live fragments, from every ingester that answers in time.
-    pub async fn trace(&self, tenant: &str, id: &TraceId) -> Vec<Bytes> {
+    /// The trace's live fragments, from every ingester that answers in time; `missed` gets the
+    /// ones that did not (the answer may lack their part).
+    pub async fn trace(&self, tenant: &str, id: &TraceId, missed: &mut Vec<String>) -> Vec<Bytes> {
         let path = format!("/internal/live/traces/{}", id.to_hex());
-        self.ask(tenant, &path).await.into_iter().flat_map(|(_, f)| f).collect()
+        self.ask(tenant, &path, missed).await.into_iter().flat_map(|(_, f)| f).collect()
     }
 
     /// The live traces matching a search (its raw query string), from every ingester.
-    pub async fn search(&self, tenant: &str, raw_query: &str) -> RemoteLive {
-        self.ask(tenant, &format!("/internal/live/search?{raw_query}")).await
+    pub async fn search(&self, tenant: &str, raw_query: &str, missed: &mut Vec<String>) -> RemoteLive {
+        self.ask(tenant, &format!("/internal/live/search?{raw_query}"), missed).await
     }
 
-    async fn ask(&self, tenant: &str, path: &str) -> RemoteLive {
+    async fn ask(&self, tenant: &str, path: &str, missed: &mut Vec<String>) -> RemoteLive {
         let asks = self.urls.iter().map(|base| async move {
             let got = tokio::time::timeout(self.timeout, self.get(base, tenant, path)).await;
-            match got {
-                Ok(Ok(traces)) => traces,
-                Ok(Err(e)) => self.missed(base, &e),
-                Err(_) => self.missed(base, &format!("no answer within {:?}", self.timeout)),
-            }
+            let why = match got {
+                Ok(Ok(traces)) => return Ok(traces),
+                Ok(Err(e)) => e,
+                Err(_) => format!("no answer within {:?}", self.timeout),
+            };
+            self.metrics.inc(names::QUERIER_INGESTER_ERRORS_TOTAL, &[("ingester", base)], 1.0);
+            tracing::warn!(ingester = base, error = why, "ingester left out of a query: its live traces are missing");
+            Err(format!("ingester {base}: {why}"))
         });
-        futures_util::future::join_all(asks).await.into_iter().flatten().collect()
-    }
-
-    fn missed(&self, base: &str, why: &str) -> RemoteLive {
-        self.metrics.inc(names::QUERIER_INGESTER_ERRORS_TOTAL, &[("ingester", base)], 1.0);
-        tracing::warn!(ingester = base, error = why, "ingester left out of a query: its live traces are missing");
-        Vec::new()
+        let mut out = Vec::new();
+        for r in futures_util::future::join_all(asks).await {
+            match r {
+                Ok(traces) => out.extend(traces),
+                Err(e) => missed.push(e),
+            }
+        }
+        out
     }
 
     async fn get(&self, base: &str, tenant: &str, path: &str) -> Result<RemoteLive, String> {

@@ -58,9 +58,21 @@ impl Reader {
         id: &TraceId,
         range: Option<(u64, u64)>,
     ) -> Result<Vec<bytes::Bytes>, Error> {
+        self.find_trace_reporting(tenant, id, range, &mut Vec::new()).await
+    }
+
+    /// [`Reader::find_trace`], adding to `missed` the sources that did not answer (a querier's
+    /// ingesters), so the answer can say it may be partial.
+    pub async fn find_trace_reporting(
+        &self,
+        tenant: &str,
+        id: &TraceId,
+        range: Option<(u64, u64)>,
+        missed: &mut Vec<String>,
+    ) -> Result<Vec<bytes::Bytes>, Error> {
         let mut out = self.head.get(tenant, id).unwrap_or_default();
         if let Some(l) = &self.live {
-            out.extend(l.trace(tenant, id).await);
+            out.extend(l.trace(tenant, id, missed).await);
         }
         let from_blocks = self
             .blocks

@@ -48,9 +48,25 @@ pub async fn handler(
             }
             let mut resp = axum::Json(answer).into_response();
             resp.extensions_mut().insert(ResultCount(found.traces.len()));
+            partial_header(&mut resp, &found.missing);
             resp
         }
         Err(e) => text_error(e),
+    }
+}
+
+/// `Spoor-Partial-Results` on an answer some source (a querier's ingesters) did not contribute
+/// to: it may lack their live traces. Tempo's JSON has no place for it outside trace by ID.
+pub fn partial_header(resp: &mut Response, missing: &[String]) {
+    if missing.is_empty() {
+        return;
+    }
+    let mut text = missing.join("; ");
+    text.truncate(text.floor_char_boundary(512));
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&text.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), "?"))
+    {
+        resp.headers_mut().insert("spoor-partial-results", v);
     }
 }
 
@@ -76,7 +92,7 @@ pub async fn search_progressively(
     for t in tenants {
         // A querier of the scale-out: the ingesters' live traces stand in for its own head.
         let remote = match &r.live {
-            Some(l) => l.search(t, raw).await,
+            Some(l) => l.search(t, raw, &mut all.missing).await,
             None => Vec::new(),
         };
         let found = spoor_query::search::search_with_remote(

@@ -31,6 +31,7 @@ async fn lookup(
     id: &str,
     params: &HashMap<String, String>,
     spans: Option<&SpanFilter>,
+    missed: &mut Vec<String>,
 ) -> Result<spoor_model::trace::Assembled, Error> {
     let tenants = p.tenants(headers)?;
     let id = TraceId::parse_api(id).map_err(|e| Error::bad_request(e.to_string()))?;
@@ -48,7 +49,7 @@ async fn lookup(
     let range = (start != 0 || end != 0).then(|| (start as u64 * SECOND, end as u64 * SECOND + SECOND - 1));
     let mut fragments: Vec<bytes::Bytes> = Vec::new();
     for t in &tenants {
-        fragments.extend(p.find_trace(t, &id, range).await?);
+        fragments.extend(p.find_trace_reporting(t, &id, range, missed).await?);
     }
     if fragments.is_empty() {
         return Err(Error::not_found());
@@ -96,30 +97,49 @@ async fn trace_by_id(
     spans: Option<Extension<SpanFiltering>>,
 ) -> Response {
     let filter = spans.as_ref().map(|Extension(SpanFiltering(f))| f.as_ref());
-    let mut t = match lookup(p, headers, id, params, filter).await {
+    let mut missed = Vec::new();
+    let mut t = match lookup(p, headers, id, params, filter, &mut missed).await {
         Ok(t) => t,
-        Err(e) => return text_error(e),
+        Err(e) => {
+            // A 404 may only mean that the ingester holding the trace did not answer.
+            let mut resp = text_error(e);
+            crate::tempo::search::partial_header(&mut resp, &missed);
+            return resp;
+        }
     };
     // Before any rendering, so no output format can carry a masked value.
     if let Some(Extension(Masking(m))) = &mask {
         m.apply(&mut t.trace);
     }
-    match (version, wants_protobuf(headers)) {
+    // Tempo's PARTIAL: an ingester holding live spans of it may not have answered.
+    let (status, message) = match missed.is_empty() {
+        true => (0, String::new()),
+        false => (1, missed.join("; ")),
+    };
+    let mut resp = match (version, wants_protobuf(headers)) {
         (1, true) => ([(header::CONTENT_TYPE, "application/protobuf")], t.trace.encode_to_vec()).into_response(),
         (1, false) => axum::Json(json!({ "batches": trace_to_json(&t.trace, IdStyle::Base64) })).into_response(),
         (_, true) => {
             let resp = TraceByIdResponse {
                 trace: Some(t.trace),
                 metrics: Some(TraceByIdMetrics { inspected_bytes: t.inspected_bytes }),
-                status: 0,
-                message: String::new(),
+                status,
+                message: message.clone(),
             };
             ([(header::CONTENT_TYPE, "application/protobuf")], resp.encode_to_vec()).into_response()
         }
-        (_, false) => axum::Json(json!({
-            "trace": { "resourceSpans": trace_to_json(&t.trace, IdStyle::Base64) },
-            "metrics": { "inspectedBytes": t.inspected_bytes.to_string() },
-        }))
-        .into_response(),
-    }
+        (_, false) => {
+            let mut body = json!({
+                "trace": { "resourceSpans": trace_to_json(&t.trace, IdStyle::Base64) },
+                "metrics": { "inspectedBytes": t.inspected_bytes.to_string() },
+            });
+            if status != 0 {
+                body["status"] = json!("PARTIAL");
+                body["message"] = json!(message);
+            }
+            axum::Json(body).into_response()
+        }
+    };
+    crate::tempo::search::partial_header(&mut resp, &missed);
+    resp
 }
