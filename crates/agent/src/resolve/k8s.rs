@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use spoor_server::config::agent::{K8sResolverConfig, SERVICE_ACCOUNT_DIR};
 use spoor_server::tls::ClientTlsConfig;
+use spoor_server::tls::client::with_causes;
 
 /// The largest list response read.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -167,17 +168,6 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
         return Err(format!("resolver.k8s.token_file {}: not a bearer token", path.display()));
     }
     Ok(token.to_string())
-}
-
-/// An error and its causes, `a: b: c` (hyper's own text is only "client error (Connect)").
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 // The few fields read from the API's JSON; everything else is ignored, so newer servers' additions

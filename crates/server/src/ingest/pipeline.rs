@@ -213,11 +213,20 @@ impl Pipeline {
 
     /// After [`Ingest::admit_early`] let the request in and its body was read.
     async fn ingest_inner(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
-        if self.uses_log {
-            return self.ingest_to_log(export).await;
-        }
-        let Some(wal) = self.wal.get() else {
-            return Err(self.unavailable("shutting down".into()));
+        // Where acknowledged spans are kept: the WAL, or (a distributor of the scale-out) the
+        // Kafka-API log, which the ingesters owning its partitions read into their heads.
+        let log = match self.uses_log {
+            true => Some(
+                self.log
+                    .get()
+                    .cloned()
+                    .ok_or_else(|| self.unavailable("not connected to the Kafka-API log yet".into()))?,
+            ),
+            false => None,
+        };
+        let wal = match &log {
+            Some(_) => None,
+            None => Some(self.wal.get().ok_or_else(|| self.unavailable("shutting down".into()))?),
         };
         // CPU work (inflate, decode, re-encode per trace) runs off the async threads.
         let this = self.clone();
@@ -227,44 +236,30 @@ impl Pipeline {
         let tenant = &prepared.tenant;
         let accepted: usize = prepared.admitted.fragments.iter().map(|f| f.spans as usize).sum();
         if accepted > 0 {
-            let record = encode_record(tenant, &prepared.admitted.fragments);
-            // Keeps the segment from release between the append and the insert.
-            let _pin = self.head.pin(wal.active_segment());
-            let segment = match wal.append(record).await {
-                Ok(segment) => segment,
-                Err(e) => {
-                    tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
-                    let labels = [("tenant", tenant.as_str()), ("reason", "wal_error")];
-                    self.metrics.inc(names::SPANS_REFUSED_TOTAL, &labels, accepted as f64);
-                    return Err(self
-                        .unavailable(format!("cannot make spans durable: {e}; retry later"))
-                        .with_source(e));
-                }
-            };
-            self.store(tenant, &prepared.admitted.fragments, segment);
-            self.metrics.inc(names::SPANS_ACCEPTED_TOTAL, &[("tenant", tenant)], accepted as f64);
-        }
-        Ok(prepared.response(self.max_bytes_per_trace))
-    }
-
-    /// A distributor of the scale-out: the log instead of the WAL and the head (the ingesters
-    /// that own the partitions read it from there).
-    async fn ingest_to_log(self: &Arc<Self>, export: Export) -> Result<ExportTraceServiceResponse, Error> {
-        let Some(log) = self.log.get().cloned() else {
-            return Err(self.unavailable("not connected to the Kafka-API log yet".into()));
-        };
-        let this = self.clone();
-        let prepared = tokio::task::spawn_blocking(move || this.prepare(export))
-            .await
-            .map_err(|e| Error::internal(format!("ingest task failed: {e}")))??;
-        let tenant = &prepared.tenant;
-        let accepted: usize = prepared.admitted.fragments.iter().map(|f| f.spans as usize).sum();
-        if accepted > 0 {
-            if let Err(e) = log.append(tenant, &prepared.admitted.fragments).await {
-                tracing::warn!(error = %e, "log append failed; request not acknowledged");
-                let labels = [("tenant", tenant.as_str()), ("reason", "log_error")];
+            let refused = |reason: &'static str| {
+                let labels = [("tenant", tenant.as_str()), ("reason", reason)];
                 self.metrics.inc(names::SPANS_REFUSED_TOTAL, &labels, accepted as f64);
-                return Err(e);
+            };
+            if let Some(log) = &log {
+                log.append(tenant, &prepared.admitted.fragments).await.inspect_err(|e| {
+                    tracing::warn!(error = %e, "log append failed; request not acknowledged");
+                    refused("log_error");
+                })?;
+            } else if let Some(wal) = &wal {
+                let record = encode_record(tenant, &prepared.admitted.fragments);
+                // Keeps the segment from release between the append and the insert.
+                let _pin = self.head.pin(wal.active_segment());
+                let segment = match wal.append(record).await {
+                    Ok(segment) => segment,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL append failed; request not acknowledged");
+                        refused("wal_error");
+                        return Err(self
+                            .unavailable(format!("cannot make spans durable: {e}; retry later"))
+                            .with_source(e));
+                    }
+                };
+                self.store(tenant, &prepared.admitted.fragments, segment);
             }
             self.metrics.inc(names::SPANS_ACCEPTED_TOTAL, &[("tenant", tenant)], accepted as f64);
         }

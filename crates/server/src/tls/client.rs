@@ -177,8 +177,8 @@ impl object_store::client::HttpService for StoreHttp {
     }
 }
 
-/// An error and its causes, `a: b: c`.
-fn with_causes(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `a: b: c` (hyper's own text is only "client error (Connect)").
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
