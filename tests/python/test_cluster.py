@@ -261,18 +261,6 @@ def _list(s3):
     return keys
 
 
-def _open(url):
-    """urlopen, retrying a 500: searches racing the compactors' deletions on this bucket have
-    failed with 500 now and then (left open in the issue note; not what this test is about)."""
-    for attempt in range(5):
-        try:
-            return urllib.request.urlopen(url, timeout=20)
-        except urllib.error.HTTPError as e:
-            if e.code != 500 or attempt == 4:
-                raise
-            time.sleep(0.5)
-
-
 def test_an_ingester_that_does_not_answer_makes_the_answer_partial(cluster):
     """A querier waits `querier.ingester_timeout_ms` for each ingester; one that does not answer
     is left out, and the answer says so: Tempo's PARTIAL status on trace by ID, a header on
@@ -294,14 +282,14 @@ def test_an_ingester_that_does_not_answer_makes_the_answer_partial(cluster):
             headers = e.headers
         assert "ingester" in (headers.get("spoor-partial-results") or ""), dict(headers)
         q = urllib.parse.quote('{ span.marker = "partial" }')
-        with _open(f"{cluster['api']}/api/search?q={q}") as r:
+        with urllib.request.urlopen(f"{cluster['api']}/api/search?q={q}", timeout=20) as r:
             assert "ingester" in (r.headers.get("spoor-partial-results") or ""), dict(r.headers)
     finally:
         os.kill(pid, signal.SIGCONT)
     # Back: complete answers, no header.
     deadline = time.time() + 30
     while True:
-        with _open(f"{cluster['api']}/api/search?q={q}") as r:
+        with urllib.request.urlopen(f"{cluster['api']}/api/search?q={q}", timeout=20) as r:
             if r.headers.get("spoor-partial-results") is None:
                 break
         assert time.time() < deadline, "answers stay partial after the ingester came back"

@@ -177,8 +177,14 @@ pub async fn search_with_remote(
             let req = req.clone();
             tokio::spawn(async move { search_block(&reader, &req).await })
         });
-        for job in futures_util::future::join_all(jobs).await {
-            let found = job.map_err(|e| Error::Internal(format!("search task failed: {e}")))??;
+        for (job, reader) in futures_util::future::join_all(jobs).await.into_iter().zip(chunk) {
+            let found = match job.map_err(|e| Error::Internal(format!("search task failed: {e}")))? {
+                Ok(found) => found,
+                // Compacted away (or expired) under the read: its spans are in a block this
+                // search did not list, as a trace lookup would find; not an error.
+                Err(_) if block_gone(blocks, reader).await => continue,
+                Err(e) => return Err(e),
+            };
             metrics += &found.metrics;
             metrics.completed_blocks += 1;
             ranked.add(found.hits);
@@ -193,6 +199,14 @@ pub async fn search_with_remote(
 /// Runs CPU-bound work off the async workers, which also serve ingest.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("search task failed: {e}")))?
+}
+
+/// Whether a block's meta is gone from the store (its files are deleted meta first).
+async fn block_gone(blocks: &Blocks, reader: &BlockReader) -> bool {
+    use object_store::ObjectStoreExt;
+    let m = reader.meta();
+    let meta = spoor_store::blocks::block_dir(&m.tenant, &m.block_id).join(spoor_block::META_FILE);
+    matches!(blocks.store.head(&meta).await, Err(object_store::Error::NotFound { .. }))
 }
 
 /// Prefilter, then evaluate only the traces holding a candidate row. Returns the hits, the
